@@ -1,0 +1,217 @@
+"""The ``speechrank`` command line: a thin layer over the Python API (DESIGN.md section 3).
+
+Every command parses its options, calls one API function, prints a table and optionally writes
+``--json``. A :class:`~speechrank.errors.SpeechrankError` (a user mistake: a missing path, an
+unknown format, a bad option) becomes one line on stderr and exit code 2; nothing a user can
+cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from speechrank.errors import SpeechrankError
+from speechrank.results import ResultRow, dumps_json, layer_sort_key
+
+app = typer.Typer(
+    name="speechrank",
+    help="Label-free assessment of self-supervised speech encoders by embedding rank.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as strict JSON, creating the parent directory."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps_json(payload) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise SpeechrankError(f"cannot write {path}: {err.strerror}") from err
+    err_console.print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def audio_progress(description: str, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar over audio seconds that shows audio seconds per second."""
+
+    class Bar:
+        def __init__(self, progress: Progress | None) -> None:
+            self.progress = progress
+            self.task = progress.add_task(description, total=None) if progress else None
+
+        def plan(self, total_seconds: float) -> None:
+            if self.progress is not None:
+                self.progress.update(self.task, total=total_seconds)
+
+        def advance(self, seconds: float) -> None:
+            if self.progress is not None:
+                self.progress.advance(self.task, seconds)
+
+    if not enabled:
+        yield Bar(None)
+        return
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"), AudioSpeedColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
+    )
+    with progress:
+        yield Bar(progress)
+
+
+class AudioSpeedColumn(ProgressColumn):
+    """Audio seconds processed per wall-clock second (the real-time factor)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text("" if speed is None else f"{speed:.1f}x real time", style="cyan")
+
+
+def item_progress(description: str, enabled: bool = True) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True,
+                    disable=not enabled)
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "nan"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def rows_table(rows: Sequence[ResultRow], title: str, *, column_key: str = "metric") -> Table:
+    """A layer x (pooling, metric) table of tidy rows."""
+    columns: list[tuple[str, ...]] = []
+    cells: dict[tuple[str, tuple[str, ...]], float] = {}
+    for row in rows:
+        col = (row.pooling, row.metric) if column_key == "metric" else (row.split, row.metric)
+        if col not in columns:
+            columns.append(col)
+        cells[(row.layer, col)] = row.value
+    layers = sorted({row.layer for row in rows}, key=layer_sort_key)
+    table = Table(title=title, show_lines=False)
+    table.add_column("layer", justify="right")
+    for col in columns:
+        table.add_column("\n".join(col), justify="right")
+    for layer in layers:
+        table.add_row(layer, *(_fmt(cells[(layer, c)]) if (layer, c) in cells else "-"
+                               for c in columns))
+    return table
+
+
+def report_skips(skipped: list[dict[str, str]], limit: int = 10) -> None:
+    if not skipped:
+        return
+    err_console.print(f"[yellow]{len(skipped)} file(s) skipped:[/yellow]")
+    for item in skipped[:limit]:
+        detail = f" ({item['detail']})" if item.get("detail") else ""
+        err_console.print(f"  {item['path']}: {item['reason']}{detail}", markup=False)
+    if len(skipped) > limit:
+        err_console.print(f"  ... and {len(skipped) - limit} more (all listed in --json)")
+
+
+# ----------------------------------------------------------------------------- rank
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable "
+                                              "result (tidy rows plus what was measured).")]
+
+
+@app.command()
+def rank(
+    model: Annotated[str, typer.Argument(help="HF model dir or cached hub id, a `speechrank "
+                                         "pretrain` checkpoint, or random:NAME.")],
+    data: Annotated[str, typer.Argument(help="Audio directory, manifest (.csv/.tsv/.jsonl) "
+                                        "or FORMAT:PATH.")],
+    layers: Annotated[str | None, typer.Option(help="Layers, e.g. all, 0,3,6, 2-5, cnn.")] = None,
+    pooling: Annotated[str, typer.Option(help="Poolings: sum (RankMe-t), mean, frames.")] = (
+        "sum,mean,frames"),
+    metrics: Annotated[str | None, typer.Option(help="Metrics (comma list; default all "
+                                                "spectral metrics).")] = None,
+    num_utterances: Annotated[int, typer.Option(help="Seeded random subset size (the "
+                                                "paper used 10,000).")] = 10_000,
+    max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = 25_600,
+    max_seconds: Annotated[float | None, typer.Option(help="Crop long files to this many "
+                                                      "seconds.")] = None,
+    batch_seconds: Annotated[float, typer.Option(help="Padded audio per batch.")] = 32.0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seeds the subset and frame sampling.")] = 0,
+    strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
+    json_path: JsonOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Label-free metrics (RankMe-t and relatives) for every layer, in one pass."""
+    from speechrank.rank import run_rank
+
+    with audio_progress("rank", enabled=not quiet) as bar:
+        result = run_rank(model, data, layers=layers, poolings=pooling, metrics=metrics,
+                          num_utterances=num_utterances, max_frames=max_frames,
+                          batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
+                          seed=seed, strict=strict, on_plan=bar.plan, progress=bar.advance)
+    counts = result.info["counts"]
+    title = (f"{result.info['model']} on {result.info['data']['spec']}: "
+             f"{counts['utterances_used']} utterances, {counts['audio_seconds']:.0f} s audio")
+    console.print(rows_table(result.rows, title))
+    report_skips(result.info["skipped"])
+    err_console.print(f"{result.info['wall_seconds']:.1f} s wall time")
+    write_json(json_path, result.to_json())
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (also used by the console script)."""
+    try:
+        app(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except SpeechrankError as err:
+        err_console.print(f"speechrank: error: {err}", markup=False, highlight=False)
+        return 2
+    except click.exceptions.Abort:
+        err_console.print("speechrank: aborted", markup=False)
+        return 130
+    except click.ClickException as err:
+        err_console.print(f"speechrank: error: {err.format_message()}", markup=False,
+                          highlight=False)
+        return err.exit_code
+    except KeyboardInterrupt:
+        err_console.print("speechrank: interrupted", markup=False)
+        return 130
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,231 @@
+"""One pass over a dataset: read audio, batch it by length, run an encoder.
+
+Everything that needs encoder features (``rank``, ``probe``, ``sweep``, the monitor) goes through
+:func:`iter_encoded`, so every part shares the same rules:
+
+- audio is read with soundfile, mixed to mono and resampled to the encoder's rate
+  (:func:`speechrank.audio.io.load_audio`);
+- unusable files are skipped with a reason, counted and listed (:class:`SkipLog`), or fail the
+  run in strict mode; a skipped file never changes the features of the others;
+- utterances are sorted by duration and grouped into batches of at most ``batch_seconds`` of
+  padded audio, so padding stays small; an encoder whose valid frames depend on padding
+  (``equal_length_batches``: group-norm models trained without an attention mask) only ever
+  sees batches of exactly equal length;
+- the encoder runs in eval mode under ``torch.inference_mode`` (the adapter's job) and hands back
+  the valid-frame lengths from its own convolution formula: padded frames never reach a
+  consumer, and no frame is repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechrank.audio.io import load_audio, probe_duration
+from speechrank.audio.utterance import Utterance
+from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.errors import AudioError, SpeechrankError
+
+#: Default amount of padded audio per batch, in seconds.
+DEFAULT_BATCH_SECONDS = 32.0
+
+
+class SkipLog:
+    """Files left out of a run, each with a short reason (``unreadable``, ``too_short`` ...)."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, path: str, reason: str, detail: str = "") -> None:
+        self.items.append({"path": path, "reason": reason, "detail": detail})
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(item["reason"] for item in self.items).items()))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def summary(self) -> str:
+        """One line such as ``3 skipped: 2 unreadable, 1 too_short``."""
+        if not self.items:
+            return "0 skipped"
+        parts = ", ".join(f"{n} {reason}" for reason, n in self.counts.items())
+        return f"{len(self.items)} skipped: {parts}"
+
+
+@dataclasses.dataclass
+class EncodedBatch:
+    """The encoder's output for a batch of utterances (CPU, float32)."""
+
+    utterances: list[Utterance]
+    output: EncoderOutput
+    num_samples: list[int]
+
+    @property
+    def audio_seconds(self) -> float:
+        return float(sum(self.num_samples))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedUtterance:
+    """An utterance whose duration is known before decoding, in encoder samples."""
+
+    utterance: Utterance
+    num_samples: int
+    num_frames: int
+
+
+def _effective_seconds(utt: Utterance, file_seconds: float, max_seconds: float | None) -> float:
+    start = utt.start or 0.0
+    end = file_seconds if utt.end is None else min(utt.end, file_seconds)
+    seconds = max(0.0, end - start)
+    if max_seconds is not None:
+        seconds = min(seconds, max_seconds)
+    return seconds
+
+
+def plan_utterances(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
+                    max_seconds: float | None = None, strict: bool = False,
+                    skips: SkipLog | None = None) -> list[PlannedUtterance]:
+    """Read each file's header (no decoding) and work out its samples and frames.
+
+    Files whose header cannot be read, or that are too short for a single output frame, are
+    skipped (or raise in strict mode). The result keeps the input order.
+    """
+    skips = skips if skips is not None else SkipLog()
+    planned: list[PlannedUtterance] = []
+    for utt in utterances:
+        try:
+            seconds = _effective_seconds(utt, probe_duration(utt.path), max_seconds)
+        except AudioError as err:
+            if strict:
+                raise
+            skips.add(utt.path, err.reason, err.detail)
+            continue
+        num_samples = round(seconds * encoder.sample_rate)
+        num_frames = (int(encoder.frame_lengths(torch.tensor([num_samples]))[0])
+                      if num_samples else 0)
+        if num_frames < 1:
+            err = AudioError(utt.path, "too_short" if num_samples else "empty",
+                             f"{seconds:.3f} s gives no output frame")
+            if strict:
+                raise err
+            skips.add(utt.path, err.reason, err.detail)
+            continue
+        planned.append(PlannedUtterance(utt, num_samples, num_frames))
+    return planned
+
+
+def _group_by_length(planned: Sequence[PlannedUtterance],
+                     batch_seconds: float, sample_rate: int) -> list[list[PlannedUtterance]]:
+    """Sort by length and cut into batches of at most ``batch_seconds`` of padded audio."""
+    order = sorted(planned, key=lambda p: (p.num_samples, p.utterance.uid))
+    budget = max(1, int(batch_seconds * sample_rate))
+    batches: list[list[PlannedUtterance]] = []
+    current: list[PlannedUtterance] = []
+    for item in order:
+        # Sorted ascending, so the newcomer is the longest: padded size = len * its samples.
+        if current and (len(current) + 1) * item.num_samples > budget:
+            batches.append(current)
+            current = []
+        current.append(item)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _runs_of_equal_length(items: list[tuple[PlannedUtterance, np.ndarray]]
+                          ) -> list[list[tuple[PlannedUtterance, np.ndarray]]]:
+    runs: list[list[tuple[PlannedUtterance, np.ndarray]]] = []
+    for item in sorted(items, key=lambda x: len(x[1])):
+        if runs and len(runs[-1][-1][1]) == len(item[1]):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _load(encoder: SpeechEncoder, item: PlannedUtterance,
+          max_seconds: float | None) -> np.ndarray:
+    utt = item.utterance
+    wave = load_audio(utt.path, encoder.sample_rate, start=utt.start, end=utt.end,
+                      max_seconds=max_seconds)
+    if wave.size and not np.any(wave):
+        raise AudioError(utt.path, "silent", "every sample is zero")
+    if int(encoder.frame_lengths(torch.tensor([wave.size]))[0]) < 1:
+        raise AudioError(utt.path, "too_short", f"{wave.size} samples give no output frame")
+    return wave
+
+
+def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
+                 layers: Sequence[str] | None = None,
+                 batch_seconds: float = DEFAULT_BATCH_SECONDS,
+                 max_seconds: float | None = None, strict: bool = False,
+                 skips: SkipLog | None = None,
+                 planned: Sequence[PlannedUtterance] | None = None,
+                 to_cpu: bool = True,
+                 progress: Callable[[float], Any] | None = None) -> Iterator[EncodedBatch]:
+    """Encode ``utterances`` batch by batch, yielding float32 per-layer frames.
+
+    Args:
+        encoder: any :class:`SpeechEncoder`.
+        utterances: what to encode; the yield order follows length, not this order.
+        layers: layer names to return (all the encoder offers when ``None``).
+        batch_seconds: most padded audio per batch; lower it to save memory.
+        max_seconds: crop every file to its first ``max_seconds`` (after ``start``).
+        strict: raise the first :class:`AudioError` instead of skipping the file.
+        skips: where skipped files are recorded.
+        planned: the output of :func:`plan_utterances`, when the caller already has it.
+        to_cpu: move the frames to the CPU (set False to keep them on the encoder's device,
+            where the accumulators can consume them without a copy).
+        progress: called with the audio seconds of each finished batch (including skips'
+            zero), for progress bars.
+    """
+    if batch_seconds <= 0:
+        raise SpeechrankError(f"--batch-seconds must be positive, got {batch_seconds}")
+    skips = skips if skips is not None else SkipLog()
+    if planned is None:
+        planned = plan_utterances(encoder, utterances, max_seconds=max_seconds, strict=strict,
+                                  skips=skips)
+    layer_list = list(layers) if layers is not None else None
+    for batch in _group_by_length(planned, batch_seconds, encoder.sample_rate):
+        loaded: list[tuple[PlannedUtterance, np.ndarray]] = []
+        for item in batch:
+            try:
+                loaded.append((item, _load(encoder, item, max_seconds)))
+            except AudioError as err:
+                if strict:
+                    raise
+                skips.add(item.utterance.path, err.reason, err.detail)
+        groups = _runs_of_equal_length(loaded) if encoder.equal_length_batches else [loaded]
+        for group in groups:
+            if not group:
+                continue
+            yield _encode_group(encoder, group, layer_list, to_cpu)
+        if progress is not None:
+            progress(sum(len(wave) for _, wave in loaded) / encoder.sample_rate)
+
+
+def _encode_group(encoder: SpeechEncoder, group: list[tuple[PlannedUtterance, np.ndarray]],
+                  layers: list[str] | None, to_cpu: bool) -> EncodedBatch:
+    lengths = [len(wave) for _, wave in group]
+    waveforms = torch.zeros(len(group), max(lengths), dtype=torch.float32)
+    for row, (_, wave) in enumerate(group):
+        waveforms[row, : len(wave)] = torch.from_numpy(wave)
+    lengths_t = torch.tensor(lengths, dtype=torch.long)
+    output = encoder.encode(waveforms.to(encoder.device), lengths_t.to(encoder.device), layers)
+    target = torch.device("cpu") if to_cpu else encoder.device
+    frames_by_layer = {name: frames.detach().to(target, torch.float32)
+                       for name, frames in output.layers.items()}
+    return EncodedBatch(
+        utterances=[item.utterance for item, _ in group],
+        output=EncoderOutput(layers=frames_by_layer,
+                             lengths=output.lengths.detach().to(target).long()),
+        num_samples=lengths,
+    )
