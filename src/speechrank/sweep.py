@@ -1,0 +1,326 @@
+"""``speechrank sweep``: rank and probes of every layer over a series of checkpoints.
+
+The paper's experiment (Aldeneh et al., ICASSP 2025) as a resumable job: for each checkpoint
+of a training run, the label-free metrics of every layer on the rank data, and every probe task
+on every layer, all written to a :class:`~speechrank.store.ResultStore`. Each unit of work
+(checkpoint x dataset for rank, checkpoint x task for probes) commits in one transaction, so
+a sweep killed at any moment and started again finishes the rest, recomputes nothing that is
+stored and duplicates nothing.
+
+The sweep is described by a TOML file::
+
+    [rank]                      # the label-free metrics
+    data = "synthetic:corpus"   # any DATA spec
+    num_utterances = 500        # optional, like `speechrank rank`
+    max_seconds = 6.0
+    poolings = ["sum", "mean", "frames"]
+    metrics = ["rankme", "rankme_centered", "erank_cov", "alpha_req"]
+    layers = "all"
+    max_frames = 25600
+
+    [[probe]]                   # one table per probe task
+    name = "ks"                 # unique name shown in the report
+    task = "ks"                 # ks | sid | er | pr | label:COLUMN
+    data = "synthetic:corpus"
+    domain = "in"               # in-domain or out-of-domain ("out")
+
+    [options]
+    seed = 0
+    batch_seconds = 32.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from speechrank.errors import SpeechrankError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One model of the series: where it is, its name and its training step."""
+
+    path: str
+    name: str
+    step: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    task: str
+    data: str
+    domain: str = "in"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep measures (parsed from the TOML file; see the module docstring)."""
+
+    rank_data: str | None
+    rank_options: dict[str, Any]
+    probes: tuple[ProbeSpec, ...]
+    seed: int = 0
+    batch_seconds: float = 32.0
+    max_seconds: float | None = None
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SweepConfig:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise SpeechrankError(f"sweep config not found: {path}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise SpeechrankError(f"{path}: not valid TOML ({err})") from err
+        return cls.from_dict(raw, base=path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path | None = None) -> SweepConfig:
+        base = base or Path(".")
+        known = {"rank", "probe", "options"}
+        unknown = set(raw) - known
+        if unknown:
+            raise SpeechrankError(f"sweep config: unknown section(s) {sorted(unknown)}; "
+                                  f"expected {sorted(known)}")
+        rank = dict(raw.get("rank", {}))
+        rank_data = rank.pop("data", None)
+        allowed_rank = {"num_utterances", "max_seconds", "poolings", "metrics", "layers",
+                        "max_frames"}
+        bad = set(rank) - allowed_rank
+        if bad:
+            raise SpeechrankError(f"sweep config [rank]: unknown key(s) {sorted(bad)}")
+        probes = []
+        names: set[str] = set()
+        for i, entry in enumerate(raw.get("probe", [])):
+            missing = {"task", "data"} - set(entry)
+            if missing:
+                raise SpeechrankError(f"sweep config [[probe]] #{i + 1}: missing "
+                                      f"{sorted(missing)}")
+            name = str(entry.get("name", entry["task"]))
+            if name in names:
+                raise SpeechrankError(f"sweep config: probe name '{name}' used twice")
+            names.add(name)
+            domain = str(entry.get("domain", "in"))
+            probes.append(ProbeSpec(name=name, task=str(entry["task"]),
+                                    data=_resolve_data(str(entry["data"]), base), domain=domain))
+        options = dict(raw.get("options", {}))
+        if rank_data is None and not probes:
+            raise SpeechrankError("sweep config names neither [rank] data nor any [[probe]]")
+        return cls(rank_data=_resolve_data(rank_data, base) if rank_data else None,
+                   rank_options=rank, probes=tuple(probes),
+                   seed=int(options.get("seed", 0)),
+                   batch_seconds=float(options.get("batch_seconds", 32.0)),
+                   max_seconds=options.get("max_seconds"),
+                   cache_dir=options.get("cache_dir"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _resolve_data(spec: str, base: Path) -> str:
+    """Make a relative DATA path in a config file relative to that file."""
+    fmt, sep, rest = spec.partition(":")
+    if sep and re.fullmatch(r"[a-z0-9_]+", fmt) and len(fmt) > 1:
+        path = Path(rest)
+        return f"{fmt}:{path if path.is_absolute() else (base / path)}"
+    path = Path(spec)
+    return str(path if path.is_absolute() else base / path)
+
+
+_STEP_IN_NAME = re.compile(r"(\d+)(?!.*\d)")
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The training step of a checkpoint directory, from its own files or its name."""
+    for name, key in (("trainer.json", "step"), ("trainer_state.json", "global_step")):
+        file = path / name
+        if file.is_file():
+            try:
+                value = json.loads(file.read_text(encoding="utf-8")).get(key)
+            except (OSError, json.JSONDecodeError):
+                value = None
+            if isinstance(value, int):
+                return value
+    match = _STEP_IN_NAME.search(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def find_checkpoints(spec: str | Path) -> list[Checkpoint]:
+    """The checkpoints of a series, ordered by training step.
+
+    ``spec`` is a directory of checkpoint directories (those of ``speechrank pretrain``, or
+    Hugging Face model directories such as ``checkpoint-500``), a single model directory, or a
+    text file listing one model per line (``PATH`` or ``PATH STEP``; ``#`` starts a comment;
+    a ``random:NAME`` spec is allowed and counts as step 0 unless a step is given).
+    """
+    path = Path(spec)
+    found: list[Checkpoint] = []
+    if path.is_file():
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) > 2:
+                raise SpeechrankError(f"{path}:{lineno}: expected 'PATH [STEP]'")
+            target = parts[0]
+            step: int | None
+            if len(parts) == 2:
+                try:
+                    step = int(parts[1])
+                except ValueError as err:
+                    raise SpeechrankError(f"{path}:{lineno}: step must be an integer") from err
+            else:
+                step = 0 if target.startswith("random:") else None
+            if not target.startswith("random:"):
+                resolved = Path(target) if Path(target).is_absolute() else path.parent / target
+                if not resolved.is_dir():
+                    raise SpeechrankError(f"{path}:{lineno}: no model directory {resolved}")
+                if step is None:
+                    step = _checkpoint_step(resolved)
+                target = str(resolved)
+            found.append(Checkpoint(path=target, name=Path(target).name or target, step=step))
+    elif path.is_dir():
+        if _is_model_dir(path):
+            found.append(Checkpoint(str(path), path.name, _checkpoint_step(path)))
+        else:
+            for child in sorted(p for p in path.iterdir() if p.is_dir()):
+                if _is_model_dir(child):
+                    found.append(Checkpoint(str(child), child.name, _checkpoint_step(child)))
+    else:
+        raise SpeechrankError(f"checkpoints not found: {spec}")
+    if not found:
+        raise SpeechrankError(f"no checkpoints in {spec} (expected directories with config.json)")
+    return sorted(found, key=lambda c: (c.step is None, c.step or 0, c.name))
+
+
+def run_name(checkpoints: Sequence[Checkpoint], spec: str | Path) -> str:
+    """The run a series belongs to: the directory holding the checkpoints."""
+    path = Path(spec)
+    if path.is_dir() and not _is_model_dir(path):
+        return path.resolve().name
+    return Path(checkpoints[0].path).resolve().parent.name if checkpoints else str(spec)
+
+
+@dataclasses.dataclass
+class SweepSummary:
+    """What a sweep did: units computed and reused, rows written, time taken."""
+
+    store: str
+    checkpoints: int
+    units_done: int
+    units_reused: int
+    rows_written: int
+    wall_seconds: float
+    skipped: dict[str, int]
+
+
+def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_path: str | Path,
+          *, device: str = "cpu", progress: bool = True,
+          log: Callable[[str], Any] | None = None) -> SweepSummary:
+    """Measure every checkpoint of a series into ``store_path`` (resumable).
+
+    Args:
+        checkpoints_spec: see :func:`find_checkpoints`.
+        config: a :class:`SweepConfig` or the path of its TOML file.
+        store_path: the SQLite store; created when missing, reused when present.
+        device: ``cpu`` or ``cuda``.
+        progress: show progress bars for the passes.
+        log: called with one line per unit of work.
+    """
+    from speechrank.encoders import load_encoder
+    from speechrank.probes import run_probe
+    from speechrank.rank import run_rank
+    from speechrank.store import ResultStore
+
+    started = time.perf_counter()
+    cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
+    checkpoints = find_checkpoints(checkpoints_spec)
+    run = run_name(checkpoints, checkpoints_spec)
+    say = log or (lambda _line: None)
+    store = ResultStore(store_path)
+    store.set_meta("sweep_config", json.dumps(cfg.to_dict()))
+    store.set_meta("run", run)
+    done = reused = rows_written = 0
+    skipped: dict[str, int] = {}
+    for checkpoint in checkpoints:
+        units: list[tuple[str, Callable[[Any], list[Any]]]] = []
+        if cfg.rank_data:
+            units.append((f"{run}|{checkpoint.name}|rank|{cfg.rank_data}", lambda enc: _rank_unit(
+                run_rank, enc, cfg, checkpoint, run, skipped)))
+        for probe in cfg.probes:
+            units.append((f"{run}|{checkpoint.name}|probe|{probe.name}",
+                          lambda enc, probe=probe: _probe_unit(run_probe, enc, cfg, probe,
+                                                               checkpoint, run, skipped,
+                                                               progress)))
+        todo = [(key, fn) for key, fn in units if not store.is_done(key)]
+        reused += len(units) - len(todo)
+        if not todo:
+            say(f"{checkpoint.name}: all {len(units)} units already in the store")
+            continue
+        encoder = load_encoder(checkpoint.path, device=device)
+        for key, fn in todo:
+            unit_started = time.perf_counter()
+            rows = fn(encoder)
+            with store.unit(key, meta={"checkpoint": checkpoint.name,
+                                       "step": checkpoint.step}) as unit:
+                unit.add_rows(rows)
+            done += 1
+            rows_written += len(rows)
+            say(f"{checkpoint.name} (step {checkpoint.step}): {key.split('|', 2)[2]} "
+                f"-> {len(rows)} rows in {time.perf_counter() - unit_started:.1f} s")
+    store.close()
+    return SweepSummary(store=str(store_path), checkpoints=len(checkpoints), units_done=done,
+                        units_reused=reused, rows_written=rows_written,
+                        wall_seconds=round(time.perf_counter() - started, 3), skipped=skipped)
+
+
+def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:
+    for item in items:
+        skipped[item["reason"]] = skipped.get(item["reason"], 0) + 1
+
+
+def _rank_unit(run_rank: Callable[..., Any], encoder: Any, cfg: SweepConfig,
+               checkpoint: Checkpoint, run: str, skipped: dict[str, int]) -> list[Any]:
+    options = dict(cfg.rank_options)
+    result = run_rank(
+        encoder, cfg.rank_data, layers=options.get("layers"),
+        poolings=options.get("poolings"), metrics=options.get("metrics"),
+        num_utterances=options.get("num_utterances", 10_000),
+        max_frames=int(options.get("max_frames", 25_600)),
+        batch_seconds=cfg.batch_seconds,
+        max_seconds=options.get("max_seconds", cfg.max_seconds), seed=cfg.seed,
+        checkpoint=checkpoint.name, step=checkpoint.step)
+    _count_skips(skipped, result.info["skipped"])
+    return [dataclasses.replace(row, model=run) for row in result.rows]
+
+
+def _probe_unit(run_probe: Callable[..., Any], encoder: Any, cfg: SweepConfig, probe: ProbeSpec,
+                checkpoint: Checkpoint, run: str, skipped: dict[str, int],
+                progress: bool) -> list[Any]:
+    result = run_probe(encoder, probe.data, probe.task, seed=cfg.seed,
+                       cache_dir=cfg.cache_dir, max_seconds=cfg.max_seconds,
+                       batch_seconds=cfg.batch_seconds, progress=progress)
+    _count_skips(skipped, result.info.get("skipped", []))
+    return [dataclasses.replace(row, model=run, checkpoint=checkpoint.name,
+                                step=checkpoint.step, task=probe.name, domain=probe.domain,
+                                conventions={**row.conventions, "task_kind": probe.task})
+            for row in result.rows]
