@@ -1,0 +1,499 @@
+"""The results store: one SQLite file holding every tidy :class:`~speechrank.results.ResultRow`.
+
+A sweep over checkpoints is long and may be interrupted, so the store is built around *units
+of work* (one checkpoint x dataset x task, say). The rows of a unit are buffered in memory and
+written, together with the unit's bookkeeping row, in one SQLite transaction when the unit
+finishes. A unit that raises, or a process that is killed, leaves nothing behind; a rerun asks
+:meth:`ResultStore.is_done` and recomputes only the missing units. Every row has an identity
+(model, checkpoint, dataset, layer, pooling, metric, task, split, domain and a hash of the
+conventions that matter), so writing a measurement again replaces it instead of duplicating it.
+
+Layout (schema version 1)::
+
+    schema_version(version)
+    results(id, model, checkpoint, step, dataset, layer, pooling, metric, value, n_rows, dim,
+            task, split, domain, conventions, conventions_hash, unit, updated_at)
+    units(key, status, started_at, finished_at, wall_s, n_results, meta)
+    meta(key, value)
+
+``conventions`` and ``meta`` are JSON text. ``value`` is ``NULL`` for NaN (SQLite stores NaN
+as ``NULL``); reading gives NaN back. The file uses write-ahead logging and
+``synchronous=NORMAL``: a committed unit survives a process crash, and readers never block the
+writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from speechrank.errors import SpeechrankError
+from speechrank.results import ResultRow, layer_sort_key
+
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "SCHEMA_VERSION",
+    "VOLATILE_CONVENTION_KEYS",
+    "ResultStore",
+    "UnitRecord",
+    "UnitWork",
+    "conventions_hash",
+]
+
+#: Version of the on-disk layout; a store written by a newer layout is refused.
+SCHEMA_VERSION = 1
+
+#: Columns (besides the conventions hash) that identify one measurement.
+IDENTITY_COLUMNS: tuple[str, ...] = (
+    "model", "checkpoint", "dataset", "layer", "pooling", "metric", "task", "split", "domain",
+)
+
+#: Convention keys that describe *how fast* or *where* a value was computed, not *what* was
+#: computed. They are stored with the row but left out of its identity, so a rerun on another
+#: machine or with another batch size replaces the earlier value instead of adding a second one.
+VOLATILE_CONVENTION_KEYS: frozenset[str] = frozenset({
+    "wall_s", "elapsed_s", "seconds", "timestamp", "created_at", "started_at", "finished_at",
+    "host", "hostname", "versions", "speechrank_version", "torch_version",
+    "transformers_version", "device", "threads", "num_threads", "batch_size", "batch_seconds",
+})
+
+_ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
+_FILTER_COLUMNS: frozenset[str] = frozenset(_ROW_FIELDS) - {"conventions"} | {"unit"}
+_EXPORT_COLUMNS: tuple[str, ...] = (*_ROW_FIELDS, "conventions_hash")
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    step INTEGER,
+    dataset TEXT NOT NULL,
+    layer TEXT NOT NULL,
+    pooling TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    n_rows INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    task TEXT NOT NULL DEFAULT '',
+    split TEXT NOT NULL DEFAULT '',
+    domain TEXT NOT NULL DEFAULT '',
+    conventions TEXT NOT NULL DEFAULT '{}',
+    conventions_hash TEXT NOT NULL,
+    unit TEXT,
+    updated_at TEXT NOT NULL,
+    UNIQUE (model, checkpoint, dataset, layer, pooling, metric, task, split, domain,
+            conventions_hash)
+);
+CREATE INDEX results_by_metric ON results (metric, task, pooling);
+CREATE INDEX results_by_unit ON results (unit);
+CREATE TABLE units (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT NOT NULL,
+    wall_s REAL,
+    n_results INTEGER NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_UPSERT = f"""
+INSERT INTO results ({", ".join(_ROW_FIELDS)}, conventions_hash, unit, updated_at)
+VALUES ({", ".join("?" * (len(_ROW_FIELDS) + 3))})
+ON CONFLICT ({", ".join(IDENTITY_COLUMNS)}, conventions_hash) DO UPDATE SET
+    step = excluded.step, value = excluded.value, n_rows = excluded.n_rows,
+    dim = excluded.dim, conventions = excluded.conventions, unit = excluded.unit,
+    updated_at = excluded.updated_at
+"""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalar
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} as JSON")
+
+
+def _finite_json(obj: Any) -> Any:
+    """Map NaN and infinities to strings so the stored JSON stays strict."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if obj != obj else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Mapping):
+        return {str(k): _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
+def _to_json(obj: Any, *, canonical: bool = False) -> str:
+    try:
+        normalised = json.loads(json.dumps(obj, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise SpeechrankError(f"value is not JSON-serialisable: {exc}") from None
+    if canonical:
+        return json.dumps(_finite_json(normalised), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True, allow_nan=False)
+    return json.dumps(_finite_json(normalised), sort_keys=True, allow_nan=False)
+
+
+def conventions_hash(conventions: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``conventions`` without :data:`VOLATILE_CONVENTION_KEYS`.
+
+    Canonical JSON: keys sorted at every level, no whitespace, ASCII only, tuples as lists,
+    numpy scalars as Python numbers, NaN/inf as strings. Two rows whose conventions differ only
+    in volatile keys (wall time, device, versions, batch size) hash alike.
+    """
+    kept = {k: v for k, v in conventions.items() if k not in VOLATILE_CONVENTION_KEYS}
+    return hashlib.sha256(_to_json(kept, canonical=True).encode("ascii")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitRecord:
+    """Bookkeeping of one finished unit of work."""
+
+    key: str
+    status: str
+    started_at: str | None
+    finished_at: str
+    wall_s: float | None
+    n_results: int
+    meta: dict[str, Any]
+
+
+@dataclasses.dataclass
+class UnitWork:
+    """The open unit inside :meth:`ResultStore.unit`: rows and metadata waiting for commit."""
+
+    key: str
+    meta: dict[str, Any]
+    rows: list[ResultRow] = dataclasses.field(default_factory=list)
+
+    def add_rows(self, rows: Iterable[ResultRow]) -> None:
+        """Buffer rows; they are written when the unit's ``with`` block ends without error."""
+        self.rows.extend(_check_row(r) for r in rows)
+
+
+def _check_row(row: Any) -> ResultRow:
+    if not isinstance(row, ResultRow):
+        raise SpeechrankError(f"the store takes ResultRow objects, not {type(row).__name__}")
+    return row
+
+
+def _row_params(row: ResultRow, unit: str | None, now: str) -> tuple[Any, ...]:
+    conventions = dict(row.conventions or {})
+    value = float(row.value)
+    return (
+        str(row.model), str(row.checkpoint), None if row.step is None else int(row.step),
+        str(row.dataset), str(row.layer), str(row.pooling), str(row.metric),
+        None if value != value else value, int(row.n_rows), int(row.dim),
+        str(row.task or ""), str(row.split or ""), str(row.domain or ""),
+        _to_json(conventions), conventions_hash(conventions), unit, now,
+    )
+
+
+def _row_from_db(record: sqlite3.Row) -> ResultRow:
+    value = record["value"]
+    return ResultRow(
+        model=record["model"], checkpoint=record["checkpoint"], step=record["step"],
+        dataset=record["dataset"], layer=record["layer"], pooling=record["pooling"],
+        metric=record["metric"], value=math.nan if value is None else float(value),
+        n_rows=record["n_rows"], dim=record["dim"], task=record["task"],
+        split=record["split"], domain=record["domain"],
+        conventions=json.loads(record["conventions"]),
+    )
+
+
+def _sort_key(row: ResultRow) -> tuple[Any, ...]:
+    return (row.model, row.step is not None, row.step or 0, row.checkpoint, row.dataset,
+            row.task, row.split, row.domain, row.metric, row.pooling, layer_sort_key(row.layer),
+            row.layer)
+
+
+class ResultStore:
+    """An SQLite file of tidy result rows with resumable units of work.
+
+    >>> with ResultStore("results.sqlite") as store:           # doctest: +SKIP
+    ...     if not store.is_done("ckpt-1000/fsdd/ks"):
+    ...         with store.unit("ckpt-1000/fsdd/ks", meta={"n_utts": 300}) as work:
+    ...             work.add_rows(compute_rows())
+    ...     rows = store.rows(metric="rankme", layer=["3", "4"])
+
+    ``create=False`` refuses a path that does not exist (for commands that only read).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise SpeechrankError(f"{self.path}: is a directory, not a results store file")
+        if not self.path.exists():
+            if not create:
+                raise SpeechrankError(f"{self.path}: no such results store")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pending: UnitWork | None = None
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SpeechrankError(f"{self.path}: cannot open results store ({exc})") from None
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise SpeechrankError(
+                f"{self.path}: not a speechrank results store (not an SQLite database: {exc})"
+            ) from None
+        except SpeechrankError:
+            self._conn.close()
+            raise
+
+    # ------------------------------------------------------------------ setup and lifetime
+    def _setup(self) -> None:
+        conn = self._conn
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "schema_version" not in tables:
+            if tables - {"sqlite_sequence"}:
+                raise SpeechrankError(
+                    f"{self.path}: not a speechrank results store (an SQLite database without "
+                    "a schema_version table)")
+            conn.execute("PRAGMA journal_mode=WAL")
+            with self._transaction():
+                # another process may have created the store while we waited for the lock
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                    "name='schema_version'").fetchone():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)",
+                                 (SCHEMA_VERSION,))
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        version = row[0] if row else None
+        if version is None:
+            raise SpeechrankError(f"{self.path}: results store has no schema version")
+        if version > SCHEMA_VERSION:
+            raise SpeechrankError(
+                f"{self.path}: results store has schema version {version}, newer than this "
+                f"speechrank understands ({SCHEMA_VERSION}); upgrade speechrank")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.path)!r})"
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+    # ------------------------------------------------------------------ writing
+    def add_rows(self, rows: Iterable[ResultRow]) -> int:
+        """Upsert rows. Inside :meth:`unit` they join that unit's transaction; otherwise they
+        are written at once in a transaction of their own. Returns the number of rows taken."""
+        checked = [_check_row(r) for r in rows]
+        if self._pending is not None:
+            self._pending.rows.extend(checked)
+            return len(checked)
+        now = _now()
+        params = [_row_params(r, None, now) for r in checked]
+        with self._transaction() as conn:
+            conn.executemany(_UPSERT, params)
+        return len(checked)
+
+    @contextlib.contextmanager
+    def unit(self, key: str, *, meta: Mapping[str, Any] | None = None) -> Iterator[UnitWork]:
+        """One unit of work, committed atomically when the block ends without an exception.
+
+        Rows given to the yielded :class:`UnitWork` (or to :meth:`add_rows` while the block is
+        open) are kept in memory; at the end they replace any rows an earlier run of the same
+        key wrote and are committed together with the ``units`` row (status ``done``, finish
+        time, wall time, ``meta``) in one transaction. An exception, ``KeyboardInterrupt`` or a
+        killed process commits nothing. Rows added inside the block are not visible to
+        :meth:`rows` until it ends. Units do not nest.
+        """
+        if self._pending is not None:
+            raise SpeechrankError(f"unit {key!r} opened inside unit {self._pending.key!r}")
+        work = UnitWork(key=str(key), meta=dict(meta or {}))
+        started_at, t0 = _now(), time.perf_counter()
+        self._pending = work
+        try:
+            yield work
+        finally:
+            self._pending = None
+        wall_s = time.perf_counter() - t0
+        now = _now()
+        params = [_row_params(r, work.key, now) for r in work.rows]
+        meta_json = _to_json(work.meta)
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM results WHERE unit = ?", (work.key,))
+            conn.executemany(_UPSERT, params)
+            conn.execute(
+                "INSERT OR REPLACE INTO units (key, status, started_at, finished_at, wall_s, "
+                "n_results, meta) VALUES (?, 'done', ?, ?, ?, ?, ?)",
+                (work.key, started_at, now, wall_s, len(params), meta_json))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store sweep-level metadata (any JSON-serialisable value) under ``key``."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (str(key), _to_json(value)))
+
+    # ------------------------------------------------------------------ reading
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The metadata stored under ``key``, or ``default``."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def meta(self) -> dict[str, Any]:
+        """All sweep-level metadata, by key."""
+        return {r[0]: json.loads(r[1])
+                for r in self._conn.execute("SELECT key, value FROM meta ORDER BY key")}
+
+    def is_done(self, key: str) -> bool:
+        """Whether the unit ``key`` was committed."""
+        row = self._conn.execute("SELECT status FROM units WHERE key = ?", (key,)).fetchone()
+        return row is not None and row[0] == "done"
+
+    def units(self) -> list[UnitRecord]:
+        """Every committed unit, in the order they finished."""
+        out = []
+        for r in self._conn.execute("SELECT * FROM units ORDER BY finished_at, rowid"):
+            out.append(UnitRecord(key=r["key"], status=r["status"], started_at=r["started_at"],
+                                  finished_at=r["finished_at"], wall_s=r["wall_s"],
+                                  n_results=r["n_results"], meta=json.loads(r["meta"])))
+        return out
+
+    def rows(self, **filters: Any) -> list[ResultRow]:
+        """Rows matching every filter, sorted by model, step, checkpoint, dataset, task, split,
+        domain, metric, pooling and layer (``cnn, 0, 1, ...``).
+
+        A filter is a column name (any :class:`ResultRow` field but ``conventions``, or
+        ``unit``) with a value, or a list/tuple/set of accepted values; ``step=None`` matches
+        rows without a step.
+        """
+        where, params = self._where(filters)
+        query = "SELECT * FROM results" + where
+        rows = [_row_from_db(r) for r in self._conn.execute(query, params)]
+        rows.sort(key=_sort_key)
+        return rows
+
+    def count(self, **filters: Any) -> int:
+        """Number of rows matching the filters of :meth:`rows`."""
+        where, params = self._where(filters)
+        return int(self._conn.execute("SELECT COUNT(*) FROM results" + where, params)
+                   .fetchone()[0])
+
+    def _where(self, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name, wanted in filters.items():
+            if name not in _FILTER_COLUMNS:
+                raise SpeechrankError(
+                    f"unknown filter {name!r}; use one of {', '.join(sorted(_FILTER_COLUMNS))}")
+            if isinstance(wanted, (list, tuple, set, frozenset)):
+                values = list(wanted)
+                if not values:
+                    clauses.append("0")
+                    continue
+                non_null = [v for v in values if v is not None]
+                parts = []
+                if non_null:
+                    parts.append(f"{name} IN ({', '.join('?' * len(non_null))})")
+                    params.extend(non_null)
+                if len(non_null) < len(values):
+                    parts.append(f"{name} IS NULL")
+                clauses.append("(" + " OR ".join(parts) + ")")
+            elif wanted is None:
+                clauses.append(f"{name} IS NULL")
+            else:
+                clauses.append(f"{name} = ?")
+                params.append(wanted)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    # ------------------------------------------------------------------ export
+    def _export_records(self, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        records = []
+        for row in self.rows(**filters):
+            record = row.to_dict()
+            record["conventions_hash"] = conventions_hash(row.conventions)
+            record["conventions"] = _to_json(row.conventions)
+            records.append(record)
+        return records
+
+    def to_csv(self, path: str | Path, **filters: Any) -> Path:
+        """Write the (filtered) rows as CSV, one column per field, conventions as JSON text.
+
+        A missing step is an empty cell; a NaN value is written ``nan``.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(_EXPORT_COLUMNS))
+            writer.writeheader()
+            for record in self._export_records(filters):
+                writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+        return path
+
+    def to_parquet(self, path: str | Path, **filters: Any) -> Path:
+        """Write the (filtered) rows as Parquet (needs ``pyarrow``: ``pip install pyarrow``)."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SpeechrankError(
+                "Parquet export needs pyarrow: pip install 'speechrank[parquet]'") from None
+        schema = pa.schema([
+            ("model", pa.string()), ("checkpoint", pa.string()), ("step", pa.int64()),
+            ("dataset", pa.string()), ("layer", pa.string()), ("pooling", pa.string()),
+            ("metric", pa.string()), ("value", pa.float64()), ("n_rows", pa.int64()),
+            ("dim", pa.int64()), ("task", pa.string()), ("split", pa.string()),
+            ("domain", pa.string()), ("conventions", pa.string()),
+            ("conventions_hash", pa.string()),
+        ])
+        records = self._export_records(filters)
+        table = pa.Table.from_pylist(records, schema=schema)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        return path
