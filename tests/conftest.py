@@ -1,0 +1,38 @@
+"""Shared fixtures: paths to the shared FSDD recordings and small generated audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FSDD = SHARED / "data" / "fsdd"
+
+# Tests never reach a network: Hugging Face lookups stay offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def fsdd_root() -> Path:
+    """The shared Free Spoken Digit Dataset (../shared/data/fsdd beside the repository)."""
+    if not (FSDD / "recordings").is_dir():
+        pytest.skip(f"shared FSDD recordings not found at {FSDD}")
+    return FSDD
+
+
+def write_tone(path: Path, seconds: float, sample_rate: int = 16_000, freq: float = 440.0,
+               channels: int = 1, seed: int = 0, subtype: str | None = None) -> Path:
+    """A tone plus a little noise, so every utterance differs and none is silent."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.size)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data.astype(np.float32), sample_rate, subtype=subtype)
+    return path
