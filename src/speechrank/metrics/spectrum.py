@@ -1,0 +1,130 @@
+"""Spectra of a streamed matrix from its float64 Gram matrix.
+
+For rows X (N x D) the Gram matrix G = X^T X has eigenvalues s_k^2, the squared singular values
+of X; with column sums c and mean mu = c / N, the centred Gram matrix
+G - N mu mu^T = G - c c^T / N is the Gram matrix of the column-centred rows. Both are
+symmetric, so a symmetric eigensolver (LAPACK ``syevd`` through :func:`numpy.linalg.eigvalsh`)
+in float64 gives every spectrum the metrics need, exactly and in O(D^3) time whatever N is.
+
+Conventions (recorded in every metric's ``conventions``):
+
+- values are sorted in descending order; tiny negative eigenvalues from round-off are clamped
+  to 0 before the square root;
+- eigenvalues at or below the round-off level ``max(N, D) * eps64 * lambda_max(X^T X)`` are
+  set to 0 (:attr:`Spectra.noise_floor`), so exact zeros stay zeros;
+- only ``min(N, D)`` values exist for an N x D matrix, so every spectrum is truncated to
+  ``min(N, D)`` values (the same count ``torch.linalg.svdvals`` returns);
+- covariance eigenvalues are l_k = s_k^2 / (N - 1) of the centred rows (the unbiased sample
+  covariance, as ``numpy.cov`` and scikit-learn's ``PCA.explained_variance_``); the scale
+  changes no metric here, only alpha-ReQ's intercept. With N < 2 they are undefined (NaN).
+
+Precision: the Gram route resolves singular values down to about sqrt(eps64 * max(N, D)) times
+the largest one (eigenvalues of G carry an absolute error of a few eps64 * s_1^2). Centring by
+subtraction loses about log10(|mu|^2 / l_k) digits on a covariance eigenvalue l_k, which in
+float64 matters only for offsets many orders of magnitude above the spread.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+#: Divisor of the centred Gram matrix that gives the covariance: N - COVARIANCE_DDOF.
+COVARIANCE_DDOF = 1
+
+#: The solver every spectrum comes from, recorded in ``conventions["solver"]``.
+SOLVER = "gram-float64-eigvalsh"
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def symmetrize(matrix: np.ndarray) -> np.ndarray:
+    """(A + A^T) / 2, removing the asymmetry round-off leaves in a symmetric product."""
+    return (matrix + matrix.T) * 0.5
+
+
+def gram_eigenvalues(gram: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` largest eigenvalues of a symmetric PSD matrix, descending, clamped at 0."""
+    if count <= 0:
+        return np.zeros(0)
+    values = np.linalg.eigvalsh(symmetrize(np.asarray(gram, dtype=np.float64)))[::-1]
+    return np.maximum(values[:count], 0.0)
+
+
+def centered_gram(gram: np.ndarray, column_sums: np.ndarray, n_rows: int) -> np.ndarray:
+    """G - c c^T / N: the Gram matrix of the column-centred rows."""
+    if n_rows == 0:
+        return np.zeros_like(gram)
+    return gram - np.outer(column_sums, column_sums) / n_rows
+
+
+def resolution_rtol(n_rows: int, dim: int) -> float:
+    """Relative size below which the Gram route cannot tell a singular value from zero.
+
+    ``sqrt(max(N, D) * eps64)``: numpy.linalg.matrix_rank's tolerance ``max(N, D) * eps``
+    applied to the eigenvalues s_k^2 of X^T X, expressed on the singular values.
+    """
+    return float(np.sqrt(max(n_rows, dim, 1) * EPS64))
+
+
+class Spectra:
+    """The spectra of one matrix, computed lazily from its Gram state, each at most once.
+
+    Built by :meth:`SpectralAccumulator.spectra`; :func:`compute_metrics` shares one instance
+    between all metrics so each eigendecomposition runs once.
+    """
+
+    def __init__(self, gram: np.ndarray, column_sums: np.ndarray, n_rows: int) -> None:
+        self.gram = gram
+        self.column_sums = column_sums
+        self.n_rows = int(n_rows)
+        self.dim = int(gram.shape[0])
+        #: How many values every spectrum has: min(N, D).
+        self.n_values = min(self.n_rows, self.dim)
+
+    @functools.cached_property
+    def _raw_eigenvalues(self) -> np.ndarray:
+        return gram_eigenvalues(self.gram, self.n_values)
+
+    @property
+    def noise_floor(self) -> float:
+        """Eigenvalues of the (centred) Gram matrix at or below this are set to 0.
+
+        ``max(N, D) * eps64 * lambda_max(X^T X)``: the round-off level of the Gram route (see
+        :func:`resolution_rtol`). Zeroing them makes a rank-deficient matrix give the same
+        spectrum as a float64 SVD instead of a floor of round-off noise.
+        """
+        top = float(self._raw_eigenvalues[0]) if self.n_values else 0.0
+        return resolution_rtol(self.n_rows, self.dim) ** 2 * top
+
+    def _denoise(self, values: np.ndarray) -> np.ndarray:
+        return np.where(values > self.noise_floor, values, 0.0)
+
+    @functools.cached_property
+    def gram_eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of X^T X (= s_k^2), descending, min(N, D) of them."""
+        return self._denoise(self._raw_eigenvalues)
+
+    @functools.cached_property
+    def centered_gram_eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of the centred Gram matrix (= squared centred singular values)."""
+        centred = centered_gram(self.gram, self.column_sums, self.n_rows)
+        return self._denoise(gram_eigenvalues(centred, self.n_values))
+
+    @property
+    def singular_values(self) -> np.ndarray:
+        """Singular values s_k of the raw rows, descending."""
+        return np.sqrt(self.gram_eigenvalues)
+
+    @property
+    def centered_singular_values(self) -> np.ndarray:
+        """Singular values of the column-centred rows, descending."""
+        return np.sqrt(self.centered_gram_eigenvalues)
+
+    @property
+    def covariance_eigenvalues(self) -> np.ndarray:
+        """Eigenvalues l_k of the sample covariance (divisor N - 1), descending; NaN if N < 2."""
+        if self.n_rows <= COVARIANCE_DDOF:
+            return np.full(self.n_values, np.nan)
+        return self.centered_gram_eigenvalues / (self.n_rows - COVARIANCE_DDOF)
