@@ -1,0 +1,588 @@
+"""Agreement between label-free metrics and downstream probe scores.
+
+The question of Aldeneh et al. ("Towards Automatic Assessment of Self-Supervised Speech Models
+using Rank", ICASSP 2025, arXiv 2409.10787), asked of a results store:
+
+* **within a layer, across checkpoints** -- does the metric rise and fall with the probe
+  score? Spearman's rho and Kendall's tau-b with p-values and bootstrap intervals
+  (the paper's main claim: yes, in-domain and out-of-domain);
+* **across layers, at one checkpoint** -- the same statistics over layers, and whether the
+  layer with the highest metric is the layer with the best score, with the *regret* (best
+  layer's score minus the picked layer's score) when it is not (the paper: often not);
+* **checkpoint selection, per layer** -- does the checkpoint with the highest metric have the
+  best score, and the regret otherwise;
+* **per phase of training** -- DESIGN.md section 5 found that much of the agreement is the
+  shared early collapse and recovery, so within every layer the checkpoints are also split at
+  the step where the metric is lowest, and the statistics computed on each side.
+
+A *pair* is one label-free metric series (model, metric, pooling, dataset) against one probe
+score series (model, task, score metric, domain, dataset, probe pooling, split); the points
+are the (checkpoint, layer) cells both have. Rows with the same cell but different
+conventions (two ``eps`` values, say) become distinct *variants* named by the convention keys
+that differ, never silently mixed.
+
+**Orientation.** Every statistic is computed on oriented values, so that a positive rho
+always means "the metric says better when the probe says better" and "the metric picks" means
+"the highest oriented metric": scores where lower is better (``per``, ``wer``, ``cer``,
+``eer``, ``loss``, ...) are negated, and so is ``alpha_req`` (a larger power-law exponent is a
+faster-decaying spectrum, i.e. fewer effective dimensions, the opposite of a larger rank).
+Each record carries ``metric_orientation`` and ``score_orientation`` (+1 or -1). Regrets are
+in the score's own units and never negative (for PER: picked PER minus best PER).
+
+**Ties.** When several candidates share the highest metric, the first in order is the pick
+(lowest layer; earliest checkpoint) and ``picked_ties`` counts them; every candidate sharing
+the best score counts as best.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechrank.analysis.stats import RankCorrelation, rank_correlation
+from speechrank.errors import SpeechrankError
+from speechrank.results import ResultRow, layer_sort_key
+from speechrank.store import VOLATILE_CONVENTION_KEYS as _VOLATILE_KEYS
+
+__all__ = [
+    "LOWER_IS_BETTER",
+    "METRIC_ORIENTATION",
+    "Correlation",
+    "CorrelationReport",
+    "PairKey",
+    "Selection",
+    "Summary",
+    "correlate",
+    "orientation",
+]
+
+#: Probe score names where lower is better; their values are negated before any statistic.
+LOWER_IS_BETTER: frozenset[str] = frozenset({
+    "per", "wer", "cer", "eer", "loss", "error", "error_rate", "nll", "mse", "mae", "rmse",
+})
+
+#: Label-free metrics whose direction is not "higher = richer representation".
+METRIC_ORIENTATION: dict[str, int] = {"alpha_req": -1}
+
+Point = tuple[str, str]  # (checkpoint, layer)
+
+
+def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = None) -> int:
+    """+1 if a larger ``name`` is better, -1 if smaller is better (``kind``: metric or score)."""
+    if overrides and name in overrides:
+        value = int(overrides[name])
+        if value not in (1, -1):
+            raise SpeechrankError(f"orientation of {name!r} must be +1 or -1, not {value}")
+        return value
+    if kind == "metric":
+        return METRIC_ORIENTATION.get(name, 1)
+    return -1 if name.lower() in LOWER_IS_BETTER else 1
+
+
+# ---------------------------------------------------------------------------------- records
+@dataclasses.dataclass(frozen=True)
+class PairKey:
+    """One label-free metric series against one probe score series."""
+
+    model: str
+    metric: str
+    pooling: str
+    metric_dataset: str
+    metric_variant: str
+    metric_orientation: int
+    task: str
+    score: str
+    domain: str
+    probe_dataset: str
+    probe_pooling: str
+    split: str
+    score_variant: str
+    score_orientation: int
+
+    @property
+    def pair(self) -> PairKey:
+        """The bare key of this record (drops the record's own fields)."""
+        return PairKey(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PairKey)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Correlation(PairKey):
+    """Rank correlation of one pair on one slice.
+
+    ``scope="layer"``: across the checkpoints of ``layer`` (``phase`` ``all``, or ``collapse``
+    / ``recovery`` split at ``checkpoint``/``step``, the checkpoint where the layer's metric
+    is lowest, which belongs to both phases). ``scope="checkpoint"``: across the layers of
+    ``checkpoint`` (``layer`` empty).
+    """
+
+    scope: str
+    layer: str
+    checkpoint: str
+    step: int | None
+    phase: str
+    n: int
+    spearman: float
+    spearman_p: float
+    spearman_low: float
+    spearman_high: float
+    kendall: float
+    kendall_p: float
+    kendall_low: float
+    kendall_high: float
+    n_boot: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection(PairKey):
+    """Does the metric's pick have the best score?
+
+    ``scope="layer"``: the metric picks a layer at ``checkpoint``. ``scope="checkpoint"``: it
+    picks a checkpoint within ``layer``. ``best`` lists every candidate with the best score;
+    ``regret`` is the best score minus the pick's score, in score units (>= 0).
+    """
+
+    scope: str
+    layer: str
+    checkpoint: str
+    step: int | None
+    n_candidates: int
+    picked: str
+    picked_step: int | None
+    picked_ties: int
+    best: tuple[str, ...]
+    agree: bool | None
+    picked_score: float
+    best_score: float
+    regret: float
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary(PairKey):
+    """The headline numbers of one pair (medians ignore undefined correlations)."""
+
+    n_checkpoints: int
+    n_layers: int
+    n_points: int
+    within_rho_median: float
+    within_rho_min: float
+    within_rho_max: float
+    within_tau_median: float
+    within_n: int
+    across_rho_median: float
+    across_n: int
+    best_layer_agreement: float
+    best_layer_n: int
+    best_layer_regret_mean: float
+    checkpoint_agreement: float
+    checkpoint_n: int
+    checkpoint_regret_mean: float
+    collapse_rho_median: float
+    collapse_n: int
+    recovery_rho_median: float
+    recovery_n: int
+
+
+@dataclasses.dataclass
+class CorrelationReport:
+    """Everything :func:`correlate` found, as tidy lists of flat records."""
+
+    summary: list[Summary]
+    within_layer: list[Correlation]
+    across_layers: list[Correlation]
+    phases: list[Correlation]
+    best_layer: list[Selection]
+    best_checkpoint: list[Selection]
+    settings: dict[str, Any]
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN stays float; :func:`speechrank.results.dumps_json` maps it
+        to ``null``)."""
+        return {
+            "settings": self.settings,
+            "notes": list(self.notes),
+            "summary": [r.to_dict() for r in self.summary],
+            "within_layer": [r.to_dict() for r in self.within_layer],
+            "across_layers": [r.to_dict() for r in self.across_layers],
+            "phases": [r.to_dict() for r in self.phases],
+            "best_layer": [r.to_dict() for r in self.best_layer],
+            "best_checkpoint": [r.to_dict() for r in self.best_checkpoint],
+        }
+
+    @property
+    def pairs(self) -> list[PairKey]:
+        """Every pair, in report order."""
+        return [s.pair for s in self.summary]
+
+
+# ---------------------------------------------------------------------------------- loading
+def load_rows(source: Any) -> list[ResultRow]:
+    """Rows from a :class:`~speechrank.store.ResultStore`, a store path or an iterable of rows."""
+    from speechrank.store import ResultStore
+
+    if isinstance(source, ResultStore):
+        return source.rows()
+    if isinstance(source, (str, Path)):
+        with ResultStore(source, create=False) as store:
+            return store.rows()
+    rows = list(source)
+    for row in rows:
+        if not isinstance(row, ResultRow):
+            raise SpeechrankError(f"expected ResultRow objects, got {type(row).__name__}")
+    return rows
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclasses.dataclass
+class _Series:
+    key: tuple[str, ...]
+    variant: str
+    points: dict[Point, ResultRow]
+
+
+def _build_series(groups: Mapping[tuple[str, ...], Mapping[Point, list[ResultRow]]],
+                  what: str, notes: list[str]) -> list[_Series]:
+    """One series per group, split into variants where one cell holds rows whose conventions
+    differ (only the differing keys name the variant)."""
+    out: list[_Series] = []
+    for key in sorted(groups):
+        points = groups[key]
+        duplicates = [rs for rs in points.values() if len(rs) > 1]
+        differing: set[str] = set()
+        for rs in duplicates:
+            names = set().union(*(r.conventions.keys() for r in rs)) - _VOLATILE_KEYS
+            differing.update(k for k in names
+                             if len({_canon(r.conventions.get(k)) for r in rs}) > 1)
+        if not differing:
+            if duplicates:
+                notes.append(f"{what} {'/'.join(key)}: {len(duplicates)} cell(s) measured more "
+                             "than once with the same conventions; the last row is used")
+            out.append(_Series(key, "", {p: rs[-1] for p, rs in points.items()}))
+            continue
+        by_variant: dict[str, dict[Point, ResultRow]] = defaultdict(dict)
+        for p, rs in points.items():
+            for r in rs:
+                label = ", ".join(f"{k}={_canon(r.conventions.get(k))}" for k in sorted(differing))
+                by_variant[label][p] = r
+        notes.append(f"{what} {'/'.join(key)}: conventions differ between rows of the same cell "
+                     f"({', '.join(sorted(differing))}); analysed as {len(by_variant)} variants")
+        out.extend(_Series(key, v, by_variant[v]) for v in sorted(by_variant))
+    return out
+
+
+def _point_order(steps: Mapping[tuple[str, str], int | None], model: str):
+    def key(checkpoint: str) -> tuple[Any, ...]:
+        step = steps.get((model, checkpoint))
+        return (step is not None, step if step is not None else 0, checkpoint)
+    return key
+
+
+def _layer_key(layer: str) -> tuple[Any, ...]:
+    return (*layer_sort_key(layer), layer)
+
+
+def _rng(seed: int, identity: Sequence[Any]) -> np.random.Generator:
+    digest = hashlib.sha256(_canon(list(identity)).encode()).digest()
+    return np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(digest[:8], "big")]))
+
+
+def _median(values: Iterable[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def _mean(values: Iterable[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+# ---------------------------------------------------------------------------------- analysis
+def correlate(source: Any, *, metrics: Sequence[str] | None = None,
+              tasks: Sequence[str] | None = None, poolings: Sequence[str] | None = None,
+              n_bootstrap: int = 1000, seed: int = 0, probe_split: str = "test",
+              confidence: float = 0.95,
+              orientations: Mapping[str, int] | None = None) -> CorrelationReport:
+    """Measure how well label-free metrics agree with probe scores (see the module docstring).
+
+    Args:
+        source: a :class:`~speechrank.store.ResultStore`, the path of one, or result rows.
+        metrics: label-free metric names to analyse (default: all in the source).
+        tasks: probe task names to analyse (default: all).
+        poolings: poolings of the label-free metrics (default: all).
+        n_bootstrap: bootstrap resamples per correlation (0: no intervals).
+        seed: seeds the bootstrap; every correlation draws from its own stream derived from
+            the seed and its identity, so results do not depend on what else is analysed.
+        probe_split: the probe split whose scores are used.
+        confidence: level of the percentile bootstrap interval.
+        orientations: +1/-1 overrides by metric or score name.
+
+    Returns:
+        A :class:`CorrelationReport`.
+    """
+    if n_bootstrap < 0:
+        raise SpeechrankError(f"n_bootstrap must be >= 0, not {n_bootstrap}")
+    if not 0.0 < confidence < 1.0:
+        raise SpeechrankError(f"confidence must be between 0 and 1, not {confidence}")
+    rows = load_rows(source)
+    notes: list[str] = []
+
+    steps: dict[tuple[str, str], int | None] = {}
+    for r in rows:
+        if steps.get((r.model, r.checkpoint)) is None:
+            steps[(r.model, r.checkpoint)] = r.step
+
+    metric_groups: dict[tuple[str, ...], dict[Point, list[ResultRow]]] = defaultdict(
+        lambda: defaultdict(list))
+    score_groups: dict[tuple[str, ...], dict[Point, list[ResultRow]]] = defaultdict(
+        lambda: defaultdict(list))
+    other_splits: set[str] = set()
+    n_metric_rows = n_probe_rows = 0
+    for r in rows:
+        if not r.task:
+            if metrics is not None and r.metric not in metrics:
+                continue
+            if poolings is not None and r.pooling not in poolings:
+                continue
+            metric_groups[(r.model, r.metric, r.pooling, r.dataset)][(r.checkpoint, r.layer)] \
+                .append(r)
+            n_metric_rows += 1
+        else:
+            if tasks is not None and r.task not in tasks:
+                continue
+            if r.split != probe_split:
+                other_splits.add(r.split)
+                continue
+            score_groups[(r.model, r.task, r.metric, r.domain, r.dataset, r.pooling)][
+                (r.checkpoint, r.layer)].append(r)
+            n_probe_rows += 1
+    if not metric_groups:
+        notes.append("no label-free metric rows" + (" matching the filters" if
+                                                     metrics or poolings else ""))
+    if not score_groups:
+        extra = f" (splits present: {', '.join(sorted(other_splits))})" if other_splits else ""
+        notes.append(f"no probe rows with split {probe_split!r}{extra}")
+
+    metric_series = _build_series(metric_groups, "metric", notes)
+    score_series = _build_series(score_groups, "score", notes)
+
+    report = CorrelationReport([], [], [], [], [], [], {}, notes)
+    pairs_seen = 0
+    for ms in metric_series:
+        model, metric, pooling, mdata = ms.key
+        for ss in score_series:
+            if ss.key[0] != model:
+                continue
+            _, task, score, domain, pdata, ppool = ss.key
+            common = sorted(set(ms.points) & set(ss.points))
+            if not common:
+                continue
+            key = PairKey(model=model, metric=metric, pooling=pooling, metric_dataset=mdata,
+                          metric_variant=ms.variant,
+                          metric_orientation=orientation(metric, kind="metric",
+                                                         overrides=orientations),
+                          task=task, score=score, domain=domain, probe_dataset=pdata,
+                          probe_pooling=ppool, split=probe_split, score_variant=ss.variant,
+                          score_orientation=orientation(score, kind="score",
+                                                        overrides=orientations))
+            cells: dict[Point, tuple[float, float, float]] = {}
+            dropped = 0
+            for p in common:
+                m, s = ms.points[p].value, ss.points[p].value
+                if not (math.isfinite(m) and math.isfinite(s)):
+                    dropped += 1
+                    continue
+                cells[p] = (key.metric_orientation * m, key.score_orientation * s, s)
+            if dropped:
+                notes.append(f"{_label(key)}: {dropped} cell(s) with a non-finite metric or "
+                             "score left out")
+            pairs_seen += 1
+            _analyse_pair(report, key, cells, steps, n_bootstrap=n_bootstrap, seed=seed,
+                          confidence=confidence)
+    for ms in metric_series:
+        if not any(s.model == ms.key[0] and s.metric == ms.key[1] and s.pooling == ms.key[2]
+                   and s.metric_dataset == ms.key[3] and s.metric_variant == ms.variant
+                   for s in report.summary) and score_series:
+            notes.append(f"metric {'/'.join(ms.key)}: no probe score on the same checkpoints "
+                         "and layers")
+
+    names_m = sorted({s.metric for s in report.summary})
+    names_s = sorted({s.score for s in report.summary})
+    report.settings = {
+        "n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence,
+        "probe_split": probe_split, "bootstrap": "percentile, resampling points with replacement",
+        "orientation": {
+            "metrics": {m: orientation(m, kind="metric", overrides=orientations)
+                        for m in names_m},
+            "scores": {s: orientation(s, kind="score", overrides=orientations)
+                       for s in names_s},
+            "rule": "statistics use orientation * value, so higher is better for every series",
+        },
+        "ties": "the metric's pick is the first tied candidate (lowest layer, earliest "
+                "checkpoint); every candidate with the best score counts as best",
+        "phases": "within each layer, checkpoints up to and from the step where the oriented "
+                  "metric is lowest (that checkpoint is in both phases)",
+        "counts": {"rows": len(rows), "metric_rows": n_metric_rows,
+                   "probe_rows": n_probe_rows, "pairs": pairs_seen},
+    }
+    return report
+
+
+def _label(key: PairKey) -> str:
+    return f"{key.metric}/{key.pooling} vs {key.task}:{key.score} ({key.domain or '-'})"
+
+
+def _correlation(key: PairKey, *, scope: str, layer: str, checkpoint: str, step: int | None,
+                 phase: str, x: list[float], y: list[float], n_bootstrap: int, seed: int,
+                 confidence: float, reason: str = "") -> Correlation:
+    identity = [*dataclasses.astuple(key), scope, layer, checkpoint, phase]
+    if reason:
+        stat = RankCorrelation.undefined(len(x), reason)
+    else:
+        stat = rank_correlation(np.asarray(x), np.asarray(y), n_bootstrap=n_bootstrap,
+                                rng=_rng(seed, identity), confidence=confidence)
+    return Correlation(**dataclasses.asdict(key), scope=scope, layer=layer,
+                       checkpoint=checkpoint, step=step, phase=phase,
+                       **dataclasses.asdict(stat))
+
+
+def _selection(key: PairKey, *, scope: str, layer: str, checkpoint: str, step: int | None,
+               candidates: list[tuple[str, int | None, float, float, float]]) -> Selection:
+    """``candidates``: (name, step, oriented metric, oriented score, raw score), in order."""
+    nan = math.nan
+    if len(candidates) < 2:
+        return Selection(**dataclasses.asdict(key), scope=scope, layer=layer,
+                         checkpoint=checkpoint, step=step, n_candidates=len(candidates),
+                         picked=candidates[0][0] if candidates else "",
+                         picked_step=candidates[0][1] if candidates else None, picked_ties=0,
+                         best=(), agree=None, picked_score=nan, best_score=nan, regret=nan,
+                         reason=f"fewer than 2 candidates ({len(candidates)})")
+    top_metric = max(c[2] for c in candidates)
+    tied = [c for c in candidates if c[2] == top_metric]
+    pick = tied[0]
+    top_score = max(c[3] for c in candidates)
+    best = [c for c in candidates if c[3] == top_score]
+    regret = top_score - pick[3]
+    return Selection(**dataclasses.asdict(key), scope=scope, layer=layer, checkpoint=checkpoint,
+                     step=step, n_candidates=len(candidates), picked=pick[0],
+                     picked_step=pick[1], picked_ties=len(tied), best=tuple(c[0] for c in best),
+                     agree=pick[0] in {c[0] for c in best}, picked_score=pick[4],
+                     best_score=best[0][4], regret=float(regret), reason="")
+
+
+def _analyse_pair(report: CorrelationReport, key: PairKey,
+                  cells: Mapping[Point, tuple[float, float, float]],
+                  steps: Mapping[tuple[str, str], int | None], *, n_bootstrap: int, seed: int,
+                  confidence: float) -> None:
+    ckpt_key = _point_order(steps, key.model)
+    checkpoints = sorted({c for c, _ in cells}, key=ckpt_key)
+    layers = sorted({layer for _, layer in cells}, key=_layer_key)
+    stats_kw = {"n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence}
+
+    within: list[Correlation] = []
+    phases: list[Correlation] = []
+    ck_sel: list[Selection] = []
+    for layer in layers:
+        series = [(c, steps.get((key.model, c))) + cells[(c, layer)]
+                  for c in checkpoints if (c, layer) in cells]
+        x = [s[2] for s in series]
+        y = [s[3] for s in series]
+        within.append(_correlation(key, scope="layer", layer=layer, checkpoint="", step=None,
+                                   phase="all", x=x, y=y, **stats_kw))
+        ck_sel.append(_selection(key, scope="checkpoint", layer=layer, checkpoint="", step=None,
+                                 candidates=[(s[0], s[1], s[2], s[3], s[4]) for s in series]))
+        phases.extend(_phase_split(key, layer, series, stats_kw))
+
+    across: list[Correlation] = []
+    layer_sel: list[Selection] = []
+    for checkpoint in checkpoints:
+        step = steps.get((key.model, checkpoint))
+        series = [(layer, *cells[(checkpoint, layer)]) for layer in layers
+                  if (checkpoint, layer) in cells]
+        across.append(_correlation(key, scope="checkpoint", layer="", checkpoint=checkpoint,
+                                   step=step, phase="all", x=[s[1] for s in series],
+                                   y=[s[2] for s in series], **stats_kw))
+        layer_sel.append(_selection(key, scope="layer", layer="", checkpoint=checkpoint,
+                                    step=step,
+                                    candidates=[(s[0], None, s[1], s[2], s[3]) for s in series]))
+
+    report.within_layer.extend(within)
+    report.phases.extend(phases)
+    report.across_layers.extend(across)
+    report.best_layer.extend(layer_sel)
+    report.best_checkpoint.extend(ck_sel)
+
+    def rate(selections: list[Selection]) -> tuple[float, int, float]:
+        decided = [s for s in selections if s.agree is not None]
+        if not decided:
+            return math.nan, 0, math.nan
+        return (sum(s.agree for s in decided) / len(decided), len(decided),
+                _mean(s.regret for s in decided))
+
+    bl_rate, bl_n, bl_regret = rate(layer_sel)
+    ck_rate, ck_n, ck_regret = rate(ck_sel)
+    within_rho = [c.spearman for c in within if math.isfinite(c.spearman)]
+    collapse = [c.spearman for c in phases if c.phase == "collapse"]
+    recovery = [c.spearman for c in phases if c.phase == "recovery"]
+    report.summary.append(Summary(
+        **dataclasses.asdict(key), n_checkpoints=len(checkpoints), n_layers=len(layers),
+        n_points=len(cells), within_rho_median=_median(within_rho),
+        within_rho_min=min(within_rho) if within_rho else math.nan,
+        within_rho_max=max(within_rho) if within_rho else math.nan,
+        within_tau_median=_median(c.kendall for c in within), within_n=len(within_rho),
+        across_rho_median=_median(c.spearman for c in across),
+        across_n=sum(math.isfinite(c.spearman) for c in across),
+        best_layer_agreement=bl_rate, best_layer_n=bl_n, best_layer_regret_mean=bl_regret,
+        checkpoint_agreement=ck_rate, checkpoint_n=ck_n, checkpoint_regret_mean=ck_regret,
+        collapse_rho_median=_median(collapse),
+        collapse_n=sum(math.isfinite(v) for v in collapse),
+        recovery_rho_median=_median(recovery),
+        recovery_n=sum(math.isfinite(v) for v in recovery)))
+
+
+def _phase_split(key: PairKey, layer: str, series: list[tuple[Any, ...]],
+                 stats_kw: dict[str, Any]) -> list[Correlation]:
+    """Collapse and recovery correlations of one layer's checkpoint series (sorted by step).
+
+    The split is the checkpoint where the oriented metric is lowest (the first such): the
+    collapse phase runs from the first checkpoint to it, the recovery phase from it to the
+    last. Splitting at the metric's own minimum is a choice made from the data, so a phase's
+    rho says "did the score follow the metric's fall (rise)?", not "is the fall significant".
+    """
+    if len(series) < 2:
+        return []
+    if any(s[1] is None for s in series):
+        reason = "checkpoints without a training step cannot be split into phases"
+        return [_correlation(key, scope="layer", layer=layer, checkpoint="", step=None,
+                             phase=phase, x=[], y=[], reason=reason, **stats_kw)
+                for phase in ("collapse", "recovery")]
+    lowest = min(range(len(series)), key=lambda i: (series[i][2], i))
+    split_name, split_step = series[lowest][0], series[lowest][1]
+    out = []
+    for phase, part in (("collapse", series[:lowest + 1]), ("recovery", series[lowest:])):
+        reason = ""
+        if len(part) < 3:
+            where = "first" if lowest == 0 else ("last" if lowest == len(series) - 1 else "")
+            reason = (f"{phase} phase has {len(part)} checkpoint(s): the metric is lowest at "
+                      f"step {split_step}" + (f", the {where} checkpoint" if where else ""))
+        out.append(_correlation(key, scope="layer", layer=layer, checkpoint=split_name,
+                                step=split_step, phase=phase, x=[s[2] for s in part],
+                                y=[s[3] for s in part], reason=reason, **stats_kw))
+    return out
