@@ -1,0 +1,21 @@
+"""The training monitor: rank of every layer during self-supervised training.
+
+:class:`RankMonitor` measures RankMe-t (Aldeneh et al., ICASSP 2025) and the other label-free
+metrics of chosen layers on a fixed held-out set, from inside a training loop; it raises a
+:class:`RankCollapseWarning` when a layer collapses. Framework callbacks build on it, each
+importing its framework only when used: :mod:`speechrank.monitor.lightning`
+(``RankMonitorCallback``) and :mod:`speechrank.monitor.hf` (``RankMonitorTrainerCallback``).
+"""
+
+from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
+from speechrank.monitor.core import DEFAULT_MAX_UTTERANCES, MonitorResult, RankMonitor, metric_key
+
+__all__ = [
+    "DEFAULT_MAX_UTTERANCES",
+    "CollapseAlarm",
+    "CollapseDetector",
+    "MonitorResult",
+    "RankCollapseWarning",
+    "RankMonitor",
+    "metric_key",
+]

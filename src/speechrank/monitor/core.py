@@ -1,0 +1,371 @@
+"""``RankMonitor``: the rank of every layer, measured during self-supervised training.
+
+Aldeneh et al. ("Towards Automatic Assessment of Self-Supervised Speech Models using Rank",
+ICASSP 2025, arXiv 2409.10787) find that RankMe-t, the RankMe (Garrido et al., ICML 2023,
+arXiv 2210.02885) of per-utterance time-summed frames, tracks downstream quality within a layer
+during training, so it can watch a run without labels. A :class:`RankMonitor` is that watch:
+built once from the model and a fixed held-out set, then called at any step::
+
+    monitor = RankMonitor(model, "fsdd:data/fsdd#split=test", max_utterances=500)
+    for step in range(steps):
+        train_step()
+        if step % 1000 == 0:
+            logger.log(monitor(model, step))   # {"rankme_t/layer_0": 41.2, ...}
+
+Each call runs one eval-mode forward pass per held-out batch under ``torch.inference_mode``,
+feeds one float64 Gram accumulator per (layer, pooling) (:mod:`speechrank.rank`), and computes
+the metrics. It leaves the run as it found it: every submodule's train/eval flag, the Python,
+NumPy and torch random streams, the gradients and the optimiser are untouched. The audio is
+read, resampled and batched once, when the monitor is built (:mod:`.heldout`).
+
+Result names (the keys of the returned dict):
+
+- ``rankme_t/layer_<i>``: metric ``rankme`` with pooling ``sum``, the paper's RankMe-t;
+- ``<metric>_<pooling>/layer_<i>`` for every other pair, e.g. ``rankme_mean/layer_3`` or
+  ``erank_cov_sum/layer_3``;
+- ``collapse/layer_<i>``: 1.0 when the collapse alarm fired for that layer at this call, else
+  0.0 (see :mod:`.collapse`; the alarm watches the first metric/pooling pair unless
+  ``alarm_on`` names another).
+
+``<i>`` is the layer name: ``0`` .. ``L`` by Hugging Face numbering, or ``cnn``.
+
+Under ``torch.distributed`` every process must call the monitor at the same steps: each one
+encodes its share of the held-out batches and the accumulators are summed across processes
+(:meth:`SpectralAccumulator.all_reduce`) before the metrics, so every process returns the value
+a single process would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.errors import SpeechrankError
+from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch
+from speechrank.metrics import SPECTRAL_METRIC_NAMES
+from speechrank.monitor._state import preserved_modes, preserved_rng
+from speechrank.monitor.adapt import as_encoder, modules_of
+from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
+from speechrank.monitor.heldout import CachedBatch, HeldOutSet
+from speechrank.rank import (
+    DEFAULT_MAX_FRAMES,
+    POOLINGS,
+    LayerAccumulators,
+    frame_quotas,
+    metric_rows,
+    parse_choices,
+    parse_layers,
+)
+from speechrank.results import ResultRow
+
+__all__ = [
+    "DEFAULT_MAX_UTTERANCES",
+    "MonitorResult",
+    "RankMonitor",
+    "metric_key",
+]
+
+#: Held-out utterances used when no budget is given: enough rows for RankMe-t of a 768-wide
+#: layer to be meaningful (rank <= min(N, D)), a few minutes of audio.
+DEFAULT_MAX_UTTERANCES = 1000
+
+
+def metric_key(metric: str, pooling: str, layer: str) -> str:
+    """The result name of one value: ``rankme_t/layer_3``, ``erank_cov_mean/layer_0`` ..."""
+    prefix = "rankme_t" if (metric, pooling) == ("rankme", "sum") else f"{metric}_{pooling}"
+    return f"{prefix}/layer_{layer}"
+
+
+@dataclasses.dataclass
+class MonitorResult:
+    """Everything one call measured: the logged values, the tidy rows and the alarms."""
+
+    step: int | None
+    values: dict[str, float]
+    rows: list[ResultRow]
+    alarms: list[CollapseAlarm]
+    seconds: float
+
+
+def _distributed(distributed: bool | None, group: Any) -> tuple[int, int]:
+    """``(rank, world)`` of this process in ``group``; ``(0, 1)`` when not distributed."""
+    import torch.distributed as dist
+
+    active = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = active
+    if not distributed:
+        return 0, 1
+    if not active:
+        raise SpeechrankError(
+            "distributed=True needs an initialised torch.distributed process group")
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _all_reduce_counts(values: list[int], group: Any) -> list[int]:
+    import torch.distributed as dist
+
+    device = torch.device("cpu")
+    if dist.get_backend(group) == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    tensor = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    return [int(v) for v in tensor.cpu()]
+
+
+class RankMonitor:
+    """Label-free rank of chosen layers on a fixed held-out set, for use during training.
+
+    Args:
+        model: what is being trained (anything :func:`speechrank.monitor.adapt.as_encoder`
+            takes: a :class:`SpeechEncoder`, a Hugging Face waveform model, speechrank's BEST-RQ
+            model). It fixes the sample rate, frame formula and layers; each call may pass the
+            same object or a later copy of it.
+        data: the held-out set: a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
+            list of audio paths, or a list of 1-D waveforms at the encoder's sample rate.
+        layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
+        poolings: any of ``sum`` (default, RankMe-t), ``mean``, ``frames``.
+        metrics: spectral metric names (default ``rankme``).
+        max_utterances: seeded random subset of the held-out set (``None``: all of it).
+        max_audio_seconds: most held-out audio in total, in seconds (``None``: no limit).
+        crop_seconds: crop every utterance to its first ``crop_seconds``.
+        max_frames: row cap for the ``frames`` pooling (the RankMe paper's 25,600).
+        batch_seconds: most padded audio per forward pass.
+        seed: seeds the subset and the frame choice; same seed, same numbers.
+        strict: fail on an unusable held-out file instead of skipping it.
+        min_rank, max_drop: the collapse alarm's floor and largest drop from the best value so
+            far (see :mod:`speechrank.monitor.collapse`); ``None`` switches a rule off.
+        alarm_on: which metric/pooling the alarm watches, as a key prefix such as
+            ``"rankme_t"`` or ``"erank_cov_mean"`` (default: the first pair); ``""`` turns the
+            alarm off.
+        warn: issue a :class:`RankCollapseWarning` for each alarm (rank 0 only).
+        store: a :class:`~speechrank.store.ResultStore` or its path: every call's rows are
+            written there (rank 0 only) as one unit of work.
+        run_name: the run, recorded as ``model`` in the rows (default: the encoder's name).
+        checkpoint_format: the rows' ``checkpoint`` for a step (default ``"step-{step}"``);
+            each step needs its own, since the store identifies a row without its step.
+        data_name: the rows' ``dataset`` (default: the DATA spec, ``files:N`` or
+            ``waveforms:N``).
+        distributed: ``None`` (default) shares the work whenever ``torch.distributed`` is
+            initialised; ``False`` measures the whole set in every process.
+        group: the process group for the all-reduce (default: the world).
+        inference_mode: ``True`` runs under ``torch.inference_mode``, ``False`` under
+            ``torch.no_grad`` (for models that cache tensors across calls and are trained).
+        encoder_options: keyword arguments for the adapter built around ``model`` (for a Hugging
+            Face model: ``do_normalize``, ``sample_rate`` ...).
+    """
+
+    def __init__(self, model: Any, data: Any, *,
+                 layers: str | Sequence[str] | None = None,
+                 poolings: str | Sequence[str] | None = ("sum",),
+                 metrics: str | Sequence[str] | None = ("rankme",),
+                 max_utterances: int | None = DEFAULT_MAX_UTTERANCES,
+                 max_audio_seconds: float | None = None,
+                 crop_seconds: float | None = None,
+                 max_frames: int = DEFAULT_MAX_FRAMES,
+                 batch_seconds: float = DEFAULT_BATCH_SECONDS,
+                 seed: int = 0, strict: bool = False,
+                 min_rank: float | None = 2.0, max_drop: float | None = 0.5,
+                 alarm_on: str | None = None, warn: bool = True,
+                 store: Any = None, run_name: str | None = None,
+                 checkpoint_format: str = "step-{step}", data_name: str | None = None,
+                 distributed: bool | None = None, group: Any = None,
+                 inference_mode: bool = True,
+                 encoder_options: dict[str, Any] | None = None) -> None:
+        if max_frames < 1:
+            raise SpeechrankError(f"max_frames must be at least 1, got {max_frames}")
+        self.encoder_options = dict(encoder_options or {})
+        self._model_name = run_name or "model"
+        encoder = as_encoder(model, name=self._model_name, options=self.encoder_options)
+        self.run_name = run_name or encoder.name
+        self.layers = parse_layers(layers, encoder.layer_names)
+        self.poolings = parse_choices(poolings, POOLINGS, "pooling", ("sum",))
+        self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric", ("rankme",))
+        self.layer_dims = {name: int(encoder.layer_dims[name]) for name in self.layers}
+        self.group = group
+        self.rank, self.world = _distributed(distributed, group)
+        self.seed = seed
+        self.max_frames = max_frames
+        self.inference_mode = inference_mode
+        self.heldout = HeldOutSet(
+            data, encoder, max_utterances=max_utterances, max_audio_seconds=max_audio_seconds,
+            crop_seconds=crop_seconds, batch_seconds=batch_seconds, seed=seed, strict=strict,
+            rank=self.rank, world=self.world, name=data_name)
+        quotas = frame_quotas([p.num_frames for p in self.heldout.planned], max_frames)
+        self._frame_quota = {p.utterance.uid: q
+                             for p, q in zip(self.heldout.planned, quotas, strict=True)}
+        self.conventions: dict[str, Any] = {
+            "source": "monitor", "seed": seed, "max_seconds": crop_seconds,
+            "max_utterances": max_utterances, "max_audio_seconds": max_audio_seconds,
+        }
+        if "frames" in self.poolings:
+            self.conventions["max_frames"] = max_frames
+        self.checkpoint_format = checkpoint_format
+        self.checkpoint_format.format(step=0)  # fail now on a bad format, not mid-training
+        pairs = [(metric, pooling) for metric in self.metrics for pooling in self.poolings]
+        prefixes = [metric_key(m, p, "").rsplit("/", 1)[0] for m, p in pairs]
+        self.alarm_on = prefixes[0] if alarm_on is None else alarm_on
+        if self.alarm_on and self.alarm_on not in prefixes:
+            raise SpeechrankError(
+                f"alarm_on={self.alarm_on!r} is not measured; choose from {', '.join(prefixes)}")
+        self.detector = CollapseDetector(min_rank=min_rank, max_drop=max_drop)
+        self.warn = warn
+        self.alarms: list[CollapseAlarm] = []
+        self.history: list[tuple[int | None, dict[str, float]]] = []
+        self.last: MonitorResult | None = None
+        self._store, self._owns_store = self._open_store(store)
+        self._model_ref: Any = model
+        self._encoder = encoder
+        self._calls = 0
+
+    # ------------------------------------------------------------------ public
+
+    def __call__(self, model: Any = None, step: int | None = None) -> dict[str, float]:
+        """Measure ``model`` (default: the model the monitor was built with) at ``step``
+        (default: the number of earlier calls) and return ``{name: value}``."""
+        return self.measure(model, step).values
+
+    def measure(self, model: Any = None, step: int | None = None) -> MonitorResult:
+        """Like calling the monitor, but returns the rows and alarms as well."""
+        started = time.perf_counter()
+        step = self._calls if step is None else int(step)
+        self._calls += 1
+        target = self._model_ref if model is None else model
+        encoder = self._encoder_for(target)
+        accumulators, bad_layers = self._accumulate(target, encoder)
+        rows = metric_rows(
+            accumulators, self.metrics, model=self.run_name,
+            checkpoint=self.checkpoint_format.format(step=step), step=step,
+            dataset=self.heldout.spec,
+            extra_conventions={**self.conventions, "num_utterances": accumulators.utterances})
+        rows = [dataclasses.replace(row, value=math.nan,
+                                    conventions={**row.conventions, "non_finite_features": True})
+                if row.layer in bad_layers else row for row in rows]
+        values = {metric_key(r.metric, r.pooling, r.layer): float(r.value) for r in rows}
+        alarms = self._check(step, values)
+        flagged = {alarm.layer for alarm in alarms}
+        if self.alarm_on:
+            for layer in self.layers:
+                values[f"collapse/layer_{layer}"] = 1.0 if layer in flagged else 0.0
+        if self.rank == 0 and self._store is not None:
+            self._write(rows, step)
+        result = MonitorResult(step, values, rows, alarms, time.perf_counter() - started)
+        self.history.append((step, dict(values)))
+        self.last = result
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        """What the monitor measures, for logs and JSON."""
+        return {"run": self.run_name, "layers": list(self.layers),
+                "poolings": list(self.poolings), "metrics": list(self.metrics),
+                "heldout": self.heldout.describe(), "conventions": dict(self.conventions),
+                "alarm": {"on": self.alarm_on, "min_rank": self.detector.min_rank,
+                          "max_drop": self.detector.max_drop},
+                "distributed": {"rank": self.rank, "world": self.world}}
+
+    def close(self) -> None:
+        """Close the results store if the monitor opened it."""
+        if self._owns_store and self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _encoder_for(self, model: Any) -> SpeechEncoder:
+        if model is self._model_ref:
+            return self._encoder
+        encoder = as_encoder(model, name=self._model_name, options=self.encoder_options)
+        if encoder.sample_rate != self.heldout.sample_rate:
+            raise SpeechrankError(
+                f"the model expects {encoder.sample_rate} Hz audio; the monitor's held-out set "
+                f"was prepared at {self.heldout.sample_rate} Hz")
+        missing = [n for n in self.layers if n not in encoder.layer_names]
+        if missing:
+            raise SpeechrankError(f"the model has no layer {', '.join(missing)}")
+        self._model_ref, self._encoder = model, encoder
+        return encoder
+
+    def _accumulate(self, model: Any, encoder: SpeechEncoder
+                    ) -> tuple[LayerAccumulators, set[str]]:
+        accumulators = LayerAccumulators(self.layer_dims, self.poolings,
+                                         frame_quota=self._frame_quota, seed=self.seed)
+        bad: set[str] = set()
+        grad_mode = (torch.inference_mode() if self.inference_mode
+                     and getattr(encoder, "inference_mode", True) else torch.no_grad())
+        device = encoder.device
+        with preserved_rng(), preserved_modes(modules_of(model, encoder)), grad_mode:
+            for batch in self.heldout.batches_on(device):
+                accumulators.update(self._encode(encoder, batch, device, bad))
+            if self.world > 1:
+                for acc in accumulators.accumulators.values():
+                    acc.all_reduce(self.group)
+                counts = _all_reduce_counts(
+                    [accumulators.utterances] + [int(n in bad) for n in self.layers],
+                    self.group)
+                accumulators.utterances = counts[0]
+                bad = {n for n, c in zip(self.layers, counts[1:], strict=True) if c}
+        return accumulators, bad
+
+    def _encode(self, encoder: SpeechEncoder, batch: CachedBatch, device: torch.device,
+                bad: set[str]) -> EncodedBatch:
+        output = encoder.encode(batch.waveforms, batch.lengths, self.layers)
+        target = torch.device("cpu") if device.type == "cpu" else device
+        lengths = output.lengths.detach().to(target).long()
+        layers = {}
+        for name in self.layers:
+            frames = output.layers[name].detach().to(target, torch.float32)
+            steps = torch.arange(frames.shape[1], device=target)
+            valid = steps[None, :] < lengths[:, None]
+            if not bool(torch.isfinite(frames[valid]).all()):
+                # A diverged layer must not stop training: report NaN for it instead.
+                bad.add(name)
+                frames = torch.zeros_like(frames)
+            layers[name] = frames
+        return EncodedBatch(utterances=batch.utterances,
+                            output=EncoderOutput(layers=layers, lengths=lengths),
+                            num_samples=batch.num_samples)
+
+    def _check(self, step: int, values: dict[str, float]) -> list[CollapseAlarm]:
+        if not self.alarm_on:
+            return []
+        watched = {key: (key.rsplit("/layer_", 1)[1], value) for key, value in values.items()
+                   if key.rsplit("/", 1)[0] == self.alarm_on}
+        alarms = self.detector.check(step, watched)
+        self.alarms.extend(alarms)
+        if self.warn and self.rank == 0:
+            for alarm in alarms:
+                warnings.warn(alarm.message(), RankCollapseWarning, stacklevel=4)
+        return alarms
+
+    def _open_store(self, store: Any) -> tuple[Any, bool]:
+        if store is None or self.rank != 0:
+            return None, False
+        if isinstance(store, (str, os.PathLike)):
+            from speechrank.store import ResultStore
+
+            return ResultStore(Path(store)), True
+        if not (hasattr(store, "unit") and hasattr(store, "add_rows")):
+            raise SpeechrankError(
+                f"store must be a ResultStore or a path, not {type(store).__name__}")
+        return store, False
+
+    def _write(self, rows: list[ResultRow], step: int) -> None:
+        checkpoint = self.checkpoint_format.format(step=step)
+        key = f"{self.run_name}|{checkpoint}|monitor|{self.heldout.spec}"
+        meta = {"source": "monitor", "step": step, "heldout": self.heldout.describe()}
+        with self._store.unit(key, meta=meta) as unit:
+            unit.add_rows(rows)
+
+    def __repr__(self) -> str:
+        return (f"RankMonitor(run={self.run_name!r}, layers={len(self.layers)}, "
+                f"poolings={self.poolings}, metrics={self.metrics}, "
+                f"utterances={self.heldout.num_utterances})")

@@ -1,0 +1,249 @@
+"""The monitor's fixed held-out set: chosen, read, resampled and batched once.
+
+A training monitor runs the same audio through the model at every check, so everything that
+does not depend on the weights is done once, when the monitor is built:
+
+- the utterances are chosen (a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
+  list of audio paths, or a list of waveforms already at the encoder's rate), cut to the budget
+  (a seeded subset of ``max_utterances``, as ``speechrank rank --num-utterances`` picks it,
+  then at most ``max_audio_seconds`` of audio in a seeded random order);
+- each file's duration is read from its header and the utterances are grouped into batches by
+  length exactly as :func:`speechrank.extract.iter_encoded` groups them, so the monitor sees the
+  same batches, hence bit-for-bit the same features, as ``speechrank rank`` on the same data;
+- the audio is decoded and resampled once and kept as padded ``[B, S]`` float32 tensors (and,
+  after the first check, a copy on the encoder's device).
+
+Under ``torch.distributed`` the batches, not the utterances, are dealt out to the processes
+(batch ``i`` goes to rank ``i % world``): every utterance then meets the same batch-mates as in
+a single process, so each process computes exactly the features one process would, and the
+summed accumulators equal the single-process ones up to the order of float64 additions. Each
+process decodes only its own batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechrank.audio.utterance import Dataset, Utterance
+from speechrank.encoders.base import SpeechEncoder
+from speechrank.errors import AudioError, SpeechrankError
+from speechrank.extract import (
+    PlannedUtterance,
+    SkipLog,
+    _group_by_length,
+    _load,
+    _runs_of_equal_length,
+    plan_utterances,
+)
+
+__all__ = ["CachedBatch", "HeldOutSet"]
+
+#: Path given to in-memory waveforms (never opened).
+_MEMORY = "<waveform {}>"
+
+
+@dataclasses.dataclass
+class CachedBatch:
+    """One batch of decoded audio, zero padded to its longest utterance."""
+
+    utterances: list[Utterance]
+    waveforms: torch.Tensor  # [B, S] float32
+    lengths: torch.Tensor  # [B] int64, samples
+    num_samples: list[int]
+
+    def to(self, device: torch.device) -> CachedBatch:
+        if self.waveforms.device == device:
+            return self
+        return dataclasses.replace(self, waveforms=self.waveforms.to(device),
+                                   lengths=self.lengths.to(device))
+
+
+def _is_waveform(item: Any) -> bool:
+    return isinstance(item, (torch.Tensor, np.ndarray))
+
+
+def _as_wave(item: Any, index: int) -> np.ndarray:
+    wave = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    wave = np.squeeze(wave)
+    if wave.ndim != 1:
+        raise SpeechrankError(f"held-out waveform {index} must be 1-D, got shape {wave.shape}")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _as_dataset(data: Any) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """A dataset plus the in-memory waveforms by uid (empty for files)."""
+    if isinstance(data, Dataset):
+        return data, {}
+    if isinstance(data, (str, os.PathLike)):
+        from speechrank.audio.datasets import load_dataset
+
+        return load_dataset(data), {}
+    if _is_waveform(data) and getattr(data, "ndim", 0) == 2:
+        data = list(data)
+    if not isinstance(data, Sequence) or isinstance(data, (bytes, bytearray)):
+        raise SpeechrankError(
+            f"held-out data must be a DATA spec, a Dataset, a list of paths or a list of "
+            f"waveforms, not {type(data).__name__}")
+    items = list(data)
+    if not items:
+        raise SpeechrankError("the held-out set is empty")
+    if all(_is_waveform(item) for item in items):
+        waves = {f"waveform-{i:06d}": _as_wave(item, i) for i, item in enumerate(items)}
+        utterances = [Utterance(uid=uid, path=_MEMORY.format(i))
+                      for i, uid in enumerate(waves)]
+        return Dataset(f"waveforms:{len(items)}", "waveforms", "", utterances), waves
+    if all(isinstance(item, (str, os.PathLike)) for item in items):
+        paths = [os.fspath(item) for item in items]
+        utterances = [Utterance(uid=path, path=path) for path in paths]
+        return Dataset(f"files:{len(paths)}", "files", "", utterances), {}
+    raise SpeechrankError("held-out data must be all paths or all waveforms, not a mixture")
+
+
+def _plan_waveforms(encoder: SpeechEncoder, utterances: Sequence[Utterance],
+                    waves: dict[str, np.ndarray], crop_seconds: float | None,
+                    skips: SkipLog) -> list[PlannedUtterance]:
+    planned = []
+    limit = None if crop_seconds is None else round(crop_seconds * encoder.sample_rate)
+    for utt in utterances:
+        wave = waves[utt.uid]
+        samples = wave.size if limit is None else min(wave.size, limit)
+        frames = int(encoder.frame_lengths(torch.tensor([samples]))[0]) if samples else 0
+        if not np.isfinite(wave[:samples]).all():
+            skips.add(utt.path, "non_finite", "NaN or Inf samples")
+        elif frames < 1:
+            skips.add(utt.path, "too_short" if samples else "empty",
+                      f"{samples} samples give no output frame")
+        elif not np.any(wave[:samples]):
+            skips.add(utt.path, "silent", "every sample is zero")
+        else:
+            planned.append(PlannedUtterance(utt, samples, frames))
+    return planned
+
+
+def _within_seconds(planned: list[PlannedUtterance], max_audio_seconds: float,
+                    sample_rate: int, seed: int) -> list[PlannedUtterance]:
+    """A seeded random choice of utterances totalling at most ``max_audio_seconds``."""
+    budget = max_audio_seconds * sample_rate
+    order = np.random.default_rng(seed).permutation(len(planned))
+    kept: set[int] = set()
+    total = 0
+    for index in order:
+        samples = planned[int(index)].num_samples
+        if total + samples <= budget:
+            kept.add(int(index))
+            total += samples
+    return [item for i, item in enumerate(planned) if i in kept]
+
+
+class HeldOutSet:
+    """Chosen, decoded and batched held-out audio (see the module docstring).
+
+    Args:
+        data: a DATA spec, a :class:`Dataset`, a list of audio paths, or a list (or a 2-D
+            tensor) of 1-D waveforms already at ``encoder.sample_rate``.
+        encoder: gives the sample rate, the frame formula and the padding rule.
+        max_utterances: seeded random subset size (``None``: every utterance).
+        max_audio_seconds: most audio in total, in seconds (``None``: no limit).
+        crop_seconds: crop every utterance to its first ``crop_seconds``.
+        batch_seconds: most padded audio per batch.
+        seed: seeds the subset and the seconds budget.
+        strict: fail on the first unusable file instead of skipping it.
+        rank, world: this process's share of the batches under ``torch.distributed``.
+        name: what to call the set in results (default: the DATA spec, ``files:N`` or
+            ``waveforms:N``).
+    """
+
+    def __init__(self, data: Any, encoder: SpeechEncoder, *, max_utterances: int | None,
+                 max_audio_seconds: float | None, crop_seconds: float | None,
+                 batch_seconds: float, seed: int, strict: bool = False, rank: int = 0,
+                 world: int = 1, name: str | None = None) -> None:
+        if max_utterances is not None and max_utterances < 1:
+            raise SpeechrankError(f"max_utterances must be at least 1, got {max_utterances}")
+        if max_audio_seconds is not None and not max_audio_seconds > 0:
+            raise SpeechrankError(
+                f"max_audio_seconds must be positive, got {max_audio_seconds}")
+        if crop_seconds is not None and not crop_seconds > 0:
+            raise SpeechrankError(f"crop_seconds must be positive, got {crop_seconds}")
+        if batch_seconds <= 0:
+            raise SpeechrankError(f"batch_seconds must be positive, got {batch_seconds}")
+        dataset, waves = _as_dataset(data)
+        self.files_found = len(dataset)
+        if max_utterances is not None and max_utterances < len(dataset):
+            from speechrank.audio.splits import subset
+
+            dataset = subset(dataset, max_utterances, seed=seed)
+        self.spec = name or dataset.spec
+        self.dataset = dataset
+        self.sample_rate = int(encoder.sample_rate)
+        self.skips = SkipLog()
+        if waves:
+            planned = _plan_waveforms(encoder, dataset.utterances, waves, crop_seconds,
+                                      self.skips)
+        else:
+            planned = plan_utterances(encoder, dataset.utterances, max_seconds=crop_seconds,
+                                      strict=strict, skips=self.skips)
+        if max_audio_seconds is not None:
+            planned = _within_seconds(planned, max_audio_seconds, self.sample_rate, seed)
+        if not planned:
+            raise SpeechrankError(
+                f"no usable audio in the held-out set {self.spec} ({self.skips.summary()})")
+        self.planned = planned
+        groups = _group_by_length(planned, batch_seconds, self.sample_rate)
+        self.num_batches = len(groups)
+        self.rank, self.world = rank, world
+        self.batches: list[CachedBatch] = []
+        for group in groups[rank::world]:
+            loaded = []
+            for item in group:
+                try:
+                    wave = (waves[item.utterance.uid][: item.num_samples] if waves
+                            else _load(encoder, item, crop_seconds))
+                except AudioError as err:
+                    if strict:
+                        raise
+                    self.skips.add(item.utterance.path, err.reason, err.detail)
+                    continue
+                loaded.append((item, wave))
+            runs = _runs_of_equal_length(loaded) if encoder.equal_length_batches else [loaded]
+            self.batches.extend(_pad(run) for run in runs if run)
+        self._on_device: dict[torch.device, list[CachedBatch]] = {}
+
+    @property
+    def num_utterances(self) -> int:
+        """Utterances planned over all processes (before any decoding failure)."""
+        return len(self.planned)
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio planned over all processes."""
+        return sum(p.num_samples for p in self.planned) / self.sample_rate
+
+    def batches_on(self, device: torch.device) -> list[CachedBatch]:
+        """This process's batches on ``device`` (copied there once, then reused)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.batches
+        if device not in self._on_device:
+            self._on_device = {device: [batch.to(device) for batch in self.batches]}
+        return self._on_device[device]
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.spec, "files_found": self.files_found,
+                "utterances": self.num_utterances, "audio_seconds": round(self.audio_seconds, 3),
+                "batches": self.num_batches, "skipped": len(self.skips),
+                "skipped_by_reason": self.skips.counts}
+
+
+def _pad(run: list[tuple[PlannedUtterance, np.ndarray]]) -> CachedBatch:
+    lengths = [len(wave) for _, wave in run]
+    waveforms = torch.zeros(len(run), max(lengths), dtype=torch.float32)
+    for row, (_, wave) in enumerate(run):
+        waveforms[row, : len(wave)] = torch.from_numpy(wave)
+    return CachedBatch(utterances=[item.utterance for item, _ in run], waveforms=waveforms,
+                       lengths=torch.tensor(lengths, dtype=torch.long), num_samples=lengths)
