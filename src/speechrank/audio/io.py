@@ -9,8 +9,10 @@ conventions are in one place and recorded in :data:`AUDIO_CONVENTIONS` for the J
 - resampling with python-soxr at quality ``HQ`` (its default: 20-bit precision, linear phase,
   95 % passband), whose output has exactly ``round(n * target / source)`` samples;
 - cropping before decoding: only the frames of the requested region are read (a 10-minute
-  file read with ``max_seconds=10`` decodes 10 s). MP3 seeking in libsndfile/mpg123 is not
-  sample-accurate, so for MP3 the frames before the region are decoded and dropped instead.
+  file read with ``max_seconds=10`` decodes 10 s). MP3 is the exception for regions that do
+  not start at 0: libsndfile's MP3 seek (and even a second read call) is not sample-accurate
+  for VBR files, so the file is decoded from its start up to the region's end in one call and
+  the head dropped.
 
 Refusals raise :class:`~speechrank.errors.AudioError` with a short ``reason``:
 ``unreadable`` (missing, not audio, corrupt or truncated beyond repair), ``empty`` (no
@@ -175,15 +177,6 @@ def _region_frames(path: str, sample_rate: int, start: float | None, end: float 
     return first, count
 
 
-def _skip_frames(f: sf.SoundFile, frames: int, block: int = 1 << 18) -> None:
-    """Decode and drop ``frames`` frames (sample-accurate where seeking is not)."""
-    while frames > 0:
-        got = f.read(min(frames, block), dtype="float32", always_2d=True)
-        if len(got) == 0:
-            return
-        frames -= len(got)
-
-
 def _read_region(path: str, start: float | None, end: float | None,
                  max_seconds: float | None) -> tuple[np.ndarray, int]:
     _check_exists(path)
@@ -195,13 +188,16 @@ def _read_region(path: str, start: float | None, end: float | None,
             if first and f.format != "MP3" and 0 <= known_frames <= first:
                 raise AudioError(path, "empty", f"region starts at {first / native_rate:.3f} s, "
                                  f"after the end of the file ({known_frames / native_rate:.3f} s)")
-            if first:
-                if f.format == "MP3" or not f.seekable():
-                    _skip_frames(f, first)
-                else:
+            if f.format == "MP3":
+                # One read from the start, then drop the head: libsndfile's MP3 seek, and even
+                # consecutive reads, are not sample-consistent for VBR files.
+                data = f.read(frames=-1 if count is None else first + count, dtype="float32",
+                              always_2d=True)[first:]
+            else:
+                if first:
                     f.seek(first)
-            data = f.read(frames=-1 if count is None else count, dtype="float32",
-                          always_2d=True)
+                data = f.read(frames=-1 if count is None else count, dtype="float32",
+                              always_2d=True)
     except AudioError:
         raise
     except _READ_ERRORS as err:
