@@ -448,27 +448,69 @@ def test_iemocap(tmp_path: Path) -> None:
 
 
 def _synthetic(root: Path) -> None:
-    for split, n in (("pretrain", 3), ("train", 2), ("dev", 1), ("test", 1)):
+    """The manifests `speechrank corpus` writes: main groups, held-out speakers, a 2nd language."""
+    groups = {"pretrain": ["pretrain"] * 3, "train": ["train"] * 2, "dev": ["dev"],
+              "test": [None], "test_unseen": ["test_unseen"] * 2,
+              "ood_de": ["train", "dev", "test"]}
+    for name, splits in groups.items():
         rows = []
-        for i in range(n):
-            rel = f"wav/{split}/{i:04d}.wav"
+        for i, split in enumerate(splits):
+            rel = f"wav/{name}/{i:04d}.wav"
             wav(root / rel, seed=i)
-            rows.append({"path": rel, "speaker": f"v{i % 2}", "keyword": "yes",
-                         "transcript": "yes please", "language": "en", "kind": "command",
+            rows.append({"path": rel, "speaker": f"v{i % 2}", "kind": "keyword",
+                         "keyword": "ja" if name == "ood_de" else "yes",
+                         "transcript": "yes", "language": "de" if name == "ood_de" else "en",
                          "phones": [[0.0, 0.02, "j"], [0.02, 0.05, "E"]],
-                         **({"split": split} if split != "test" else {})})
-        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                         **({"split": split} if split else {})})
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "corpus.json").write_text("{}")
 
 
 def test_synthetic(tmp_path: Path) -> None:
     _synthetic(tmp_path)
     data = load_dataset(f"synthetic:{tmp_path}")
     assert data.info["splits"] == {"pretrain": 3, "train": 2, "dev": 1, "test": 1}
+    assert data.info["manifests"] == ["pretrain", "train", "dev", "test"]
+    assert data.info["other_manifests"] == ["ood_de", "test_unseen"]
     assert data.info["split_source"] == "manifest"
-    assert {"speaker", "keyword", "phones", "language", "kind"} <= set(data.info["labels"])
-    utt = by_uid(data)["wav/test/0000.wav"]
+    assert {"speaker", "keyword", "phones", "language", "kind", "manifest"} <= set(
+        data.info["labels"])
+    utt = by_uid(data)["wav/test/0000.wav"]  # no split column: taken from the file name
     assert utt.split == "test" and utt.labels["phones"][1] == [0.02, 0.05, "E"]
+    assert utt.labels["manifest"] == "test"
     assert load_dataset(f"synthetic:{tmp_path}#split=pretrain").info["n_utterances"] == 3
+
+
+def test_synthetic_other_manifests(tmp_path: Path) -> None:
+    _synthetic(tmp_path)
+    unseen = load_dataset(f"synthetic:{tmp_path}#manifest=test_unseen")
+    assert [(u.split, u.labels["manifest"]) for u in unseen.utterances] == [
+        ("test", "test_unseen")] * 2
+    german = load_dataset(f"synthetic:{tmp_path}#manifest=ood_de")
+    assert [u.split for u in german.utterances] == ["train", "dev", "test"]
+    assert {u.labels["language"] for u in german.utterances} == {"de"}
+    both = load_dataset(f"synthetic:{tmp_path}", manifest="train,test_unseen")
+    assert both.info["splits"] == {"train": 2, "test": 2}
+    assert len(load_dataset(f"synthetic:{tmp_path}#manifest=all")) == 12
+    with pytest.raises(SpeechrankError) as excinfo:
+        load_dataset(f"synthetic:{tmp_path}#manifest=ood_fr")
+    assert "no manifest ood_fr" in one_line_error(excinfo)
     with pytest.raises(SpeechrankError) as excinfo:
         load_dataset(f"synthetic:{tmp_path / 'wav'}")
     assert "no *.jsonl manifests" in one_line_error(excinfo)
+
+
+def test_synthetic_real_corpus(tmp_path: Path) -> None:
+    """A real (tiny) corpus from the synthetic generator, where eSpeak NG is available."""
+    synthetic = pytest.importorskip("speechrank.audio.synthetic")
+    try:
+        synthetic.make_corpus(tmp_path / "c", minutes=0.5, languages=("en",), workers=1,
+                              progress=False)
+    except (OSError, SpeechrankError) as err:  # pragma: no cover - no eSpeak here
+        pytest.skip(f"cannot synthesise: {err}")
+    data = load_dataset(f"synthetic:{tmp_path / 'c'}")
+    assert set(data.info["splits"]) == {"pretrain", "train", "dev", "test"}
+    assert all(Path(u.path).is_file() for u in data.utterances)
+    utt = data.utterances[0]
+    assert load_audio(utt.path, 16_000).size > 0
+    assert isinstance(utt.labels["phones"], list) and utt.speaker

@@ -151,8 +151,11 @@ def assign_splits(dataset: Dataset, task_label: str, *, seed: int = 0,
     usable = [u for u in labelled if u.split != "pretrain"]
     dropped = {"no_label": len(dataset.utterances) - len(labelled),
                "pretrain": len(labelled) - len(usable)}
-    if not usable:
+    if not labelled:
         raise SpeechrankError(f"{dataset.spec}: no utterance has the label {task_label!r}")
+    if not usable:
+        raise SpeechrankError(f"{dataset.spec}: every utterance with the label {task_label!r} "
+                              "is in the pretrain split")
     record: dict[str, Any] = {"task_label": task_label, "dropped": dropped}
     if all(u.split in PROBE_SPLITS for u in usable):
         utterances = usable

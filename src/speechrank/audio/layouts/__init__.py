@@ -40,7 +40,7 @@ LAYOUTS: dict[str, Layout] = {
                "PATH/SessionN/sentences/wav + dialog/EmoEvaluation, 4 classes"),
         Layout("fsdd", fsdd.load, {},
                "PATH/recordings/{digit}_{speaker}_{index}.wav"),
-        Layout("synthetic", synthetic.load, {},
+        Layout("synthetic", synthetic.load, {"manifest": str},
                "OUT/*.jsonl manifests written by `speechrank corpus OUT`"),
     )
 }

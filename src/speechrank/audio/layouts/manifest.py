@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,12 @@ def _seconds(value: Any, name: str, where: str) -> float | None:
 
 
 def row_to_utterance(row: dict[str, Any], base: Path, where: str, *,
-                     default_split: str | None = None) -> Utterance:
-    """One manifest row as an :class:`Utterance` (``where`` = ``file:line`` for errors)."""
+                     default_split: str | None = None,
+                     split_aliases: Mapping[str, str] | None = None) -> Utterance:
+    """One manifest row as an :class:`Utterance` (``where`` = ``file:line`` for errors).
+
+    ``split_aliases`` maps extra raw split values (a layout's own group names) to splits.
+    """
     raw_path = row.get("path")
     if _empty(raw_path) or not isinstance(raw_path, str):
         raise SpeechrankError(f"{where}: missing or empty 'path'")
@@ -129,8 +133,11 @@ def row_to_utterance(row: dict[str, Any], base: Path, where: str, *,
     end = _seconds(row.get("end"), "end", where)
     if end is not None and end <= (start or 0.0):
         raise SpeechrankError(f"{where}: end {end} is not after start {start or 0.0}")
+    raw_split = row.get("split")
+    if split_aliases and isinstance(raw_split, str) and raw_split in split_aliases:
+        raw_split = split_aliases[raw_split]
     try:
-        split = normalize_split(row.get("split"))
+        split = normalize_split(raw_split)
     except ValueError as err:
         raise SpeechrankError(f"{where}: {err}") from None
     uid_value = next((row[k] for k in ("uid", "id") if not _empty(row.get(k))), None)
@@ -146,7 +153,8 @@ def row_to_utterance(row: dict[str, Any], base: Path, where: str, *,
                      start=start, end=end)
 
 
-def manifest_utterances(path: Path, *, default_split: str | None = None
+def manifest_utterances(path: Path, *, default_split: str | None = None,
+                        split_aliases: Mapping[str, str] | None = None,
                         ) -> tuple[list[Utterance], list[str]]:
     """Utterances of one manifest, and the label columns seen (in first-seen order)."""
     base = Path(abspath(path)).parent
@@ -155,7 +163,8 @@ def manifest_utterances(path: Path, *, default_split: str | None = None
     first_line: dict[str, int] = {}
     for line, row in read_rows(path):
         where = f"{path}:{line}"
-        utt = row_to_utterance(row, base, where, default_split=default_split)
+        utt = row_to_utterance(row, base, where, default_split=default_split,
+                               split_aliases=split_aliases)
         if utt.uid in first_line:
             raise SpeechrankError(f"{where}: utterance id {utt.uid!r} already used on line "
                                   f"{first_line[utt.uid]}")
