@@ -40,7 +40,8 @@ class SpeechEncoder(abc.ABC):
         name: what the user called the model (``random:tiny``, a directory, a hub id).
         sample_rate: the waveform rate the encoder expects, in Hz.
         frame_rate: output frames per second.
-        dim: width of every layer's frame vectors.
+        dim: width of the frame vectors (the transformer width; see :attr:`layer_dims` for
+            layers such as ``"cnn"`` that may differ).
         layer_names: all layers the encoder offers, in order (``"cnn"`` first if offered).
         equal_length_batches: True when padding changes the valid frames' values (models with
             group norm over time trained without an attention mask): such an encoder must only
@@ -53,6 +54,20 @@ class SpeechEncoder(abc.ABC):
     dim: int
     layer_names: list[str]
     equal_length_batches: bool = False
+
+    @property
+    def layer_dims(self) -> dict[str, int]:
+        """Width of each layer's frame vectors; ``dim`` for every layer unless a subclass sets
+        its own mapping (the ``"cnn"`` layer of a wav2vec 2.0-style model is usually 512 wide
+        while the transformer layers are 768)."""
+        dims = self.__dict__.get("_layer_dims")
+        if dims is not None:
+            return dict(dims)
+        return {name: self.dim for name in self.layer_names}
+
+    @layer_dims.setter
+    def layer_dims(self, value: dict[str, int]) -> None:
+        self.__dict__["_layer_dims"] = {str(k): int(v) for k, v in value.items()}
 
     @property
     def num_layers(self) -> int:
@@ -96,5 +111,6 @@ class SpeechEncoder(abc.ABC):
             "dim": self.dim,
             "num_layers": self.num_layers,
             "layer_names": list(self.layer_names),
+            "layer_dims": self.layer_dims,
             "equal_length_batches": self.equal_length_batches,
         }
