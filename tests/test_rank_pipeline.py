@@ -149,15 +149,24 @@ def test_cli_rank_json(tone_dir, tmp_path, capsys):
         (["rank", "random:tiny", ".", "--bogus"], "bogus"),
     ],
 )
-def test_cli_errors_are_one_line(args, needle, tone_dir):
+def test_cli_errors_are_one_line(args, needle, tone_dir, capsys):
     args = [str(tone_dir) if a == "." else a for a in args]
-    proc = subprocess.run([sys.executable, "-m", "speechrank", *args], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
     assert needle in lines[0]
+
+
+def test_cli_error_in_a_real_process(tmp_path):
+    """The installed entry point: exit code 2, one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "speechrank", "rank", "random:tiny",
+                           str(tmp_path / "missing")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "missing" in proc.stderr
 
 
 @pytest.mark.slow

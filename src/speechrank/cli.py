@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -42,6 +41,11 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 console = Console()
+
+
+@app.callback()
+def _root() -> None:
+    """Label-free assessment of self-supervised speech encoders by embedding rank."""
 err_console = Console(stderr=True)
 
 
@@ -76,16 +80,24 @@ def audio_progress(description: str, enabled: bool = True) -> Iterator[Any]:
             if self.progress is not None:
                 self.progress.advance(self.task, seconds)
 
-    if not enabled:
+    if not enabled or not err_console.is_terminal:
         yield Bar(None)
         return
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"), AudioSpeedColumn(),
+        AudioAmountColumn(), AudioSpeedColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
     )
     with progress:
         yield Bar(progress)
+
+
+class AudioAmountColumn(ProgressColumn):
+    """Audio seconds done out of the total (once the total is known)."""
+
+    def render(self, task: Task) -> Text:
+        total = "?" if task.total is None else f"{task.total:.0f}"
+        return Text(f"{task.completed:.0f}/{total} s audio")
 
 
 class AudioSpeedColumn(ProgressColumn):
@@ -189,22 +201,30 @@ def rank(
 
 # ----------------------------------------------------------------------------- entry point
 
+def _fail(message: str) -> None:
+    """One line on stderr, never wrapped (rich would wrap long paths)."""
+    sys.stderr.write(f"speechrank: {message}\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by the console script)."""
     try:
         app(args=list(argv) if argv is not None else None, standalone_mode=False)
     except SpeechrankError as err:
-        err_console.print(f"speechrank: error: {err}", markup=False, highlight=False)
+        _fail(f"error: {' '.join(str(err).split())}")
         return 2
-    except click.exceptions.Abort:
-        err_console.print("speechrank: aborted", markup=False)
+    except typer.Exit as done:
+        return int(getattr(done, "exit_code", 0) or 0)
+    except typer.Abort:
+        _fail("aborted")
         return 130
-    except click.ClickException as err:
-        err_console.print(f"speechrank: error: {err.format_message()}", markup=False,
-                          highlight=False)
-        return err.exit_code
+    except typer.TyperException as err:  # usage errors: unknown option, missing argument
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        _fail(f"error: {' '.join(message.split())}")
+        return int(getattr(err, "exit_code", 2) or 2)
     except KeyboardInterrupt:
-        err_console.print("speechrank: interrupted", markup=False)
+        _fail("interrupted")
         return 130
     return 0
 
