@@ -44,9 +44,15 @@ def _group_ids(groups: Any, count: int) -> np.ndarray:
     """Group ids as a 1-D numpy array of ints or strings, one per row."""
     if isinstance(groups, torch.Tensor):
         groups = groups.detach().cpu().numpy()
-    ids = np.asarray(groups)
+    # Python sequences go through object dtype so that [1, "a"] is refused, not made strings.
+    try:
+        ids = groups if isinstance(groups, np.ndarray) else np.asarray(list(groups), dtype=object)
+    except TypeError as exc:
+        raise MetricInputError(f"groups must be a sequence of ids, got {groups!r}") from exc
     if ids.shape != (count,):
         raise MetricInputError(f"groups must hold one id per row ({count}), got shape {ids.shape}")
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64)
     if ids.dtype.kind in "US":
@@ -153,7 +159,11 @@ class LidarAccumulator:
         _inputs.check_rows(array, self._dim)
         if array.shape[0] == 0:
             return
-        unique, inverse = np.unique(ids, return_inverse=True)
+        unique, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # keep ids in order of first appearance
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        unique, inverse = unique[order], position[inverse.reshape(-1)]
         local = np.zeros((unique.size, self._dim))
         offset = 0
         for block in _inputs.iter_blocks(array, None, self.spectral.chunk_rows,
