@@ -86,6 +86,7 @@ class ModuleEncoder(SpeechEncoder):
         probe = self._run(noise.to(self.device), torch.tensor([num]), None)
         if not probe:
             raise SpeechrankError(f"{name}: the wrapped module returned no layers")
+        self._check_frames(probe, int(self.frame_lengths(torch.tensor([num]))[0]))
         self.layer_names = list(probe)
         self.layer_dims = {n: int(t.shape[-1]) for n, t in probe.items()}
         self.dim = self.layer_dims[self.layer_names[-1]]
@@ -146,13 +147,16 @@ class ModuleEncoder(SpeechEncoder):
         width = int(lengths.max()) if lengths.numel() else 0
         frames = self.frame_lengths(lengths)
         out = self._run(waveforms[:, :width], lengths, names)
-        need = int(frames.max()) if frames.numel() else 0
-        for n, t in out.items():
+        self._check_frames(out, int(frames.max()) if frames.numel() else 0)
+        return EncoderOutput(out, frames.to(self.device))
+
+    def _check_frames(self, layers: dict[str, torch.Tensor], need: int) -> None:
+        """Every layer must hold at least the frames ``frame_lengths`` promises."""
+        for n, t in layers.items():
             if t.shape[1] < need:
                 raise SpeechrankError(
                     f"{self.name}: layer {n} has {t.shape[1]} frames but frame_lengths promises "
                     f"{need}; check the frame_lengths function")
-        return EncoderOutput(out, frames.to(self.device))
 
     def fingerprint(self) -> str:
         """sha256 of the wrapper's settings and the module's current weights (recomputed on
