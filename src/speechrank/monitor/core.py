@@ -53,7 +53,7 @@ from speechrank.errors import SpeechrankError
 from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
 from speechrank.monitor._state import preserved_modes, preserved_rng
-from speechrank.monitor.adapt import as_encoder, modules_of
+from speechrank.monitor.adapt import as_encoder, modules_of, unwrap
 from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
 from speechrank.monitor.heldout import CachedBatch, HeldOutSet
 from speechrank.rank import (
@@ -77,6 +77,8 @@ __all__ = [
 #: Held-out utterances used when no budget is given: enough rows for RankMe-t of a 768-wide
 #: layer to be meaningful (rank <= min(N, D)), a few minutes of audio.
 DEFAULT_MAX_UTTERANCES = 1000
+
+_KEPT_ADAPTERS = 4
 
 
 def metric_key(metric: str, pooling: str, layer: str) -> str:
@@ -148,8 +150,8 @@ class RankMonitor:
             ``"rankme_t"`` or ``"erank_cov_mean"`` (default: the first pair); ``""`` turns the
             alarm off.
         warn: issue a :class:`RankCollapseWarning` for each alarm (rank 0 only).
-        store: a :class:`~speechrank.store.ResultStore` or its path: every call's rows are
-            written there (rank 0 only) as one unit of work.
+        store: a :class:`~speechrank.store.ResultStore` or its path (opened at the first
+            write): every call's rows are written there (rank 0 only) as one unit of work.
         run_name: the run, recorded as ``model`` in the rows (default: the encoder's name).
         checkpoint_format: the rows' ``checkpoint`` for a step (default ``"step-{step}"``);
             each step needs its own, since the store identifies a row without its step.
@@ -192,6 +194,7 @@ class RankMonitor:
         self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric", ("rankme",))
         self.layer_dims = {name: int(encoder.layer_dims[name]) for name in self.layers}
         self.group = group
+        self.distributed = distributed
         self.rank, self.world = _distributed(distributed, group)
         self.seed = seed
         self.max_frames = max_frames
@@ -222,9 +225,16 @@ class RankMonitor:
         self.alarms: list[CollapseAlarm] = []
         self.history: list[tuple[int | None, dict[str, float]]] = []
         self.last: MonitorResult | None = None
-        self._store, self._owns_store = self._open_store(store)
+        if store is not None and not isinstance(store, (str, os.PathLike)) and not (
+                hasattr(store, "unit") and hasattr(store, "add_rows")):
+            raise SpeechrankError(
+                f"store must be a ResultStore or a path, not {type(store).__name__}")
+        self._store_arg = store
+        self._store: Any = None
+        self._owns_store = False
         self._model_ref: Any = model
-        self._encoder = encoder
+        # Adapters built so far, newest first: a module given again reuses its adapter.
+        self._adapters: list[tuple[Any, SpeechEncoder]] = [(model, encoder)]
         self._calls = 0
 
     # ------------------------------------------------------------------ public
@@ -241,6 +251,8 @@ class RankMonitor:
         self._calls += 1
         target = self._model_ref if model is None else model
         encoder = self._encoder_for(target)
+        # Looked up at every call: a monitor built before the process group shares from then on.
+        self.rank, self.world = _distributed(self.distributed, self.group)
         accumulators, bad_layers = self._accumulate(target, encoder)
         rows = metric_rows(
             accumulators, self.metrics, model=self.run_name,
@@ -256,7 +268,7 @@ class RankMonitor:
         if self.alarm_on:
             for layer in self.layers:
                 values[f"collapse/layer_{layer}"] = 1.0 if layer in flagged else 0.0
-        if self.rank == 0 and self._store is not None:
+        if self.rank == 0 and self._store_arg is not None:
             self._write(rows, step)
         result = MonitorResult(step, values, rows, alarms, time.perf_counter() - started)
         self.history.append((step, dict(values)))
@@ -281,8 +293,13 @@ class RankMonitor:
     # ------------------------------------------------------------------ internals
 
     def _encoder_for(self, model: Any) -> SpeechEncoder:
-        if model is self._model_ref:
-            return self._encoder
+        inner = unwrap(model)
+        for given, adapter in self._adapters:
+            # The same object, or the module inside an adapter (``wrap_module(m)``, ``m``).
+            if (model is given or model is adapter
+                    or any(inner is held for held in vars(adapter).values())):
+                self._model_ref = model
+                return adapter
         encoder = as_encoder(model, name=self._model_name, options=self.encoder_options)
         if encoder.sample_rate != self.heldout.sample_rate:
             raise SpeechrankError(
@@ -291,7 +308,13 @@ class RankMonitor:
         missing = [n for n in self.layers if n not in encoder.layer_names]
         if missing:
             raise SpeechrankError(f"the model has no layer {', '.join(missing)}")
-        self._model_ref, self._encoder = model, encoder
+        resized = [n for n in self.layers if encoder.layer_dims[n] != self.layer_dims[n]]
+        if resized:
+            raise SpeechrankError(
+                f"layer {resized[0]} of the model is {encoder.layer_dims[resized[0]]} wide; the "
+                f"monitor was built for {self.layer_dims[resized[0]]}")
+        self._model_ref = model
+        self._adapters = [(model, encoder), *self._adapters[:_KEPT_ADAPTERS - 1]]
         return encoder
 
     def _accumulate(self, model: Any, encoder: SpeechEncoder
@@ -303,7 +326,7 @@ class RankMonitor:
                      and getattr(encoder, "inference_mode", True) else torch.no_grad())
         device = encoder.device
         with preserved_rng(), preserved_modes(modules_of(model, encoder)), grad_mode:
-            for batch in self.heldout.batches_on(device):
+            for batch in self.heldout.batches_on(device, self.rank, self.world):
                 accumulators.update(self._encode(encoder, batch, device, bad))
             if self.world > 1:
                 for acc in accumulators.accumulators.values():
@@ -346,19 +369,14 @@ class RankMonitor:
                 warnings.warn(alarm.message(), RankCollapseWarning, stacklevel=4)
         return alarms
 
-    def _open_store(self, store: Any) -> tuple[Any, bool]:
-        if store is None or self.rank != 0:
-            return None, False
-        if isinstance(store, (str, os.PathLike)):
-            from speechrank.store import ResultStore
-
-            return ResultStore(Path(store)), True
-        if not (hasattr(store, "unit") and hasattr(store, "add_rows")):
-            raise SpeechrankError(
-                f"store must be a ResultStore or a path, not {type(store).__name__}")
-        return store, False
-
     def _write(self, rows: list[ResultRow], step: int) -> None:
+        if self._store is None:
+            if isinstance(self._store_arg, (str, os.PathLike)):
+                from speechrank.store import ResultStore
+
+                self._store, self._owns_store = ResultStore(Path(self._store_arg)), True
+            else:
+                self._store = self._store_arg
         checkpoint = self.checkpoint_format.format(step=step)
         key = f"{self.run_name}|{checkpoint}|monitor|{self.heldout.spec}"
         meta = {"source": "monitor", "step": step, "heldout": self.heldout.describe()}

@@ -17,7 +17,8 @@ Under ``torch.distributed`` the batches, not the utterances, are dealt out to th
 (batch ``i`` goes to rank ``i % world``): every utterance then meets the same batch-mates as in
 a single process, so each process computes exactly the features one process would, and the
 summed accumulators equal the single-process ones up to the order of float64 additions. Each
-process decodes only its own batches.
+process decodes only the batches it needs, when it first needs them (a monitor built before
+``torch.distributed`` was initialised decodes everything at once, then keeps using its share).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class HeldOutSet:
         batch_seconds: most padded audio per batch.
         seed: seeds the subset and the seconds budget.
         strict: fail on the first unusable file instead of skipping it.
-        rank, world: this process's share of the batches under ``torch.distributed``.
+        rank, world: the share of the batches to decode now (see :meth:`batches_for`).
         name: what to call the set in results (default: the DATA spec, ``files:N`` or
             ``waveforms:N``).
     """
@@ -194,25 +195,43 @@ class HeldOutSet:
             raise SpeechrankError(
                 f"no usable audio in the held-out set {self.spec} ({self.skips.summary()})")
         self.planned = planned
-        groups = _group_by_length(planned, batch_seconds, self.sample_rate)
-        self.num_batches = len(groups)
-        self.rank, self.world = rank, world
-        self.batches: list[CachedBatch] = []
-        for group in groups[rank::world]:
+        self._groups = _group_by_length(planned, batch_seconds, self.sample_rate)
+        self._waves = waves
+        self._crop_seconds = crop_seconds
+        self._strict = strict
+        self._equal_length = encoder.equal_length_batches
+        self._encoder = encoder
+        self._loaded: dict[int, list[CachedBatch]] = {}
+        self._on_device: dict[tuple[torch.device, int, int], list[CachedBatch]] = {}
+        self.batches_for(rank, world)  # decode this process's share now
+
+    @property
+    def num_batches(self) -> int:
+        """Length-sorted batches over all processes (before splitting equal-length runs)."""
+        return len(self._groups)
+
+    def _load_group(self, index: int) -> list[CachedBatch]:
+        if index not in self._loaded:
             loaded = []
-            for item in group:
+            for item in self._groups[index]:
                 try:
-                    wave = (waves[item.utterance.uid][: item.num_samples] if waves
-                            else _load(encoder, item, crop_seconds))
+                    wave = (self._waves[item.utterance.uid][: item.num_samples] if self._waves
+                            else _load(self._encoder, item, self._crop_seconds))
                 except AudioError as err:
-                    if strict:
+                    if self._strict:
                         raise
                     self.skips.add(item.utterance.path, err.reason, err.detail)
                     continue
                 loaded.append((item, wave))
-            runs = _runs_of_equal_length(loaded) if encoder.equal_length_batches else [loaded]
-            self.batches.extend(_pad(run) for run in runs if run)
-        self._on_device: dict[torch.device, list[CachedBatch]] = {}
+            runs = _runs_of_equal_length(loaded) if self._equal_length else [loaded]
+            self._loaded[index] = [_pad(run) for run in runs if run]
+        return self._loaded[index]
+
+    def batches_for(self, rank: int = 0, world: int = 1) -> list[CachedBatch]:
+        """The decoded batches of process ``rank`` of ``world`` (batch ``i`` goes to rank
+        ``i % world``); each batch is decoded once, the first time a process needs it."""
+        return [batch for index in range(rank, len(self._groups), world)
+                for batch in self._load_group(index)]
 
     @property
     def num_utterances(self) -> int:
@@ -224,14 +243,17 @@ class HeldOutSet:
         """Seconds of audio planned over all processes."""
         return sum(p.num_samples for p in self.planned) / self.sample_rate
 
-    def batches_on(self, device: torch.device) -> list[CachedBatch]:
-        """This process's batches on ``device`` (copied there once, then reused)."""
+    def batches_on(self, device: torch.device, rank: int = 0,
+                   world: int = 1) -> list[CachedBatch]:
+        """:meth:`batches_for` on ``device`` (copied there once, then reused)."""
         device = torch.device(device)
+        batches = self.batches_for(rank, world)
         if device.type == "cpu":
-            return self.batches
-        if device not in self._on_device:
-            self._on_device = {device: [batch.to(device) for batch in self.batches]}
-        return self._on_device[device]
+            return batches
+        key = (device, rank, world)
+        if key not in self._on_device:
+            self._on_device = {key: [batch.to(device) for batch in batches]}
+        return self._on_device[key]
 
     def describe(self) -> dict[str, Any]:
         return {"spec": self.spec, "files_found": self.files_found,
