@@ -41,17 +41,16 @@ import hashlib
 import json
 import math
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.errors import SpeechrankError
-from speechrank.results import ResultRow, layer_sort_key
-from speechrank.store import VOLATILE_CONVENTION_KEYS as _VOLATILE_KEYS
+from speechrank.results import ResultRow
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -72,9 +71,6 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
 
 #: Label-free metrics whose direction is not "higher = richer representation".
 METRIC_ORIENTATION: dict[str, int] = {"alpha_req": -1}
-
-Point = tuple[str, str]  # (checkpoint, layer)
-
 
 def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = None) -> int:
     """+1 if a larger ``name`` is better, -1 if smaller is better (``kind``: metric or score)."""
@@ -247,60 +243,8 @@ def load_rows(source: Any) -> list[ResultRow]:
     return rows
 
 
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-@dataclasses.dataclass
-class _Series:
-    key: tuple[str, ...]
-    variant: str
-    points: dict[Point, ResultRow]
-
-
-def _build_series(groups: Mapping[tuple[str, ...], Mapping[Point, list[ResultRow]]],
-                  what: str, notes: list[str]) -> list[_Series]:
-    """One series per group, split into variants where one cell holds rows whose conventions
-    differ (only the differing keys name the variant)."""
-    out: list[_Series] = []
-    for key in sorted(groups):
-        points = groups[key]
-        duplicates = [rs for rs in points.values() if len(rs) > 1]
-        differing: set[str] = set()
-        for rs in duplicates:
-            names = set().union(*(r.conventions.keys() for r in rs)) - _VOLATILE_KEYS
-            differing.update(k for k in names
-                             if len({_canon(r.conventions.get(k)) for r in rs}) > 1)
-        if not differing:
-            if duplicates:
-                notes.append(f"{what} {'/'.join(key)}: {len(duplicates)} cell(s) measured more "
-                             "than once with the same conventions; the last row is used")
-            out.append(_Series(key, "", {p: rs[-1] for p, rs in points.items()}))
-            continue
-        by_variant: dict[str, dict[Point, ResultRow]] = defaultdict(dict)
-        for p, rs in points.items():
-            for r in rs:
-                label = ", ".join(f"{k}={_canon(r.conventions.get(k))}" for k in sorted(differing))
-                by_variant[label][p] = r
-        notes.append(f"{what} {'/'.join(key)}: conventions differ between rows of the same cell "
-                     f"({', '.join(sorted(differing))}); analysed as {len(by_variant)} variants")
-        out.extend(_Series(key, v, by_variant[v]) for v in sorted(by_variant))
-    return out
-
-
-def _point_order(steps: Mapping[tuple[str, str], int | None], model: str):
-    def key(checkpoint: str) -> tuple[Any, ...]:
-        step = steps.get((model, checkpoint))
-        return (step is not None, step if step is not None else 0, checkpoint)
-    return key
-
-
-def _layer_key(layer: str) -> tuple[Any, ...]:
-    return (*layer_sort_key(layer), layer)
-
-
 def _rng(seed: int, identity: Sequence[Any]) -> np.random.Generator:
-    digest = hashlib.sha256(_canon(list(identity)).encode()).digest()
+    digest = hashlib.sha256(json.dumps(list(identity), default=str).encode()).digest()
     return np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(digest[:8], "big")]))
 
 
@@ -342,46 +286,12 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
     if not 0.0 < confidence < 1.0:
         raise SpeechrankError(f"confidence must be between 0 and 1, not {confidence}")
     rows = load_rows(source)
-    notes: list[str] = []
 
-    steps: dict[tuple[str, str], int | None] = {}
-    for r in rows:
-        if steps.get((r.model, r.checkpoint)) is None:
-            steps[(r.model, r.checkpoint)] = r.step
-
-    metric_groups: dict[tuple[str, ...], dict[Point, list[ResultRow]]] = defaultdict(
-        lambda: defaultdict(list))
-    score_groups: dict[tuple[str, ...], dict[Point, list[ResultRow]]] = defaultdict(
-        lambda: defaultdict(list))
-    other_splits: set[str] = set()
-    n_metric_rows = n_probe_rows = 0
-    for r in rows:
-        if not r.task:
-            if metrics is not None and r.metric not in metrics:
-                continue
-            if poolings is not None and r.pooling not in poolings:
-                continue
-            metric_groups[(r.model, r.metric, r.pooling, r.dataset)][(r.checkpoint, r.layer)] \
-                .append(r)
-            n_metric_rows += 1
-        else:
-            if tasks is not None and r.task not in tasks:
-                continue
-            if r.split != probe_split:
-                other_splits.add(r.split)
-                continue
-            score_groups[(r.model, r.task, r.metric, r.domain, r.dataset, r.pooling)][
-                (r.checkpoint, r.layer)].append(r)
-            n_probe_rows += 1
-    if not metric_groups:
-        notes.append("no label-free metric rows" + (" matching the filters" if
-                                                     metrics or poolings else ""))
-    if not score_groups:
-        extra = f" (splits present: {', '.join(sorted(other_splits))})" if other_splits else ""
-        notes.append(f"no probe rows with split {probe_split!r}{extra}")
-
-    metric_series = _build_series(metric_groups, "metric", notes)
-    score_series = _build_series(score_groups, "score", notes)
+    found = collect_series(rows, probe_split=probe_split, metrics=metrics, tasks=tasks,
+                           poolings=poolings)
+    notes = found.notes
+    steps = found.steps
+    metric_series, score_series = found.metric, found.score
 
     report = CorrelationReport([], [], [], [], [], [], {}, notes)
     pairs_seen = 0
@@ -417,6 +327,8 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
             _analyse_pair(report, key, cells, steps, n_bootstrap=n_bootstrap, seed=seed,
                           confidence=confidence)
     for ms in metric_series:
+        if ms.is_monitor:  # the monitor's held-out rows have no probes by design
+            continue
         if not any(s.model == ms.key[0] and s.metric == ms.key[1] and s.pooling == ms.key[2]
                    and s.metric_dataset == ms.key[3] and s.metric_variant == ms.variant
                    for s in report.summary) and score_series:
@@ -439,8 +351,8 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                 "checkpoint); every candidate with the best score counts as best",
         "phases": "within each layer, checkpoints up to and from the step where the oriented "
                   "metric is lowest (that checkpoint is in both phases)",
-        "counts": {"rows": len(rows), "metric_rows": n_metric_rows,
-                   "probe_rows": n_probe_rows, "pairs": pairs_seen},
+        "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
+                   "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
     }
     return report
 
@@ -491,9 +403,9 @@ def _analyse_pair(report: CorrelationReport, key: PairKey,
                   cells: Mapping[Point, tuple[float, float, float]],
                   steps: Mapping[tuple[str, str], int | None], *, n_bootstrap: int, seed: int,
                   confidence: float) -> None:
-    ckpt_key = _point_order(steps, key.model)
+    ckpt_key = checkpoint_order(steps, key.model)
     checkpoints = sorted({c for c, _ in cells}, key=ckpt_key)
-    layers = sorted({layer for _, layer in cells}, key=_layer_key)
+    layers = sorted({layer for _, layer in cells}, key=layer_order)
     stats_kw = {"n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence}
 
     within: list[Correlation] = []

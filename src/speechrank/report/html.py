@@ -1,0 +1,635 @@
+"""``speechrank report``: one static HTML page with the plots and tables of a results store.
+
+The page opens from disk: images are PNG files under ``img/`` referenced by relative paths,
+the style sheet is inline, there is no script and nothing is fetched from the network. Every
+string that comes from the data (model, checkpoint, dataset and task names, conventions,
+sweep metadata) is HTML-escaped. The same rows give the same bytes: nothing time-dependent is
+written and the PNGs carry no software metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate, load_rows
+from speechrank.analysis.series import (
+    Series,
+    SeriesSet,
+    checkpoint_order,
+    collect_series,
+    is_monitor_row,
+)
+from speechrank.analysis.tables import fmt, pair_columns
+from speechrank.errors import SpeechrankError
+from speechrank.report import plots
+from speechrank.results import ResultRow, layer_sort_key
+from speechrank.store import VOLATILE_CONVENTION_KEYS, ResultStore
+
+__all__ = ["is_monitor_row", "write_report"]
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1d2733; max-width: 1280px; margin: 0 auto; padding: 0 24px 48px; }
+h1 { font-size: 26px; margin: 28px 0 4px; }
+h2 { font-size: 20px; margin: 36px 0 8px; padding-top: 8px; border-top: 1px solid #d9dee4; }
+h3 { font-size: 15px; margin: 22px 0 6px; }
+p.lead { color: #4a5866; margin: 0 0 12px; }
+nav ol { columns: 2; margin: 8px 0 0; padding-left: 20px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+th, td { border: 1px solid #d9dee4; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f2f4f7; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.good { background: #e3f4e6; } td.bad { background: #fbe5e3; } td.na { color: #9aa5b1; }
+td small, .muted { color: #6b7785; }
+.wrap { overflow-x: auto; }
+figure { margin: 8px 0 20px; } figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: #4a5866; font-size: 13px; }
+.row { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+.row figure { flex: 1 1 560px; }
+ul.headline li { margin: 4px 0; }
+code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; }
+pre { background: #f6f8fa; padding: 8px; overflow-x: auto; white-space: pre-wrap; }
+details { margin: 4px 0; }
+"""
+
+_MAX_META_CHARS = 20_000
+
+
+def e(value: Any) -> str:
+    """HTML-escape any value (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+# ------------------------------------------------------------------------------ small helpers
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+def _image_name(kind: str, parts: Sequence[Any]) -> str:
+    digest = hashlib.sha256(json.dumps([kind, *map(str, parts)]).encode()).hexdigest()[:10]
+    return f"{kind}-{_slug('-'.join(map(str, parts)))}-{digest}.png"
+
+
+def _cell(text: Any, cls: str = "", title: str = "") -> str:
+    attrs = (f' class="{e(cls)}"' if cls else "") + (f' title="{e(title)}"' if title else "")
+    return f"<td{attrs}>{text}</td>"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], caption: str = "") -> str:
+    """``rows`` hold ready ``<td>`` strings; headers are escaped here."""
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
+    cap = f"<caption class=\"muted\">{e(caption)}</caption>" if caption else ""
+    return f'<div class="wrap"><table>{cap}<thead><tr>{head}</tr></thead>' \
+           f"<tbody>{body}</tbody></table></div>"
+
+
+def _num(value: float, digits: int = 2, *, signed: bool = False, cls: str = "num",
+         title: str = "") -> str:
+    text = fmt(value, digits, signed=signed)
+    return _cell(e(text), cls if text != "–" else "num na", title)
+
+
+def _rho_cell(value: float, low: float = math.nan, high: float = math.nan,
+              p: float = math.nan, n: int | None = None, reason: str = "") -> str:
+    if not math.isfinite(value):
+        return _cell("–", "num na", reason)
+    cls = "num good" if value >= 0.5 else ("num bad" if value <= -0.5 else "num")
+    body = e(f"{value:+.2f}")
+    if math.isfinite(low) and math.isfinite(high):
+        body += f"<br><small>[{e(f'{low:+.2f}')}, {e(f'{high:+.2f}')}]</small>"
+    title = " ".join(filter(None, [f"p={p:.3g}" if math.isfinite(p) else "",
+                                   f"n={n}" if n is not None else ""]))
+    return _cell(body, cls, title)
+
+
+def _key_headers(cols: Sequence[str]) -> list[str]:
+    names = {"metric_dataset": "metric data", "metric_variant": "metric variant",
+             "probe_dataset": "probe data", "probe_pooling": "probe pooling",
+             "score_variant": "score variant"}
+    return [names.get(c, c) for c in cols]
+
+
+def _key_cells(key: PairKey, cols: Sequence[str]) -> list[str]:
+    out = []
+    for c in cols:
+        text = str(getattr(key, c))
+        if (c == "metric" and key.metric_orientation < 0) or (
+                c == "score" and key.score_orientation < 0):
+            text += " (−)"
+        out.append(_cell(e(text)))
+    return out
+
+
+def _x_axis(checkpoints: Sequence[str], steps: Mapping[tuple[str, str], int | None],
+            model: str) -> plots.XAxis:
+    values = [steps.get((model, c)) for c in checkpoints]
+    if values and all(v is not None for v in values):
+        return [float(v) for v in values], None, "training step"  # type: ignore[arg-type]
+    return ([float(i) for i in range(len(checkpoints))],
+            [c if len(c) <= 14 else c[:13] + "…" for c in checkpoints], "checkpoint")
+
+
+def _column_labels(checkpoints: Sequence[str], steps: Mapping[tuple[str, str], int | None],
+                   model: str) -> list[str]:
+    values = [steps.get((model, c)) for c in checkpoints]
+    if values and all(v is not None for v in values) and len(set(values)) == len(values):
+        return [str(v) for v in values]
+    return [c if len(c) <= 14 else c[:13] + "…" for c in checkpoints]
+
+
+def _short_name(s: Series) -> str:
+    f = s.fields
+    if s.kind == "metric":
+        text = f"{f['metric']} ({f['pooling']})"
+    else:
+        text = f"{f['task']}: {f['score']} ({f['domain'] or '-'})"
+    return text + (f" [{s.variant}]" if s.variant else "")
+
+
+def _series_name(s: Series) -> str:
+    f = s.fields
+    if s.kind == "metric":
+        text = f"{f['metric']} ({f['pooling']} pooling) on {f['dataset']}"
+    else:
+        text = f"{f['task']}: {f['score']}, {f['domain'] or '-'} domain, on {f['dataset']}"
+    return f"{f['model']} · {text}" + (f" [{s.variant}]" if s.variant else "")
+
+
+# ------------------------------------------------------------------------------ the page
+class _Page:
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.img_dir = out_dir / "img"
+        self.img_dir.mkdir(parents=True, exist_ok=True)
+        self.parts: list[str] = []
+        self.toc: list[tuple[str, str]] = []
+        self.images: list[str] = []
+
+    def section(self, anchor: str, title: str, lead: str = "") -> None:
+        self.toc.append((anchor, title))
+        self.parts.append(f'<h2 id="{e(anchor)}">{e(title)}</h2>')
+        if lead:
+            self.parts.append(f'<p class="lead">{lead}</p>')
+
+    def add(self, fragment: str) -> None:
+        self.parts.append(fragment)
+
+    def figure(self, fig: Any, kind: str, parts: Sequence[Any], caption: str) -> str:
+        name = _image_name(kind, parts)
+        plots.save(fig, self.img_dir / name)
+        self.images.append(name)
+        return (f'<figure><img src="img/{e(name)}" alt="{e(caption)}">'
+                f"<figcaption>{e(caption)}</figcaption></figure>")
+
+
+def write_report(source: Any, out_dir: str | Path, *,
+                 correlation: CorrelationReport | None = None,
+                 title: str = "speechrank report", probe_split: str | None = None,
+                 scatter: Sequence[tuple[str, str]] | None = None, n_bootstrap: int = 1000,
+                 seed: int = 0) -> Path:
+    """Write ``out_dir/index.html`` and its images ``out_dir/img/*.png``; return the page path.
+
+    Args:
+        source: a :class:`~speechrank.store.ResultStore`, the path of one, or result rows.
+        out_dir: the report directory (created; existing images of the same name replaced).
+        correlation: a ready :func:`~speechrank.analysis.correlate` result; computed from
+            ``source`` with ``n_bootstrap``, ``seed`` and ``probe_split`` when omitted.
+        title: the page title.
+        probe_split: the probe split whose scores are plotted (default: the correlation's,
+            else ``test``).
+        scatter: (metric, pooling) pairs that get rank-vs-score scatter plots (default:
+            ``("rankme", "sum")`` when present, else the first analysed metric).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpeechrankError(f"{out_dir}: exists and is not a directory")
+    meta: dict[str, Any] = {}
+    if isinstance(source, ResultStore):
+        meta = source.meta()
+    elif isinstance(source, (str, Path)):
+        with ResultStore(source, create=False) as store:
+            meta = store.meta()
+    rows = load_rows(source)
+    if probe_split is None:
+        probe_split = correlation.settings.get("probe_split", "test") if correlation else "test"
+    if correlation is None:
+        correlation = correlate(rows, n_bootstrap=n_bootstrap, seed=seed,
+                                probe_split=probe_split)
+    found = collect_series(rows, probe_split=probe_split)
+    page = _Page(out_dir)
+
+    monitor = [s for s in found.metric if s.is_monitor]
+    metric_series = [s for s in found.metric if s not in monitor]
+    focus = _focus(correlation, scatter)
+
+    _headline(page, correlation, focus, rows)
+    if focus:
+        _scatter_section(page, correlation, found, focus)
+    if metric_series:
+        _series_section(page, "metrics", "Label-free metrics over training", metric_series,
+                        found, "Each line is a layer; the heat map shows the same values, "
+                        "layers by checkpoints.")
+    if found.score:
+        _series_section(page, "probes", f"Probe scores over training ({probe_split} split)",
+                        found.score, found, "Each line is a layer; scores where lower is "
+                        "better (PER) use a reversed colour map, so brighter is better "
+                        "everywhere.")
+    if correlation.summary:
+        _selection_sections(page, correlation)
+        _correlation_detail(page, correlation)
+    if monitor:
+        _series_section(page, "monitor", "Rank during training (monitor)", monitor, found,
+                        "Rows written by the training monitor on its held-out set.",
+                        heatmaps=False)
+    _conventions_section(page, found, monitor)
+    _settings_section(page, correlation, meta)
+
+    toc = "".join(f'<li><a href="#{e(a)}">{e(t)}</a></li>' for a, t in page.toc)
+    counts = (f"{len(rows)} result rows: {found.n_metric_rows} label-free metric rows in "
+              f"{len(found.metric)} series, {found.n_probe_rows} probe rows ({probe_split} split)"
+              f" in {len(found.score)} series; {len(correlation.summary)} metric-score pairs.")
+    from speechrank import __version__
+
+    document = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{e(title)}</h1><p class=\"lead\">{e(counts)}</p>"
+        f"<nav><ol>{toc}</ol></nav></header><main>{''.join(page.parts)}</main>"
+        f"<footer><p class=\"muted\">Written by speechrank {e(__version__)}. Method: "
+        "Aldeneh et al., “Towards Automatic Assessment of Self-Supervised Speech Models using "
+        "Rank”, ICASSP 2025 (arXiv 2409.10787); RankMe: Garrido et al., ICML 2023 "
+        "(arXiv 2210.02885).</p></footer></body></html>\n")
+    index = out_dir / "index.html"
+    index.write_text(document, encoding="utf-8")
+    return index
+
+
+def _focus(report: CorrelationReport, scatter: Sequence[tuple[str, str]] | None
+           ) -> list[tuple[str, str]]:
+    present = [(s.metric, s.pooling) for s in report.summary]
+    if scatter is not None:
+        return [tuple(x) for x in scatter if tuple(x) in present]  # type: ignore[misc]
+    if ("rankme", "sum") in present:
+        return [("rankme", "sum")]
+    return present[:1]
+
+
+# ------------------------------------------------------------------------------ sections
+def _headline(page: _Page, report: CorrelationReport, focus: Sequence[tuple[str, str]],
+              rows: Sequence[ResultRow]) -> None:
+    page.section("headline", "Headline numbers",
+                 "Within a layer, across checkpoints: does the label-free metric rise and fall "
+                 "with the probe score (Spearman ρ)? Across layers: does the layer with the "
+                 "highest metric have the best score? Values are oriented so that higher is "
+                 "better for every series; (−) marks a negated one (PER, alpha-ReQ).")
+    if not rows:
+        page.add("<p>The store holds no results.</p>")
+        return
+    if not report.summary:
+        page.add("<p>No metric-score pairs: the report needs label-free metrics and probe "
+                 "scores of the same checkpoints and layers.</p>")
+        return
+    items = []
+    for s in report.summary:
+        if (s.metric, s.pooling) not in focus:
+            continue
+        bl = (f"{round(s.best_layer_agreement * s.best_layer_n)}/{s.best_layer_n} checkpoints"
+              if s.best_layer_n else "no checkpoint")
+        ck = (f"{round(s.checkpoint_agreement * s.checkpoint_n)}/{s.checkpoint_n} layers"
+              if s.checkpoint_n else "no layer")
+        items.append(
+            f"<li><b>{e(s.task)}: {e(s.score)}</b> ({e(s.domain or '-')} domain) vs "
+            f"<b>{e(s.metric)}/{e(s.pooling)}</b>: median within-layer ρ "
+            f"<b>{e(fmt(s.within_rho_median, signed=True))}</b> over {s.within_n} layer(s) "
+            f"(range {e(fmt(s.within_rho_min, signed=True))} to "
+            f"{e(fmt(s.within_rho_max, signed=True))}); the metric's layer was the best layer "
+            f"at {e(bl)} (mean regret {e(fmt(s.best_layer_regret_mean, 3))}); its checkpoint "
+            f"was the best checkpoint in {e(ck)}.</li>")
+    if items:
+        page.add(f'<ul class="headline">{"".join(items)}</ul>')
+    cols = pair_columns(report.pairs)
+    headers = [*_key_headers(cols), "ckpts", "layers", "ρ in layer", "range", "τ in layer",
+               "best layer", "regret", "best ckpt", "regret", "ρ collapse", "ρ recovery",
+               "ρ across layers"]
+    body = []
+    for s in report.summary:
+        body.append([
+            *_key_cells(s, cols), _cell(str(s.n_checkpoints), "num"),
+            _cell(str(s.n_layers), "num"),
+            _rho_cell(s.within_rho_median, n=s.within_n),
+            _cell(e(f"{fmt(s.within_rho_min, signed=True)} … "
+                    f"{fmt(s.within_rho_max, signed=True)}"), "num"),
+            _num(s.within_tau_median, signed=True),
+            _agree_cell(s.best_layer_agreement, s.best_layer_n),
+            _num(s.best_layer_regret_mean, 3),
+            _agree_cell(s.checkpoint_agreement, s.checkpoint_n),
+            _num(s.checkpoint_regret_mean, 3),
+            _rho_cell(s.collapse_rho_median, n=s.collapse_n),
+            _rho_cell(s.recovery_rho_median, n=s.recovery_n),
+            _rho_cell(s.across_rho_median, n=s.across_n),
+        ])
+    page.add(_table(headers, body))
+    page.add("<p class=\"muted\">ρ in layer, τ in layer: median Spearman ρ and Kendall τ "
+             "across checkpoints over the layers where they are defined (hover: how many), and "
+             "the range of ρ. best layer: checkpoints at which the metric's highest layer had "
+             "the best score; best ckpt: layers in which the metric's highest checkpoint had the "
+             "best score; regret: mean best score minus the picked one's. ρ collapse, ρ "
+             "recovery: medians per phase of training; ρ across layers: median over checkpoints "
+             "of the correlation across layers.</p>")
+
+
+def _agree_cell(rate: float, n: int) -> str:
+    if not n or not math.isfinite(rate):
+        return _cell("–", "num na")
+    k = round(rate * n)
+    return _cell(e(f"{k}/{n}"), "num good" if k == n else ("num bad" if k == 0 else "num"))
+
+
+def _scatter_section(page: _Page, report: CorrelationReport, found: SeriesSet,
+                     focus: Sequence[tuple[str, str]]) -> None:
+    page.section("scatter", "Metric vs probe score, layer by layer",
+                 "One panel per layer, one point per checkpoint (colour: training step); ρ is "
+                 "the within-layer Spearman correlation of the oriented values.")
+    metric_by_key = {(s.key, s.variant): s for s in found.metric}
+    score_by_key = {(s.key, s.variant): s for s in found.score}
+    within = {(c.pair, c.layer): c for c in report.within_layer}
+    for key in report.pairs:
+        if (key.metric, key.pooling) not in focus:
+            continue
+        ms = metric_by_key.get(((key.model, key.metric, key.pooling, key.metric_dataset),
+                                key.metric_variant))
+        ss = score_by_key.get(((key.model, key.task, key.score, key.domain, key.probe_dataset,
+                                key.probe_pooling), key.score_variant))
+        if ms is None or ss is None:
+            continue
+        order = checkpoint_order(found.steps, key.model)
+        panels = []
+        for layer in sorted({layer for _, layer in ms.points}, key=_layer_key):
+            cells = sorted(((c, ms.points[(c, layer)].value, ss.points[(c, layer)].value)
+                            for c, lay in ms.points if lay == layer and (c, layer) in ss.points),
+                           key=lambda t: order(t[0]))
+            cells = [t for t in cells if math.isfinite(t[1]) and math.isfinite(t[2])]
+            if not cells:
+                continue
+            colour = [_step_or_index(found.steps, key.model, c, i)
+                      for i, (c, _, _) in enumerate(cells)]
+            stat = within.get((key, layer))
+            subtitle = (f"ρ={stat.spearman:+.2f} (n={stat.n})" if stat is not None
+                        and math.isfinite(stat.spearman) else f"ρ undefined (n={len(cells)})")
+            panels.append((layer, [t[1] for t in cells], [t[2] for t in cells], colour,
+                           subtitle))
+        if not panels:
+            continue
+        caption = (f"{key.metric}/{key.pooling} vs {key.task}: {key.score} "
+                   f"({key.domain or '-'} domain), {key.model}")
+        fig = plots.scatter_grid(panels, title=caption, xlabel=key.metric,
+                                 ylabel=key.score, colour_label="training step")
+        page.add(page.figure(fig, "scatter", [*_astuple(key)], caption))
+
+
+def _astuple(key: PairKey) -> list[Any]:
+    return [getattr(key, f) for f in ("model", "metric", "pooling", "metric_dataset",
+                                      "metric_variant", "task", "score", "domain",
+                                      "probe_dataset", "probe_pooling", "score_variant")]
+
+
+def _step_or_index(steps: Mapping[tuple[str, str], int | None], model: str, checkpoint: str,
+                   index: int) -> float:
+    step = steps.get((model, checkpoint))
+    return float(step) if step is not None else float(index)
+
+
+def _layer_key(layer: str) -> tuple[Any, ...]:
+    return (*layer_sort_key(layer), layer)
+
+
+def _series_section(page: _Page, anchor: str, title: str, series: Sequence[Series],
+                    found: SeriesSet, lead: str, *, heatmaps: bool = True) -> None:
+    from speechrank.analysis import orientation
+
+    page.section(anchor, title, e(lead))
+    for s in series:
+        model = s.key[0]
+        checkpoints = s.checkpoints(found.steps)
+        layers = s.layers()
+        x_axis = _x_axis(checkpoints, found.steps, model)
+        index = {c: i for i, c in enumerate(checkpoints)}
+        lines: dict[str, tuple[list[float], list[float]]] = {}
+        for layer in layers:
+            pts = [(x_axis[0][index[c]], s.points[(c, layer)].value) for c in checkpoints
+                   if (c, layer) in s.points]
+            lines[layer] = ([p[0] for p in pts], [p[1] for p in pts])
+        name = s.fields["metric"] if s.kind == "metric" else s.fields["score"]
+        caption = _series_name(s)
+        short = _short_name(s)
+        figures = [page.figure(plots.line_plot(lines, x_axis, title=short, ylabel=name),
+                               f"{anchor}-line", [*s.key, s.variant],
+                               f"{short} by training step, one line per layer")]
+        if heatmaps:
+            values = [[s.points[(c, layer)].value if (c, layer) in s.points else math.nan
+                       for c in checkpoints] for layer in layers]
+            reverse = s.kind == "score" and orientation(name, kind="score") < 0
+            fig = plots.heatmap(values, layers, _column_labels(checkpoints, found.steps, model),
+                                title=short, colour_label=name, reverse=reverse)
+            figures.append(page.figure(fig, f"{anchor}-heat", [*s.key, s.variant],
+                                       f"{short}: layers by checkpoints"))
+        page.add(f"<h3>{e(caption)}</h3><div class=\"row\">{''.join(figures)}</div>")
+
+
+def _checkpoint_labels(report: CorrelationReport) -> tuple[dict[tuple[str, str], str], list]:
+    steps: dict[tuple[str, str], int | None] = {}
+    for s in report.best_layer:
+        steps[(s.model, s.checkpoint)] = s.step
+    by_model: dict[str, list[str]] = {}
+    for (model, c) in steps:
+        by_model.setdefault(model, []).append(c)
+    labels: dict[tuple[str, str], str] = {}
+    for model, cks in by_model.items():
+        for c, label in zip(cks, _column_labels(cks, steps, model), strict=True):
+            labels[(model, c)] = label
+    order = sorted(set(labels.values()), key=lambda lab: min(
+        (steps[k] is not None, steps[k] or 0, k[1]) for k, v in labels.items() if v == lab))
+    return labels, order
+
+
+def _selection_sections(page: _Page, report: CorrelationReport) -> None:
+    cols = pair_columns(report.pairs)
+    labels, order = _checkpoint_labels(report)
+    page.section("best-layer", "Best layer: does the highest-metric layer have the best score?",
+                 "At each checkpoint the metric picks its highest layer. ✓ L: layer L has the "
+                 "best probe score; ✗ a→b: the metric picks a, the best layer is b (hover for "
+                 "the regret, the best score minus the picked layer's score).")
+    grid: dict[PairKey, dict[str, Selection]] = {}
+    for s in report.best_layer:
+        grid.setdefault(s.pair, {})[labels[(s.model, s.checkpoint)]] = s
+    body = [[*_key_cells(p, cols), *[_selection_cell(grid.get(p, {}).get(c), True)
+                                     for c in order]] for p in report.pairs]
+    page.add(_table([*_key_headers(cols), *order], body, "columns: checkpoints (step)"))
+
+    page.section("checkpoint-selection", "Checkpoint selection within each layer",
+                 "In each layer the metric picks the checkpoint where it is highest. ✓: that "
+                 "checkpoint has the best probe score; ✗ r: it does not, regret r in score "
+                 "units (hover for the checkpoints).")
+    layers = sorted({s.layer for s in report.best_checkpoint}, key=_layer_key)
+    grid = {}
+    for s in report.best_checkpoint:
+        grid.setdefault(s.pair, {})[s.layer] = s
+    body = [[*_key_cells(p, cols), *[_selection_cell(grid.get(p, {}).get(layer), False)
+                                     for layer in layers]] for p in report.pairs]
+    page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
+
+
+def _selection_cell(s: Selection | None, show_pick: bool) -> str:
+    if s is None:
+        return _cell("·", "num na")
+    if s.agree is None:
+        return _cell("–", "num na", s.reason)
+    best = ", ".join(s.best)
+    title = (f"picked {s.picked} ({fmt(s.picked_score, 4)}), best {best} "
+             f"({fmt(s.best_score, 4)}), regret {fmt(s.regret, 4)}"
+             + (f", {s.picked_ties} tied picks" if s.picked_ties > 1 else ""))
+    if s.agree:
+        return _cell(e("✓" + (f" {s.picked}" if show_pick else "")), "num good", title)
+    text = f"✗ {s.picked}→{s.best[0]}" if show_pick else f"✗ {fmt(s.regret, 3)}"
+    return _cell(e(text), "num bad", title)
+
+
+def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
+    cols = pair_columns(report.pairs)
+    page.section("correlations", "Correlations in detail",
+                 f"Spearman ρ with its {report.settings.get('confidence', 0.95):.0%} percentile "
+                 f"bootstrap interval ({report.settings.get('n_bootstrap')} resamples); hover "
+                 "for the p-value and the number of points. – : undefined (fewer than 3 points "
+                 "or a constant series; hover for the reason).")
+    layers = sorted({c.layer for c in report.within_layer}, key=_layer_key)
+    grid: dict[PairKey, dict[str, Any]] = {}
+    for c in report.within_layer:
+        grid.setdefault(c.pair, {})[c.layer] = c
+    body = [[*_key_cells(p, cols), *[_corr_cell(grid.get(p, {}).get(x)) for x in layers]]
+            for p in report.pairs]
+    page.add("<h3>Within each layer, across checkpoints</h3>")
+    page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
+
+    labels, order = _checkpoint_labels(report)
+    grid = {}
+    for c in report.across_layers:
+        grid.setdefault(c.pair, {})[labels.get((c.model, c.checkpoint), c.checkpoint)] = c
+    body = [[*_key_cells(p, cols), *[_corr_cell(grid.get(p, {}).get(x)) for x in order]]
+            for p in report.pairs]
+    page.add("<h3>Across layers, at each checkpoint (step)</h3>")
+    page.add(_table([*_key_headers(cols), *order], body))
+
+    if report.phases:
+        page.add("<h3>Per phase of training: collapse / recovery</h3><p class=\"lead\">"
+                 "Within each layer the checkpoints are split where the layer's metric is "
+                 "lowest (that checkpoint belongs to both phases): does the score follow the "
+                 "metric down, and back up? The split is chosen from the metric itself, so "
+                 "read these as descriptions, not tests.</p>")
+        grid = {}
+        for c in report.phases:
+            grid.setdefault(c.pair, {}).setdefault(c.layer, {})[c.phase] = c
+        body = []
+        for p in report.pairs:
+            cells = []
+            for x in layers:
+                ph = grid.get(p, {}).get(x, {})
+                col, rec = ph.get("collapse"), ph.get("recovery")
+                text = " / ".join(fmt(c.spearman, signed=True) if c else "–"
+                                  for c in (col, rec))
+                title = "; ".join(f"{c.phase}: n={c.n}, split at step {c.step}"
+                                  + (f" ({c.reason})" if c.reason else "")
+                                  for c in (col, rec) if c)
+                cells.append(_cell(e(text), "num", title))
+            body.append([*_key_cells(p, cols), *cells])
+        page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
+
+
+def _corr_cell(c: Any) -> str:
+    if c is None:
+        return _cell("·", "num na")
+    return _rho_cell(c.spearman, c.spearman_low, c.spearman_high, c.spearman_p, c.n, c.reason)
+
+
+def _values_text(values: Iterable[int]) -> str:
+    vals = sorted(set(values))
+    if not vals:
+        return "–"
+    return str(vals[0]) if len(vals) == 1 else f"{vals[0]}–{vals[-1]} ({len(vals)} values)"
+
+
+def _conventions_text(rows: Sequence[ResultRow]) -> tuple[str, str]:
+    keys = sorted(set().union(*(r.conventions.keys() for r in rows))) if rows else []
+    constant, varying = [], []
+    for k in keys:
+        seen = {json.dumps(r.conventions.get(k), sort_keys=True, default=str) for r in rows}
+        if len(seen) == 1:
+            constant.append(f"{k}={next(iter(seen))}")
+        else:
+            varying.append(f"{k} ({len(seen)} values)" + (" *" if k in VOLATILE_CONVENTION_KEYS
+                                                          else ""))
+    return ", ".join(constant), ", ".join(varying)
+
+
+def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series]) -> None:
+    page.section("conventions", "Conventions and counts behind every number",
+                 "n_rows is the number of embedding rows a metric saw (utterances for sum and "
+                 "mean pooling, frames for frames pooling) or the probe's evaluation examples; "
+                 "dim the embedding width. Conventions shared by every row of a series are "
+                 "listed with their value; those that differ between rows only by name.")
+    body = []
+    for s in [*found.metric, *found.score]:
+        rows = s.rows
+        constant, varying = _conventions_text(rows)
+        kind = "monitor" if s in monitor else s.kind
+        body.append([
+            _cell(e(kind)), _cell(e(_series_name(s))), _cell(str(len(rows)), "num"),
+            _cell(str(len({c for c, _ in s.points})), "num"), _cell(str(len(s.layers())), "num"),
+            _cell(e(_values_text(r.n_rows for r in rows)), "num"),
+            _cell(e(_values_text(r.dim for r in rows)), "num"),
+            _cell(f"<code>{e(constant)}</code>" if constant else "–"),
+            _cell(e(varying) if varying else "–"),
+        ])
+    page.add(_table(["kind", "series", "rows", "checkpoints", "layers", "n_rows", "dim",
+                     "conventions", "differ between rows"], body))
+
+
+def _settings_section(page: _Page, report: CorrelationReport, meta: Mapping[str, Any]) -> None:
+    page.section("settings", "Analysis settings, notes and sweep metadata")
+    s = report.settings
+    items = [
+        ("probe split", s.get("probe_split")),
+        ("bootstrap", f"{s.get('n_bootstrap')} resamples, {s.get('bootstrap', '')}, "
+                      f"confidence {s.get('confidence')}, seed {s.get('seed')}"),
+        ("orientation", s.get("orientation", {}).get("rule", "")),
+        ("negated metrics", ", ".join(k for k, v in s.get("orientation", {})
+                                      .get("metrics", {}).items() if v < 0) or "none"),
+        ("negated scores", ", ".join(k for k, v in s.get("orientation", {})
+                                     .get("scores", {}).items() if v < 0) or "none"),
+        ("ties", s.get("ties", "")), ("phases", s.get("phases", "")),
+        ("counts", json.dumps(s.get("counts", {}))),
+    ]
+    page.add(_table(["setting", "value"], [[_cell(e(k)), _cell(e(v))] for k, v in items]))
+    if report.notes:
+        page.add("<h3>Notes</h3><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes)
+                 + "</ul>")
+    if meta:
+        page.add("<h3>Sweep metadata</h3>")
+        for key, value in meta.items():
+            if isinstance(value, str):
+                with contextlib.suppress(ValueError):  # a JSON string reads better decoded
+                    value = json.loads(value)
+            text = value if isinstance(value, str) else json.dumps(value, indent=2,
+                                                                   sort_keys=True, default=str)
+            if len(text) > _MAX_META_CHARS:
+                text = text[:_MAX_META_CHARS] + "\n… (truncated)"
+            page.add(f"<details><summary>{e(key)}</summary><pre>{e(text)}</pre></details>")
