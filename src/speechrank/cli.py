@@ -199,6 +199,94 @@ def rank(
     write_json(json_path, result.to_json())
 
 
+# ----------------------------------------------------------------------------- sweep
+
+@app.command()
+def sweep(
+    checkpoints: Annotated[str, typer.Argument(help="A directory of checkpoints, one model "
+                                               "directory, or a list file (PATH [STEP]).")],
+    config: Annotated[Path, typer.Option("--config", help="The sweep's TOML file (see the "
+                                         "README).")],
+    store: Annotated[Path, typer.Option("--store", help="SQLite results store (created or "
+                                        "resumed).")],
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    export_csv: Annotated[Path | None, typer.Option("--csv", help="Also export the store "
+                                                    "as CSV.")] = None,
+    export_parquet: Annotated[Path | None, typer.Option("--parquet", help="Also export the "
+                                                        "store as Parquet.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Rank and probes of every layer over a series of checkpoints (resumable)."""
+    from speechrank.store import ResultStore
+    from speechrank.sweep import sweep as run_sweep
+
+    summary = run_sweep(checkpoints, config, store, device=device, progress=not quiet,
+                        log=lambda line: err_console.print(line, markup=False,
+                                                           highlight=False))
+    console.print(f"{summary.checkpoints} checkpoints: {summary.units_done} units computed, "
+                  f"{summary.units_reused} reused, {summary.rows_written} rows written to "
+                  f"{summary.store} in {summary.wall_seconds:.1f} s")
+    if summary.skipped:
+        console.print("skipped files by reason: " + ", ".join(
+            f"{n} {reason}" for reason, n in sorted(summary.skipped.items())))
+    if export_csv or export_parquet:
+        with ResultStore(store, create=False) as opened:
+            if export_csv:
+                err_console.print(f"wrote {opened.to_csv(export_csv)}")
+            if export_parquet:
+                err_console.print(f"wrote {opened.to_parquet(export_parquet)}")
+
+
+@app.command()
+def correlate(
+    store: Annotated[Path, typer.Argument(help="A results store written by sweep.")],
+    metrics: Annotated[str | None, typer.Option(help="Label-free metrics to analyse (comma "
+                                                "list; default all in the store).")] = None,
+    probe_split: Annotated[str, typer.Option(help="Probe split whose scores are "
+                                             "compared.")] = "test",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the confidence "
+                                           "intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seeds the bootstrap.")] = 0,
+    detail: Annotated[bool, typer.Option(help="Also print per-layer and per-checkpoint "
+                                         "tables.")] = True,
+    json_path: JsonOpt = None,
+) -> None:
+    """Agreement between label-free metrics and probe scores, per layer and domain."""
+    from speechrank.analysis import correlate as run_correlate
+    from speechrank.analysis import render_tables
+    from speechrank.store import ResultStore
+
+    if not store.exists():
+        raise SpeechrankError(f"store not found: {store}")
+    with ResultStore(store, create=False) as opened:
+        report = run_correlate(opened, metrics=metrics.split(",") if metrics else None,
+                               n_bootstrap=bootstrap, seed=seed, probe_split=probe_split)
+    for table in render_tables(report, detail=detail):
+        console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    write_json(json_path, {"command": "correlate", "store": str(store), **report.to_dict()})
+
+
+@app.command()
+def report(
+    store: Annotated[Path, typer.Argument(help="A results store written by sweep.")],
+    out: Annotated[Path, typer.Argument(help="Directory for index.html and its images.")],
+    title: Annotated[str, typer.Option(help="Page title.")] = "speechrank report",
+    probe_split: Annotated[str, typer.Option(help="Probe split shown.")] = "test",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seeds the bootstrap.")] = 0,
+) -> None:
+    """A static HTML report with plots: rank and probes per layer and checkpoint."""
+    from speechrank.report import write_report
+
+    if not store.exists():
+        raise SpeechrankError(f"store not found: {store}")
+    page = write_report(store, out, title=title, probe_split=probe_split,
+                        n_bootstrap=bootstrap, seed=seed)
+    console.print(f"report: {page}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def _fail(message: str) -> None:
