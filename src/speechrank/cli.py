@@ -199,6 +199,101 @@ def rank(
     write_json(json_path, result.to_json())
 
 
+# ----------------------------------------------------------------------------- corpus
+
+def _parse_snr(value: str) -> float | tuple[float, float] | None:
+    """``clean``/``none``, a number, or ``LOW:HIGH`` in dB."""
+    text = value.strip().lower()
+    if text in {"clean", "none", ""}:
+        return None
+    try:
+        if ":" in text:
+            low, high = (float(part) for part in text.split(":", 1))
+            return (low, high)
+        return float(text)
+    except ValueError as err:
+        raise SpeechrankError(f"--snr-db: expected clean, a number or LOW:HIGH, got "
+                              f"'{value}'") from err
+
+
+@app.command()
+def corpus(
+    out: Annotated[Path, typer.Argument(help="Directory for the WAVs and JSONL manifests.")],
+    minutes: Annotated[float, typer.Option(help="Target amount of audio.")] = 30.0,
+    languages: Annotated[str, typer.Option(help="Comma list; the first is the main "
+                                           "language, the others out-of-domain.")] = "en,de",
+    snr_db: Annotated[str | None, typer.Option(help="Additive noise: clean, a number or "
+                                               "LOW:HIGH dB (default: the corpus "
+                                               "default).")] = None,
+    noise: Annotated[str, typer.Option(help="white or pink.")] = "white",
+    seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier corpus in OUT.")] = False,
+    json_path: JsonOpt = None,
+) -> None:
+    """Synthesise the built-in labelled speech corpus with eSpeak NG (offline)."""
+    from speechrank.audio.synthetic import make_corpus
+
+    options: dict[str, Any] = {}
+    if snr_db is not None:
+        options["snr_db"] = _parse_snr(snr_db)
+    summary = make_corpus(out, minutes=minutes, languages=tuple(languages.split(",")),
+                          seed=seed, noise=noise, overwrite=overwrite, **options)
+    table = Table(title=f"synthetic corpus in {summary.out}")
+    for column in ("manifest", "clips", "minutes", "speakers"):
+        table.add_column(column, justify="left" if column == "manifest" else "right")
+    for name in summary.manifests:
+        table.add_row(summary.manifests[name], str(sum(summary.counts[name].values())),
+                      f"{summary.seconds[name] / 60:.1f}", str(len(summary.speakers[name])))
+    console.print(table)
+    console.print(f"{summary.total_seconds / 60:.1f} min of audio, {summary.n_speakers} "
+                  f"speakers, in {summary.wall_s:.1f} s ({summary.realtime_factor:.0f}x real "
+                  f"time, {summary.workers} worker(s))")
+    write_json(json_path, {"command": "corpus", **summary.to_dict()})
+
+
+# ----------------------------------------------------------------------------- pretrain
+
+@app.command()
+def pretrain(
+    data: Annotated[str, typer.Argument(help="Training audio: synthetic:DIR, a directory, a "
+                                        "manifest or FORMAT:PATH.")],
+    out: Annotated[Path, typer.Argument(help="Run directory for the checkpoints.")],
+    minutes: Annotated[float | None, typer.Option(help="Wall-time budget.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Total steps to reach.")] = None,
+    save_every: Annotated[int, typer.Option(help="Checkpoint interval in steps.")] = 100,
+    size: Annotated[str | None, typer.Option(help="Model size (default tiny).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same run (CPU).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Crops per step.")] = None,
+    monitor_data: Annotated[str | None, typer.Option(help="Held-out DATA whose RankMe-t per "
+                                                     "layer is logged at every "
+                                                     "checkpoint.")] = None,
+    json_path: JsonOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train the built-in small BEST-RQ encoder, saving checkpoints."""
+    from speechrank.pretrain import pretrain as run_pretrain
+
+    if minutes is None and steps is None:
+        raise SpeechrankError("give --minutes or --steps (or both)")
+    monitor = None
+    if monitor_data is not None:
+        from speechrank.monitor import pretrain_monitor
+
+        monitor = pretrain_monitor(monitor_data)
+    summary = run_pretrain(data, out, minutes=minutes, steps=steps, save_every=save_every,
+                           size=size, seed=seed, resume=resume, batch_size=batch_size,
+                           progress=not quiet and err_console.is_terminal, monitor=monitor)
+    console.print(f"steps {summary.start_step} -> {summary.final_step} "
+                  f"({summary.stopped_by}), {summary.steps_per_second:.2f} steps/s, "
+                  f"{summary.audio_seconds_per_second:.0f} s audio/s")
+    if summary.final_loss is not None:
+        console.print(f"final loss {summary.final_loss:.3f}, masked-prediction accuracy "
+                      f"{summary.final_accuracy:.3f}")
+    console.print(f"{len(summary.checkpoints)} checkpoint(s) in {summary.out_dir}")
+    write_json(json_path, {"command": "pretrain", **summary.to_dict()})
+
+
 # ----------------------------------------------------------------------------- sweep
 
 @app.command()
