@@ -11,36 +11,41 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
 
-from speechrank.analysis.stats import kendall_rows, rank_correlation, spearman_rows
+from speechrank.analysis.stats import (
+    kendall_counts,
+    rank_correlation,
+    resample_counts,
+    spearman_counts,
+)
 
-# small integer values so that ties are common
-pairs = st.integers(3, 12).flatmap(lambda n: st.tuples(
-    arrays(np.float64, (5, n), elements=st.integers(0, 4).map(float)),
-    arrays(np.float64, (5, n), elements=st.integers(0, 4).map(float))))
+# small integer values so that ties are common; counts = how often a resample drew each point
+cases = st.integers(3, 12).flatmap(lambda n: st.tuples(
+    arrays(np.float64, n, elements=st.integers(0, 4).map(float)),
+    arrays(np.float64, n, elements=st.integers(0, 4).map(float)),
+    arrays(np.int64, (6, n), elements=st.integers(0, 3))))
 
 
-@settings(max_examples=60, deadline=None)
-@given(pairs)
-def test_vectorised_statistics_match_scipy_row_by_row(xy):
-    x, y = xy
-    rho = spearman_rows(x, y)
-    tau = kendall_rows(x, y)
-    for i in range(x.shape[0]):
-        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
-            assert math.isnan(rho[i]) and math.isnan(tau[i])
+@settings(max_examples=80, deadline=None)
+@given(cases)
+def test_count_statistics_match_scipy_on_each_resample(case):
+    x, y, counts = case
+    rho = spearman_counts(x, y, counts.astype(np.float64))
+    tau = kendall_counts(x, y, counts.astype(np.float64))
+    for b in range(counts.shape[0]):
+        xs, ys = np.repeat(x, counts[b]), np.repeat(y, counts[b])
+        if xs.size < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+            assert math.isnan(rho[b]) and math.isnan(tau[b])
             continue
-        assert rho[i] == pytest.approx(stats.spearmanr(x[i], y[i]).statistic, abs=1e-12)
-        assert tau[i] == pytest.approx(stats.kendalltau(x[i], y[i]).statistic, abs=1e-12)
+        assert rho[b] == pytest.approx(stats.spearmanr(xs, ys).statistic, abs=1e-12)
+        assert tau[b] == pytest.approx(stats.kendalltau(xs, ys).statistic, abs=1e-12)
 
 
-def test_kendall_rows_blocks_agree(monkeypatch):
-    import speechrank.analysis.stats as mod
-
-    rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(50, 9)), rng.normal(size=(50, 9))
-    whole = kendall_rows(x, y)
-    monkeypatch.setattr(mod, "_KENDALL_BLOCK_ELEMENTS", 81 * 7)  # 7 rows per block
-    np.testing.assert_allclose(kendall_rows(x, y), whole)
+def test_resample_counts_are_bootstrap_draws():
+    counts = resample_counts(np.random.default_rng(0), 7, 4000)
+    assert counts.shape == (4000, 7) and (counts.sum(axis=1) == 7).all()
+    # each point is drawn once per resample on average, Binomial(7, 1/7)
+    np.testing.assert_allclose(counts.mean(axis=0), 1.0, atol=0.06)
+    np.testing.assert_allclose(counts.var(axis=0), 7 * (1 / 7) * (6 / 7), atol=0.08)
 
 
 def test_perfectly_monotone_series():
