@@ -377,6 +377,24 @@ def _hook(module: torch.nn.Module, fn: Any) -> Any:
 # -- loading --------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Any:
+    """Silence transformers' progress bars and load report while loading (speechrank checks
+    missing weights itself; unused head weights of fine-tuned checkpoints are expected)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _read_preprocessor(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
@@ -429,9 +447,10 @@ def load_pretrained(spec: str, *, device: torch.device | str = "cpu",
         raise SpeechrankError(f"{spec}: cannot read config.json ({first})") from None
     model_class = _base_model_class(getattr(config, "model_type", ""))
     try:
-        model, info = model_class.from_pretrained(
-            ref, config=config, local_files_only=True, dtype=dtype or torch.float32,
-            output_loading_info=True)
+        with _quiet_transformers():
+            model, info = model_class.from_pretrained(
+                ref, config=config, local_files_only=True, dtype=dtype or torch.float32,
+                output_loading_info=True)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         where = spec if is_dir else f"{spec} (Hugging Face cache)"

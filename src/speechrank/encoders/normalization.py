@@ -25,17 +25,18 @@ def normalize_waveforms(waveforms: torch.Tensor, lengths: torch.Tensor,
                         eps: float = NORMALIZE_EPS) -> torch.Tensor:
     """Zero-mean, unit-variance waveforms over each row's valid samples; padding stays 0.
 
-    The statistics are accumulated in float64 so long, quiet recordings lose no precision;
-    the result has the input's dtype.
+    The statistics are accumulated in float64 (float32 on MPS, which has no float64) so long,
+    quiet recordings lose no precision; the result has the input's dtype.
 
     Args:
         waveforms: ``[B, S]`` samples, padded beyond ``lengths``.
         lengths: ``[B]`` valid samples per row (each at least 1).
         eps: added to the variance before the square root.
     """
+    wide = torch.float32 if waveforms.device.type == "mps" else torch.float64
     mask = valid_mask(lengths.to(waveforms.device), waveforms.shape[1])
-    x = waveforms.to(torch.float64) * mask
-    count = mask.sum(dim=1, keepdim=True).clamp_min(1).to(torch.float64)
+    x = waveforms.to(wide) * mask
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1).to(wide)
     mean = x.sum(dim=1, keepdim=True) / count
     centred = (x - mean) * mask
     var = (centred * centred).sum(dim=1, keepdim=True) / count
