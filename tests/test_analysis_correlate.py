@@ -295,3 +295,17 @@ def test_to_dict_is_strict_json_and_tables_render():
     text = console.export_text()
     assert "Rank vs probes: headline" in text and "per (−)" in text
     assert len(render_tables(rep, detail=False)) == 1
+
+
+def test_tables_never_read_names_as_markup():
+    metric = {(s, "0"): float(s) for s in STEPS}
+    rows = table(metric, {(s, "0"): 0.01 * s for s in STEPS}, task="[bold]x[/]", domain="[/]")
+    rows += [metric_row(f"c{s}", s, "[red]", float(s)) for s in STEPS]
+    rows += [score_row(f"c{s}", s, "[red]", 0.01 * s, task="[bold]x[/]", domain="[/]")
+             for s in STEPS]
+    rep = correlate(rows, n_bootstrap=0)
+    console = Console(record=True, width=250)
+    for t in render_tables(rep):
+        console.print(t)
+    text = console.export_text()
+    assert "[bold]x[/]" in text and "[red]" in text

@@ -57,8 +57,9 @@ def _orientation_mark(key: PairKey, name: str) -> str:
                     or (name == "score" and key.score_orientation < 0) else "")
 
 
-def _key_cells(key: PairKey, cols: Sequence[str]) -> list[str]:
-    return [_orientation_mark(key, c) if c in ("metric", "score") else str(getattr(key, c))
+def _key_cells(key: PairKey, cols: Sequence[str]) -> list[Text]:
+    # Text, not str: names come from the data and must never be read as rich markup
+    return [Text(_orientation_mark(key, c) if c in ("metric", "score") else str(getattr(key, c)))
             for c in cols]
 
 
@@ -118,7 +119,7 @@ def _pivot(title: str, caption: str, cols: Sequence[str], pairs: Sequence[PairKe
     ordered = sorted(columns, key=column_order)
     table = _table(title, cols, caption)
     for c in ordered:
-        table.add_column(c, justify="right", no_wrap=True)
+        table.add_column(Text(c), justify="right", no_wrap=True)
     for p in pairs:
         row = by_pair.get(p, {})
         table.add_row(*_key_cells(p, cols),
