@@ -1,0 +1,653 @@
+"""The pretraining loop behind ``speechrank pretrain DATA OUT`` (BEST-RQ on CPU).
+
+Recipe (:class:`TrainConfig`; BEST-RQ, Chiu et al. 2022, arXiv 2202.01855, scaled down as in
+DESIGN.md section 5): batches of 12 random 2.56 s crops, span masking (start probability 0.02
+per 20 ms frame, spans of 20 frames = 400 ms, noise of standard deviation 0.1), cross-entropy
+on masked frames against frozen random-projection targets, AdamW (betas 0.9/0.98, weight decay
+0.01 on matrices only) with a linear warm-up to the peak learning rate followed by
+inverse-square-root decay (the Transformer schedule, Vaswani et al. 2017, that BEST-RQ's
+Conformer recipe uses; it needs no total step count, so a run can stop on wall time or be
+extended by ``--resume``), gradient clipping at norm 1.
+
+A run directory ``OUT`` receives ``checkpoint-<step:06d>/`` at step 0, every ``save_every``
+steps and at the last step (see :mod:`speechrank.pretrain.checkpoint`), and ``train_log.jsonl``:
+one JSON object per line with an ``event`` of ``start``, ``train`` (every ``log_every`` steps:
+loss, masked-prediction accuracy, learning rate, gradient norm, steps/s, audio seconds/s),
+``checkpoint``, ``monitor`` (what the ``monitor`` hook returned), ``monitor_error`` or ``end``.
+
+Determinism: for a seed, on CPU, with the same number of threads, two runs give identical
+weights; a run resumed from a checkpoint gives the weights an uninterrupted run would. Every
+random draw of a step (crop order and offsets, mask positions, noise) comes from generators
+seeded by ``(seed, step)``; torch's global generator (dropout) and the global numpy and Python
+generators are saved in each resumable checkpoint and restored; the caller's global generator
+states are put back when :func:`pretrain` returns. Deterministic algorithms are enforced with
+``torch.use_deterministic_algorithms`` while training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechrank.audio.utterance import Dataset
+from speechrank.encoders.bestrq import (
+    BestRqConfig,
+    BestRqEncoder,
+    config_for_size,
+    init_bestrq_model,
+    read_checkpoint_config,
+)
+from speechrank.errors import SpeechrankError
+from speechrank.pretrain.checkpoint import (
+    TRAINING_STATE_FILE,
+    capture_rng_state,
+    clean_temporary,
+    drop_training_state,
+    list_checkpoints,
+    load_training_state,
+    preserved_rng,
+    restore_rng_state,
+    save_checkpoint,
+    update_trainer_json,
+)
+from speechrank.pretrain.data import (
+    DEFAULT_MAX_PRELOAD_SECONDS,
+    AudioBank,
+    CropSampler,
+    preload_audio,
+    resolve_dataset,
+    select_pretraining,
+)
+from speechrank.pretrain.objective import BestRqPretrainer, MaskedPrediction
+
+__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
+           "pretrain"]
+
+LOG_FILE = "train_log.jsonl"
+
+#: ``monitor(encoder, step) -> dict`` called after each checkpoint is saved; ``encoder`` wraps
+#: the live model (its ``encode`` runs in eval mode and restores train mode).
+Monitor = Callable[[BestRqEncoder, int], "Mapping[str, Any] | None"]
+
+_STREAM_MASK = 11
+_STREAM_NOISE = 12
+_STREAM_QUANTIZER = 13
+_STREAM_TORCH = 14
+
+
+def _derive_seed(*words: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes the training trajectory (recorded in every checkpoint)."""
+
+    size: str = "tiny"
+    seed: int = 0
+    batch_size: int = 12
+    crop_seconds: float = 2.56
+    learning_rate: float = 1e-3  # peak, reached at the end of warm-up
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    mask_prob: float = 0.02
+    mask_span: int = 20  # frames of 20 ms: 400 ms
+    noise_std: float = 0.1
+    max_preload_seconds: float = DEFAULT_MAX_PRELOAD_SECONDS
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.crop_seconds >= 0.1, f"crop seconds must be at least 0.1, "
+                                       f"got {self.crop_seconds}"),
+            (self.learning_rate > 0, f"learning rate must be positive, "
+                                     f"got {self.learning_rate}"),
+            (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
+            (0 < self.mask_prob <= 1, f"mask probability must be in (0, 1], "
+                                      f"got {self.mask_prob}"),
+            (self.mask_span >= 1, f"mask span must be at least 1, got {self.mask_span}"),
+            (self.max_preload_seconds > 0, "max preload seconds must be positive"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise SpeechrankError("; ".join(problems))
+        config_for_size(self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["adam_betas"] = list(self.adam_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if "adam_betas" in values:
+            values["adam_betas"] = tuple(values["adam_betas"])
+        return cls(**values)
+
+
+class WarmupInverseSqrt:
+    """Learning-rate factor of update ``k`` (0-based): ``(k + 1) / w`` during the ``w`` warm-up
+    updates, then ``sqrt(w / (k + 1))`` (Vaswani et al. 2017, "Attention is all you need")."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step: int) -> float:
+        n = step + 1
+        if self.warmup_steps <= 0:
+            return 1.0
+        return min(n / self.warmup_steps, math.sqrt(self.warmup_steps / n))
+
+
+@dataclasses.dataclass
+class PretrainSummary:
+    """What a :func:`pretrain` call did."""
+
+    out_dir: str
+    start_step: int
+    final_step: int
+    stopped_by: str  # "steps" or "minutes"
+    resumed_from: str | None
+    checkpoints: list[str]  # written by this call, oldest first
+    final_loss: float | None  # mean over the steps since the previous checkpoint
+    final_accuracy: float | None
+    elapsed_seconds: float  # wall time of all sessions of the run (without data loading)
+    session_seconds: float
+    train_seconds: float  # time in training steps in this session
+    steps_per_second: float
+    audio_seconds_per_second: float
+    data: dict[str, Any]
+    data_fingerprint: str
+    skipped: list[dict[str, str]]
+    recipe: dict[str, Any]
+    model: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+        return _json_safe(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class _Log:
+    """Append-only JSONL log (one flushed line per event)."""
+
+    def __init__(self, path: Path, keep_until_step: int | None) -> None:
+        self.path = path
+        if keep_until_step is None:
+            path.write_text("")
+        else:  # resuming: drop what the interrupted session logged after its checkpoint
+            kept = []
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and record.get("step", 0) <= keep_until_step:
+                        kept.append(line)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        self._file = path.open("a")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Window:
+    """Running sums over a stretch of steps (a log interval or a checkpoint interval)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.loss = 0.0
+        self.correct = 0
+        self.masked = 0
+        self.audio_samples = 0
+        self.seconds = 0.0
+        self.grad_norm = 0.0
+
+    def add(self, result: MaskedPrediction, loss: float, audio_samples: int, seconds: float,
+            grad_norm: float) -> None:
+        self.steps += 1
+        self.loss += loss
+        self.correct += result.correct
+        self.masked += result.masked_frames
+        self.audio_samples += audio_samples
+        self.seconds += seconds
+        self.grad_norm += grad_norm
+
+    @property
+    def mean_loss(self) -> float | None:
+        return self.loss / self.steps if self.steps else None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.masked if self.masked else None
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    previous = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
+
+
+class _Progress:
+    """A rich progress bar over steps (``steps`` budget) or seconds (``minutes`` budget)."""
+
+    def __init__(self, enabled: bool, total_steps: int | None, total_seconds: float | None,
+                 start_step: int) -> None:
+        self.enabled = enabled
+        self.by_steps = total_steps is not None
+        self.bar: Any = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=Console(stderr=True))
+        total = total_steps if self.by_steps else total_seconds
+        self.task = self.bar.add_task("", total=total,
+                                      completed=start_step if self.by_steps else 0)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, step: int, seconds: float, loss: float | None, accuracy: float | None,
+               steps_per_second: float | None) -> None:
+        if self.bar is None:
+            return
+        text = f"step {step}"
+        if loss is not None:
+            text += f"  loss {loss:.3f}"
+        if accuracy is not None:
+            text += f"  acc {accuracy:.3f}"
+        if steps_per_second:
+            text += f"  {steps_per_second:.2f} step/s"
+        self.bar.update(self.task, completed=step if self.by_steps else seconds,
+                        description=text)
+
+
+def _optimizer(model: BestRqPretrainer, recipe: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.learning_rate, betas=recipe.adam_betas,
+                             eps=recipe.adam_eps, foreach=False)
+
+
+def _recipe_for_run(resume_from: Path | None, base: TrainConfig | None,
+                    overrides: Mapping[str, Any]) -> tuple[TrainConfig, BestRqConfig]:
+    if resume_from is None:
+        recipe = dataclasses.replace(base or TrainConfig(), **overrides)
+        return recipe, config_for_size(recipe.size)
+    payload = read_checkpoint_config(resume_from)
+    recipe = TrainConfig.from_dict(payload.get("pretraining", {}))
+    asked = dataclasses.asdict(base) if base is not None else {}
+    asked.update(overrides)
+    conflicts = [f"{k}={v!r} (checkpoint: {getattr(recipe, k)!r})" for k, v in asked.items()
+                 if getattr(recipe, k) != v]
+    if conflicts:
+        raise SpeechrankError(f"--resume continues {resume_from} with its own recipe; these "
+                              f"differ: {', '.join(conflicts)}")
+    return recipe, BestRqConfig.from_dict(payload["model"])
+
+
+def _load_bank(data: Dataset | str | os.PathLike[str], recipe: TrainConfig,
+               config: BestRqConfig) -> tuple[Dataset, AudioBank]:
+    dataset = resolve_dataset(data)
+    utterances, rule = select_pretraining(dataset)
+    min_samples = config.n_fft + config.hop_length * (config.stack - 1)  # one encoder frame
+    bank = preload_audio(utterances, config.sample_rate, min_samples=min_samples,
+                         max_seconds=recipe.max_preload_seconds, seed=recipe.seed,
+                         selection=rule)
+    if bank.left_out:
+        warnings.warn(f"pretraining audio capped at {recipe.max_preload_seconds:g} s: "
+                      f"{bank.left_out} utterances left out", stacklevel=3)
+    return dataset, bank
+
+
+def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+             minutes: float | None = None, steps: int | None = None, save_every: int = 100,
+             size: str | None = None, seed: int | None = None, resume: bool = False,
+             batch_size: int | None = None, crop_seconds: float | None = None,
+             learning_rate: float | None = None, warmup_steps: int | None = None,
+             max_preload_seconds: float | None = None, config: TrainConfig | None = None,
+             progress: bool = True, log_every: int = 10, monitor: Monitor | None = None,
+             keep_training_state: str = "last") -> PretrainSummary:
+    """Train speechrank's BEST-RQ encoder on ``data``, writing checkpoints into ``out_dir``.
+
+    Args:
+        data: a :class:`Dataset` or a DATA spec (directory of audio, manifest,
+            ``FORMAT:PATH``); a ``pretrain`` split is used when present, else all but ``test``.
+        out_dir: the run directory (created; must hold no checkpoint unless ``resume``).
+        minutes: wall-time budget of this call (training, checkpoints and monitor, not data
+            loading); the last step is always saved.
+        steps: total step count to reach (counted from the start of the run, so a resumed
+            run with ``steps=N`` stops at step N). Give ``minutes``, ``steps`` or both.
+        save_every: checkpoint interval in steps (step 0 is always saved).
+        size, seed, batch_size, crop_seconds, learning_rate, warmup_steps,
+            max_preload_seconds: the recipe (defaults in :class:`TrainConfig`: ``tiny``, 0,
+            12, 2.56 s, 1e-3, 200, 7200 s); ``config`` gives all of it at once. On resume the
+            checkpoint's recipe is used and a different explicit value is an error.
+        resume: continue from the newest complete checkpoint of ``out_dir`` (a fresh start
+            when there is none).
+        progress: show a rich progress bar on stderr.
+        log_every: interval, in steps, of ``train`` records in ``train_log.jsonl``.
+        monitor: ``monitor(encoder, step) -> dict`` called after every checkpoint save; its
+            values go to ``train_log.jsonl`` and the checkpoint's ``trainer.json``. It runs
+            with the global random generators saved and restored around it, so it cannot
+            change the training trajectory; an exception in it is logged and warned about.
+        keep_training_state: ``"last"`` keeps optimiser state in the newest checkpoint only
+            (older checkpoints keep weights, config and trainer.json); ``"all"`` keeps it in
+            every checkpoint.
+
+    Returns:
+        A :class:`PretrainSummary`.
+    """
+    if minutes is None and steps is None:
+        raise SpeechrankError("give a budget: minutes (wall time) and/or steps")
+    if minutes is not None and not minutes > 0:
+        raise SpeechrankError(f"minutes must be positive, got {minutes}")
+    if steps is not None and steps < 0:
+        raise SpeechrankError(f"steps must be >= 0, got {steps}")
+    if save_every < 1 or log_every < 1:
+        raise SpeechrankError("save_every and log_every must be at least 1")
+    if keep_training_state not in ("last", "all"):
+        raise SpeechrankError(f"keep_training_state must be 'last' or 'all', "
+                              f"got {keep_training_state!r}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpeechrankError(f"{out} exists and is not a directory")
+    existing = list_checkpoints(out)
+    resume_from: Path | None = None
+    if resume:
+        clean_temporary(out)
+        if existing:
+            resume_from = existing[-1][1]
+            if not (resume_from / TRAINING_STATE_FILE).is_file():
+                raise SpeechrankError(f"cannot resume: newest checkpoint {resume_from} has no "
+                                      f"{TRAINING_STATE_FILE}")
+    elif existing:
+        raise SpeechrankError(f"{out} already holds checkpoints (newest: {existing[-1][1].name});"
+                              " pass --resume to continue the run or choose an empty OUT")
+    overrides = {k: v for k, v in {"size": size, "seed": seed, "batch_size": batch_size,
+                                   "crop_seconds": crop_seconds, "learning_rate": learning_rate,
+                                   "warmup_steps": warmup_steps,
+                                   "max_preload_seconds": max_preload_seconds}.items()
+                 if v is not None}
+    recipe, model_config = _recipe_for_run(resume_from, config, overrides)
+    dataset, bank = _load_bank(data, recipe, model_config)
+    fingerprint = bank.fingerprint()
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(out, recipe, model_config, dataset, bank, fingerprint, monitor,
+               keep_training_state, save_every, log_every)
+    with preserved_rng(), _deterministic():
+        return run.execute(resume_from, minutes=minutes, steps=steps, progress=progress)
+
+
+class _Run:
+    """One call of :func:`pretrain` once its inputs are checked and its data is loaded."""
+
+    def __init__(self, out: Path, recipe: TrainConfig, model_config: BestRqConfig,
+                 dataset: Dataset, bank: AudioBank, fingerprint: str, monitor: Monitor | None,
+                 keep_training_state: str, save_every: int, log_every: int) -> None:
+        self.out = out
+        self.recipe = recipe
+        self.model_config = model_config
+        self.dataset = dataset
+        self.bank = bank
+        self.fingerprint = fingerprint
+        self.monitor = monitor
+        self.keep_all_states = keep_training_state == "all"
+        self.save_every = save_every
+        self.log_every = log_every
+        self.sampler = CropSampler(bank, recipe.batch_size,
+                                   round(recipe.crop_seconds * model_config.sample_rate),
+                                   recipe.seed)
+        seed = recipe.seed
+        self.model = BestRqPretrainer(init_bestrq_model(model_config, seed),
+                                      quantizer_seed=_derive_seed(seed, _STREAM_QUANTIZER))
+        self.optimizer = _optimizer(self.model, recipe)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupInverseSqrt(recipe.warmup_steps))
+        self.step = 0
+        self.elapsed_before = 0.0
+        self.written: list[str] = []
+        self.previous_checkpoint: Path | None = None
+        self.data_info = {"spec": dataset.spec, "format": dataset.format,
+                          **bank.describe()}
+
+    # --- state -----------------------------------------------------------------------------
+
+    def _restore(self, checkpoint: Path) -> None:
+        from safetensors.torch import load_file
+
+        trainer = json.loads((checkpoint / "trainer.json").read_text())
+        if trainer.get("data_fingerprint") != self.fingerprint:
+            raise SpeechrankError(f"cannot resume {checkpoint}: the training audio differs from "
+                                  "the run's (data fingerprint mismatch); use the same DATA")
+        self.model.load_state_dict(load_file(str(checkpoint / "model.safetensors")),
+                                   strict=True)
+        state = load_training_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed_before = float(trainer.get("elapsed_seconds", 0.0))
+        self.previous_checkpoint = checkpoint
+
+    def _training_state(self) -> dict[str, Any]:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": capture_rng_state(),
+                "sampler": self.sampler.position(self.step)}
+
+    def _save(self, window: _Window, elapsed: float, log: _Log) -> Path:
+        from speechrank import __version__
+
+        trainer = {
+            "step": self.step, "loss": window.mean_loss, "accuracy": window.accuracy,
+            "steps_in_window": window.steps, "elapsed_seconds": round(elapsed, 3),
+            "seed": self.recipe.seed, "data_fingerprint": self.fingerprint,
+            "data": self.data_info, "sampler": self.sampler.position(self.step),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "resumable": True,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "speechrank_version": __version__, "torch_version": torch.__version__,
+        }
+        path = save_checkpoint(self.out, self.step, config=self.model_config,
+                               tensors=self.model.state_dict(), recipe=self.recipe.to_dict(),
+                               trainer=_json_safe(trainer),
+                               training_state=self._training_state())
+        if (self.previous_checkpoint is not None and not self.keep_all_states
+                and self.previous_checkpoint != path):
+            drop_training_state(self.previous_checkpoint)
+        self.previous_checkpoint = path
+        self.written.append(str(path))
+        log.write({"event": "checkpoint", "step": self.step, "path": str(path),
+                   "loss": window.mean_loss, "accuracy": window.accuracy})
+        if self.monitor is not None:
+            self._call_monitor(path, log)
+        return path
+
+    def _call_monitor(self, path: Path, log: _Log) -> None:
+        encoder = BestRqEncoder(self.model.encoder, name=str(path), step=self.step)
+        started = time.monotonic()
+        try:
+            with preserved_rng():
+                values = self.monitor(encoder, self.step)  # type: ignore[misc]
+        except Exception as err:  # a monitor must not end a training run
+            message = f"{type(err).__name__}: {err}"
+            warnings.warn(f"monitor failed at step {self.step}: {message}", stacklevel=2)
+            log.write({"event": "monitor_error", "step": self.step, "error": message})
+            return
+        values = _json_safe(dict(values or {}))
+        log.write({"event": "monitor", "step": self.step,
+                   "seconds": round(time.monotonic() - started, 3), "values": values})
+        update_trainer_json(path, {"monitor": values})
+
+    # --- one step --------------------------------------------------------------------------
+
+    def _train_step(self) -> tuple[MaskedPrediction, float, float, int]:
+        seed, step = self.recipe.seed, self.step
+        waves, lengths = self.sampler.batch(step)
+        self.model.train()
+        result = self.model(waves, lengths, mask_prob=self.recipe.mask_prob,
+                            mask_span=self.recipe.mask_span, noise_std=self.recipe.noise_std,
+                            rng=np.random.default_rng([seed, _STREAM_MASK, step]),
+                            noise_generator=torch.Generator().manual_seed(
+                                _derive_seed(seed, _STREAM_NOISE, step)))
+        loss = float(result.loss.detach())
+        if not math.isfinite(loss):
+            raise SpeechrankError(f"the loss is not finite at step {step}; lower the learning "
+                                  "rate or resume from an earlier checkpoint")
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                         self.recipe.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return result, loss, grad_norm, int(lengths.sum())
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def execute(self, resume_from: Path | None, *, minutes: float | None, steps: int | None,
+                progress: bool) -> PretrainSummary:
+        if resume_from is not None:
+            self._restore(resume_from)
+        else:
+            torch.manual_seed(_derive_seed(self.recipe.seed, _STREAM_TORCH))
+        start_step = self.step
+        log = _Log(self.out / LOG_FILE, keep_until_step=start_step if resume_from else None)
+        try:
+            return self._loop(log, resume_from, start_step, minutes, steps, progress)
+        finally:
+            log.close()
+
+    def _loop(self, log: _Log, resume_from: Path | None, start_step: int,
+              minutes: float | None, steps: int | None, progress: bool) -> PretrainSummary:
+        budget = None if minutes is None else minutes * 60.0
+        log.write({"event": "start" if resume_from is None else "resume", "step": start_step,
+                   "resumed_from": str(resume_from) if resume_from else None,
+                   "recipe": self.recipe.to_dict(), "model": self.model_config.to_dict(),
+                   "encoder_parameters": sum(p.numel() for p in self.model.encoder.parameters()),
+                   "data": self.data_info, "data_fingerprint": self.fingerprint,
+                   "skipped": self.bank.skipped, "budget_minutes": minutes,
+                   "budget_steps": steps, "torch_threads": torch.get_num_threads()})
+        session_start = time.monotonic()
+        totals, since_save, since_log = _Window(), _Window(), _Window()
+        final_loss = final_accuracy = None
+        if resume_from is None:
+            self._save(since_save, 0.0, log)
+
+        def elapsed() -> float:
+            return time.monotonic() - session_start
+
+        def done() -> str | None:
+            if steps is not None and self.step >= steps:
+                return "steps"
+            if budget is not None and elapsed() >= budget:
+                return "minutes"
+            return None
+
+        stopped_by = done()
+        with _Progress(progress, steps, budget, start_step) as bar:
+            while stopped_by is None:
+                started = time.monotonic()
+                result, loss, grad_norm, samples = self._train_step()
+                seconds = time.monotonic() - started
+                for window in (totals, since_save, since_log):
+                    window.add(result, loss, samples, seconds, grad_norm)
+                stopped_by = done()
+                if self.step % self.log_every == 0 or stopped_by is not None:
+                    self._log_train(log, since_log, self.elapsed_before + elapsed())
+                    bar.update(self.step, elapsed(), since_log.mean_loss, since_log.accuracy,
+                               since_log.steps / since_log.seconds)
+                    since_log = _Window()
+                if self.step % self.save_every == 0 or stopped_by is not None:
+                    # the last step is always saved, whatever stopped the run
+                    self._save(since_save, self.elapsed_before + elapsed(), log)
+                    final_loss, final_accuracy = since_save.mean_loss, since_save.accuracy
+                    since_save = _Window()
+                    stopped_by = done()
+        session = elapsed()
+        log.write({"event": "end", "step": self.step, "stopped_by": stopped_by,
+                   "session_seconds": round(session, 3),
+                   "train_seconds": round(totals.seconds, 3)})
+        return PretrainSummary(
+            out_dir=str(self.out), start_step=start_step, final_step=self.step,
+            stopped_by=stopped_by, resumed_from=str(resume_from) if resume_from else None,
+            checkpoints=self.written, final_loss=final_loss, final_accuracy=final_accuracy,
+            elapsed_seconds=self.elapsed_before + session, session_seconds=session,
+            train_seconds=totals.seconds,
+            steps_per_second=totals.steps / totals.seconds if totals.seconds else 0.0,
+            audio_seconds_per_second=(totals.audio_samples / self.model_config.sample_rate
+                                      / totals.seconds if totals.seconds else 0.0),
+            data=self.data_info, data_fingerprint=self.fingerprint, skipped=self.bank.skipped,
+            recipe=self.recipe.to_dict(),
+            model={"size": self.recipe.size, **self.model_config.to_dict(),
+                   "encoder_parameters": sum(p.numel()
+                                             for p in self.model.encoder.parameters())})
+
+    def _log_train(self, log: _Log, window: _Window, elapsed: float) -> None:
+        log.write({
+            "event": "train", "step": self.step, "steps": window.steps,
+            "loss": window.mean_loss, "accuracy": window.accuracy,
+            "masked_frames": window.masked,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "grad_norm": window.grad_norm / window.steps,
+            "steps_per_second": window.steps / window.seconds,
+            "audio_seconds_per_second": (window.audio_samples / self.model_config.sample_rate
+                                         / window.seconds),
+            "elapsed_seconds": round(elapsed, 3),
+        })
