@@ -1,0 +1,124 @@
+"""Hugging Face ``Trainer`` callback: log the rank of every layer while a model trains.
+
+::
+
+    from speechrank.monitor import RankMonitor
+    from speechrank.monitor.hf import RankMonitorTrainerCallback
+
+    monitor = RankMonitor(model, "fsdd:data/fsdd#split=test", max_utterances=500)
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate)
+    RankMonitorTrainerCallback(monitor, every_n_steps=500).attach(trainer)
+    trainer.train()
+
+Values are named as :class:`~speechrank.monitor.RankMonitor` names them (``rankme_t/layer_3``,
+``collapse/layer_3`` ...) and are measured after every ``every_n_steps`` optimiser steps, after
+each evaluation (``on_evaluate``, default on) and, if asked, at each checkpoint save
+(``on_save``). A model with a head (``Wav2Vec2ForPreTraining``, ``HubertForCTC``) is measured
+through its base model.
+
+Where the values go: a ``TrainerCallback`` is not given the trainer, so
+
+- once :meth:`RankMonitorTrainerCallback.attach` has given it the trainer, the values go
+  through ``trainer.log``: into ``trainer.state.log_history`` and to every reporting
+  integration (TensorBoard, W&B, ...), like the loss;
+- without it they are appended to ``state.log_history`` (with ``step``) and kept in
+  :attr:`RankMonitorTrainerCallback.history`, but the reporting integrations, which run before
+  user callbacks, do not see them; a warning says so once.
+
+The Trainer needs ``accelerate``; transformers is imported only when this module is.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+from speechrank.monitor.core import RankMonitor
+
+__all__ = ["RankMonitorTrainerCallback"]
+
+
+class RankMonitorTrainerCallback(TrainerCallback):
+    """Runs a :class:`RankMonitor` from a Hugging Face ``Trainer`` and logs its values.
+
+    Args:
+        monitor: the monitor (built once, outside the callback).
+        every_n_steps: measure after every this many optimiser steps (``None``: never on
+            steps).
+        on_evaluate: measure after every evaluation.
+        on_save: measure at every checkpoint save.
+        at_start: measure once when training begins (step 0).
+        model: what to measure: ``None`` (default) the model the Trainer hands its callbacks,
+            an attribute path of it such as ``"wav2vec2"``, or a function of it.
+        trainer: the Trainer to log through (or call :meth:`attach` later).
+    """
+
+    def __init__(self, monitor: RankMonitor, *, every_n_steps: int | None = None,
+                 on_evaluate: bool = True, on_save: bool = False, at_start: bool = False,
+                 model: str | Callable[[Any], Any] | None = None, trainer: Any = None) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be positive, got {every_n_steps}")
+        self.monitor = monitor
+        self.every_n_steps = every_n_steps
+        self.measure_on_evaluate = on_evaluate
+        self.measure_on_save = on_save
+        self.at_start = at_start
+        self.model = model
+        self.trainer = trainer
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._warned = False
+
+    def attach(self, trainer: Any) -> RankMonitorTrainerCallback:
+        """Log through ``trainer`` and add this callback to it (once); returns self."""
+        self.trainer = trainer
+        if all(cb is not self for cb in trainer.callback_handler.callbacks):
+            trainer.add_callback(self)
+        return self
+
+    def _target(self, model: Any) -> Any:
+        if self.model is None:
+            return model
+        if isinstance(self.model, str):
+            return operator.attrgetter(self.model)(model)
+        return self.model(model)
+
+    def _measure(self, state: Any, model: Any) -> None:
+        step = int(state.global_step)
+        if self.history and self.history[-1][0] == step:
+            return  # measured at this step already (say, on_step_end then on_evaluate)
+        values = self.monitor(self._target(model), step)
+        self.history.append((step, dict(values)))
+        if self.trainer is not None:
+            self.trainer.log(dict(values))
+            return
+        state.log_history.append({**values, "step": step})
+        if not self._warned and state.is_world_process_zero:
+            self._warned = True
+            warnings.warn("RankMonitorTrainerCallback has no trainer: its values are only in "
+                          "state.log_history; call .attach(trainer) to send them to the "
+                          "reporting integrations too", stacklevel=3)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
+                       **kwargs: Any) -> None:
+        if self.at_start:
+            self._measure(state, model)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
+                    **kwargs: Any) -> None:
+        n = self.every_n_steps
+        if n and state.global_step % n == 0:
+            self._measure(state, model)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None,
+                    **kwargs: Any) -> None:
+        if self.measure_on_evaluate:
+            self._measure(state, model)
+
+    def on_save(self, args: Any, state: Any, control: Any, model: Any = None,
+                **kwargs: Any) -> None:
+        if self.measure_on_save:
+            self._measure(state, model)

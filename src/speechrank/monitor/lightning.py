@@ -1,0 +1,126 @@
+"""PyTorch Lightning callback: log the rank of every layer while a LightningModule trains.
+
+::
+
+    from speechrank.monitor import RankMonitor
+    from speechrank.monitor.lightning import RankMonitorCallback
+
+    monitor = RankMonitor(module.encoder, "fsdd:data/fsdd#split=test", max_utterances=500)
+    trainer = pl.Trainer(callbacks=[RankMonitorCallback(monitor, every_n_train_steps=500)])
+
+Values are named as :class:`~speechrank.monitor.RankMonitor` names them (``rankme_t/layer_3``,
+``collapse/layer_3`` ...). When they are measured:
+
+- ``on_validation_epoch_end`` (default on; skipped during the sanity check): logged with
+  ``pl_module.log_dict(..., on_epoch=True)``, so they reach the loggers, the progress bar if
+  asked, and ``trainer.callback_metrics`` (``ModelCheckpoint(monitor="rankme_t/layer_4")``
+  works);
+- every ``every_n_train_steps`` optimiser steps: put in ``trainer.callback_metrics`` through
+  ``pl_module.log_dict(..., logger=False)`` and written to every logger with
+  ``logger.log_metrics(values, step=global_step)``. Writing to the loggers directly is
+  deliberate: values logged on step from a callback only reach a logger on the steps that
+  ``Trainer(log_every_n_steps=...)`` allows, and a monitor that runs every 500 steps would
+  otherwise be dropped whenever the two do not line up;
+- ``at_start``: once before the first step (step 0), written to the loggers only, as the
+  baseline that early collapse is measured against.
+
+Under DDP every process runs the callback at the same steps and the monitor shares the
+held-out set between them (see :mod:`speechrank.monitor.core`).
+
+Lightning is imported only when this module is: ``pip install 'speechrank[lightning]'``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from speechrank.monitor.core import RankMonitor
+
+try:  # the classic package name first: it is the one speechrank's extra installs
+    from pytorch_lightning import Callback
+except ImportError:  # pragma: no cover - depends on what is installed
+    try:
+        from lightning.pytorch import Callback
+    except ImportError:
+        raise ImportError(
+            "speechrank.monitor.lightning needs PyTorch Lightning: "
+            "pip install 'speechrank[lightning]'") from None
+
+__all__ = ["RankMonitorCallback"]
+
+
+class RankMonitorCallback(Callback):
+    """Runs a :class:`RankMonitor` from a Lightning ``Trainer`` and logs its values.
+
+    Args:
+        monitor: the monitor (built once, outside the callback).
+        every_n_train_steps: also measure after every this many optimiser steps (``None``:
+            only at validation).
+        on_validation: measure at the end of every validation epoch.
+        at_start: measure once before training starts (step 0).
+        model: what to measure: ``None`` (default) the object the monitor was built with,
+            an attribute path of the LightningModule such as ``"encoder"`` or
+            ``"model.wav2vec2"``, or a function of the LightningModule.
+        prog_bar: show the values in the progress bar too.
+    """
+
+    def __init__(self, monitor: RankMonitor, *, every_n_train_steps: int | None = None,
+                 on_validation: bool = True, at_start: bool = False,
+                 model: str | Callable[[Any], Any] | None = None,
+                 prog_bar: bool = False) -> None:
+        super().__init__()
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be positive, got {every_n_train_steps}")
+        self.monitor = monitor
+        self.every_n_train_steps = every_n_train_steps
+        self.on_validation = on_validation
+        self.at_start = at_start
+        self.model = model
+        self.prog_bar = prog_bar
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._last_step: int | None = None
+
+    def _target(self, pl_module: Any) -> Any:
+        if self.model is None:
+            return None
+        if isinstance(self.model, str):
+            return operator.attrgetter(self.model)(pl_module)
+        return self.model(pl_module)
+
+    def _measure(self, trainer: Any, pl_module: Any) -> dict[str, float]:
+        step = int(trainer.global_step)
+        if step == self._last_step and self.history:
+            return dict(self.history[-1][1])  # measured at this step already (no training since)
+        values = self.monitor(self._target(pl_module), step)
+        self._last_step = step
+        self.history.append((step, dict(values)))
+        return values
+
+    @staticmethod
+    def _to_loggers(trainer: Any, values: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(dict(values), step=int(trainer.global_step))
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.at_start:
+            self._to_loggers(trainer, self._measure(trainer, pl_module))
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        n = self.every_n_train_steps
+        step = int(trainer.global_step)
+        # With gradient accumulation several batches end on the same step: measure once.
+        if not n or step == 0 or step % n or step == self._last_step:
+            return
+        values = self._measure(trainer, pl_module)
+        pl_module.log_dict(values, on_step=True, on_epoch=False, logger=False,
+                           prog_bar=self.prog_bar)
+        self._to_loggers(trainer, values)
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self.on_validation or trainer.sanity_checking:
+            return
+        values = self._measure(trainer, pl_module)
+        pl_module.log_dict(values, on_step=False, on_epoch=True, prog_bar=self.prog_bar)
