@@ -13,6 +13,7 @@ Layer names follow DESIGN.md section 2: ``"0"`` is the input of the first transf
 
 from speechrank.encoders.architectures import RANDOM_ARCHITECTURES, RandomArchitecture
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.encoders.huggingface import HuggingFaceEncoder
 from speechrank.encoders.loader import is_speechrank_checkpoint, load_encoder
 from speechrank.encoders.runtime import configure_cpu_threads
 from speechrank.encoders.wrapped import wrap_module
@@ -20,6 +21,7 @@ from speechrank.encoders.wrapped import wrap_module
 __all__ = [
     "RANDOM_ARCHITECTURES",
     "EncoderOutput",
+    "HuggingFaceEncoder",
     "RandomArchitecture",
     "SpeechEncoder",
     "configure_cpu_threads",

@@ -24,6 +24,11 @@ facebookresearch/fairseq#3227):
   gets the attention mask *and* equal-length batches.
 - other model types get the mask when their convolutions use layer norm and equal-length
   batches in every case, since their padding behaviour is not verified here.
+
+Beyond the four families, any ``AutoModel`` with ``input_values``, a convolution length formula
+and per-layer hidden states at the convolution frame rate works (UniSpeech, UniSpeech-SAT and
+wav2vec2-conformer were tried). Models that change the frame rate inside the encoder (SEW,
+SEW-D) are refused at the first batch; spectrogram models (Whisper) at construction.
 """
 
 from __future__ import annotations
