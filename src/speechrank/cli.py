@@ -153,6 +153,13 @@ def report_skips(skipped: list[dict[str, str]], limit: int = 10) -> None:
         err_console.print(f"  ... and {len(skipped) - limit} more (all listed in --json)")
 
 
+def _threads() -> None:
+    """Size torch's CPU thread pool to the cores this process may use."""
+    from speechrank.encoders import configure_cpu_threads
+
+    configure_cpu_threads()
+
+
 # ----------------------------------------------------------------------------- rank
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable "
@@ -185,6 +192,7 @@ def rank(
     """Label-free metrics (RankMe-t and relatives) for every layer, in one pass."""
     from speechrank.rank import run_rank
 
+    _threads()
     with audio_progress("rank", enabled=not quiet) as bar:
         result = run_rank(model, data, layers=layers, poolings=pooling, metrics=metrics,
                           num_utterances=num_utterances, max_frames=max_frames,
@@ -196,6 +204,48 @@ def rank(
     console.print(rows_table(result.rows, title))
     report_skips(result.info["skipped"])
     err_console.print(f"{result.info['wall_seconds']:.1f} s wall time")
+    write_json(json_path, result.to_json())
+
+
+# ----------------------------------------------------------------------------- probe
+
+@app.command()
+def probe(
+    model: Annotated[str, typer.Argument(help="HF model dir or cached hub id, a `speechrank "
+                                         "pretrain` checkpoint, or random:NAME.")],
+    data: Annotated[str, typer.Argument(help="Labelled data: a manifest or FORMAT:PATH.")],
+    task: Annotated[str, typer.Option(help="ks, sid, er, pr or label:COLUMN.")],
+    layers: Annotated[str | None, typer.Option(help="Layers, e.g. all, 0,3,6, 2-5.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Crop long files to this many "
+                                                      "seconds.")] = None,
+    batch_seconds: Annotated[float, typer.Option(help="Padded audio per batch.")] = 32.0,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default "
+                                                   "$SPEECHRANK_CACHE or "
+                                                   "~/.cache/speechrank/features).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep features on "
+                                           "disk.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seeds drawn splits, caps and the CTC "
+                                      "probe.")] = 0,
+    strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
+    json_path: JsonOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Downstream probes (linear, on frozen features) of every layer."""
+    from speechrank.probes import run_probe
+
+    _threads()
+    result = run_probe(model, data, task, layers=layers, seed=seed, cache_dir=cache_dir,
+                       use_cache=not no_cache, max_seconds=max_seconds,
+                       batch_seconds=batch_seconds, strict=strict, device=device,
+                       progress=not quiet and err_console.is_terminal)
+    info = result.info
+    title = f"{task} probe of {model} on {data}"
+    console.print(rows_table(result.rows, title, column_key="split"))
+    chance = info.get("chance")
+    if chance is not None:
+        console.print(f"chance level: {chance}", markup=False, highlight=False)
+    report_skips(info.get("skipped", []))
     write_json(json_path, result.to_json())
 
 
@@ -272,6 +322,7 @@ def pretrain(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the built-in small BEST-RQ encoder, saving checkpoints."""
+    _threads()
     from speechrank.pretrain import pretrain as run_pretrain
 
     if minutes is None and steps is None:
@@ -312,6 +363,7 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Rank and probes of every layer over a series of checkpoints (resumable)."""
+    _threads()
     from speechrank.store import ResultStore
     from speechrank.sweep import sweep as run_sweep
 
