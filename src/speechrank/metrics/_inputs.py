@@ -19,12 +19,12 @@ from speechrank.metrics.errors import MetricInputError
 Rows = np.ndarray | torch.Tensor
 Block = np.ndarray | torch.Tensor
 
-#: Bytes of float64 data per chunk when ``chunk_rows`` is not given (16 MiB).
-DEFAULT_CHUNK_BYTES = 16 * 2**20
+#: Bytes of float64 data per chunk when ``chunk_rows`` is not given (8 MiB).
+DEFAULT_CHUNK_BYTES = 8 * 2**20
 
 
 def default_chunk_rows(dim: int) -> int:
-    """Rows per chunk so that one float64 chunk is about 16 MiB (at least 256 rows)."""
+    """Rows per chunk so that one float64 chunk is about 8 MiB (at least 256 rows)."""
     return max(256, DEFAULT_CHUNK_BYTES // (8 * max(dim, 1)))
 
 
@@ -110,7 +110,10 @@ def _to_block(chunk: Rows, device: torch.device) -> Block:
     """One chunk as float64 on ``device``: numpy (C-contiguous) on CPU, torch on CUDA."""
     if device.type == "cpu":
         if isinstance(chunk, torch.Tensor):
-            chunk = chunk.to(device="cpu", dtype=torch.float64).contiguous().numpy()
+            chunk = chunk.cpu()
+            # numpy converts straight from a zero-copy view (torch's own float64 copy makes
+            # glibc keep several chunk-sized blocks resident); bfloat16 has no numpy dtype.
+            chunk = (chunk.float() if chunk.dtype == torch.bfloat16 else chunk).numpy()
         return np.ascontiguousarray(chunk, dtype=np.float64)
     if isinstance(chunk, np.ndarray):
         chunk = torch.from_numpy(np.require(chunk, dtype=np.float64, requirements=["C", "W"]))

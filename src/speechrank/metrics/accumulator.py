@@ -84,25 +84,30 @@ class _BatchSums:
         self.colsum += sums
         self.n += block.shape[0]
 
-    def finished_gram(self) -> torch.Tensor:
-        """The full symmetric Gram matrix of the batch as a float64 tensor on its device."""
-        if isinstance(self.gram, np.ndarray):
-            upper = np.triu(self.gram)
-            full = upper + np.triu(upper, 1).T
-            gram = torch.from_numpy(np.ascontiguousarray(full))
-        else:
-            gram = self.gram
-        if not bool(torch.isfinite(gram).all()):
+    def commit(self, gram: torch.Tensor, colsum: torch.Tensor) -> None:
+        """Add the batch to the state tensors (same device), after the overflow check."""
+        if not (_all_finite(self.gram) and _all_finite(self.colsum)):
             raise NonFiniteError(
                 "rows too large: their float64 Gram matrix overflows; nothing from this update "
                 "was accumulated"
             )
-        return gram
+        if isinstance(self.gram, np.ndarray):
+            # dsyrk filled the upper triangle only (the lower one is still 0): add U + U^T -
+            # diag(U) straight into the state, with no D x D temporaries.
+            state = gram.numpy()
+            state += self.gram
+            state += self.gram.T
+            state[np.diag_indices_from(state)] -= np.diag(self.gram)
+            colsum.numpy()[:] += self.colsum
+        else:
+            gram += self.gram
+            colsum += self.colsum
 
-    def finished_colsum(self) -> torch.Tensor:
-        if isinstance(self.colsum, np.ndarray):
-            return torch.from_numpy(self.colsum)
-        return self.colsum
+
+def _all_finite(values: Any) -> bool:
+    if isinstance(values, np.ndarray):
+        return bool(np.isfinite(values).all())
+    return bool(torch.isfinite(values).all())
 
 
 class SpectralAccumulator:
@@ -117,7 +122,7 @@ class SpectralAccumulator:
         device: where the float64 state lives. ``None`` (default): the CPU, unless the first
             non-empty update brings CUDA rows, in which case the state moves to that device.
             Later rows on other devices are copied to the state's device chunk by chunk.
-        chunk_rows: rows converted to float64 at a time (default: about 16 MiB of float64),
+        chunk_rows: rows converted to float64 at a time (default: about 8 MiB of float64),
             bounding the extra memory of an update to O(D^2 + chunk_rows * D).
 
     Example:
@@ -213,9 +218,8 @@ class SpectralAccumulator:
         batch = _BatchSums(self._dim, self._device)
         for block in _inputs.iter_blocks(array, valid, self.chunk_rows, self._device):
             batch.add(block, batch.n)
-        gram = batch.finished_gram()
-        self._gram += gram.to(self._device)
-        self._colsum += batch.finished_colsum().to(self._device)
+            del block  # free this chunk before the next one is made
+        batch.commit(self._gram, self._colsum)
         self._n += batch.n
         self._device_fixed = True
 
