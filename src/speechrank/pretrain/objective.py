@@ -80,6 +80,7 @@ class MaskedPrediction:
     correct: int
     masked_frames: int
     valid_frames: int
+    target_counts: np.ndarray  # int64 [codebook_size]: how often each code was a target
 
     @property
     def accuracy(self) -> float:
@@ -118,8 +119,10 @@ class BestRqPretrainer(nn.Module):
         masked_targets = targets[mask]
         loss = F.cross_entropy(logits, masked_targets)
         correct = int((logits.detach().argmax(-1) == masked_targets).sum())
+        counts = torch.bincount(masked_targets, minlength=self.config.codebook_size)
         return MaskedPrediction(loss=loss, correct=correct, masked_frames=int(mask.sum()),
-                                valid_frames=int(frames.sum()))
+                                valid_frames=int(frames.sum()),
+                                target_counts=counts.cpu().numpy().astype(np.int64))
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """All tensors for ``model.safetensors``: ``encoder.*``, ``quantizer.*``, ``head.*``."""

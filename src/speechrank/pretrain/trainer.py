@@ -1,18 +1,14 @@
 """The pretraining loop behind ``speechrank pretrain DATA OUT`` (BEST-RQ on CPU).
 
-Recipe (:class:`TrainConfig`; BEST-RQ, Chiu et al. 2022, arXiv 2202.01855, scaled down as in
-DESIGN.md section 5): batches of 12 random 2.56 s crops, span masking (start probability 0.02
-per 20 ms frame, spans of 20 frames = 400 ms, noise of standard deviation 0.1), cross-entropy
-on masked frames against frozen random-projection targets, AdamW (betas 0.9/0.98, weight decay
-0.01 on matrices only) with a linear warm-up to the peak learning rate followed by
-inverse-square-root decay (the Transformer schedule, Vaswani et al. 2017, that BEST-RQ's
-Conformer recipe uses; it needs no total step count, so a run can stop on wall time or be
-extended by ``--resume``), gradient clipping at norm 1.
+The recipe (model size, crops, masking, optimiser, schedule) is a :class:`TrainConfig`
+(:mod:`speechrank.pretrain.recipe`); the data pipeline is :mod:`speechrank.pretrain.data`, the
+objective :mod:`speechrank.pretrain.objective`.
 
 A run directory ``OUT`` receives ``checkpoint-<step:06d>/`` at step 0, every ``save_every``
 steps and at the last step (see :mod:`speechrank.pretrain.checkpoint`), and ``train_log.jsonl``:
 one JSON object per line with an ``event`` of ``start``, ``train`` (every ``log_every`` steps:
-loss, masked-prediction accuracy, learning rate, gradient norm, steps/s, audio seconds/s),
+loss, masked-prediction accuracy, the accuracy of always guessing the most frequent target
+code, the perplexity of the targets, learning rate, gradient norm, steps/s, audio seconds/s),
 ``checkpoint``, ``monitor`` (what the ``monitor`` hook returned), ``monitor_error`` or ``end``.
 
 Determinism: for a seed, on CPU, with the same number of threads, two runs give identical
@@ -43,6 +39,8 @@ import torch
 
 from speechrank.audio.utterance import Dataset
 from speechrank.encoders.bestrq import (
+    MODEL_FILE,
+    TRAINER_FILE,
     BestRqConfig,
     BestRqEncoder,
     config_for_size,
@@ -63,7 +61,6 @@ from speechrank.pretrain.checkpoint import (
     update_trainer_json,
 )
 from speechrank.pretrain.data import (
-    DEFAULT_MAX_PRELOAD_SECONDS,
     AudioBank,
     CropSampler,
     preload_audio,
@@ -71,6 +68,8 @@ from speechrank.pretrain.data import (
     select_pretraining,
 )
 from speechrank.pretrain.objective import BestRqPretrainer, MaskedPrediction
+from speechrank.pretrain.recipe import TrainConfig, WarmupInverseSqrt, derive_seed
+from speechrank.pretrain.reporting import ProgressBar, RunLog, Window, json_safe
 
 __all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
            "pretrain"]
@@ -85,76 +84,6 @@ _STREAM_MASK = 11
 _STREAM_NOISE = 12
 _STREAM_QUANTIZER = 13
 _STREAM_TORCH = 14
-
-
-def _derive_seed(*words: int) -> int:
-    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0] >> 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that shapes the training trajectory (recorded in every checkpoint)."""
-
-    size: str = "tiny"
-    seed: int = 0
-    batch_size: int = 12
-    crop_seconds: float = 2.56
-    learning_rate: float = 1e-3  # peak, reached at the end of warm-up
-    warmup_steps: int = 200
-    weight_decay: float = 0.01
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    mask_prob: float = 0.02
-    mask_span: int = 20  # frames of 20 ms: 400 ms
-    noise_std: float = 0.1
-    max_preload_seconds: float = DEFAULT_MAX_PRELOAD_SECONDS
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.crop_seconds >= 0.1, f"crop seconds must be at least 0.1, "
-                                       f"got {self.crop_seconds}"),
-            (self.learning_rate > 0, f"learning rate must be positive, "
-                                     f"got {self.learning_rate}"),
-            (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
-            (0 < self.mask_prob <= 1, f"mask probability must be in (0, 1], "
-                                      f"got {self.mask_prob}"),
-            (self.mask_span >= 1, f"mask span must be at least 1, got {self.mask_span}"),
-            (self.max_preload_seconds > 0, "max preload seconds must be positive"),
-        ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise SpeechrankError("; ".join(problems))
-        config_for_size(self.size)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["adam_betas"] = list(self.adam_betas)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        if "adam_betas" in values:
-            values["adam_betas"] = tuple(values["adam_betas"])
-        return cls(**values)
-
-
-class WarmupInverseSqrt:
-    """Learning-rate factor of update ``k`` (0-based): ``(k + 1) / w`` during the ``w`` warm-up
-    updates, then ``sqrt(w / (k + 1))`` (Vaswani et al. 2017, "Attention is all you need")."""
-
-    def __init__(self, warmup_steps: int) -> None:
-        self.warmup_steps = warmup_steps
-
-    def __call__(self, step: int) -> float:
-        n = step + 1
-        if self.warmup_steps <= 0:
-            return 1.0
-        return min(n / self.warmup_steps, math.sqrt(self.warmup_steps / n))
 
 
 @dataclasses.dataclass
@@ -184,136 +113,16 @@ class PretrainSummary:
         return dataclasses.asdict(self)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.tolist()
-        return _json_safe(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-class _Log:
-    """Append-only JSONL log (one flushed line per event)."""
-
-    def __init__(self, path: Path, keep_until_step: int | None) -> None:
-        self.path = path
-        if keep_until_step is None:
-            path.write_text("")
-        else:  # resuming: drop what the interrupted session logged after its checkpoint
-            kept = []
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and record.get("step", 0) <= keep_until_step:
-                        kept.append(line)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
-        self._file = path.open("a")
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _Window:
-    """Running sums over a stretch of steps (a log interval or a checkpoint interval)."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-        self.loss = 0.0
-        self.correct = 0
-        self.masked = 0
-        self.audio_samples = 0
-        self.seconds = 0.0
-        self.grad_norm = 0.0
-
-    def add(self, result: MaskedPrediction, loss: float, audio_samples: int, seconds: float,
-            grad_norm: float) -> None:
-        self.steps += 1
-        self.loss += loss
-        self.correct += result.correct
-        self.masked += result.masked_frames
-        self.audio_samples += audio_samples
-        self.seconds += seconds
-        self.grad_norm += grad_norm
-
-    @property
-    def mean_loss(self) -> float | None:
-        return self.loss / self.steps if self.steps else None
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.masked if self.masked else None
-
-
 @contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
+def _algorithms(deterministic: bool, warn_only: bool = False) -> Iterator[None]:
+    """Set ``torch.use_deterministic_algorithms`` for a block, then put the old setting back."""
     previous = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
-
-
-class _Progress:
-    """A rich progress bar over steps (``steps`` budget) or seconds (``minutes`` budget)."""
-
-    def __init__(self, enabled: bool, total_steps: int | None, total_seconds: float | None,
-                 start_step: int) -> None:
-        self.enabled = enabled
-        self.by_steps = total_steps is not None
-        self.bar: Any = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.description}"),
-                            TimeElapsedColumn(), console=Console(stderr=True))
-        total = total_steps if self.by_steps else total_seconds
-        self.task = self.bar.add_task("", total=total,
-                                      completed=start_step if self.by_steps else 0)
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, step: int, seconds: float, loss: float | None, accuracy: float | None,
-               steps_per_second: float | None) -> None:
-        if self.bar is None:
-            return
-        text = f"step {step}"
-        if loss is not None:
-            text += f"  loss {loss:.3f}"
-        if accuracy is not None:
-            text += f"  acc {accuracy:.3f}"
-        if steps_per_second:
-            text += f"  {steps_per_second:.2f} step/s"
-        self.bar.update(self.task, completed=step if self.by_steps else seconds,
-                        description=text)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
 
 
 def _optimizer(model: BestRqPretrainer, recipe: TrainConfig) -> torch.optim.AdamW:
@@ -343,13 +152,14 @@ def _recipe_for_run(resume_from: Path | None, base: TrainConfig | None,
 
 
 def _load_bank(data: Dataset | str | os.PathLike[str], recipe: TrainConfig,
-               config: BestRqConfig) -> tuple[Dataset, AudioBank]:
+               config: BestRqConfig, progress: bool) -> tuple[Dataset, AudioBank]:
     dataset = resolve_dataset(data)
     utterances, rule = select_pretraining(dataset)
     min_samples = config.n_fft + config.hop_length * (config.stack - 1)  # one encoder frame
-    bank = preload_audio(utterances, config.sample_rate, min_samples=min_samples,
-                         max_seconds=recipe.max_preload_seconds, seed=recipe.seed,
-                         selection=rule)
+    with ProgressBar.counter(progress, "loading audio", len(utterances)) as advance:
+        bank = preload_audio(utterances, config.sample_rate, min_samples=min_samples,
+                             max_seconds=recipe.max_preload_seconds, seed=recipe.seed,
+                             selection=rule, on_progress=advance)
     if bank.left_out:
         warnings.warn(f"pretraining audio capped at {recipe.max_preload_seconds:g} s: "
                       f"{bank.left_out} utterances left out", stacklevel=3)
@@ -426,12 +236,12 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
                                    "max_preload_seconds": max_preload_seconds}.items()
                  if v is not None}
     recipe, model_config = _recipe_for_run(resume_from, config, overrides)
-    dataset, bank = _load_bank(data, recipe, model_config)
+    dataset, bank = _load_bank(data, recipe, model_config, progress)
     fingerprint = bank.fingerprint()
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, recipe, model_config, dataset, bank, fingerprint, monitor,
                keep_training_state, save_every, log_every)
-    with preserved_rng(), _deterministic():
+    with preserved_rng(), _algorithms(True):
         return run.execute(resume_from, minutes=minutes, steps=steps, progress=progress)
 
 
@@ -456,7 +266,10 @@ class _Run:
                                    recipe.seed)
         seed = recipe.seed
         self.model = BestRqPretrainer(init_bestrq_model(model_config, seed),
-                                      quantizer_seed=_derive_seed(seed, _STREAM_QUANTIZER))
+                                      quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER))
+        self.monitor_encoder = BestRqEncoder(self.model.encoder, name=str(out), step=0)
+        self.caller_algorithms = (torch.are_deterministic_algorithms_enabled(),
+                                  torch.is_deterministic_algorithms_warn_only_enabled())
         self.optimizer = _optimizer(self.model, recipe)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupInverseSqrt(recipe.warmup_steps))
@@ -472,11 +285,11 @@ class _Run:
     def _restore(self, checkpoint: Path) -> None:
         from safetensors.torch import load_file
 
-        trainer = json.loads((checkpoint / "trainer.json").read_text())
+        trainer = json.loads((checkpoint / TRAINER_FILE).read_text())
         if trainer.get("data_fingerprint") != self.fingerprint:
             raise SpeechrankError(f"cannot resume {checkpoint}: the training audio differs from "
                                   "the run's (data fingerprint mismatch); use the same DATA")
-        self.model.load_state_dict(load_file(str(checkpoint / "model.safetensors")),
+        self.model.load_state_dict(load_file(str(checkpoint / MODEL_FILE)),
                                    strict=True)
         state = load_training_state(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -491,12 +304,13 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(), "rng": capture_rng_state(),
                 "sampler": self.sampler.position(self.step)}
 
-    def _save(self, window: _Window, elapsed: float, log: _Log) -> Path:
+    def _save(self, window: Window, elapsed: float, log: RunLog) -> Path:
         from speechrank import __version__
 
         trainer = {
             "step": self.step, "loss": window.mean_loss, "accuracy": window.accuracy,
-            "steps_in_window": window.steps, "elapsed_seconds": round(elapsed, 3),
+            "majority_accuracy": window.majority_accuracy, "steps_in_window": window.steps,
+            "elapsed_seconds": round(elapsed, 3),
             "seed": self.recipe.seed, "data_fingerprint": self.fingerprint,
             "data": self.data_info, "sampler": self.sampler.position(self.step),
             "learning_rate": self.scheduler.get_last_lr()[0],
@@ -506,7 +320,7 @@ class _Run:
         }
         path = save_checkpoint(self.out, self.step, config=self.model_config,
                                tensors=self.model.state_dict(), recipe=self.recipe.to_dict(),
-                               trainer=_json_safe(trainer),
+                               trainer=json_safe(trainer),
                                training_state=self._training_state())
         if (self.previous_checkpoint is not None and not self.keep_all_states
                 and self.previous_checkpoint != path):
@@ -519,18 +333,22 @@ class _Run:
             self._call_monitor(path, log)
         return path
 
-    def _call_monitor(self, path: Path, log: _Log) -> None:
-        encoder = BestRqEncoder(self.model.encoder, name=str(path), step=self.step)
+    def _call_monitor(self, path: Path, log: RunLog) -> None:
+        # one adapter for the run (a monitor may cache per encoder), renamed per checkpoint
+        encoder = self.monitor_encoder
+        encoder.name, encoder.step = str(path), self.step
         started = time.monotonic()
         try:
-            with preserved_rng():
+            # the monitor runs under the caller's own determinism setting, and cannot move the
+            # training's random generators
+            with preserved_rng(), _algorithms(*self.caller_algorithms):
                 values = self.monitor(encoder, self.step)  # type: ignore[misc]
         except Exception as err:  # a monitor must not end a training run
             message = f"{type(err).__name__}: {err}"
             warnings.warn(f"monitor failed at step {self.step}: {message}", stacklevel=2)
             log.write({"event": "monitor_error", "step": self.step, "error": message})
             return
-        values = _json_safe(dict(values or {}))
+        values = json_safe(dict(values or {}))
         log.write({"event": "monitor", "step": self.step,
                    "seconds": round(time.monotonic() - started, 3), "values": values})
         update_trainer_json(path, {"monitor": values})
@@ -545,7 +363,7 @@ class _Run:
                             mask_span=self.recipe.mask_span, noise_std=self.recipe.noise_std,
                             rng=np.random.default_rng([seed, _STREAM_MASK, step]),
                             noise_generator=torch.Generator().manual_seed(
-                                _derive_seed(seed, _STREAM_NOISE, step)))
+                                derive_seed(seed, _STREAM_NOISE, step)))
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise SpeechrankError(f"the loss is not finite at step {step}; lower the learning "
@@ -566,15 +384,15 @@ class _Run:
         if resume_from is not None:
             self._restore(resume_from)
         else:
-            torch.manual_seed(_derive_seed(self.recipe.seed, _STREAM_TORCH))
+            torch.manual_seed(derive_seed(self.recipe.seed, _STREAM_TORCH))
         start_step = self.step
-        log = _Log(self.out / LOG_FILE, keep_until_step=start_step if resume_from else None)
+        log = RunLog(self.out / LOG_FILE, keep_until_step=start_step if resume_from else None)
         try:
             return self._loop(log, resume_from, start_step, minutes, steps, progress)
         finally:
             log.close()
 
-    def _loop(self, log: _Log, resume_from: Path | None, start_step: int,
+    def _loop(self, log: RunLog, resume_from: Path | None, start_step: int,
               minutes: float | None, steps: int | None, progress: bool) -> PretrainSummary:
         budget = None if minutes is None else minutes * 60.0
         log.write({"event": "start" if resume_from is None else "resume", "step": start_step,
@@ -585,7 +403,7 @@ class _Run:
                    "skipped": self.bank.skipped, "budget_minutes": minutes,
                    "budget_steps": steps, "torch_threads": torch.get_num_threads()})
         session_start = time.monotonic()
-        totals, since_save, since_log = _Window(), _Window(), _Window()
+        totals, since_save, since_log = Window(), Window(), Window()
         final_loss = final_accuracy = None
         if resume_from is None:
             self._save(since_save, 0.0, log)
@@ -601,7 +419,7 @@ class _Run:
             return None
 
         stopped_by = done()
-        with _Progress(progress, steps, budget, start_step) as bar:
+        with ProgressBar(progress, steps, budget, start_step) as bar:
             while stopped_by is None:
                 started = time.monotonic()
                 result, loss, grad_norm, samples = self._train_step()
@@ -613,12 +431,12 @@ class _Run:
                     self._log_train(log, since_log, self.elapsed_before + elapsed())
                     bar.update(self.step, elapsed(), since_log.mean_loss, since_log.accuracy,
                                since_log.steps / since_log.seconds)
-                    since_log = _Window()
+                    since_log = Window()
                 if self.step % self.save_every == 0 or stopped_by is not None:
                     # the last step is always saved, whatever stopped the run
                     self._save(since_save, self.elapsed_before + elapsed(), log)
                     final_loss, final_accuracy = since_save.mean_loss, since_save.accuracy
-                    since_save = _Window()
+                    since_save = Window()
                     stopped_by = done()
         session = elapsed()
         log.write({"event": "end", "step": self.step, "stopped_by": stopped_by,
@@ -639,10 +457,12 @@ class _Run:
                    "encoder_parameters": sum(p.numel()
                                              for p in self.model.encoder.parameters())})
 
-    def _log_train(self, log: _Log, window: _Window, elapsed: float) -> None:
+    def _log_train(self, log: RunLog, window: Window, elapsed: float) -> None:
         log.write({
             "event": "train", "step": self.step, "steps": window.steps,
             "loss": window.mean_loss, "accuracy": window.accuracy,
+            "majority_accuracy": window.majority_accuracy,
+            "target_perplexity": window.target_perplexity,
             "masked_frames": window.masked,
             "learning_rate": self.scheduler.get_last_lr()[0],
             "grad_norm": window.grad_norm / window.steps,

@@ -1,0 +1,94 @@
+"""The training recipe: :class:`TrainConfig` and the learning-rate schedule.
+
+Defaults follow BEST-RQ (Chiu et al. 2022, arXiv 2202.01855) scaled down as in DESIGN.md
+section 5: 12 random 2.56 s crops per step; masks start at a frame with probability 0.02 and
+span 20 frames (400 ms at 20 ms frames, the paper's span); masked frames become noise of standard
+deviation 0.1; AdamW (betas 0.9/0.98, weight decay 0.01 on matrices only); a linear warm-up of
+200 steps to a peak learning rate of 1e-3, then inverse-square-root decay; gradient clipping at
+norm 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from speechrank.encoders.bestrq import config_for_size
+from speechrank.errors import SpeechrankError
+from speechrank.pretrain.data import DEFAULT_MAX_PRELOAD_SECONDS
+
+__all__ = ["TrainConfig", "WarmupInverseSqrt", "derive_seed"]
+
+
+def derive_seed(*words: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes the training trajectory (recorded in every checkpoint)."""
+
+    size: str = "tiny"
+    seed: int = 0
+    batch_size: int = 12
+    crop_seconds: float = 2.56
+    learning_rate: float = 1e-3  # peak, reached at the end of warm-up
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    mask_prob: float = 0.02
+    mask_span: int = 20  # frames of 20 ms: 400 ms
+    noise_std: float = 0.1
+    max_preload_seconds: float = DEFAULT_MAX_PRELOAD_SECONDS
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.crop_seconds >= 0.1, f"crop seconds must be at least 0.1, "
+                                       f"got {self.crop_seconds}"),
+            (self.learning_rate > 0, f"learning rate must be positive, "
+                                     f"got {self.learning_rate}"),
+            (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
+            (0 < self.mask_prob <= 1, f"mask probability must be in (0, 1], "
+                                      f"got {self.mask_prob}"),
+            (self.mask_span >= 1, f"mask span must be at least 1, got {self.mask_span}"),
+            (self.max_preload_seconds > 0, "max preload seconds must be positive"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise SpeechrankError("; ".join(problems))
+        config_for_size(self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["adam_betas"] = list(self.adam_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if "adam_betas" in values:
+            values["adam_betas"] = tuple(values["adam_betas"])
+        return cls(**values)
+
+
+class WarmupInverseSqrt:
+    """Learning-rate factor of update ``k`` (0-based): ``(k + 1) / w`` during the ``w`` warm-up
+    updates, then ``sqrt(w / (k + 1))`` (Vaswani et al. 2017, "Attention is all you need")."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step: int) -> float:
+        n = step + 1
+        if self.warmup_steps <= 0:
+            return 1.0
+        return min(n / self.warmup_steps, math.sqrt(self.warmup_steps / n))
