@@ -309,3 +309,21 @@ def test_tables_never_read_names_as_markup():
         console.print(t)
     text = console.export_text()
     assert "[bold]x[/]" in text and "[red]" in text
+
+
+def test_tables_fit_a_narrow_console():
+    layers = [str(i) for i in range(13)]
+    metric = {(s, layer): s + int(layer) for s in STEPS for layer in layers}
+    score = {(s, layer): 0.01 * s - 0.001 * int(layer) for s in STEPS for layer in layers}
+    rep = correlate(table(metric, score), n_bootstrap=0)
+    wide = render_tables(rep)
+    narrow = render_tables(rep, width=80)
+    assert len(narrow) > len(wide)
+    console = Console(record=True, width=80)
+    for t in narrow:
+        console.print(t)
+    text = console.export_text()
+    assert "…" not in text  # nothing was cut short
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for layer in layers:  # every layer column is still there
+        assert f" {layer} " in text
