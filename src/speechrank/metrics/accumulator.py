@@ -78,7 +78,9 @@ class _BatchSums:
                 "accumulated"
             )
         if isinstance(block, np.ndarray):
-            blas.dsyrk(1.0, block.T, beta=1.0, c=self.gram, trans=0, lower=0, overwrite_c=1)
+            self.gram = blas.dsyrk(
+                1.0, block.T, beta=1.0, c=self.gram, trans=0, lower=0, overwrite_c=1
+            )
         else:
             self.gram.addmm_(block.T, block)
         self.colsum += sums
@@ -92,12 +94,12 @@ class _BatchSums:
                 "was accumulated"
             )
         if isinstance(self.gram, np.ndarray):
-            # dsyrk filled the upper triangle only (the lower one is still 0): add U + U^T -
-            # diag(U) straight into the state, with no D x D temporaries.
+            # dsyrk filled the upper triangle U only (the lower one is still 0): add U, then
+            # U^T without its diagonal, straight into the state, with no D x D temporaries.
             state = gram.numpy()
             state += self.gram
+            np.fill_diagonal(self.gram, 0.0)
             state += self.gram.T
-            state[np.diag_indices_from(state)] -= np.diag(self.gram)
             colsum.numpy()[:] += self.colsum
         else:
             gram += self.gram
