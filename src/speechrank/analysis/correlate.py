@@ -69,6 +69,9 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
     "per", "wer", "cer", "eer", "loss", "error", "error_rate", "nll", "mse", "mae", "rmse",
 })
 
+#: Below this many points a percentile bootstrap interval is flagged as rough in the notes.
+_FEW_POINTS = 8
+
 #: Label-free metrics whose direction is not "higher = richer representation".
 METRIC_ORIENTATION: dict[str, int] = {"alpha_req": -1}
 
@@ -335,6 +338,12 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
             notes.append(f"metric {'/'.join(ms.key)}: no probe score on the same checkpoints "
                          "and layers")
 
+    small = [c.n for c in report.within_layer + report.across_layers
+             if math.isfinite(c.spearman) and c.n < _FEW_POINTS]
+    if small and n_bootstrap:
+        notes.append(f"{len(small)} correlation(s) rest on fewer than {_FEW_POINTS} points "
+                     f"(as few as {min(small)}): their bootstrap intervals are rough, and a "
+                     "perfectly monotone series gets the interval [1, 1]")
     names_m = sorted({s.metric for s in report.summary})
     names_s = sorted({s.score for s in report.summary})
     report.settings = {

@@ -149,8 +149,8 @@ def scatter_grid(panels: Sequence[tuple[str, list[float], list[float], list[floa
                  title: str, xlabel: str, ylabel: str, colour_label: str) -> Figure:
     """One scatter panel per layer: (layer, x, y, colour values, panel subtitle)."""
     n = max(1, len(panels))
-    ncols = min(4, n)
-    nrows = math.ceil(n / ncols)
+    nrows = math.ceil(n / 4)            # at most 4 panels a row, rows filled evenly
+    ncols = math.ceil(n / nrows)
     with mpl.rc_context(_STYLE):
         fig = _figure(2.6 * ncols + 1.4, 2.3 * nrows + 0.6)
         _margins(fig, left=0.8, right=0.9, bottom=0.5, top=0.55, wspace=0.3, hspace=0.55)
