@@ -191,8 +191,9 @@ class LayerAccumulators:
             steps = torch.arange(frames.shape[1], device=frames.device)
             mask = steps[None, :] < lengths.to(frames.device)[:, None]
             if "sum" in self.poolings or "mean" in self.poolings:
-                # float64 sums: a long utterance's time sum keeps its precision.
-                summed = (frames.double() * mask[..., None]).sum(dim=1)
+                # float64 sums keep a long utterance's precision; where() (not a product with
+                # the mask) so that whatever sits in padded frames, even NaN, never counts.
+                summed = torch.where(mask[..., None], frames.double(), 0.0).sum(dim=1)
                 if "sum" in self.poolings:
                     self.accumulators[(layer, "sum")].update(summed)
                 if "mean" in self.poolings:
