@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -207,6 +208,10 @@ def test_enough_speakers_at_a_modest_size() -> None:
     keywords = Counter(j.keyword for j in plan.jobs if j.manifest == "train" and j.keyword)
     assert len(keywords) == len(grammar.KEYWORDS["en"])
     assert min(keywords.values()) >= 8
+    kinds = Counter((j.manifest, j.kind) for j in plan.jobs)
+    for kind in ("keyword", "sentence"):
+        assert kinds[("dev", kind)] == pytest.approx(kinds[("test", kind)], rel=0.1)
+        assert kinds[("train", kind)] > 2 * kinds[("test", kind)]
     small = plan_corpus(minutes=0.5, probe_speakers=40, languages=("en",))
     assert len({j.speaker for j in small.jobs if j.manifest == "train"}) == 40
 
@@ -267,3 +272,35 @@ def test_the_dataset_reader_reads_the_corpus(corpus: tuple[Path, CorpusSummary])
     assert len(dataset) == expected
     assert {u.split for u in dataset.utterances} == {"pretrain", "train", "dev", "test"}
     assert all(Path(u.path).is_file() for u in dataset.utterances)
+
+
+def test_a_failing_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def stop_midway(progress: CorpusProgress) -> None:
+        calls.append(progress.done)
+        if progress.done == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt):
+        make_corpus(out, minutes=0.2, languages=("en",), workers=1, progress=stop_midway)
+    assert calls == [1, 2, 3] and not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        make_corpus(empty, minutes=0.2, languages=("en",), workers=1, progress=stop_midway)
+    assert empty.is_dir() and not any(empty.iterdir())
+
+
+@pytest.mark.slow
+def test_a_failing_worker_is_reported(tmp_path: Path) -> None:
+    from speechrank.audio.synthetic import _worker_records
+    from speechrank.audio.synthetic_espeak import Voice
+
+    jobs = list(plan_corpus(minutes=0.1, languages=("en",)).jobs[:4])
+    jobs[3] = dataclasses.replace(jobs[3], voice=Voice("xx-no-such-voice"))
+    records = _worker_records(jobs, str(tmp_path), workers=2)
+    with pytest.raises(RuntimeError, match="no voice named"):
+        list(records)
+    assert (tmp_path / jobs[0].path).is_file()

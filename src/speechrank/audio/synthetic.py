@@ -32,8 +32,9 @@ learnt about speech, not about particular voices. The main language is ``languag
 (English by default); the others become ``ood_XX.jsonl``.
 
 Within a closed-set group every speaker has at least three keyword clips, dealt to train, dev
-and test in turn (then a 3:1:1 pattern), and sentences follow the same pattern with a speaker
-offset, so each speaker is in every split. Keywords are dealt to the keyword slots of each
+and test, so each speaker is in every split; further clips of each kind follow a 3:1:1
+train/dev/test pattern rotated by the speaker's index, so that the splits keep those
+proportions for sentences and keywords alike. Keywords are dealt to the keyword slots of each
 split from a reshuffled deck, so every split holds every keyword about equally often.
 
 Sizes: ``minutes`` is a target for the total audio (the estimate is made from word counts
@@ -124,13 +125,15 @@ FORMAT_VERSION = 1
 SnrSetting = Union[float, tuple[float, float], None]  # noqa: UP007 (a runtime alias on 3.10)
 ProgressArg = Union[bool, None, Callable[["CorpusProgress"], None]]  # noqa: UP007
 
-_SPLIT_PATTERN = ("train", "dev", "test", "train", "train")
+_FIRST_SPLITS = ("train", "dev", "test")
+_SPLIT_PATTERN = ("train", "train", "dev", "train", "test")
 _SHARES_WITH_OOD = {"pretrain": 0.35, "probe": 0.45, "test_unseen": 0.08, "ood": 0.12}
 _SHARES_MAIN_ONLY = {"pretrain": 0.40, "probe": 0.50, "test_unseen": 0.10, "ood": 0.0}
 _KEYWORD_SHARE = {"pretrain": 0.15, "probe": 0.6, "test_unseen": 0.6, "ood": 0.6}
-_SECONDS_PER_PROBE_SPEAKER = 12.0
-_SECONDS_PER_PRETRAIN_SPEAKER = 20.0
+_PROBE_SPEAKER_S = 12.0  # audio per probe speaker when the count is derived from the budget
+_PRETRAIN_SPEAKER_S = 20.0
 _MAX_PROBE_SPEAKERS = 40
+_MAX_PRETRAIN_SPEAKERS = 200
 _HELD_OUT_VARIANT_SHARE = 0.2
 _MAX_MINUTES = 100_000.0
 # Fields of CorpusSummary stored elsewhere in corpus.json (or not at all).
@@ -289,44 +292,45 @@ def _groups(
     seed: int,
     probe_speakers: int | None,
 ) -> tuple[list[_Group], list[str], list[str]]:
+    """The corpus's groups with their audio budgets and speakers, and the variant partition."""
     total = minutes * 60.0
     main, others = languages[0], languages[1:]
     shares = _SHARES_WITH_OOD if others else _SHARES_MAIN_ONLY
     rng = np.random.default_rng([seed, _SEED_SPEAKERS])
     variants = available_variants()
-    order = [variants[i] for i in rng.permutation(len(variants))]
-    n_held = max(1, round(_HELD_OUT_VARIANT_SHARE * len(order)))
-    held_out, seen = sorted(order[:n_held]), sorted(order[n_held:])
-    taken: set[str] = set()
+    shuffled = [variants[i] for i in rng.permutation(len(variants))]
+    n_held = max(1, round(_HELD_OUT_VARIANT_SHARE * len(shuffled)))
+    held_out, seen = sorted(shuffled[:n_held]), sorted(shuffled[n_held:])
 
-    probe_s = shares["probe"] * total
-    n_probe = (
-        probe_speakers
+    seconds = {name: shares[name] * total for name in ("pretrain", "probe", "test_unseen")}
+    counts = {
+        "probe": probe_speakers
         if probe_speakers is not None
-        else _clamp(math.floor(probe_s / _SECONDS_PER_PROBE_SPEAKER), 2, _MAX_PROBE_SPEAKERS)
-    )
-    pretrain_s = shares["pretrain"] * total
-    unseen_s = shares["test_unseen"] * total
+        else _clamp(math.floor(seconds["probe"] / _PROBE_SPEAKER_S), 2, _MAX_PROBE_SPEAKERS),
+        "pretrain": _clamp(seconds["pretrain"] / _PRETRAIN_SPEAKER_S, 1, _MAX_PRETRAIN_SPEAKERS),
+        "test_unseen": _clamp(seconds["test_unseen"] / _PROBE_SPEAKER_S, 1, _MAX_PROBE_SPEAKERS),
+    }
+    taken: set[str] = set()
+    speakers = {  # drawn in this order, so probe speakers do not depend on the other counts
+        name: tuple(
+            draw_speakers(main, counts[name], rng, held_out if name == "test_unseen" else seen,
+                          taken)
+        )
+        for name in ("probe", "pretrain", "test_unseen")
+    }  # fmt: skip
     groups = [
-        _Group("probe", 1, main, True, _KEYWORD_SHARE["probe"], probe_s,
-               tuple(draw_speakers(main, n_probe, rng, seen, taken))),
-        _Group("pretrain", 0, main, False, _KEYWORD_SHARE["pretrain"], pretrain_s,
-               tuple(draw_speakers(main, _clamp(pretrain_s / _SECONDS_PER_PRETRAIN_SPEAKER, 1,
-                                                200), rng, seen, taken))),
-        _Group("test_unseen", 2, main, False, _KEYWORD_SHARE["test_unseen"], unseen_s,
-               tuple(draw_speakers(main, _clamp(unseen_s / _SECONDS_PER_PROBE_SPEAKER, 1, 40),
-                                   rng, held_out, taken))),
+        _Group(name, code, main, name == "probe", _KEYWORD_SHARE[name], seconds[name],
+               speakers[name])
+        for code, name in enumerate(("pretrain", "probe", "test_unseen"))
     ]  # fmt: skip
     for i, language in enumerate(others):
-        seconds = shares["ood"] * total / len(others)
-        count = _clamp(seconds / _SECONDS_PER_PROBE_SPEAKER, 2, _MAX_PROBE_SPEAKERS)
-        speakers = tuple(draw_speakers(language, count, rng, variants, taken))
+        budget = shares["ood"] * total / len(others)
+        count = _clamp(budget / _PROBE_SPEAKER_S, 2, _MAX_PROBE_SPEAKERS)
+        group_speakers = tuple(draw_speakers(language, count, rng, variants, taken))
         groups.append(
-            _Group(f"ood_{language}", 3 + i, language, True, _KEYWORD_SHARE["ood"], seconds,
-                   speakers)
+            _Group(f"ood_{language}", 3 + i, language, True, _KEYWORD_SHARE["ood"], budget,
+                   group_speakers)
         )  # fmt: skip
-    order_names = {"pretrain": 0, "probe": 1, "test_unseen": 2}
-    groups.sort(key=lambda g: (order_names.get(g.name, 3), g.code))
     return groups, seen, held_out
 
 
@@ -362,6 +366,8 @@ def _slots(group: _Group, rng: np.random.Generator) -> list[tuple[int, str, str 
 
 
 def _splits(group: _Group, slots: list[tuple[int, str, str | None]]) -> list[str]:
+    """Split of every slot: a speaker's first three keyword clips go to train, dev and test;
+    later clips of each kind follow a 3:1:1 pattern rotated by the speaker's index."""
     if not group.closed_set:
         return [group.name] * len(slots)
     seen: Counter[tuple[int, str]] = Counter()
@@ -369,8 +375,11 @@ def _splits(group: _Group, slots: list[tuple[int, str, str | None]]) -> list[str
     for speaker, kind, _ in slots:
         i = seen[(speaker, kind)]
         seen[(speaker, kind)] += 1
-        offset = 0 if kind == "keyword" else speaker
-        splits.append(_SPLIT_PATTERN[(i + offset) % len(_SPLIT_PATTERN)])
+        if kind == "keyword" and i < len(_FIRST_SPLITS):
+            splits.append(_FIRST_SPLITS[i])
+        else:
+            start = len(_FIRST_SPLITS) if kind == "keyword" else 0
+            splits.append(_SPLIT_PATTERN[(i - start + speaker) % len(_SPLIT_PATTERN)])
     return splits
 
 
@@ -689,19 +698,8 @@ def make_corpus(
         raise SpeechrankError(f"progress must be a bool or a callable, got {progress!r}")
 
     root = Path(out)
+    created = not root.exists()
     _prepare_out(root, overwrite)
-    version = espeak_version()
-    start = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    audio_s = 0.0
-    for job, record in zip(plan.jobs, _records(plan.jobs, str(root), workers), strict=True):
-        records.append({"path": job.path, **record})
-        audio_s += float(record["duration"])  # type: ignore[arg-type]
-        if callback is not None:
-            callback(
-                CorpusProgress(len(records), len(plan.jobs), audio_s, time.perf_counter() - start)
-            )
-    wall = time.perf_counter() - start
     settings = {
         "seed": int(seed),
         "minutes": float(minutes),
@@ -709,7 +707,33 @@ def make_corpus(
         "snr": _check_snr(snr_db),
         "noise": noise,
     }
-    return _write_outputs(root, plan, records, version, wall, workers, settings)
+    try:
+        version = espeak_version()
+        start = time.perf_counter()
+        records: list[dict[str, Any]] = []
+        audio_s = 0.0
+        for job, record in zip(plan.jobs, _records(plan.jobs, str(root), workers), strict=True):
+            records.append({"path": job.path, **record})
+            audio_s += float(record["duration"])  # type: ignore[arg-type]
+            if callback is not None:
+                elapsed = time.perf_counter() - start
+                callback(CorpusProgress(len(records), len(plan.jobs), audio_s, elapsed))
+        wall = time.perf_counter() - start
+        return _write_outputs(root, plan, records, version, wall, workers, settings)
+    except BaseException:
+        _remove_partial(root, plan, created)
+        raise
+
+
+def _remove_partial(root: Path, plan: CorpusPlan, created: bool) -> None:
+    """Undo a failed or interrupted run (the directory was empty or an old corpus before)."""
+    shutil.rmtree(root / "wav", ignore_errors=True)
+    for name in [*plan.manifests, "corpus"]:
+        for path in (root / f"{name}.jsonl", root / f"{name}.json"):
+            path.unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def _write_outputs(
