@@ -367,7 +367,8 @@ def sweep(
     from speechrank.store import ResultStore
     from speechrank.sweep import sweep as run_sweep
 
-    summary = run_sweep(checkpoints, config, store, device=device, progress=not quiet,
+    summary = run_sweep(checkpoints, config, store, device=device,
+                        progress=not quiet and err_console.is_terminal,
                         log=lambda line: err_console.print(line, markup=False,
                                                            highlight=False))
     console.print(f"{summary.checkpoints} checkpoints: {summary.units_done} units computed, "
@@ -408,7 +409,7 @@ def correlate(
     with ResultStore(store, create=False) as opened:
         report = run_correlate(opened, metrics=metrics.split(",") if metrics else None,
                                n_bootstrap=bootstrap, seed=seed, probe_split=probe_split)
-    for table in render_tables(report, detail=detail):
+    for table in render_tables(report, detail=detail, width=console.width):
         console.print(table)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)

@@ -32,6 +32,7 @@ The sweep is described by a TOML file::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import sys
@@ -257,20 +258,21 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
     run = run_name(checkpoints, checkpoints_spec)
     say = log or (lambda _line: None)
     store = ResultStore(store_path)
-    store.set_meta("sweep_config", json.dumps(cfg.to_dict()))
+    store.set_meta("sweep_config", cfg.to_dict())
     store.set_meta("run", run)
     done = reused = rows_written = 0
     skipped: dict[str, int] = {}
     for checkpoint in checkpoints:
         units: list[tuple[str, Callable[[Any], list[Any]]]] = []
         if cfg.rank_data:
-            units.append((f"{run}|{checkpoint.name}|rank|{cfg.rank_data}", lambda enc: _rank_unit(
-                run_rank, enc, cfg, checkpoint, run, skipped)))
+            units.append((f"{run}|{checkpoint.name}|rank|{cfg.rank_data}",
+                          functools.partial(_rank_unit, run_rank, cfg=cfg,
+                                            checkpoint=checkpoint, skipped=skipped)))
         for probe in cfg.probes:
             units.append((f"{run}|{checkpoint.name}|probe|{probe.name}",
-                          lambda enc, probe=probe: _probe_unit(run_probe, enc, cfg, probe,
-                                                               checkpoint, run, skipped,
-                                                               progress)))
+                          functools.partial(_probe_unit, run_probe, cfg=cfg, probe=probe,
+                                            checkpoint=checkpoint, skipped=skipped,
+                                            progress=progress)))
         todo = [(key, fn) for key, fn in units if not store.is_done(key)]
         reused += len(units) - len(todo)
         if not todo:
@@ -279,7 +281,7 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         encoder = load_encoder(checkpoint.path, device=device)
         for key, fn in todo:
             unit_started = time.perf_counter()
-            rows = fn(encoder)
+            rows = [dataclasses.replace(row, model=run) for row in fn(encoder)]
             with store.unit(key, meta={"checkpoint": checkpoint.name,
                                        "step": checkpoint.step}) as unit:
                 unit.add_rows(rows)
@@ -298,8 +300,8 @@ def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:
         skipped[item["reason"]] = skipped.get(item["reason"], 0) + 1
 
 
-def _rank_unit(run_rank: Callable[..., Any], encoder: Any, cfg: SweepConfig,
-               checkpoint: Checkpoint, run: str, skipped: dict[str, int]) -> list[Any]:
+def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
+               checkpoint: Checkpoint, skipped: dict[str, int]) -> list[Any]:
     options = dict(cfg.rank_options)
     result = run_rank(
         encoder, cfg.rank_data, layers=options.get("layers"),
@@ -310,17 +312,17 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, cfg: SweepConfig,
         max_seconds=options.get("max_seconds", cfg.max_seconds), seed=cfg.seed,
         checkpoint=checkpoint.name, step=checkpoint.step)
     _count_skips(skipped, result.info["skipped"])
-    return [dataclasses.replace(row, model=run) for row in result.rows]
+    return result.rows
 
 
-def _probe_unit(run_probe: Callable[..., Any], encoder: Any, cfg: SweepConfig, probe: ProbeSpec,
-                checkpoint: Checkpoint, run: str, skipped: dict[str, int],
+def _probe_unit(run_probe: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
+                probe: ProbeSpec, checkpoint: Checkpoint, skipped: dict[str, int],
                 progress: bool) -> list[Any]:
     result = run_probe(encoder, probe.data, probe.task, seed=cfg.seed,
                        cache_dir=cfg.cache_dir, max_seconds=cfg.max_seconds,
                        batch_seconds=cfg.batch_seconds, progress=progress)
     _count_skips(skipped, result.info.get("skipped", []))
-    return [dataclasses.replace(row, model=run, checkpoint=checkpoint.name,
+    return [dataclasses.replace(row, checkpoint=checkpoint.name,
                                 step=checkpoint.step, task=probe.name, domain=probe.domain,
                                 conventions={**row.conventions, "task_kind": probe.task})
             for row in result.rows]
