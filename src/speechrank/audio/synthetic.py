@@ -46,7 +46,7 @@ and a 20-class probe needs many of them). The number of probe speakers defaults 
 never shrinks below three keyword clips per probe speaker, even if that exceeds ``minutes``.
 
 Each clip is 16 kHz mono 16-bit PCM. Keyword clips are 1 s long (longer words keep their
-length); sentences are 1.5-6 s. How the audio is levelled, padded and mixed with noise is
+length); sentences are mostly 1-7 s. How the audio is levelled, padded and mixed with noise is
 described in :mod:`.synthetic_render`. Noise (``snr_db``: ``None`` for clean speech, a number,
 or a ``(low, high)`` range drawn uniformly per clip) matters: clean synthetic keywords are so
 easy that keyword probes saturate from random initialisation on (DESIGN.md section 5), hence
@@ -56,8 +56,9 @@ Manifest lines (JSON, UTF-8) hold ``path`` (relative to the manifest), ``split``
 (``sentence`` or ``keyword``), ``language``, ``accent`` (eSpeak voice), ``speaker``,
 ``keyword`` (``null`` for sentences), ``transcript``, ``phones`` (``[[start_s, end_s, ipa],
 ...]``, ordered, non-overlapping, stress marks removed; gaps are silence; a phone eSpeak gives
-no duration, such as the British ``l`` of "twelve" in about 4 % of English sentences, is left
-out, so the list can be one phone shorter than ``phonemize(transcript)``), ``snr_db``,
+no duration, such as the British ``l`` of "twelve", is left out: about 0.6 % of phones, in one
+English sentence of seven, so the list can be shorter than ``phonemize(transcript)``),
+``snr_db``,
 ``duration`` (seconds), ``rate_wpm`` and ``pitch`` (the clip's eSpeak settings).
 ``corpus.json`` records the settings, seed, summary, speakers, keywords, phone inventories,
 voice variants and eSpeak version.
