@@ -496,3 +496,56 @@ def test_bestrq_model_and_pretrainer() -> None:
         return
     wrapper = BestRqPretrainer(model, quantizer_seed=0)
     assert monitor(wrapper, step=1) == values
+
+
+# --------------------------------------------------------------------------- pretrain loop
+
+
+def test_monitor_built_without_a_model_prepares_at_first_call() -> None:
+    monitor = RankMonitor(None, waves(6), layers="1")
+    assert monitor.heldout is None and "pending" in repr(monitor)
+    with pytest.raises(SpeechrankError, match="without a model"):
+        monitor(step=0)
+    values = monitor(toy_encoder(), step=0)
+    assert list(values) == ["rankme_t/layer_1", "collapse/layer_1"]
+    assert monitor.heldout.num_utterances == 6 and monitor.run_name == "toy"
+
+
+@pytest.mark.slow
+def test_pretrain_loop_logs_and_stores_the_monitor(tmp_path: Path, wav_dataset: Dataset) -> None:
+    import json
+
+    from speechrank.monitor import pretrain_monitor
+    from speechrank.pretrain import pretrain
+
+    monitor = pretrain_monitor(waves(6, seed=6), layers="0,2", store=tmp_path / "r.sqlite")
+    pretrain(wav_dataset, tmp_path / "run-x", steps=2, save_every=1, batch_size=2, size="micro",
+             crop_seconds=0.5, progress=False, monitor=monitor)
+    assert [step for step, _ in monitor.history] == [0, 1, 2]
+    events = [json.loads(line) for line in (tmp_path / "run-x" / "train_log.jsonl").open()]
+    logged = [e for e in events if e["event"] == "monitor"]
+    assert [e["step"] for e in logged] == [0, 1, 2]
+    assert logged[2]["values"]["rankme_t/layer_2"] == monitor.history[2][1]["rankme_t/layer_2"]
+    monitor.close()
+    with ResultStore(tmp_path / "r.sqlite", create=False) as store:
+        rows = store.rows()
+    assert {r.model for r in rows} == {"run-x"}
+    assert {r.checkpoint for r in rows} == {"checkpoint-000000", "checkpoint-000001",
+                                           "checkpoint-000002"}
+
+
+def test_a_layer_that_stays_collapsed_warns_once() -> None:
+    monitor = RankMonitor(toy_encoder(Constant()), waves(6), layers="1")
+    with pytest.warns(RankCollapseWarning):
+        monitor(step=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RankCollapseWarning)
+        assert monitor(step=1)["collapse/layer_1"] == 1.0  # still flagged, no new warning
+    assert [(a.step, a.new) for a in monitor.alarms] == [(0, True), (1, False)]
+
+
+def test_detector_marks_new_collapses() -> None:
+    detector = CollapseDetector(min_rank=2.0, max_drop=None)
+    news = [[a.new for a in detector.check(i, {"k": ("0", v)})]
+            for i, v in enumerate([1.0, 1.5, 5.0, 1.0])]
+    assert news == [[True], [False], [], [True]]

@@ -4,11 +4,13 @@
 metrics of chosen layers on a fixed held-out set, from inside a training loop; it raises a
 :class:`RankCollapseWarning` when a layer collapses. Framework callbacks build on it, each
 importing its framework only when used: :mod:`speechrank.monitor.lightning`
-(``RankMonitorCallback``) and :mod:`speechrank.monitor.hf` (``RankMonitorTrainerCallback``).
+(``RankMonitorCallback``) and :mod:`speechrank.monitor.hf` (``RankMonitorTrainerCallback``);
+:func:`pretrain_monitor` is the monitor of ``speechrank pretrain --monitor-data``.
 """
 
 from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
 from speechrank.monitor.core import DEFAULT_MAX_UTTERANCES, MonitorResult, RankMonitor, metric_key
+from speechrank.monitor.pretrain import pretrain_monitor
 
 __all__ = [
     "DEFAULT_MAX_UTTERANCES",
@@ -18,4 +20,5 @@ __all__ = [
     "RankCollapseWarning",
     "RankMonitor",
     "metric_key",
+    "pretrain_monitor",
 ]

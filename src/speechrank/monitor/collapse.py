@@ -12,8 +12,11 @@ minutes). So there are two rules, each optional:
 - ``max_drop``: the value is more than this fraction below the best value the same key has
   had so far in this monitor (default 0.5: it lost half of its rank).
 
-A value that is not finite (NaN features, say) always raises the alarm. Each alarm is a
-:class:`CollapseAlarm` and a :class:`RankCollapseWarning`.
+A value that is not finite (NaN features, say) always raises the alarm. Every check that finds
+a layer collapsed gives a :class:`CollapseAlarm` (and a ``collapse/layer_<i>`` flag of 1.0 in
+the monitor's values); only a layer that *enters* the collapsed state, at its first collapsed
+check or after a healthy one, also gives a :class:`RankCollapseWarning` (``alarm.new``), so a
+layer that stays collapsed for a thousand checks warns once.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class CollapseAlarm:
     """One layer that collapsed at one step.
 
     ``reason`` is ``below_min_rank``, ``dropped`` or ``non_finite``; ``best`` is the best value
-    before this step (``None`` at the first check).
+    before this step (``None`` at the first check); ``new`` is true when the layer was not
+    collapsed at the previous check.
     """
 
     step: int | None
@@ -43,6 +47,7 @@ class CollapseAlarm:
     value: float
     best: float | None
     reason: str
+    new: bool = True
 
     def message(self) -> str:
         at = f"step {self.step}" if self.step is not None else "this check"
@@ -70,6 +75,7 @@ class CollapseDetector:
         self.min_rank = min_rank
         self.max_drop = max_drop
         self.best: dict[str, float] = {}
+        self.collapsed: set[str] = set()
 
     def check(self, step: int | None, values: Mapping[str, tuple[str, float]]
               ) -> list[CollapseAlarm]:
@@ -86,7 +92,11 @@ class CollapseDetector:
                   and value < (1.0 - self.max_drop) * best):
                 reason = "dropped"
             if reason is not None:
-                alarms.append(CollapseAlarm(step, key, layer, value, best, reason))
+                alarms.append(CollapseAlarm(step, key, layer, value, best, reason,
+                                            new=key not in self.collapsed))
+                self.collapsed.add(key)
+            else:
+                self.collapsed.discard(key)
             if math.isfinite(value) and (best is None or value > best):
                 self.best[key] = value
         return alarms

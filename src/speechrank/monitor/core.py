@@ -16,7 +16,8 @@ Each call runs one eval-mode forward pass per held-out batch under ``torch.infer
 feeds one float64 Gram accumulator per (layer, pooling) (:mod:`speechrank.rank`), and computes
 the metrics. It leaves the run as it found it: every submodule's train/eval flag, the Python,
 NumPy and torch random streams, the gradients and the optimiser are untouched. The audio is
-read, resampled and batched once, when the monitor is built (:mod:`.heldout`).
+read, resampled and batched once, when the monitor is built or, for a monitor built without a
+model, at its first call (:mod:`.heldout`).
 
 Result names (the keys of the returned dict):
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -98,6 +100,15 @@ class MonitorResult:
     seconds: float
 
 
+def _run_name_of(encoder: SpeechEncoder) -> str:
+    """The encoder's name; for a checkpoint directory such as ``runs/a/checkpoint-000100``
+    (``speechrank pretrain``, Hugging Face ``Trainer``), the run directory's name (``a``)."""
+    path = Path(encoder.name)
+    if re.fullmatch(r"(checkpoint|step)[-_]?\d+", path.name) and path.parent.name:
+        return path.parent.name
+    return encoder.name
+
+
 def _distributed(distributed: bool | None, group: Any) -> tuple[int, int]:
     """``(rank, world)`` of this process in ``group``; ``(0, 1)`` when not distributed."""
     import torch.distributed as dist
@@ -131,7 +142,9 @@ class RankMonitor:
         model: what is being trained (anything :func:`speechrank.monitor.adapt.as_encoder`
             takes: a :class:`SpeechEncoder`, a Hugging Face waveform model, speechrank's BEST-RQ
             model). It fixes the sample rate, frame formula and layers; each call may pass the
-            same object or a later copy of it.
+            same object or a later copy of it. ``None`` defers all of this (and reading the
+            held-out audio) to the first call, for loops that build their model themselves
+            (:func:`speechrank.pretrain.pretrain`).
         data: the held-out set: a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
             list of audio paths, or a list of 1-D waveforms at the encoder's sample rate.
         layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
@@ -149,10 +162,13 @@ class RankMonitor:
         alarm_on: which metric/pooling the alarm watches, as a key prefix such as
             ``"rankme_t"`` or ``"erank_cov_mean"`` (default: the first pair); ``""`` turns the
             alarm off.
-        warn: issue a :class:`RankCollapseWarning` for each alarm (rank 0 only).
+        warn: issue a :class:`RankCollapseWarning` when a layer enters collapse (rank 0 only;
+            every collapsed check is still flagged in the values and listed in ``alarms``).
         store: a :class:`~speechrank.store.ResultStore` or its path (opened at the first
             write): every call's rows are written there (rank 0 only) as one unit of work.
-        run_name: the run, recorded as ``model`` in the rows (default: the encoder's name).
+        run_name: the run, recorded as ``model`` in the rows (default: the encoder's name, or
+            for a checkpoint directory ``RUN/checkpoint-N`` the run directory's name, as
+            ``speechrank sweep`` names runs).
         checkpoint_format: the rows' ``checkpoint`` for a step (default ``"step-{step}"``);
             each step needs its own, since the store identifies a row without its step.
         data_name: the rows' ``dataset`` (default: the DATA spec, ``files:N`` or
@@ -186,26 +202,14 @@ class RankMonitor:
         if max_frames < 1:
             raise SpeechrankError(f"max_frames must be at least 1, got {max_frames}")
         self.encoder_options = dict(encoder_options or {})
-        self._model_name = run_name or "model"
-        encoder = as_encoder(model, name=self._model_name, options=self.encoder_options)
-        self.run_name = run_name or encoder.name
-        self.layers = parse_layers(layers, encoder.layer_names)
         self.poolings = parse_choices(poolings, POOLINGS, "pooling", ("sum",))
         self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric", ("rankme",))
-        self.layer_dims = {name: int(encoder.layer_dims[name]) for name in self.layers}
         self.group = group
         self.distributed = distributed
         self.rank, self.world = _distributed(distributed, group)
         self.seed = seed
         self.max_frames = max_frames
         self.inference_mode = inference_mode
-        self.heldout = HeldOutSet(
-            data, encoder, max_utterances=max_utterances, max_audio_seconds=max_audio_seconds,
-            crop_seconds=crop_seconds, batch_seconds=batch_seconds, seed=seed, strict=strict,
-            rank=self.rank, world=self.world, name=data_name)
-        quotas = frame_quotas([p.num_frames for p in self.heldout.planned], max_frames)
-        self._frame_quota = {p.utterance.uid: q
-                             for p, q in zip(self.heldout.planned, quotas, strict=True)}
         self.conventions: dict[str, Any] = {
             "source": "monitor", "seed": seed, "max_seconds": crop_seconds,
             "max_utterances": max_utterances, "max_audio_seconds": max_audio_seconds,
@@ -232,10 +236,41 @@ class RankMonitor:
         self._store_arg = store
         self._store: Any = None
         self._owns_store = False
-        self._model_ref: Any = model
-        # Adapters built so far, newest first: a module given again reuses its adapter.
-        self._adapters: list[tuple[Any, SpeechEncoder]] = [(model, encoder)]
         self._calls = 0
+        self._run_name_arg = run_name
+        self._heldout_args = {
+            "data": data, "layers": layers, "max_utterances": max_utterances,
+            "max_audio_seconds": max_audio_seconds, "crop_seconds": crop_seconds,
+            "batch_seconds": batch_seconds, "strict": strict, "name": data_name}
+        self.run_name: str = run_name or ""
+        self.layers: list[str] = []
+        self.layer_dims: dict[str, int] = {}
+        self.heldout: HeldOutSet | None = None
+        self._model_ref: Any = None
+        # Adapters built so far, newest first: a module given again reuses its adapter.
+        self._adapters: list[tuple[Any, SpeechEncoder]] = []
+        if model is not None:
+            self._prepare(model)
+
+    def _prepare(self, model: Any) -> SpeechEncoder:
+        """Fix the layers and read, resample and batch the held-out set for ``model``."""
+        args = self._heldout_args
+        encoder = as_encoder(model, name=self._run_name_arg or "model",
+                             options=self.encoder_options)
+        self.run_name = self._run_name_arg or _run_name_of(encoder)
+        self.layers = parse_layers(args["layers"], encoder.layer_names)
+        self.layer_dims = {name: int(encoder.layer_dims[name]) for name in self.layers}
+        self.heldout = HeldOutSet(
+            args["data"], encoder, max_utterances=args["max_utterances"],
+            max_audio_seconds=args["max_audio_seconds"], crop_seconds=args["crop_seconds"],
+            batch_seconds=args["batch_seconds"], seed=self.seed, strict=args["strict"],
+            rank=self.rank, world=self.world, name=args["name"])
+        quotas = frame_quotas([p.num_frames for p in self.heldout.planned], self.max_frames)
+        self._frame_quota = {p.utterance.uid: q
+                             for p, q in zip(self.heldout.planned, quotas, strict=True)}
+        self._model_ref = model
+        self._adapters = [(model, encoder)]
+        return encoder
 
     # ------------------------------------------------------------------ public
 
@@ -250,7 +285,10 @@ class RankMonitor:
         step = self._calls if step is None else int(step)
         self._calls += 1
         target = self._model_ref if model is None else model
-        encoder = self._encoder_for(target)
+        if target is None:
+            raise SpeechrankError("this monitor was built without a model: pass one when "
+                                  "calling it")
+        encoder = self._prepare(target) if self.heldout is None else self._encoder_for(target)
         # Looked up at every call: a monitor built before the process group shares from then on.
         self.rank, self.world = _distributed(self.distributed, self.group)
         accumulators, bad_layers = self._accumulate(target, encoder)
@@ -279,7 +317,8 @@ class RankMonitor:
         """What the monitor measures, for logs and JSON."""
         return {"run": self.run_name, "layers": list(self.layers),
                 "poolings": list(self.poolings), "metrics": list(self.metrics),
-                "heldout": self.heldout.describe(), "conventions": dict(self.conventions),
+                "heldout": self.heldout.describe() if self.heldout else None,
+                "conventions": dict(self.conventions),
                 "alarm": {"on": self.alarm_on, "min_rank": self.detector.min_rank,
                           "max_drop": self.detector.max_drop},
                 "distributed": {"rank": self.rank, "world": self.world}}
@@ -300,7 +339,7 @@ class RankMonitor:
                     or any(inner is held for held in vars(adapter).values())):
                 self._model_ref = model
                 return adapter
-        encoder = as_encoder(model, name=self._model_name, options=self.encoder_options)
+        encoder = as_encoder(model, name=self.run_name, options=self.encoder_options)
         if encoder.sample_rate != self.heldout.sample_rate:
             raise SpeechrankError(
                 f"the model expects {encoder.sample_rate} Hz audio; the monitor's held-out set "
@@ -365,7 +404,7 @@ class RankMonitor:
         alarms = self.detector.check(step, watched)
         self.alarms.extend(alarms)
         if self.warn and self.rank == 0:
-            for alarm in alarms:
+            for alarm in (a for a in alarms if a.new):
                 warnings.warn(alarm.message(), RankCollapseWarning, stacklevel=4)
         return alarms
 
@@ -386,4 +425,4 @@ class RankMonitor:
     def __repr__(self) -> str:
         return (f"RankMonitor(run={self.run_name!r}, layers={len(self.layers)}, "
                 f"poolings={self.poolings}, metrics={self.metrics}, "
-                f"utterances={self.heldout.num_utterances})")
+                f"utterances={self.heldout.num_utterances if self.heldout else 'pending'})")
