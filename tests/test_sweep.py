@@ -1,0 +1,159 @@
+"""`speechrank sweep`: config parsing, checkpoint order, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from speechrank.cli import main
+from speechrank.errors import SpeechrankError
+from speechrank.store import ResultStore
+from speechrank.sweep import SweepConfig, find_checkpoints, sweep
+
+from .conftest import write_tone
+
+
+def _manifest(root: Path) -> Path:
+    """36 labelled tones: label 'pitch' (low/high) decides the frequency band; split column."""
+    rows = []
+    for i in range(36):
+        label = "low" if i % 2 == 0 else "high"
+        freq = (180.0 if label == "low" else 900.0) + 7 * i
+        path = write_tone(root / "audio" / f"u{i:02d}.wav", 0.4 + 0.02 * i, freq=freq, seed=i)
+        split = ("train", "train", "train", "train", "dev", "test")[i % 6]
+        rows.append({"path": str(path.relative_to(root)), "pitch": label, "split": split,
+                     "speaker": f"s{i % 3}"})
+    manifest = root / "data.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def sweep_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    manifest = _manifest(root)
+    (root / "checkpoints.txt").write_text(
+        "# three random initialisations stand in for a training run\n"
+        "random:tiny@0 0\nrandom:tiny@1 100\nrandom:tiny@2 200\n")
+    (root / "sweep.toml").write_text(f"""
+[rank]
+data = "{manifest.name}"
+metrics = ["rankme", "erank_cov"]
+poolings = ["sum", "frames"]
+max_frames = 200
+
+[[probe]]
+name = "pitch"
+task = "label:pitch"
+data = "{manifest.name}"
+domain = "in"
+
+[options]
+seed = 0
+cache_dir = "{root / 'cache'}"
+""")
+    return root
+
+
+def _snapshot(path: Path) -> list[tuple]:
+    with ResultStore(path, create=False) as store:
+        return sorted((r.checkpoint, r.step, r.layer, r.pooling, r.metric, r.task, r.split,
+                       round(r.value, 12), r.n_rows) for r in store.rows())
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rank]\ndata = 'x'\nwat = 1\n")
+    with pytest.raises(SpeechrankError, match="wat"):
+        SweepConfig.from_toml(bad)
+    bad.write_text("[[probe]]\ntask = 'ks'\n")
+    with pytest.raises(SpeechrankError, match="missing"):
+        SweepConfig.from_toml(bad)
+    bad.write_text("not toml [")
+    with pytest.raises(SpeechrankError, match="TOML"):
+        SweepConfig.from_toml(bad)
+    with pytest.raises(SpeechrankError, match="not found"):
+        SweepConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_checkpoints_ordered_by_step(tmp_path):
+    for name, step in (("checkpoint-000200", 200), ("checkpoint-000000", 0),
+                       ("checkpoint-001000", 1000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "trainer.json").write_text(json.dumps({"step": step}))
+    (tmp_path / "not-a-model").mkdir()
+    found = find_checkpoints(tmp_path)
+    assert [c.step for c in found] == [0, 200, 1000]
+    with pytest.raises(SpeechrankError):
+        find_checkpoints(tmp_path / "nope")
+
+
+@pytest.mark.slow
+def test_sweep_killed_and_resumed_equals_uninterrupted(sweep_setup, tmp_path):
+    root = sweep_setup
+    whole = tmp_path / "whole.sqlite"
+    summary = sweep(root / "checkpoints.txt", root / "sweep.toml", whole, progress=False)
+    assert summary.units_done == 6 and summary.units_reused == 0
+    rows = _snapshot(whole)
+    assert {r[0] for r in rows} == {"random:tiny@0", "random:tiny@1", "random:tiny@2"}
+    assert {r[5] for r in rows} == {"", "pitch"}
+
+    # The same sweep in a child process, killed with SIGKILL once a unit or two are stored.
+    killed = tmp_path / "killed.sqlite"
+    args = [sys.executable, "-m", "speechrank", "sweep", str(root / "checkpoints.txt"),
+            "--config", str(root / "sweep.toml"), "--store", str(killed), "--quiet"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    done = 0
+    while time.monotonic() < deadline and child.poll() is None:
+        if killed.exists():
+            try:
+                with sqlite3.connect(killed, timeout=1) as db:
+                    done = db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+            except sqlite3.Error:
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    assert 2 <= done < 6
+
+    resumed = sweep(root / "checkpoints.txt", root / "sweep.toml", killed, progress=False)
+    assert resumed.units_reused >= 2
+    assert resumed.units_done + resumed.units_reused == 6
+    assert _snapshot(killed) == rows
+
+    again = sweep(root / "checkpoints.txt", root / "sweep.toml", killed, progress=False)
+    assert again.units_done == 0 and again.units_reused == 6
+    assert _snapshot(killed) == rows
+
+
+@pytest.mark.slow
+def test_cli_sweep_correlate_report(sweep_setup, tmp_path, capsys):
+    root = sweep_setup
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", str(root / "checkpoints.txt"), "--config", str(root / "sweep.toml"),
+                 "--store", str(store), "--quiet", "--csv", str(tmp_path / "s.csv")]) == 0
+    assert (tmp_path / "s.csv").read_text().count("\n") > 10
+    assert main(["correlate", str(store), "--bootstrap", "50", "--json",
+                 str(tmp_path / "c.json")]) == 0
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert payload["summary"], payload.keys()
+    assert main(["report", str(store), str(tmp_path / "report"), "--bootstrap", "50"]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+    out = capsys.readouterr().out
+    assert "report:" in out
