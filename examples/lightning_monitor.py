@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="DATA spec with a test split (default: FSDD or synthetic)")
     parser.add_argument("--size", default="tiny", help="BEST-RQ size: micro, tiny, small")
-    parser.add_argument("--steps", type=int, default=120, help="optimiser steps")
+    parser.add_argument("--steps", type=int, default=80, help="optimiser steps")
     parser.add_argument("--every", type=int, default=20, help="measure every N steps")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--train-utterances", type=int, default=800)
-    parser.add_argument("--heldout", type=int, default=200, help="held-out utterances")
+    parser.add_argument("--train-utterances", type=int, default=640)
+    parser.add_argument("--heldout", type=int, default=150, help="held-out utterances")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--store", help="also write the rank rows to this results store")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
           f"the last rank check took {monitor.last.seconds:.2f} s")
     print_rank_table(callback.history, "RankMe-t per layer (logged as rankme_t/layer_<i>):")
     if monitor.alarms:
-        print(f"{len(monitor.alarms)} collapse alarm(s): "
+        print(f"collapse alarms ({len(monitor.alarms)} layer checks): "
               + "; ".join(f"step {a.step} layer {a.layer} ({a.reason})" for a in monitor.alarms))
     return callback.history
 

@@ -74,6 +74,8 @@ def test_trainer_callback_logs_through_trainer_log(tmp_path: Path) -> None:
     assert logged[1]["rankme_t/layer_0"] == callback.history[1][1]["rankme_t/layer_0"]
     assert {"collapse/layer_0", "epoch"} <= set(logged[-1])
     assert logged[0]["rankme_t/layer_2"] != logged[-1]["rankme_t/layer_2"]
+    # Logging the rank does not cancel the Trainer's own loss logging at those steps.
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4]
     assert probe.flags == [True] * 4  # train mode everywhere right after each measurement
     assert all(p.requires_grad for p in model.parameters())
 

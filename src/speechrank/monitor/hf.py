@@ -86,14 +86,20 @@ class RankMonitorTrainerCallback(TrainerCallback):
             return operator.attrgetter(self.model)(model)
         return self.model(model)
 
-    def _measure(self, state: Any, model: Any) -> None:
+    def _measure(self, state: Any, model: Any, control: Any = None) -> None:
         step = int(state.global_step)
         if self.history and self.history[-1][0] == step:
             return  # measured at this step already (say, on_step_end then on_evaluate)
         values = self.monitor(self._target(model), step)
         self.history.append((step, dict(values)))
         if self.trainer is not None:
+            # trainer.log clears control.should_log: keep the Trainer's own plan to log the loss
+            # at this step (on_step_end runs before the Trainer acts on it).
+            planned = None if control is None else control.should_log
             self.trainer.log(dict(values))
+            if planned is not None:
+                control.should_log = planned
+                self.trainer.control.should_log = planned
             return
         state.log_history.append({**values, "step": step})
         if not self._warned and state.is_world_process_zero:
@@ -105,20 +111,20 @@ class RankMonitorTrainerCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        **kwargs: Any) -> None:
         if self.at_start:
-            self._measure(state, model)
+            self._measure(state, model, control)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
                     **kwargs: Any) -> None:
         n = self.every_n_steps
         if n and state.global_step % n == 0:
-            self._measure(state, model)
+            self._measure(state, model, control)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None,
                     **kwargs: Any) -> None:
         if self.measure_on_evaluate:
-            self._measure(state, model)
+            self._measure(state, model, control)
 
     def on_save(self, args: Any, state: Any, control: Any, model: Any = None,
                 **kwargs: Any) -> None:
         if self.measure_on_save:
-            self._measure(state, model)
+            self._measure(state, model, control)
