@@ -1,0 +1,119 @@
+"""The probe tasks and the label each one reads.
+
+- ``ks`` keyword spotting: ``keyword12`` (Speech Commands' 12-class SUPERB map) where
+  present, else ``keyword``; utterance probe; accuracy and macro-F1.
+- ``sid`` speaker identification: ``speaker``; utterance probe; accuracy and macro-F1.
+- ``er`` emotion recognition: ``emotion``; utterance probe; accuracy and macro-F1.
+- ``label:COLUMN``: any label column (of a manifest, say); utterance probe; accuracy and
+  macro-F1.
+- ``pr`` phoneme recognition: ``phones`` (time-aligned) with a frame classification probe
+  scored by frame accuracy; else ``transcript`` with a linear CTC probe scored by phone error
+  rate.
+
+The first three and ``pr`` are the SUPERB tasks the speech-rank paper probes (Aldeneh et al.,
+ICASSP 2025) plus SUPERB's emotion task (Yang et al., Interspeech 2021).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from speechrank.audio.utterance import Dataset, Utterance
+from speechrank.errors import SpeechrankError
+
+__all__ = ["TASK_NAMES", "TaskSpec", "available_labels", "has_label", "resolve_task"]
+
+#: Task names the command line accepts (``label:COLUMN`` besides).
+TASK_NAMES: tuple[str, ...] = ("ks", "sid", "er", "pr")
+
+_UTTERANCE_LABELS: dict[str, tuple[str, ...]] = {
+    "ks": ("keyword12", "keyword"),
+    "sid": ("speaker",),
+    "er": ("emotion",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A resolved task.
+
+    Attributes:
+        name: the task as the user wrote it (``ks``, ``label:accent`` ...).
+        label: the label column it reads.
+        kind: ``utterance`` (pooled classification), ``frames`` (frame phone classification)
+            or ``ctc`` (phone recognition from transcripts).
+    """
+
+    name: str
+    label: str
+    kind: str
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        if self.kind == "utterance":
+            return ("accuracy", "macro_f1")
+        if self.kind == "frames":
+            return ("frame_accuracy",)
+        return ("per",)
+
+    @property
+    def pooling(self) -> str:
+        return "frames" if self.kind in ("frames", "ctc") else "mean"
+
+
+def has_label(utt: Utterance, label: str) -> bool:
+    """True when ``utt`` has a usable value for ``label`` (not missing, ``None`` or blank)."""
+    value = utt.labels.get(label)
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0
+    return not (isinstance(value, float) and value != value)  # NaN from a CSV
+
+
+def available_labels(utterances: Iterable[Utterance]) -> list[str]:
+    """Every label column that at least one utterance has a value for, sorted."""
+    names: set[str] = set()
+    for utt in utterances:
+        names.update(k for k in utt.labels if has_label(utt, k))
+    return sorted(names)
+
+
+def _missing(dataset: Dataset, wanted: str, available: list[str]) -> SpeechrankError:
+    listed = ", ".join(available) if available else "none"
+    return SpeechrankError(f"dataset {dataset.spec} has no {wanted} labels; available: {listed}")
+
+
+def resolve_task(task: str, dataset: Dataset) -> TaskSpec:
+    """Check ``task`` and find the label column it reads in ``dataset``.
+
+    Raises a one-line :class:`SpeechrankError` for an unknown task or a dataset without the
+    needed labels (naming the labels it does have).
+    """
+    name = (task or "").strip()
+    available = available_labels(dataset.utterances)
+    if name.startswith("label:"):
+        column = name[len("label:"):].strip()
+        if not column:
+            raise SpeechrankError("task 'label:' needs a column name, e.g. label:accent")
+        if column not in available:
+            raise _missing(dataset, f"'{column}'", available)
+        return TaskSpec(name=f"label:{column}", label=column, kind="utterance")
+    if name in _UTTERANCE_LABELS:
+        candidates = _UTTERANCE_LABELS[name]
+        for column in candidates:
+            if column in available:
+                return TaskSpec(name=name, label=column, kind="utterance")
+        wanted = " or ".join(f"'{c}'" for c in candidates)
+        raise _missing(dataset, wanted, available)
+    if name == "pr":
+        if "phones" in available:
+            return TaskSpec(name="pr", label="phones", kind="frames")
+        if "transcript" in available:
+            return TaskSpec(name="pr", label="transcript", kind="ctc")
+        raise _missing(dataset, "'phones' or 'transcript'", available)
+    raise SpeechrankError(
+        f"unknown task '{task}'; choose from {', '.join(TASK_NAMES)} or label:COLUMN")
