@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="DATA spec with a test split (default: FSDD or synthetic)")
     parser.add_argument("--size", default="tiny", help="BEST-RQ size: micro, tiny, small")
-    parser.add_argument("--steps", type=int, default=80, help="optimiser steps")
-    parser.add_argument("--every", type=int, default=20, help="measure every N steps")
+    parser.add_argument("--steps", type=int, default=60, help="optimiser steps")
+    parser.add_argument("--every", type=int, default=15, help="measure every N steps")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-utterances", type=int, default=640)
     parser.add_argument("--heldout", type=int, default=150, help="held-out utterances")
@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
           f"{heldout['utterances']} utterances, {heldout['audio_seconds']:.0f} s of audio; "
           f"the last rank check took {monitor.last.seconds:.2f} s")
     print_rank_table(callback.history, "RankMe-t per layer (logged as rankme_t/layer_<i>):")
-    if monitor.alarms:
-        print(f"collapse alarms ({len(monitor.alarms)} layer checks): "
-              + "; ".join(f"step {a.step} layer {a.layer} ({a.reason})" for a in monitor.alarms))
+    entered = [a for a in monitor.alarms if a.new]  # a layer entering collapse, once each
+    if entered:
+        print("collapse alarms: " + "; ".join(
+            f"layer {a.layer} at step {a.step} ({a.reason}: {a.value:.1f}"
+            + (f" from {a.best:.1f})" if a.best is not None else ")") for a in entered))
     return callback.history
 
 
