@@ -35,7 +35,6 @@ def _table(stdout: str) -> dict[int, list[float]]:
 
 @pytest.mark.slow
 def test_lightning_example(tmp_path: Path) -> None:
-    pytest.importorskip("pytorch_lightning")
     store = tmp_path / "runs.sqlite"
     out = _run("lightning_monitor.py", "--size", "micro", "--steps", "4", "--every", "2",
                "--heldout", "12", "--train-utterances", "24", "--batch-size", "4",
@@ -52,7 +51,6 @@ def test_lightning_example(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hf_trainer_example(tmp_path: Path) -> None:
-    pytest.importorskip("accelerate")
     out = _run("hf_trainer_monitor.py", "--steps", "4", "--every", "2", "--heldout", "10",
                "--train-utterances", "24", "--batch-size", "4", "--output-dir", str(tmp_path))
     assert "training loss: step 2:" in out

@@ -8,9 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("accelerate")
-
 from transformers import HubertModel, Trainer, TrainerCallback, TrainingArguments
 
 from speechrank.monitor import RankMonitor

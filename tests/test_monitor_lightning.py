@@ -7,15 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import Logger
 
-pl = pytest.importorskip("pytorch_lightning")
-
-from pytorch_lightning.loggers import Logger  # noqa: E402
-
-from speechrank.monitor import RankMonitor  # noqa: E402
-from speechrank.monitor.lightning import RankMonitorCallback  # noqa: E402
-from tests.test_monitor_core import ToyEncoder, toy_encoder, waves  # noqa: E402
+from speechrank.monitor import RankMonitor
+from speechrank.monitor.lightning import RankMonitorCallback
+from tests.test_monitor_core import ToyEncoder, toy_encoder, waves
 
 
 class MemoryLogger(Logger):
