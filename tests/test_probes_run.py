@@ -261,6 +261,10 @@ def test_resolve_task_picks_the_label():
     assert resolve_task("ks", ds({"keyword": "yes"})).label == "keyword"
     assert resolve_task("pr", ds({"phones": [[0, 1, "a"]], "transcript": "a"})).kind == "frames"
     assert resolve_task("pr", ds({"transcript": "a"})).kind == "ctc"
+    both = ds({"phones": [[0, 1, "a"]], "transcript": "a"})
+    assert resolve_task("pr", both, pr_kind="ctc").label == "transcript"
+    with pytest.raises(SpeechrankError, match="has no 'transcript' labels; available: phones"):
+        resolve_task("pr", ds({"phones": [[0, 1, "a"]]}), pr_kind="ctc")
     assert resolve_task("sid", ds({"speaker": "s1"})).metrics == ("accuracy", "macro_f1")
     with pytest.raises(SpeechrankError, match=r"has no 'keyword12' or 'keyword' labels; "
                                               r"available: none"):
@@ -279,6 +283,10 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     return out
 
 
+def rows_c(result, layer):
+    return next(r.conventions["C"] for r in result.rows if r.layer == layer)
+
+
 @pytest.mark.slow
 def test_phone_frame_probe_on_the_synthetic_corpus(encoder, synthetic_corpus, tmp_path):
     config = FrameProbeConfig(max_frames={"train": 600, "dev": 200, "test": 200})
@@ -293,6 +301,8 @@ def test_phone_frame_probe_on_the_synthetic_corpus(encoder, synthetic_corpus, tm
     for row in result.rows:
         assert 0.0 <= row.value <= 1.0 and row.n_rows == counts[row.split]
         assert row.conventions["frame_time"].startswith("centre")
+    assert set(result.info["fits"]) == {"0", "4"}
+    assert result.info["fits"]["0"]["C"] == rows_c(result, "0")
     print("synthetic pr frame accuracy (test):", result.scores("test"))
 
 

@@ -207,10 +207,17 @@ def _logistic_row_conventions(fit: Any, config: Any, extra: dict[str, Any]) -> d
         "probe": "logistic_regression", "solver": "lbfgs", "penalty": "l2",
         "C": fit.chosen_c, "c_grid": [float(c) for c in grid],
         "c_selection": f"best dev {config.selection_metric} (ties: smaller C)",
-        "dev_curve": summarise_curve(grid, fit.dev_curve),
-        "converged": fit.chosen_converged, "max_iter": config.max_iter, "tol": config.tol,
+        "max_iter": config.max_iter, "tol": config.tol,
         "standardised": config.standardise, **extra,
     }
+
+
+def _logistic_fit_info(fit: Any, config: Any) -> dict[str, Any]:
+    """How one layer's fit went (``info["fits"]``; outcomes, so not row conventions)."""
+    return {"C": fit.chosen_c,
+            "dev_curve": summarise_curve(sorted(config.c_grid), fit.dev_curve),
+            "converged": fit.chosen_converged,
+            "converged_per_c": list(fit.converged)}
 
 
 # ----------------------------------------------------------------------------- the probes
@@ -228,6 +235,7 @@ def _utterance_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                              on_plan=bar.plan, progress=bar.advance, **extract_kwargs)
     rows: list[ResultRow] = []
     extra: dict[str, Any] = {}
+    fits: dict[str, Any] = {}
     bar.layers(len(layers))
     for layer in layers:
         pooled = entry.load_pooled(layer)
@@ -255,6 +263,7 @@ def _utterance_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
         fit = fit_logistic_probe(
             {name: (features[idx], labels[idx]) for name, idx in splits_idx.items()},
             config.logistic)
+        fits[layer] = _logistic_fit_info(fit, config.logistic)
         conventions = _logistic_row_conventions(
             fit, config.logistic, {**common, "pooling_over": "valid frames"})
         for name in SPLITS:
@@ -264,6 +273,7 @@ def _utterance_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                     value=fit.scores[name][metric], n_rows=fit.n_rows[name], dim=fit.dim,
                     task=task.name, split=name, conventions=conventions))
         bar.layer_done(layer)
+    extra["fits"] = fits
     return rows, extra, entry
 
 
@@ -311,6 +321,7 @@ def _frame_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                              **extract_kwargs)
     rows: list[ResultRow] = []
     extra: dict[str, Any] = {}
+    fits: dict[str, Any] = {}
     labels_for: dict[tuple[bytes, bytes], np.ndarray] = {}
     bar.layers(len(layers))
     for layer in layers:
@@ -339,6 +350,7 @@ def _frame_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
         fit = fit_logistic_probe(
             {name: (frames.features[idx], labels[idx]) for name, idx in splits_idx.items()},
             config.logistic)
+        fits[layer] = _logistic_fit_info(fit, config.logistic)
         conventions = _logistic_row_conventions(fit, config.logistic, {
             **common, "max_frames": dict(config.max_frames),
             "max_audio_seconds": dict(config.max_audio_seconds),
@@ -350,6 +362,7 @@ def _frame_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                 value=fit.scores[name]["accuracy"], n_rows=fit.n_rows[name], dim=fit.dim,
                 task=task.name, split=name, conventions=conventions))
         bar.layer_done(layer)
+    extra["fits"] = fits
     return rows, extra, entry
 
 
@@ -392,6 +405,7 @@ def _ctc_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                              on_plan=bar.plan, progress=bar.advance, **extract_kwargs)
     rows: list[ResultRow] = []
     extra: dict[str, Any] = {}
+    fits: dict[str, Any] = {}
     bar.layers(len(layers))
     for layer in layers:
         sequences = entry.load_frames(layer).sequences()
@@ -411,16 +425,17 @@ def _ctc_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                 "phonemizer": "eSpeak NG espeak_TextToPhonemes (IPA, stress removed)",
             }
         fit = fit_ctc_probe(splits, config, seed=seed)
+        fits[layer] = {"best_step": fit.best_step,
+                       "dev_curve": [{"step": st, "dev": v} for st, v in fit.dev_curve],
+                       "final_train_loss": fit.final_loss, "too_short": fit.too_short}
         conventions = {
             "probe": "linear_ctc", "blank": 0, "decoding": "greedy (best path)",
             "optimizer": "adam", "steps": fit.steps, "eval_every": config.eval_every,
-            "batch_size": config.batch_size, "lr": config.lr,
+            "train_batch_size": config.batch_size, "lr": config.lr,
             "weight_decay": config.weight_decay, "grad_clip": config.grad_clip,
             "stopping": "weights of the evaluation step with the lowest dev PER",
-            "best_step": fit.best_step,
-            "dev_curve": [{"step": st, "dev": v} for st, v in fit.dev_curve],
-            "final_train_loss": fit.final_loss, "too_short": fit.too_short,
-            "standardised": True, "max_audio_seconds": dict(config.max_audio_seconds),
+            "best_step": fit.best_step, "standardised": True,
+            "max_audio_seconds": dict(config.max_audio_seconds),
             "language": config.language, **common,
         }
         for name in SPLITS:
@@ -429,6 +444,7 @@ def _ctc_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                 value=fit.per[name], n_rows=fit.n_rows[name], dim=fit.dim,
                 task=task.name, split=name, conventions=conventions))
         bar.layer_done(layer)
+    extra["fits"] = fits
     return rows, extra, entry
 
 
@@ -461,7 +477,9 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str, *,
         strict: fail on the first unusable file instead of skipping it.
         device: ``cpu`` or ``cuda`` for the encoder.
         config: the recipe (default: :func:`speechrank.probes.config.default_config` of the
-            task's kind); its type must match the kind.
+            task's kind); its type must match the kind. For ``pr`` it also picks the kind: a
+            :class:`CTCProbeConfig` runs the CTC probe on transcripts even where time-aligned
+            phones exist (the synthetic corpus has both).
         checkpoint, step: recorded in every row (defaults: the model name, no step).
         progress: ``True`` for progress bars on stderr, a callable for the audio seconds of
             each encoded batch (as ``run_rank``), or ``False``/``None``.
@@ -477,7 +495,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str, *,
         raise SpeechrankError(f"--max-seconds must be positive, got {max_seconds}")
     encoder = load_encoder(model, device=device) if isinstance(model, str) else model
     dataset = load_dataset(data) if isinstance(data, str) else data
-    spec = resolve_task(task, dataset)
+    pr_kind = {FrameProbeConfig: "frames", CTCProbeConfig: "ctc"}.get(type(config))
+    spec = resolve_task(task, dataset, pr_kind=pr_kind)
     chosen_layers = parse_layers(layers, encoder.layer_names)
     recipe = config if config is not None else default_config(spec.kind)
     expected = {"utterance": UtteranceProbeConfig, "frames": FrameProbeConfig,

@@ -87,8 +87,11 @@ def _missing(dataset: Dataset, wanted: str, available: list[str]) -> SpeechrankE
     return SpeechrankError(f"dataset {dataset.spec} has no {wanted} labels; available: {listed}")
 
 
-def resolve_task(task: str, dataset: Dataset) -> TaskSpec:
+def resolve_task(task: str, dataset: Dataset, *, pr_kind: str | None = None) -> TaskSpec:
     """Check ``task`` and find the label column it reads in ``dataset``.
+
+    ``pr_kind`` (``frames`` or ``ctc``) forces the phone probe's kind; by default ``pr`` uses
+    time-aligned ``phones`` where they exist and transcripts otherwise.
 
     Raises a one-line :class:`SpeechrankError` for an unknown task or a dataset without the
     needed labels (naming the labels it does have).
@@ -110,10 +113,14 @@ def resolve_task(task: str, dataset: Dataset) -> TaskSpec:
         wanted = " or ".join(f"'{c}'" for c in candidates)
         raise _missing(dataset, wanted, available)
     if name == "pr":
-        if "phones" in available:
+        if pr_kind not in (None, "frames", "ctc"):
+            raise ValueError(f"pr_kind must be 'frames' or 'ctc', got {pr_kind!r}")
+        if "phones" in available and pr_kind != "ctc":
             return TaskSpec(name="pr", label="phones", kind="frames")
-        if "transcript" in available:
+        if "transcript" in available and pr_kind != "frames":
             return TaskSpec(name="pr", label="transcript", kind="ctc")
-        raise _missing(dataset, "'phones' or 'transcript'", available)
+        wanted = {None: "'phones' or 'transcript'", "frames": "time-aligned 'phones'",
+                  "ctc": "'transcript'"}[pr_kind]
+        raise _missing(dataset, wanted, available)
     raise SpeechrankError(
         f"unknown task '{task}'; choose from {', '.join(TASK_NAMES)} or label:COLUMN")
