@@ -34,7 +34,7 @@ from speechrank.metrics.accumulator import SpectralAccumulator, _check_dim
 from speechrank.metrics.errors import MetricInputError, NonFiniteError
 from speechrank.metrics.result import MetricResult
 from speechrank.metrics.spectral import DEFAULT_EPS, check_eps
-from speechrank.metrics.spectrum import SOLVER, symmetrize
+from speechrank.metrics.spectrum import SOLVER, single_threaded_lapack, symmetrize
 
 #: Ridge added to the within-class scatter (Thilak et al.; stable-pretraining uses the same).
 DEFAULT_DELTA = 1e-4
@@ -244,10 +244,11 @@ class LidarAccumulator:
     def lidar_eigenvalues(self, delta: float = DEFAULT_DELTA) -> np.ndarray:
         """Eigenvalues of (S_w + delta I)^{-1/2} S_b (S_w + delta I)^{-1/2}, descending, >= 0."""
         between, within = self.scatter_matrices()
-        w, vectors = np.linalg.eigh(within)
-        inv_sqrt = (vectors / np.sqrt(np.maximum(w, 0.0) + delta)) @ vectors.T
-        lidar_matrix = symmetrize(inv_sqrt @ between @ inv_sqrt)
-        return np.maximum(np.linalg.eigvalsh(lidar_matrix)[::-1], 0.0)
+        with single_threaded_lapack():
+            w, vectors = np.linalg.eigh(within)
+            inv_sqrt = (vectors / np.sqrt(np.maximum(w, 0.0) + delta)) @ vectors.T
+            lidar_matrix = symmetrize(inv_sqrt @ between @ inv_sqrt)
+            return np.maximum(np.linalg.eigvalsh(lidar_matrix)[::-1], 0.0)
 
     def compute(self, names: Any = None, **options: Any) -> dict[str, MetricResult]:
         """LiDAR and the spectral metrics of all rows, as ``{name: MetricResult}``."""
