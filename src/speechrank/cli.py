@@ -435,6 +435,42 @@ def report(
     console.print(f"report: {page}")
 
 
+# ----------------------------------------------------------------------------- demo
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory (reused when run "
+                                      "again).")] = Path("speechrank-demo"),
+    minutes: Annotated[float | None, typer.Option(help="Pretraining wall-time budget in "
+                                                  "minutes (default: the recipe's).")] = None,
+    corpus_minutes: Annotated[float | None, typer.Option(help="Synthetic audio to "
+                                                         "make.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Pretraining steps (default: the "
+                                              "recipe's).")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Everything end to end on the built-in default: corpus, pretraining, sweep, report."""
+    import dataclasses as dc
+
+    from speechrank.demo import DemoSettings, check_output_dir, headline_table, run_demo
+
+    _threads()
+    check_output_dir(out)
+    settings = DemoSettings(out=out, seed=seed)
+    overrides = {"pretrain_minutes": minutes, "corpus_minutes": corpus_minutes,
+                 "pretrain_steps": steps}
+    settings = dc.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    summary = run_demo(settings, progress=not quiet and err_console.is_terminal,
+                       log=lambda line: err_console.print(line, markup=False,
+                                                          highlight=False))
+    console.print(headline_table(summary))
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary.stages.items())
+    console.print(f"time: {stages}" + (f" (reused: {', '.join(summary.reused)})"
+                                       if summary.reused else ""))
+    console.print(f"report: {summary.report}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def _fail(message: str) -> None:

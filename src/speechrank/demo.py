@@ -1,0 +1,193 @@
+"""``speechrank demo``: the paper's experiment end to end on the built-in default.
+
+Synthetic corpus -> pretrain the small BEST-RQ encoder with checkpoints -> sweep (label-free
+metrics of every layer plus keyword, speaker and phone probes, in-domain and out-of-domain)
+-> correlate -> HTML report. Everything lands in one output directory, and a rerun with the
+same directory reuses every finished stage (the corpus, the training run, the store's units).
+
+The in-domain probes use the corpus's closed set of probe speakers (train/dev/test of the main
+language). Two out-of-domain views:
+
+- ``ks-unseen``: keyword probes trained on the probe speakers and tested on held-out voices
+  (``test_unseen``), the "unseen accents or voices" of DESIGN.md section 5;
+- ``*-de``: speaker and phone probes on German, a language the encoder never heard.
+
+The label-free metrics are measured on the probe speakers' utterances (they are unlabelled
+for rank; the encoder never trained on them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from speechrank.errors import SpeechrankError
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """The demo's recipe; the defaults fit in about 15 minutes on 2 CPU cores."""
+
+    out: Path = Path("speechrank-demo")
+    corpus_minutes: float = 30.0
+    pretrain_steps: int = 1200
+    pretrain_minutes: float | None = 6.0
+    save_steps: tuple[int, ...] = (0, 50, 100, 200, 300, 450, 600, 800, 1000, 1200)
+    seed: int = 0
+    rank_utterances: int = 1000
+    max_frames: int = 25_600
+
+
+@dataclasses.dataclass
+class DemoSummary:
+    out: str
+    report: str
+    store: str
+    headline: list[dict[str, Any]]
+    stages: dict[str, float]
+    reused: list[str]
+
+
+def sweep_config(corpus: Path, settings: DemoSettings) -> dict[str, Any]:
+    """The demo's sweep (see :class:`speechrank.sweep.SweepConfig`)."""
+    main = f"synthetic:{corpus}#manifest=train,dev,test"
+    return {
+        "rank": {"data": main, "num_utterances": settings.rank_utterances,
+                 "poolings": ["sum", "mean", "frames"], "max_frames": settings.max_frames},
+        "probe": [
+            {"name": "ks", "task": "ks", "data": main, "domain": "in"},
+            {"name": "sid", "task": "sid", "data": main, "domain": "in"},
+            {"name": "pr", "task": "pr", "data": main, "domain": "in"},
+            {"name": "ks-unseen", "task": "ks",
+             "data": f"synthetic:{corpus}#manifest=train,dev,test_unseen", "domain": "out"},
+            {"name": "sid-de", "task": "sid", "data": f"synthetic:{corpus}#manifest=ood_de",
+             "domain": "out"},
+            {"name": "pr-de", "task": "pr", "data": f"synthetic:{corpus}#manifest=ood_de",
+             "domain": "out"},
+        ],
+        "options": {"seed": settings.seed, "cache_dir": str(settings.out / "feature-cache")},
+    }
+
+
+def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
+             log: Callable[[str], Any] = print) -> DemoSummary:
+    """Run (or finish) the demo in ``settings.out``; see the module docstring."""
+    from speechrank.analysis import correlate
+    from speechrank.audio.synthetic import make_corpus
+    from speechrank.pretrain import pretrain
+    from speechrank.report import write_report
+    from speechrank.store import ResultStore
+    from speechrank.sweep import SweepConfig, sweep
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: dict[str, float] = {}
+    reused: list[str] = []
+
+    # 1. corpus
+    started = time.perf_counter()
+    corpus = out / "corpus"
+    if (corpus / "corpus.json").is_file():
+        reused.append("corpus")
+        log(f"corpus: reusing {corpus}")
+    else:
+        summary = make_corpus(corpus, minutes=settings.corpus_minutes, seed=settings.seed,
+                              progress=progress)
+        log(f"corpus: {summary.total_seconds / 60:.1f} min of audio, {summary.n_speakers} "
+            f"speakers in {summary.wall_s:.1f} s ({summary.realtime_factor:.0f}x real time)")
+    stages["corpus"] = time.perf_counter() - started
+
+    # 2. pretraining
+    started = time.perf_counter()
+    run = out / "run"
+    done_marker = run / "demo-pretrain-done.json"
+    if done_marker.is_file():
+        reused.append("pretrain")
+        log(f"pretrain: reusing {run}")
+    else:
+        result = pretrain(f"synthetic:{corpus}#split=pretrain", run,
+                          steps=settings.pretrain_steps, minutes=settings.pretrain_minutes,
+                          save_steps=settings.save_steps, seed=settings.seed,
+                          resume=run.exists(), progress=progress)
+        log(f"pretrain: steps {result.start_step} -> {result.final_step} "
+            f"({result.steps_per_second:.2f} steps/s), final masked-prediction accuracy "
+            f"{result.final_accuracy:.3f}")
+        done_marker.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    stages["pretrain"] = time.perf_counter() - started
+
+    # 3. sweep
+    started = time.perf_counter()
+    store_path = out / "results.sqlite"
+    config = SweepConfig.from_dict(sweep_config(corpus, settings))
+    swept = sweep(run, config, store_path, progress=progress, log=log)
+    if swept.units_reused:
+        reused.append(f"sweep ({swept.units_reused} units)")
+    stages["sweep"] = time.perf_counter() - started
+
+    # 4. correlate and report
+    started = time.perf_counter()
+    with ResultStore(store_path, create=False) as store:
+        report = correlate(store, seed=settings.seed)
+        page = write_report(store, out / "report", correlation=report,
+                            title="speechrank demo: does rank track the probes?")
+    (out / "correlation.json").write_text(
+        json.dumps(report.to_dict(), indent=2, default=str, allow_nan=True))
+    stages["report"] = time.perf_counter() - started
+    headline = [dict(s.to_dict()) for s in report.summary]
+    return DemoSummary(out=str(out), report=str(page), store=str(store_path),
+                       headline=headline, stages=stages, reused=reused)
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output directory that holds something other than a demo."""
+    if out.exists() and not out.is_dir():
+        raise SpeechrankError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        known = {"corpus", "run", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm",
+                 "report", "feature-cache", "correlation.json"}
+        strangers = sorted(p.name for p in out.iterdir() if p.name not in known)
+        if strangers:
+            raise SpeechrankError(f"--out {out} holds files the demo did not write "
+                                  f"({', '.join(strangers[:3])}); choose an empty directory")
+
+
+#: The probe score the headline reads for each kind of task.
+HEADLINE_SCORES = ("accuracy", "frame_accuracy", "per")
+
+
+def headline_rows(headline: list[dict[str, Any]], metric: str = "rankme",
+                  pooling: str = "sum") -> list[dict[str, Any]]:
+    """The demo's headline: per task and domain, RankMe-t's median within-layer Spearman rho
+    with the probe score and its best-layer agreement (one main score per task)."""
+    chosen = [h for h in headline if h["metric"] == metric and h["pooling"] == pooling
+              and h["score"] in HEADLINE_SCORES]
+    return sorted(chosen, key=lambda h: (h["domain"] != "in", h["task"]))
+
+
+def headline_table(summary: DemoSummary) -> Any:
+    """A rich table of :func:`headline_rows`."""
+    from rich.table import Table
+
+    table = Table(title="Does RankMe-t (rankme, sum pooling) track the probes?")
+    for column in ("task", "domain", "score", "median within-layer rho", "layers",
+                   "best-layer agreement", "checkpoint agreement"):
+        table.add_column(column, justify="left" if column in {"task", "domain", "score"}
+                         else "right")
+    for h in headline_rows(summary.headline):
+        rho = h["within_rho_median"]
+        table.add_row(h["task"], h["domain"], h["score"],
+                      "n/a" if rho != rho else f"{rho:+.2f}",
+                      str(h["within_n"]),
+                      _rate(h["best_layer_agreement"], h["best_layer_n"]),
+                      _rate(h["checkpoint_agreement"], h["checkpoint_n"]))
+    return table
+
+
+def _rate(rate: float, n: int) -> str:
+    if n == 0 or rate != rate:
+        return "n/a"
+    return f"{rate:.0%} of {n}"
