@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -88,7 +89,13 @@ def test_adapter_layers_and_lengths(micro: BestRqEncoder) -> None:
     torch.testing.assert_close(subset.layers["1"], out.layers["1"])
 
 
-def test_padded_batch_equals_one_at_a_time(micro: BestRqEncoder) -> None:
+@pytest.mark.parametrize("feature_norm", ["global", "utterance"])
+def test_padded_batch_equals_one_at_a_time(feature_norm: str) -> None:
+    config = dataclasses.replace(MICRO, feature_norm=feature_norm)
+    micro = BestRqEncoder(init_bestrq_model(config, seed=3), name="micro")
+    gen = torch.Generator().manual_seed(0)
+    micro.model.frontend.set_statistics(torch.randn(config.n_mels, generator=gen) - 5,
+                                        torch.rand(config.n_mels, generator=gen) + 1)
     lengths = [20000, 13001, 7777, 561, 300]  # the last has no frame at all
     waves, lens = _waves(lengths, seed=1)
     batch = micro.encode(waves, lens)
@@ -116,7 +123,7 @@ def test_encode_keeps_train_mode_and_rejects_unknown_layers(micro: BestRqEncoder
 
 
 def test_log_mel_peaks_at_the_tone_and_is_normalised() -> None:
-    model = _MICRO_MODEL
+    model = init_bestrq_model(dataclasses.replace(MICRO, feature_norm="utterance"), seed=0)
     sr = 16000
     t = np.arange(sr) / sr
     rng = np.random.default_rng(0)
@@ -137,6 +144,24 @@ def test_log_mel_peaks_at_the_tone_and_is_normalised() -> None:
                              MICRO.n_mels + 2)
     centres = 700 * (10 ** (mel_points[1:-1] / 2595) - 1)
     assert int(energy.argmax()) == int(np.abs(centres - 1000.0).argmin())
+
+
+def test_global_normalisation_uses_the_stored_statistics() -> None:
+    model = init_bestrq_model(MICRO, seed=0)
+    assert MICRO.feature_norm == "global"
+    waves, lengths = _waves([9000, 6000])
+    mean, std = torch.linspace(-8, 2, MICRO.n_mels), torch.linspace(1, 3, MICRO.n_mels)
+    model.frontend.set_statistics(mean, std)
+    with torch.no_grad():
+        feats, frames = model.frontend(waves, lengths)
+        logmel, same_frames = model.frontend.log_mel(waves, lengths)
+    assert torch.equal(frames, same_frames)
+    expected = ((logmel - mean) / std).reshape(2, -1, MICRO.feature_dim)
+    torch.testing.assert_close(feats[0], expected[0])
+    t1 = int(frames[1])
+    torch.testing.assert_close(feats[1, :t1], expected[1, :t1])
+    assert (feats[1, t1:] == 0).all()
+    assert set(model.state_dict()) >= {"frontend.feature_mean", "frontend.feature_std"}
 
 
 def test_init_is_seeded_and_leaves_global_rng_alone() -> None:
@@ -162,6 +187,8 @@ def test_bad_config_and_size_are_user_errors() -> None:
         config_for_size("huge")
     with pytest.raises(SpeechrankError, match="multiple of num_heads"):
         BestRqConfig(dim=100, num_heads=3)
+    with pytest.raises(SpeechrankError, match="feature_norm"):
+        BestRqConfig(feature_norm="batch")
 
 
 def test_checkpoint_round_trip(tmp_path, micro: BestRqEncoder) -> None:

@@ -15,10 +15,21 @@ import torch
 from safetensors.torch import load_file
 
 from speechrank.audio import load_dataset
-from speechrank.encoders.bestrq import BestRqEncoder, is_bestrq_checkpoint, load_bestrq_checkpoint
+from speechrank.encoders.bestrq import (
+    BestRqEncoder,
+    config_for_size,
+    init_bestrq_model,
+    is_bestrq_checkpoint,
+    load_bestrq_checkpoint,
+)
 from speechrank.errors import SpeechrankError
 from speechrank.pretrain import TrainConfig, pretrain
-from speechrank.pretrain.data import AudioBank, CropSampler, select_pretraining
+from speechrank.pretrain.data import (
+    AudioBank,
+    CropSampler,
+    log_mel_statistics,
+    select_pretraining,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +102,12 @@ def test_smoke_checkpoints_logs_and_loading(corpus: Path, tmp_path: Path) -> Non
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) and r["steps_per_second"] > 0 for r in train)
     assert records[0]["event"] == "start" and records[-1]["event"] == "end"
+
+    # global normalisation statistics were measured on the data and saved from step 0 on
+    first = _weights(out / "checkpoint-000000")
+    assert (first["encoder.frontend.feature_mean"] != 0).all()
+    assert torch.equal(first["encoder.frontend.feature_std"],
+                       _weights(out / "checkpoint-000004")["encoder.frontend.feature_std"])
 
     encoder = load_bestrq_checkpoint(out / "checkpoint-000004")
     assert encoder.step == 4 and encoder.layer_names == ["0", "1", "2"]
@@ -195,7 +212,10 @@ def test_monitor_hook_is_called_logged_and_harmless(corpus: Path, tmp_path: Path
 
 def test_wall_time_budget_saves_the_last_step(corpus: Path, tmp_path: Path) -> None:
     options = {**FAST, "progress": True}  # the rich bars draw on stderr without failing
-    summary = pretrain(str(corpus), tmp_path / "run", minutes=1e-9, save_every=100, **options)
+    summary = pretrain(str(corpus), tmp_path / "run", minutes=1e-9, save_every=100,
+                       num_threads=2, **options)
+    assert torch.get_num_threads() == 1  # the fixture's setting is back
+    assert _log(tmp_path / "run")[0]["torch_threads"] == 2
     assert summary.stopped_by == "minutes"
     assert Path(summary.checkpoints[-1]).name == f"checkpoint-{summary.final_step:06d}"
 
@@ -229,6 +249,24 @@ def test_unusable_files_are_skipped_with_reasons(corpus: Path, tmp_path: Path) -
     reasons = sorted(s["reason"] for s in summary.skipped)
     assert reasons == ["too_short", "unreadable"]
     assert summary.data["utterances"] == 8
+
+
+def test_log_mel_statistics_match_a_direct_computation() -> None:
+    rng = np.random.default_rng(0)
+    lengths = [16000, 9000, 30000]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    samples = (0.1 * rng.standard_normal(offsets[-1])).astype(np.float32)
+    bank = AudioBank(["a", "b", "c"], offsets, samples, 16000)
+    frontend = init_bestrq_model(config_for_size("micro"), 0).frontend
+    mean, std = log_mel_statistics(bank, frontend)
+    frames = []
+    for i in range(3):
+        wave = torch.from_numpy(samples[offsets[i]:offsets[i + 1]])
+        logmel, count = frontend.log_mel(wave[None], torch.tensor([wave.numel()]))
+        frames.append(logmel[0, :int(count[0]) * 2].double())
+    direct = torch.cat(frames)
+    torch.testing.assert_close(mean, direct.mean(0).float())
+    torch.testing.assert_close(std, torch.sqrt(direct.var(0, unbiased=False) + 1e-5).float())
 
 
 def test_crop_sampler_is_a_function_of_the_step() -> None:

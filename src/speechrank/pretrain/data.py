@@ -10,6 +10,9 @@
   the data is longer, utterances are taken in a seeded random order until the cap is reached
   and the rest are left out and counted. Files that cannot be read, or that are too short for
   one encoder frame, are skipped with a reason.
+- **Normalisation statistics.** :func:`log_mel_statistics` measures the per-bin mean and
+  standard deviation of the log-mels over all preloaded audio (float64 sums), which the encoder
+  keeps for its ``global`` feature normalisation.
 - **Crops.** Each epoch visits the utterances in a permutation drawn from ``(seed, epoch)``; a
   batch takes the next ``batch_size`` of them and, for each, a window of ``crop_samples`` at an
   offset drawn from ``(seed, step)`` (shorter utterances are taken whole). The batch is zero
@@ -30,12 +33,14 @@ import numpy as np
 import torch
 
 from speechrank.audio.utterance import Dataset, Utterance
+from speechrank.encoders.bestrq import LogMelFrontend
 from speechrank.errors import AudioError, SpeechrankError
 
 __all__ = [
     "DEFAULT_MAX_PRELOAD_SECONDS",
     "AudioBank",
     "CropSampler",
+    "log_mel_statistics",
     "preload_audio",
     "resolve_dataset",
     "select_pretraining",
@@ -206,3 +211,31 @@ class CropSampler:
             waves[row, :crop.size] = torch.from_numpy(crop)
         return waves, lengths
 
+
+
+@torch.no_grad()
+def log_mel_statistics(bank: AudioBank, frontend: LogMelFrontend,
+                       chunk_seconds: float = 30.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and standard deviation of the log-mels of every frame the encoder would
+    use, over all of ``bank`` (utterances are cut into ``chunk_seconds`` pieces to bound
+    memory, which drops at most one frame per cut). Sums are float64; ``std`` includes the
+    front end's ``norm_eps`` (``sqrt(var + eps)``)."""
+    config = frontend.config
+    chunk = max(int(chunk_seconds * bank.sample_rate), config.n_fft)
+    total = torch.zeros(config.n_mels, dtype=torch.float64)
+    squares = torch.zeros(config.n_mels, dtype=torch.float64)
+    count = 0
+    for index in range(len(bank)):
+        start, end = int(bank.offsets[index]), int(bank.offsets[index + 1])
+        for begin in range(start, end, chunk):
+            piece = torch.from_numpy(bank.samples[begin:min(begin + chunk, end)])
+            logmel, frames = frontend.log_mel(piece[None], torch.tensor([piece.numel()]))
+            used = logmel[0, :int(frames[0]) * config.stack].double()
+            total += used.sum(0)
+            squares += used.square().sum(0)
+            count += used.shape[0]
+    if count == 0:
+        raise SpeechrankError("no audio frame to measure normalisation statistics on")
+    mean = total / count
+    var = (squares / count - mean.square()).clamp(min=0.0)
+    return mean.float(), torch.sqrt(var + config.norm_eps).float()

@@ -63,6 +63,7 @@ from speechrank.pretrain.checkpoint import (
 from speechrank.pretrain.data import (
     AudioBank,
     CropSampler,
+    log_mel_statistics,
     preload_audio,
     resolve_dataset,
     select_pretraining,
@@ -125,6 +126,17 @@ def _algorithms(deterministic: bool, warn_only: bool = False) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
 
 
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _optimizer(model: BestRqPretrainer, recipe: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -173,7 +185,8 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
              learning_rate: float | None = None, warmup_steps: int | None = None,
              max_preload_seconds: float | None = None, config: TrainConfig | None = None,
              progress: bool = True, log_every: int = 10, monitor: Monitor | None = None,
-             keep_training_state: str = "last") -> PretrainSummary:
+             keep_training_state: str = "last",
+             num_threads: int | None = None) -> PretrainSummary:
     """Train speechrank's BEST-RQ encoder on ``data``, writing checkpoints into ``out_dir``.
 
     Args:
@@ -200,6 +213,10 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
         keep_training_state: ``"last"`` keeps optimiser state in the newest checkpoint only
             (older checkpoints keep weights, config and trainer.json); ``"all"`` keeps it in
             every checkpoint.
+        num_threads: torch CPU threads for this call (put back afterwards); ``None`` keeps
+            torch's setting. On a machine shared with other jobs one thread can be several
+            times faster than two (thread-pool stalls); results are bit-identical only at the
+            same thread count.
 
     Returns:
         A :class:`PretrainSummary`.
@@ -212,6 +229,8 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
         raise SpeechrankError(f"steps must be >= 0, got {steps}")
     if save_every < 1 or log_every < 1:
         raise SpeechrankError("save_every and log_every must be at least 1")
+    if num_threads is not None and num_threads < 1:
+        raise SpeechrankError(f"num_threads must be at least 1, got {num_threads}")
     if keep_training_state not in ("last", "all"):
         raise SpeechrankError(f"keep_training_state must be 'last' or 'all', "
                               f"got {keep_training_state!r}")
@@ -241,7 +260,7 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, recipe, model_config, dataset, bank, fingerprint, monitor,
                keep_training_state, save_every, log_every)
-    with preserved_rng(), _algorithms(True):
+    with preserved_rng(), _algorithms(True), _threads(num_threads):
         return run.execute(resume_from, minutes=minutes, steps=steps, progress=progress)
 
 
@@ -267,6 +286,7 @@ class _Run:
         seed = recipe.seed
         self.model = BestRqPretrainer(init_bestrq_model(model_config, seed),
                                       quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER))
+        self.measure_statistics = model_config.feature_norm == "global"
         self.monitor_encoder = BestRqEncoder(self.model.encoder, name=str(out), step=0)
         self.caller_algorithms = (torch.are_deterministic_algorithms_enabled(),
                                   torch.is_deterministic_algorithms_warn_only_enabled())
@@ -382,8 +402,11 @@ class _Run:
     def execute(self, resume_from: Path | None, *, minutes: float | None, steps: int | None,
                 progress: bool) -> PretrainSummary:
         if resume_from is not None:
-            self._restore(resume_from)
+            self._restore(resume_from)  # statistics come back with the weights
         else:
+            if self.measure_statistics:
+                frontend = self.model.encoder.frontend
+                frontend.set_statistics(*log_mel_statistics(self.bank, frontend))
             torch.manual_seed(derive_seed(self.recipe.seed, _STREAM_TORCH))
         start_step = self.step
         log = RunLog(self.out / LOG_FILE, keep_until_step=start_step if resume_from else None)
