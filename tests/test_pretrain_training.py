@@ -152,6 +152,19 @@ def test_resume_equals_uninterrupted_and_runs_are_deterministic(corpus: Path,
                            _weights(again / "checkpoint-000006")["encoder.input_proj.weight"])
 
 
+def test_explicit_save_steps_and_an_idle_resume(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = pretrain(str(corpus), out, steps=5, save_steps=(1, 3), **FAST)
+    assert [Path(p).name[-2:] for p in summary.checkpoints] == ["00", "01", "03", "05"]
+    both = pretrain(str(corpus), tmp_path / "both", steps=5, save_every=2, save_steps=[3], **FAST)
+    assert [Path(p).name[-2:] for p in both.checkpoints] == ["00", "02", "03", "04", "05"]
+    # resuming a run that already reached its step budget trains nothing and saves nothing
+    idle = pretrain(str(corpus), out, steps=5, resume=True, **FAST)
+    assert (idle.start_step, idle.final_step, idle.checkpoints) == (5, 5, [])
+    assert (idle.final_loss, idle.final_accuracy) == (summary.final_loss,
+                                                      summary.final_accuracy)
+
+
 def test_resume_ignores_partial_writes(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     pretrain(str(corpus), out, steps=2, save_every=2, **FAST)

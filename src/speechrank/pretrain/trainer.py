@@ -5,7 +5,8 @@ The recipe (model size, crops, masking, optimiser, schedule) is a :class:`TrainC
 objective :mod:`speechrank.pretrain.objective`.
 
 A run directory ``OUT`` receives ``checkpoint-<step:06d>/`` at step 0, every ``save_every``
-steps and at the last step (see :mod:`speechrank.pretrain.checkpoint`), and ``train_log.jsonl``:
+steps, at each of ``save_steps`` and at the last step (see
+:mod:`speechrank.pretrain.checkpoint`), and ``train_log.jsonl``:
 one JSON object per line with an ``event`` of ``start``, ``train`` (every ``log_every`` steps:
 loss, masked-prediction accuracy, the accuracy of always guessing the most frequent target
 code, the perplexity of the targets, learning rate, gradient norm, steps/s, audio seconds/s),
@@ -29,7 +30,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ __all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInver
            "pretrain"]
 
 LOG_FILE = "train_log.jsonl"
+#: Checkpoint interval when neither ``save_every`` nor ``save_steps`` is given.
+DEFAULT_SAVE_EVERY = 100
 
 #: ``monitor(encoder, step) -> dict`` called after each checkpoint is saved; ``encoder`` wraps
 #: the live model (its ``encode`` runs in eval mode and restores train mode).
@@ -179,7 +182,8 @@ def _load_bank(data: Dataset | str | os.PathLike[str], recipe: TrainConfig,
 
 
 def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-             minutes: float | None = None, steps: int | None = None, save_every: int = 100,
+             minutes: float | None = None, steps: int | None = None,
+             save_every: int | None = None, save_steps: Sequence[int] | None = None,
              size: str | None = None, seed: int | None = None, resume: bool = False,
              batch_size: int | None = None, crop_seconds: float | None = None,
              learning_rate: float | None = None, warmup_steps: int | None = None,
@@ -197,7 +201,10 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
             loading); the last step is always saved.
         steps: total step count to reach (counted from the start of the run, so a resumed
             run with ``steps=N`` stops at step N). Give ``minutes``, ``steps`` or both.
-        save_every: checkpoint interval in steps (step 0 is always saved).
+        save_every: checkpoint interval in steps; default 100 unless ``save_steps`` is given.
+        save_steps: explicit steps to checkpoint at (say denser early in training, where
+            rank moves fastest), on top of any ``save_every``. Step 0 and the last step are
+            always saved.
         size, seed, batch_size, crop_seconds, learning_rate, warmup_steps,
             max_preload_seconds: the recipe (defaults in :class:`TrainConfig`: ``tiny``, 0,
             12, 2.56 s, 1e-3, 200, 7200 s); ``config`` gives all of it at once. On resume the
@@ -227,8 +234,13 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
         raise SpeechrankError(f"minutes must be positive, got {minutes}")
     if steps is not None and steps < 0:
         raise SpeechrankError(f"steps must be >= 0, got {steps}")
-    if save_every < 1 or log_every < 1:
+    if save_every is None and save_steps is None:
+        save_every = DEFAULT_SAVE_EVERY
+    if (save_every is not None and save_every < 1) or log_every < 1:
         raise SpeechrankError("save_every and log_every must be at least 1")
+    save_at = frozenset(int(step) for step in (save_steps or ()))
+    if any(step < 0 for step in save_at):
+        raise SpeechrankError("save_steps must be >= 0")
     if num_threads is not None and num_threads < 1:
         raise SpeechrankError(f"num_threads must be at least 1, got {num_threads}")
     if keep_training_state not in ("last", "all"):
@@ -259,7 +271,7 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
     fingerprint = bank.fingerprint()
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, recipe, model_config, dataset, bank, fingerprint, monitor,
-               keep_training_state, save_every, log_every)
+               keep_training_state, save_every, save_at, log_every)
     with preserved_rng(), _algorithms(True), _threads(num_threads):
         return run.execute(resume_from, minutes=minutes, steps=steps, progress=progress)
 
@@ -269,7 +281,8 @@ class _Run:
 
     def __init__(self, out: Path, recipe: TrainConfig, model_config: BestRqConfig,
                  dataset: Dataset, bank: AudioBank, fingerprint: str, monitor: Monitor | None,
-                 keep_training_state: str, save_every: int, log_every: int) -> None:
+                 keep_training_state: str, save_every: int | None,
+                 save_at: frozenset[int], log_every: int) -> None:
         self.out = out
         self.recipe = recipe
         self.model_config = model_config
@@ -279,6 +292,7 @@ class _Run:
         self.monitor = monitor
         self.keep_all_states = keep_training_state == "all"
         self.save_every = save_every
+        self.save_at = save_at
         self.log_every = log_every
         self.sampler = CropSampler(bank, recipe.batch_size,
                                    round(recipe.crop_seconds * model_config.sample_rate),
@@ -297,6 +311,7 @@ class _Run:
         self.elapsed_before = 0.0
         self.written: list[str] = []
         self.previous_checkpoint: Path | None = None
+        self.resumed_loss: tuple[float | None, float | None] = (None, None)
         self.data_info = {"spec": dataset.spec, "format": dataset.format,
                           **bank.describe()}
 
@@ -318,6 +333,7 @@ class _Run:
         self.step = int(state["step"])
         self.elapsed_before = float(trainer.get("elapsed_seconds", 0.0))
         self.previous_checkpoint = checkpoint
+        self.resumed_loss = trainer.get("loss"), trainer.get("accuracy")
 
     def _training_state(self) -> dict[str, Any]:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(),
@@ -427,7 +443,8 @@ class _Run:
                    "budget_steps": steps, "torch_threads": torch.get_num_threads()})
         session_start = time.monotonic()
         totals, since_save, since_log = Window(), Window(), Window()
-        final_loss = final_accuracy = None
+        # a session that runs no step reports what its checkpoint recorded
+        final_loss, final_accuracy = self.resumed_loss
         if resume_from is None:
             self._save(since_save, 0.0, log)
 
@@ -455,7 +472,7 @@ class _Run:
                     bar.update(self.step, elapsed(), since_log.mean_loss, since_log.accuracy,
                                since_log.steps / since_log.seconds)
                     since_log = Window()
-                if self.step % self.save_every == 0 or stopped_by is not None:
+                if self._save_due() or stopped_by is not None:
                     # the last step is always saved, whatever stopped the run
                     self._save(since_save, self.elapsed_before + elapsed(), log)
                     final_loss, final_accuracy = since_save.mean_loss, since_save.accuracy
@@ -479,6 +496,10 @@ class _Run:
             model={"size": self.recipe.size, **self.model_config.to_dict(),
                    "encoder_parameters": sum(p.numel()
                                              for p in self.model.encoder.parameters())})
+
+    def _save_due(self) -> bool:
+        periodic = self.save_every is not None and self.step % self.save_every == 0
+        return periodic or self.step in self.save_at
 
     def _log_train(self, log: RunLog, window: Window, elapsed: float) -> None:
         log.write({
