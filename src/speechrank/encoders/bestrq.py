@@ -453,7 +453,10 @@ class BestRqEncoder(SpeechEncoder):
 
 def build_bestrq_encoder(size: str | BestRqConfig = "tiny", *, seed: int = 0,
                          name: str | None = None) -> BestRqEncoder:
-    """A randomly initialised BEST-RQ encoder (``random:tiny`` and friends)."""
+    """A randomly initialised BEST-RQ encoder. Its ``global`` normalisation statistics are the
+    identity (mean 0, std 1) until :meth:`LogMelFrontend.set_statistics` is called; the step-0
+    checkpoint of a ``speechrank pretrain`` run is the random encoder with the data's
+    statistics."""
     config = size if isinstance(size, BestRqConfig) else config_for_size(size)
     label = name or (f"random:{size}" if isinstance(size, str) else "random:bestrq")
     return BestRqEncoder(init_bestrq_model(config, seed), name=label, step=0,
