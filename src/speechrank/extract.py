@@ -122,7 +122,7 @@ def plan_utterances(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
     return planned
 
 
-def _group_by_length(planned: Sequence[PlannedUtterance],
+def group_by_length(planned: Sequence[PlannedUtterance],
                      batch_seconds: float, sample_rate: int) -> list[list[PlannedUtterance]]:
     """Sort by length and cut into batches of at most ``batch_seconds`` of padded audio."""
     order = sorted(planned, key=lambda p: (p.num_samples, p.utterance.uid))
@@ -140,8 +140,10 @@ def _group_by_length(planned: Sequence[PlannedUtterance],
     return batches
 
 
-def _runs_of_equal_length(items: list[tuple[PlannedUtterance, np.ndarray]]
-                          ) -> list[list[tuple[PlannedUtterance, np.ndarray]]]:
+def runs_of_equal_length(items: list[tuple[PlannedUtterance, np.ndarray]]
+                         ) -> list[list[tuple[PlannedUtterance, np.ndarray]]]:
+    """Split decoded utterances into runs of exactly equal length (for encoders whose valid
+    frames depend on padding)."""
     runs: list[list[tuple[PlannedUtterance, np.ndarray]]] = []
     for item in sorted(items, key=lambda x: len(x[1])):
         if runs and len(runs[-1][-1][1]) == len(item[1]):
@@ -151,8 +153,10 @@ def _runs_of_equal_length(items: list[tuple[PlannedUtterance, np.ndarray]]
     return runs
 
 
-def _load(encoder: SpeechEncoder, item: PlannedUtterance,
-          max_seconds: float | None) -> np.ndarray:
+def load_planned(encoder: SpeechEncoder, item: PlannedUtterance,
+                 max_seconds: float | None) -> np.ndarray:
+    """Decode one planned utterance at the encoder's rate; silent or frameless audio is an
+    :class:`AudioError` (the caller skips or raises)."""
     utt = item.utterance
     wave = load_audio(utt.path, encoder.sample_rate, start=utt.start, end=utt.end,
                       max_seconds=max_seconds)
@@ -194,16 +198,16 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
         planned = plan_utterances(encoder, utterances, max_seconds=max_seconds, strict=strict,
                                   skips=skips)
     layer_list = list(layers) if layers is not None else None
-    for batch in _group_by_length(planned, batch_seconds, encoder.sample_rate):
+    for batch in group_by_length(planned, batch_seconds, encoder.sample_rate):
         loaded: list[tuple[PlannedUtterance, np.ndarray]] = []
         for item in batch:
             try:
-                loaded.append((item, _load(encoder, item, max_seconds)))
+                loaded.append((item, load_planned(encoder, item, max_seconds)))
             except AudioError as err:
                 if strict:
                     raise
                 skips.add(item.utterance.path, err.reason, err.detail)
-        groups = _runs_of_equal_length(loaded) if encoder.equal_length_batches else [loaded]
+        groups = runs_of_equal_length(loaded) if encoder.equal_length_batches else [loaded]
         for group in groups:
             if not group:
                 continue

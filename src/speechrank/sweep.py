@@ -203,7 +203,9 @@ def find_checkpoints(spec: str | Path) -> list[Checkpoint]:
         if _is_model_dir(path):
             found.append(Checkpoint(str(path), path.name, _checkpoint_step(path)))
         else:
-            for child in sorted(p for p in path.iterdir() if p.is_dir()):
+            # Hidden directories hold unfinished work (pretrain writes into .partial/).
+            for child in sorted(p for p in path.iterdir()
+                                if p.is_dir() and not p.name.startswith(".")):
                 if _is_model_dir(child):
                     found.append(Checkpoint(str(child), child.name, _checkpoint_step(child)))
     else:

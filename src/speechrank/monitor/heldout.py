@@ -37,10 +37,10 @@ from speechrank.errors import AudioError, SpeechrankError
 from speechrank.extract import (
     PlannedUtterance,
     SkipLog,
-    _group_by_length,
-    _load,
-    _runs_of_equal_length,
+    group_by_length,
+    load_planned,
     plan_utterances,
+    runs_of_equal_length,
 )
 
 __all__ = ["CachedBatch", "HeldOutSet"]
@@ -195,7 +195,7 @@ class HeldOutSet:
             raise SpeechrankError(
                 f"no usable audio in the held-out set {self.spec} ({self.skips.summary()})")
         self.planned = planned
-        self._groups = _group_by_length(planned, batch_seconds, self.sample_rate)
+        self._groups = group_by_length(planned, batch_seconds, self.sample_rate)
         self._waves = waves
         self._crop_seconds = crop_seconds
         self._strict = strict
@@ -216,14 +216,14 @@ class HeldOutSet:
             for item in self._groups[index]:
                 try:
                     wave = (self._waves[item.utterance.uid][: item.num_samples] if self._waves
-                            else _load(self._encoder, item, self._crop_seconds))
+                            else load_planned(self._encoder, item, self._crop_seconds))
                 except AudioError as err:
                     if self._strict:
                         raise
                     self.skips.add(item.utterance.path, err.reason, err.detail)
                     continue
                 loaded.append((item, wave))
-            runs = _runs_of_equal_length(loaded) if self._equal_length else [loaded]
+            runs = runs_of_equal_length(loaded) if self._equal_length else [loaded]
             self._loaded[index] = [_pad(run) for run in runs if run]
         return self._loaded[index]
 

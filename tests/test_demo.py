@@ -1,0 +1,52 @@
+"""`speechrank demo` end to end, scaled down: corpus, pretraining, sweep, correlate, report."""
+
+from __future__ import annotations
+
+import pytest
+
+from speechrank.cli import main
+from speechrank.demo import DemoSettings, headline_rows, run_demo
+from speechrank.errors import SpeechrankError
+from speechrank.store import ResultStore
+
+
+@pytest.mark.slow
+def test_demo_small_end_to_end_and_reuse(tmp_path):
+    settings = DemoSettings(out=tmp_path / "demo", corpus_minutes=4.0, pretrain_steps=24,
+                            pretrain_minutes=None, save_steps=(0, 8, 16), rank_utterances=120)
+    lines: list[str] = []
+    summary = run_demo(settings, progress=False, log=lines.append)
+    page = tmp_path / "demo" / "report" / "index.html"
+    assert page.is_file() and summary.report == str(page)
+    html = page.read_text()
+    assert "RankMe" in html or "rankme" in html
+
+    with ResultStore(summary.store, create=False) as store:
+        rows = store.rows()
+    checkpoints = {r.checkpoint for r in rows}
+    assert len(checkpoints) == 4  # steps 0, 8, 16 and the final 24
+    tasks = {(r.task, r.domain) for r in rows if r.task}
+    assert tasks == {("ks", "in"), ("sid", "in"), ("pr", "in"), ("ks-unseen", "out"),
+                     ("sid-de", "out"), ("pr-de", "out")}
+    assert {r.layer for r in rows if r.metric == "rankme"} == {"0", "1", "2", "3", "4"}
+
+    heads = headline_rows(summary.headline)
+    assert {(h["task"], h["domain"]) for h in heads} == tasks
+    for h in heads:
+        assert h["within_n"] >= 1
+
+    # A rerun in the same directory reuses every stage and every unit of the sweep.
+    again = run_demo(settings, progress=False, log=lines.append)
+    assert "corpus" in again.reused and "pretrain" in again.reused
+    assert any(item.startswith("sweep") for item in again.reused)
+    assert again.headline == summary.headline
+
+
+def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("precious")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "thesis.tex" in capsys.readouterr().err
+    with pytest.raises(SpeechrankError):
+        from speechrank.demo import check_output_dir
+
+        check_output_dir(tmp_path / "thesis.tex")
