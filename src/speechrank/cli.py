@@ -303,6 +303,14 @@ def corpus(
 
 # ----------------------------------------------------------------------------- pretrain
 
+def _default_heldout(data: str) -> str | None:
+    """The monitor's held-out set when none is given: a synthetic corpus's test manifest
+    (probe speakers, never trained on); nothing for other data."""
+    if data.startswith("synthetic:"):
+        return data.split("#", 1)[0] + "#manifest=test"
+    return None
+
+
 @app.command()
 def pretrain(
     data: Annotated[str, typer.Argument(help="Training audio: synthetic:DIR, a directory, a "
@@ -315,9 +323,10 @@ def pretrain(
     seed: Annotated[int | None, typer.Option(help="Same seed, same run (CPU).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Crops per step.")] = None,
-    monitor_data: Annotated[str | None, typer.Option(help="Held-out DATA whose RankMe-t per "
-                                                     "layer is logged at every "
-                                                     "checkpoint.")] = None,
+    monitor_data: Annotated[str, typer.Option(help="Held-out DATA whose RankMe-t per layer "
+                                              "is logged at every checkpoint; 'auto' = the "
+                                              "test manifest of a synthetic corpus, 'none' "
+                                              "= off.")] = "auto",
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -327,11 +336,17 @@ def pretrain(
 
     if minutes is None and steps is None:
         raise SpeechrankError("give --minutes or --steps (or both)")
+    heldout = _default_heldout(data) if monitor_data == "auto" else monitor_data
     monitor = None
-    if monitor_data is not None:
+    if heldout is not None and heldout.lower() != "none":
         from speechrank.monitor import pretrain_monitor
 
-        monitor = pretrain_monitor(monitor_data)
+        monitor = pretrain_monitor(heldout)
+        err_console.print(f"monitoring RankMe-t of every layer on {heldout}", markup=False,
+                          highlight=False)
+    elif monitor_data == "auto":
+        err_console.print("no held-out set for the rank monitor: give --monitor-data HELDOUT",
+                          markup=False, highlight=False)
     summary = run_pretrain(data, out, minutes=minutes, steps=steps, save_every=save_every,
                            size=size, seed=seed, resume=resume, batch_size=batch_size,
                            progress=not quiet and err_console.is_terminal, monitor=monitor)
@@ -342,6 +357,12 @@ def pretrain(
         console.print(f"final loss {summary.final_loss:.3f}, masked-prediction accuracy "
                       f"{summary.final_accuracy:.3f}")
     console.print(f"{len(summary.checkpoints)} checkpoint(s) in {summary.out_dir}")
+    if monitor is not None and monitor.last:
+        values = ", ".join(f"{key.split('/')[-1]} {value:.1f}"
+                           for key, value in monitor.last.values.items()
+                           if key.startswith("rankme_t"))
+        console.print(f"RankMe-t at the last checkpoint: {values} (all checkpoints in "
+                      f"{summary.out_dir}/train_log.jsonl)")
     write_json(json_path, {"command": "pretrain", **summary.to_dict()})
 
 
