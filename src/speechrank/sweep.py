@@ -58,12 +58,48 @@ class Checkpoint:
     step: int | None
 
 
+#: Recipe options a ``[[probe]]`` table may set (see :func:`probe_recipe`).
+PROBE_OPTIONS = ("c_grid", "max_frames", "max_audio_seconds")
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeSpec:
+    """One probe task of a sweep; ``options`` adjusts the task's default recipe."""
+
     name: str
     task: str
     data: str
     domain: str = "in"
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
+    """The default recipe of a probe kind with a sweep's options applied.
+
+    ``c_grid`` replaces the logistic probe's grid of inverse L2 strengths; ``max_frames`` and
+    ``max_audio_seconds`` cap the train split of frame and CTC probes (dev and test get
+    half as much each). Returns ``None`` when there are no options (the default recipe).
+    """
+    from speechrank.probes.config import default_config
+
+    if not options:
+        return None
+    config = default_config(kind)
+    changes: dict[str, Any] = {}
+    if "c_grid" in options:
+        if not hasattr(config, "logistic") and not hasattr(config, "c_grid"):
+            raise SpeechrankError(f"probe option c_grid does not apply to a {kind} probe")
+        logistic = dataclasses.replace(config.logistic,
+                                       c_grid=tuple(float(c) for c in options["c_grid"]))
+        changes["logistic"] = logistic
+    for key in ("max_frames", "max_audio_seconds"):
+        if key in options:
+            if not hasattr(config, key):
+                raise SpeechrankError(f"probe option {key} does not apply to a {kind} probe")
+            train = options[key]
+            half = train / 2 if isinstance(train, float) else train // 2
+            changes[key] = {"train": train, "dev": half, "test": half}
+    return dataclasses.replace(config, **changes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +152,14 @@ class SweepConfig:
                 raise SpeechrankError(f"sweep config: probe name '{name}' used twice")
             names.add(name)
             domain = str(entry.get("domain", "in"))
+            unknown_keys = set(entry) - {"name", "task", "data", "domain", *PROBE_OPTIONS}
+            if unknown_keys:
+                raise SpeechrankError(f"sweep config [[probe]] '{name}': unknown key(s) "
+                                      f"{sorted(unknown_keys)}")
+            options = tuple((key, entry[key]) for key in PROBE_OPTIONS if key in entry)
             probes.append(ProbeSpec(name=name, task=str(entry["task"]),
-                                    data=_resolve_data(str(entry["data"]), base), domain=domain))
+                                    data=_resolve_data(str(entry["data"]), base), domain=domain,
+                                    options=options))
         options = dict(raw.get("options", {}))
         if rank_data is None and not probes:
             raise SpeechrankError("sweep config names neither [rank] data nor any [[probe]]")
@@ -320,7 +362,12 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
 def _probe_unit(run_probe: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
                 probe: ProbeSpec, checkpoint: Checkpoint, skipped: dict[str, int],
                 progress: bool) -> list[Any]:
-    result = run_probe(encoder, probe.data, probe.task, seed=cfg.seed,
+    from speechrank.audio import load_dataset
+    from speechrank.probes import resolve_task
+
+    dataset = load_dataset(probe.data)
+    config = probe_recipe(resolve_task(probe.task, dataset).kind, dict(probe.options))
+    result = run_probe(encoder, dataset, probe.task, seed=cfg.seed, config=config,
                        cache_dir=cfg.cache_dir, max_seconds=cfg.max_seconds,
                        batch_seconds=cfg.batch_seconds, progress=progress)
     _count_skips(skipped, result.info.get("skipped", []))
