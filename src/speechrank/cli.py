@@ -242,9 +242,11 @@ def probe(
     info = result.info
     title = f"{task} probe of {model} on {data}"
     console.print(rows_table(result.rows, title, column_key="split"))
-    chance = info.get("chance")
-    if chance is not None:
-        console.print(f"chance level: {chance}", markup=False, highlight=False)
+    test_chance = (info.get("chance") or {}).get("test")
+    if test_chance:
+        console.print(f"chance on test: {test_chance['majority']:.3f} (majority class), "
+                      f"{test_chance['uniform']:.3f} (uniform)", markup=False,
+                      highlight=False)
     report_skips(info.get("skipped", []))
     write_json(json_path, result.to_json())
 
