@@ -59,7 +59,7 @@ class Checkpoint:
 
 
 #: Recipe options a ``[[probe]]`` table may set (see :func:`probe_recipe`).
-PROBE_OPTIONS = ("c_grid", "max_frames", "max_audio_seconds")
+PROBE_OPTIONS = ("c_grid", "max_iter", "max_frames", "max_audio_seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,8 @@ class ProbeSpec:
 def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
     """The default recipe of a probe kind with a sweep's options applied.
 
-    ``c_grid`` replaces the logistic probe's grid of inverse L2 strengths; ``max_frames`` and
+    ``c_grid`` replaces the logistic probe's grid of inverse L2 strengths and ``max_iter`` its
+    lbfgs iteration cap (a fit that hits it is recorded as not converged); ``max_frames`` and
     ``max_audio_seconds`` cap the train split of frame and CTC probes (dev and test get
     half as much each). Returns ``None`` when there are no options (the default recipe).
     """
@@ -86,12 +87,16 @@ def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
         return None
     config = default_config(kind)
     changes: dict[str, Any] = {}
+    logistic_changes = {}
     if "c_grid" in options:
-        if not hasattr(config, "logistic") and not hasattr(config, "c_grid"):
-            raise SpeechrankError(f"probe option c_grid does not apply to a {kind} probe")
-        logistic = dataclasses.replace(config.logistic,
-                                       c_grid=tuple(float(c) for c in options["c_grid"]))
-        changes["logistic"] = logistic
+        logistic_changes["c_grid"] = tuple(float(c) for c in options["c_grid"])
+    if "max_iter" in options:
+        logistic_changes["max_iter"] = int(options["max_iter"])
+    if logistic_changes:
+        if not hasattr(config, "logistic"):
+            raise SpeechrankError(f"probe options {sorted(logistic_changes)} do not apply to a "
+                                  f"{kind} probe")
+        changes["logistic"] = dataclasses.replace(config.logistic, **logistic_changes)
     for key in ("max_frames", "max_audio_seconds"):
         if key in options:
             if not hasattr(config, key):
