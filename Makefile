@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-test-tools.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
