@@ -41,9 +41,9 @@ def test_pretrain_rank_and_probe_commands(small_corpus, tmp_path, capsys):
     checkpoints = sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint-"))
     assert checkpoints == ["checkpoint-000000", "checkpoint-000002", "checkpoint-000004"]
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert any(any(key.startswith("rankme_t/layer_") for key in record.get("monitor", {}))
-               or any(key.startswith("rankme_t/layer_") for key in record)
-               for record in log)
+    monitored = [r for r in log if r.get("event") == "monitor"]
+    assert [r["step"] for r in monitored] == [0, 2, 4]
+    assert all(f"rankme_t/layer_{i}" in r["values"] for r in monitored for i in range(5))
 
     assert main(["rank", str(run / "checkpoint-000004"), f"synthetic:{small_corpus}",
                  "--metrics", "rankme", "--pooling", "sum", "--quiet",

@@ -303,4 +303,5 @@ def test_a_failing_worker_is_reported(tmp_path: Path) -> None:
     records = _worker_records(jobs, str(tmp_path), workers=2)
     with pytest.raises(RuntimeError, match="no voice named"):
         list(records)
-    assert (tmp_path / jobs[0].path).is_file()
+    # Whether the other worker finished its clips before the failure stopped the pool is a
+    # race between the two processes, so only the report itself is checked here.
