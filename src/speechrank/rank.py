@@ -164,11 +164,43 @@ class LayerAccumulators:
         self.poolings = list(poolings)
         self.frame_quota = frame_quota or {}
         self.seed = seed
-        self.accumulators: dict[tuple[str, str], SpectralAccumulator] = {
+        self._accumulators: dict[tuple[str, str], SpectralAccumulator] = {
             (layer, pooling): SpectralAccumulator(dim)
             for layer, dim in layer_dims.items() for pooling in self.poolings
         }
+        # Rows wait here until FLUSH_ROWS of them have gathered: each accumulator update costs
+        # O(D^2) whatever the row count, so feeding one utterance's row at a time (batches of
+        # equal-length audio are often single utterances) would cost more than the forward.
+        self._pending: dict[tuple[str, str], list[torch.Tensor]] = {
+            key: [] for key in self._accumulators}
+        self._pending_rows: dict[tuple[str, str], int] = dict.fromkeys(self._accumulators, 0)
         self.utterances = 0
+
+    #: Rows gathered per (layer, pooling) before they are folded into the Gram matrix.
+    FLUSH_ROWS = 1024
+
+    @property
+    def accumulators(self) -> dict[tuple[str, str], SpectralAccumulator]:
+        """The accumulators, with every pending row folded in."""
+        self.flush()
+        return self._accumulators
+
+    def _add(self, key: tuple[str, str], rows: torch.Tensor) -> None:
+        self._pending[key].append(rows)
+        self._pending_rows[key] += rows.shape[0]
+        if self._pending_rows[key] >= self.FLUSH_ROWS:
+            self._flush_one(key)
+
+    def _flush_one(self, key: tuple[str, str]) -> None:
+        if self._pending[key]:
+            self._accumulators[key].update(torch.cat(self._pending[key], dim=0))
+            self._pending[key] = []
+            self._pending_rows[key] = 0
+
+    def flush(self) -> None:
+        """Fold every pending row into its accumulator."""
+        for key in self._pending:
+            self._flush_one(key)
 
     def _frame_index(self, uid: str, valid: int) -> np.ndarray:
         quota = min(self.frame_quota.get(uid, valid), valid)
@@ -186,7 +218,7 @@ class LayerAccumulators:
                 (b, torch.from_numpy(self._frame_index(utt.uid, int(lengths[b]))))
                 for b, utt in enumerate(batch.utterances)
             ]
-        for layer in {layer for layer, _ in self.accumulators}:
+        for layer in {layer for layer, _ in self._accumulators}:
             frames = batch.output.layers[layer]
             steps = torch.arange(frames.shape[1], device=frames.device)
             mask = steps[None, :] < lengths.to(frames.device)[:, None]
@@ -195,13 +227,13 @@ class LayerAccumulators:
                 # the mask) so that whatever sits in padded frames, even NaN, never counts.
                 summed = torch.where(mask[..., None], frames.double(), 0.0).sum(dim=1)
                 if "sum" in self.poolings:
-                    self.accumulators[(layer, "sum")].update(summed)
+                    self._add((layer, "sum"), summed)
                 if "mean" in self.poolings:
                     counts = lengths.to(summed.device, summed.dtype)[:, None]
-                    self.accumulators[(layer, "mean")].update(summed / counts)
+                    self._add((layer, "mean"), summed / counts)
             if frame_rows is not None:
                 picked = [frames[b, idx.to(frames.device)] for b, idx in frame_rows]
-                self.accumulators[(layer, "frames")].update(torch.cat(picked, dim=0))
+                self._add((layer, "frames"), torch.cat(picked, dim=0))
 
     def merge(self, other: LayerAccumulators) -> LayerAccumulators:
         for key, acc in self.accumulators.items():
