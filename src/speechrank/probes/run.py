@@ -33,6 +33,7 @@ from speechrank import __version__
 from speechrank.audio.datasets import load_dataset
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.splits import assign_splits
+from speechrank.audio.synthetic_espeak import phonemize
 from speechrank.audio.utterance import Dataset
 from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
@@ -299,12 +300,9 @@ def _frame_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                  common: dict[str, Any], extract_kwargs: dict[str, Any], skips: SkipLog,
                  bar: _Progress, base_row: dict[str, Any]
                  ) -> tuple[list[ResultRow], dict[str, Any], FeatureEntry]:
-    split_of = _split_of(dataset)
-    planned = plan_utterances(encoder, dataset.utterances,
-                              max_seconds=extract_kwargs["max_seconds"],
-                              strict=extract_kwargs["strict"], skips=skips)
-    chosen = _select_by_audio(planned, split_of, config.max_audio_seconds,
-                              encoder.sample_rate, seed)
+    split_of, chosen = _plan_within_budget(encoder, dataset, config.max_audio_seconds,
+                                           seed=seed, extract_kwargs=extract_kwargs,
+                                           skips=skips)
     _check_splits(Counter(split_of[p.utterance.uid] for p in chosen), task, dataset,
                   " after skipping unusable files")
     quotas: dict[str, int | None] = {}
@@ -366,12 +364,18 @@ def _frame_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
     return rows, extra, entry
 
 
-def _phonemizer() -> Callable[[str, str], list[str]]:
-    try:
-        from speechrank.audio.synthetic import phonemize
-    except ImportError:
-        from speechrank.audio.synthetic_espeak import phonemize
-    return phonemize
+def _plan_within_budget(encoder: SpeechEncoder, dataset: Dataset,
+                        max_audio_seconds: dict[str, float], *, seed: int,
+                        extract_kwargs: dict[str, Any], skips: SkipLog
+                        ) -> tuple[dict[str, str], list[PlannedUtterance]]:
+    """Each utterance's split, and the usable utterances chosen within each split's audio
+    budget (the shared start of the frame and CTC phone probes)."""
+    split_of = _split_of(dataset)
+    planned = plan_utterances(encoder, dataset.utterances,
+                              max_seconds=extract_kwargs["max_seconds"],
+                              strict=extract_kwargs["strict"], skips=skips)
+    return split_of, _select_by_audio(planned, split_of, max_audio_seconds,
+                                      encoder.sample_rate, seed)
 
 
 def _ctc_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
@@ -379,13 +383,9 @@ def _ctc_probe(encoder: SpeechEncoder, dataset: Dataset, task: TaskSpec,
                common: dict[str, Any], extract_kwargs: dict[str, Any], skips: SkipLog,
                bar: _Progress, base_row: dict[str, Any]
                ) -> tuple[list[ResultRow], dict[str, Any], FeatureEntry]:
-    split_of = _split_of(dataset)
-    planned = plan_utterances(encoder, dataset.utterances,
-                              max_seconds=extract_kwargs["max_seconds"],
-                              strict=extract_kwargs["strict"], skips=skips)
-    chosen = _select_by_audio(planned, split_of, config.max_audio_seconds,
-                              encoder.sample_rate, seed)
-    phonemize = _phonemizer()
+    split_of, chosen = _plan_within_budget(encoder, dataset, config.max_audio_seconds,
+                                           seed=seed, extract_kwargs=extract_kwargs,
+                                           skips=skips)
     phones_of: dict[str, list[str]] = {}
     no_phones = 0
     for item in chosen:
