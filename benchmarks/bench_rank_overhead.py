@@ -30,8 +30,8 @@ from speechrank.audio import load_dataset
 from speechrank.audio.splits import subset
 from speechrank.encoders import load_encoder
 from speechrank.extract import iter_encoded, plan_utterances
-from speechrank.metrics import SPECTRAL_METRIC_NAMES, compute_metrics
-from speechrank.rank import LayerAccumulators, frame_quotas, run_rank
+from speechrank.metrics import SPECTRAL_METRIC_NAMES
+from speechrank.rank import LayerAccumulators, frame_quotas, metric_rows, run_rank
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,8 +80,8 @@ def bench_model(spec: str, data: str, n: int, repeats: int) -> dict:
             out = encoder.encode(padded, lengths, layers)
             batch.output = out
             accs.update(batch)
-        for acc in accs.accumulators.values():
-            compute_metrics(acc, SPECTRAL_METRIC_NAMES)
+        metric_rows(accs, SPECTRAL_METRIC_NAMES, model=spec, checkpoint=spec, step=None,
+                    dataset=data)
 
     def end_to_end() -> None:
         run_rank(encoder, dataset, num_utterances=None)

@@ -44,7 +44,7 @@ from speechrank.extract import (
     iter_encoded,
     plan_utterances,
 )
-from speechrank.metrics import SPECTRAL_METRIC_NAMES, SpectralAccumulator, compute_metrics
+from speechrank.metrics import SPECTRAL_METRIC_NAMES, SpectralAccumulator, compute_metrics_many
 from speechrank.results import ResultRow
 
 POOLINGS: tuple[str, ...] = ("sum", "mean", "frames")
@@ -212,28 +212,42 @@ class LayerAccumulators:
         """Feed every (layer, pooling) accumulator from one batch; padded frames never count."""
         lengths = batch.output.lengths
         self.utterances += len(batch.utterances)
-        frame_rows: list[tuple[int, torch.Tensor]] | None = None
+        layers = list(dict.fromkeys(layer for layer, _ in self._accumulators))
+        if not layers:
+            return
+        first = batch.output.layers[layers[0]]
+        width, device = first.shape[1], first.device
+        lengths_d = lengths.to(device)
+        padded = bool((lengths_d < width).any())
+        mask = torch.arange(width, device=device)[None, :] < lengths_d[:, None]
+        picked: torch.Tensor | None = None
         if "frames" in self.poolings:
-            frame_rows = [
-                (b, torch.from_numpy(self._frame_index(utt.uid, int(lengths[b]))))
+            # One flat index of the chosen frames, (utterance b, frame t) -> b * width + t,
+            # shared by every layer.
+            picked = torch.cat([
+                torch.from_numpy(self._frame_index(utt.uid, int(lengths[b])) + b * width)
                 for b, utt in enumerate(batch.utterances)
-            ]
-        for layer in {layer for layer, _ in self._accumulators}:
+            ]).to(device)
+        for layer in layers:
             frames = batch.output.layers[layer]
-            steps = torch.arange(frames.shape[1], device=frames.device)
-            mask = steps[None, :] < lengths.to(frames.device)[:, None]
+            if frames.shape[1] != width:
+                raise SpeechrankError(
+                    f"layer {layer} has {frames.shape[1]} frames where layer {layers[0]} has "
+                    f"{width}; every layer of one batch must share the frame axis")
             if "sum" in self.poolings or "mean" in self.poolings:
-                # float64 sums keep a long utterance's precision; where() (not a product with
-                # the mask) so that whatever sits in padded frames, even NaN, never counts.
-                summed = torch.where(mask[..., None], frames.double(), 0.0).sum(dim=1)
+                # float64 sums keep a long utterance's precision; padded frames are replaced
+                # (not multiplied by a 0 mask) so that whatever sits there, even NaN, never
+                # counts.
+                valid = frames.masked_fill(~mask[..., None], 0.0) if padded else frames
+                summed = valid.sum(dim=1, dtype=torch.float64)
                 if "sum" in self.poolings:
                     self._add((layer, "sum"), summed)
                 if "mean" in self.poolings:
-                    counts = lengths.to(summed.device, summed.dtype)[:, None]
+                    counts = lengths_d.to(summed.dtype)[:, None]
                     self._add((layer, "mean"), summed / counts)
-            if frame_rows is not None:
-                picked = [frames[b, idx.to(frames.device)] for b, idx in frame_rows]
-                self._add((layer, "frames"), torch.cat(picked, dim=0))
+            if picked is not None:
+                flat = frames.reshape(-1, frames.shape[-1])
+                self._add((layer, "frames"), flat.index_select(0, picked))
 
     def merge(self, other: LayerAccumulators) -> LayerAccumulators:
         for key, acc in self.accumulators.items():
@@ -257,10 +271,12 @@ class RankResult:
 def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, model: str,
                 checkpoint: str, step: int | None, dataset: str,
                 extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
-    """Compute ``metrics`` on every accumulator and return tidy rows."""
+    """Compute ``metrics`` on every accumulator (several at a time) and return tidy rows."""
     rows: list[ResultRow] = []
-    for (layer, pooling), acc in accumulators.accumulators.items():
-        for name, result in compute_metrics(acc, metrics).items():
+    keyed = list(accumulators.accumulators.items())
+    computed = compute_metrics_many([acc for _, acc in keyed], metrics)
+    for ((layer, pooling), acc), results in zip(keyed, computed, strict=True):
+        for name, result in results.items():
             conventions = {**result.conventions, **{k: v for k, v in result.extras.items()
                                                     if isinstance(v, (int, float, str))}}
             conventions.update(extra_conventions or {})

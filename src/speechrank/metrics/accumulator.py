@@ -38,72 +38,52 @@ def _as_device(device: Any) -> torch.device | None:
     return None if device is None else torch.device(device)
 
 
-class _BatchSums:
-    """The Gram matrix, column sums and count of one ``update`` call, before they are committed.
+def _block_sums(block: Any, offset: int) -> tuple[Any, Any]:
+    """Column sums and column sums of squares of one float64 block, after checking it.
 
-    Accumulating a batch apart from the state and committing it only after every chunk passed
-    the finiteness check is what makes ``update`` all-or-nothing.
+    Raises NonFiniteError naming the first row that holds NaN or Inf (a NaN or Inf anywhere
+    makes its column sum non-finite), or saying the rows are too large for float64.
     """
-
-    def __init__(self, dim: int, device: torch.device) -> None:
-        self.device = device
-        self.n = 0
-        if device.type == "cpu":
-            # Upper triangle of X^T X in Fortran order, updated in place by BLAS dsyrk.
-            self.gram: Any = np.zeros((dim, dim), order="F")
-            self.colsum: Any = np.zeros(dim)
-        else:
-            self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-            self.colsum = torch.zeros(dim, dtype=torch.float64, device=device)
-
-    def add(self, block: Any, offset: int) -> None:
-        """Add one float64 block; raise NonFiniteError (naming the row) if it holds NaN/Inf."""
+    if isinstance(block, np.ndarray):
         sums = block.sum(0)
-        finite = np.isfinite(sums).all() if isinstance(sums, np.ndarray) else bool(
-            torch.isfinite(sums).all()
-        )
-        if not finite:  # a NaN or Inf anywhere makes its column sum non-finite
-            if isinstance(block, np.ndarray):
-                bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
-            else:
-                bad = torch.nonzero(~torch.isfinite(block).all(dim=1)).flatten().cpu().numpy()
-            if bad.size:
-                raise NonFiniteError(
-                    f"row {offset + int(bad[0])} of this update contains NaN or Inf "
-                    f"({bad.size} such row(s) in its chunk); nothing from this update was "
-                    "accumulated"
-                )
+        squares = np.einsum("ij,ij->j", block, block)
+        finite = bool(np.isfinite(sums).all())
+    else:
+        sums = block.sum(0)
+        squares = (block * block).sum(0)
+        finite = bool(torch.isfinite(sums).all())
+    if not finite:
+        if isinstance(block, np.ndarray):
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        else:
+            bad = torch.nonzero(~torch.isfinite(block).all(dim=1)).flatten().cpu().numpy()
+        if bad.size:
             raise NonFiniteError(
-                "rows too large: their float64 sums overflow; nothing from this update was "
+                f"row {offset + int(bad[0])} of this update contains NaN or Inf "
+                f"({bad.size} such row(s) in its chunk); nothing from this update was "
                 "accumulated"
             )
-        if isinstance(block, np.ndarray):
-            self.gram = blas.dsyrk(
-                1.0, block.T, beta=1.0, c=self.gram, trans=0, lower=0, overwrite_c=1
-            )
-        else:
-            self.gram.addmm_(block.T, block)
-        self.colsum += sums
-        self.n += block.shape[0]
+        raise NonFiniteError(
+            "rows too large: their float64 sums overflow; nothing from this update was "
+            "accumulated"
+        )
+    return sums, squares
 
-    def commit(self, gram: torch.Tensor, colsum: torch.Tensor) -> None:
-        """Add the batch to the state tensors (same device), after the overflow check."""
-        if not (_all_finite(self.gram) and _all_finite(self.colsum)):
-            raise NonFiniteError(
-                "rows too large: their float64 Gram matrix overflows; nothing from this update "
-                "was accumulated"
-            )
-        if isinstance(self.gram, np.ndarray):
-            # dsyrk filled the upper triangle U only (the lower one is still 0): add U, then
-            # U^T without its diagonal, straight into the state, with no D x D temporaries.
-            state = gram.numpy()
-            state += self.gram
-            np.fill_diagonal(self.gram, 0.0)
-            state += self.gram.T
-            colsum.numpy()[:] += self.colsum
-        else:
-            gram += self.gram
-            colsum += self.colsum
+
+def _add_gram(state: torch.Tensor, block: Any) -> None:
+    """Add block^T block to the upper triangle of ``state`` in place.
+
+    On the CPU this is one BLAS ``dsyrk`` (half the work of a matrix product) writing straight
+    into the state: a C-ordered torch tensor seen from numpy as the F-ordered transpose, whose
+    lower triangle is the state's upper one. On CUDA it is ``addmm_`` (the full product).
+    """
+    if isinstance(block, np.ndarray):
+        target = state.numpy().T
+        out = blas.dsyrk(1.0, block.T, beta=1.0, c=target, trans=0, lower=1, overwrite_c=1)
+        if not np.shares_memory(out, target):  # BLAS worked on a copy: write it back
+            target[...] = out
+    else:
+        state.addmm_(block.T, block)
 
 
 def _all_finite(values: Any) -> bool:
@@ -146,10 +126,30 @@ class SpectralAccumulator:
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
-        """Forget every row (back to the state right after construction)."""
+        """Forget every row (back to the state right after construction).
+
+        The Gram state is a D x D float64 tensor whose upper triangle (with the diagonal) holds
+        X^T X; the lower triangle is never read (CPU updates skip it). :attr:`gram` returns the
+        full symmetric matrix, and saved files hold that too.
+        """
         self._gram = torch.zeros(self._dim, self._dim, dtype=torch.float64, device=self._device)
         self._colsum = torch.zeros(self._dim, dtype=torch.float64, device=self._device)
         self._n = 0
+        # The rows themselves, float64, while there are few (see row_limit): their spectrum
+        # then comes from the N x N matrix X X^T, (N/D)^3 of the cost of a D x D eigensolve.
+        self._rows: list[np.ndarray] | None = [] if self._device.type == "cpu" else None
+
+    @property
+    def row_limit(self) -> int:
+        """Up to this many rows (D/2) the rows are kept and spectra use the N x N route."""
+        return self._dim // 2
+
+    def _rows_matrix(self) -> np.ndarray | None:
+        if self._rows is None or not self._rows or self._n > self.row_limit:
+            return None
+        if len(self._rows) > 1:
+            self._rows = [np.concatenate(self._rows, axis=0)]
+        return self._rows[0]
 
     @property
     def dim(self) -> int:
@@ -169,7 +169,8 @@ class SpectralAccumulator:
     @property
     def gram(self) -> np.ndarray:
         """X^T X as a float64 numpy array (a copy), D x D, symmetric."""
-        return self._gram.detach().cpu().numpy().copy()
+        state = self._gram.detach().cpu().numpy()
+        return np.triu(state) + np.triu(state, 1).T
 
     @property
     def column_sums(self) -> np.ndarray:
@@ -217,12 +218,40 @@ class SpectralAccumulator:
         ):
             self._device = array.device
             self.reset()
-        batch = _BatchSums(self._dim, self._device)
-        for block in _inputs.iter_blocks(array, valid, self.chunk_rows, self._device):
-            batch.add(block, batch.n)
+        # Two passes so that an update is all-or-nothing without a second D x D buffer: first
+        # check every chunk (finite rows, no float64 overflow) and sum it, then fold the rows
+        # into the Gram state. A single chunk (the common case) is converted only once.
+        sums = torch.zeros(self._dim, dtype=torch.float64)
+        squares = torch.zeros(self._dim, dtype=torch.float64)
+        kept: Any = None
+        count = 0
+        blocks = _inputs.iter_blocks(array, valid, self.chunk_rows, self._device)
+        for index, block in enumerate(blocks):
+            block_sums, block_squares = _block_sums(block, count)
+            sums += torch.as_tensor(block_sums).cpu()
+            squares += torch.as_tensor(block_squares).cpu()
+            count += block.shape[0]
+            kept = block if index == 0 else None
             del block  # free this chunk before the next one is made
-        batch.commit(self._gram, self._colsum)
-        self._n += batch.n
+        # |G_ij| <= sqrt(G_ii G_jj): a finite diagonal keeps every entry finite.
+        totals = torch.cat([self._gram.diagonal().cpu() + squares, self._colsum.cpu() + sums])
+        if not bool(torch.isfinite(totals).all()):
+            raise NonFiniteError(
+                "rows too large: their float64 Gram matrix overflows; nothing from this update "
+                "was accumulated"
+            )
+        blocks = [kept] if kept is not None else _inputs.iter_blocks(
+            array, valid, self.chunk_rows, self._device)
+        keep_rows = self._rows is not None and self._n + count <= self.row_limit
+        if not keep_rows:
+            self._rows = None
+        for block in blocks:
+            _add_gram(self._gram, block)
+            if keep_rows:
+                self._rows.append(np.array(block, dtype=np.float64))  # never the caller's array
+            del block
+        self._colsum += sums.to(self._device)
+        self._n += count
         self._device_fixed = True
 
     # ---------------------------------------------------------------- combine
@@ -238,6 +267,11 @@ class SpectralAccumulator:
             )
         self._gram += other._gram.to(self._device)
         self._colsum += other._colsum.to(self._device)
+        both_kept = self._rows is not None and other._rows is not None
+        if both_kept and self._n + other._n <= self.row_limit:
+            self._rows.extend(other._rows)
+        else:
+            self._rows = None
         self._n += other._n
         return self
 
@@ -258,6 +292,7 @@ class SpectralAccumulator:
         twin._gram = self._gram.clone()
         twin._colsum = self._colsum.clone()
         twin._n = self._n
+        twin._rows = None if self._rows is None else [rows.copy() for rows in self._rows]
         return twin
 
     def all_reduce(self, group: Any = None) -> SpectralAccumulator:
@@ -299,12 +334,14 @@ class SpectralAccumulator:
         self._gram = flat[:d2].reshape(self._dim, self._dim).clone()
         self._colsum = flat[d2:].clone()
         self._n = int(count[0])
+        self._rows = None  # the other processes' rows are not here: the Gram route from now on
         return self
 
     # ---------------------------------------------------------------- spectra
     def spectra(self) -> Spectra:
         """A snapshot of the current state whose spectra are computed lazily, once each."""
-        return Spectra(self.gram, self.column_sums, self._n)
+        # The Gram matrix is read only if the spectra need it (not on the rows route).
+        return Spectra(lambda: self.gram, self.column_sums, self._n, rows=self._rows_matrix())
 
     def singular_values(self) -> np.ndarray:
         """Singular values of the raw rows, sqrt(eig(X^T X)), descending, min(N, D) of them."""
@@ -348,7 +385,7 @@ class SpectralAccumulator:
             "n_rows": str(self._n),
         }
         tensors = {
-            "gram": self._gram.detach().cpu().contiguous(),
+            "gram": torch.from_numpy(self.gram),
             "column_sums": self._colsum.detach().cpu().contiguous(),
             "n_rows": torch.tensor([self._n], dtype=torch.int64),
         }
@@ -410,5 +447,6 @@ class SpectralAccumulator:
         acc._gram = gram.to(acc._device)
         acc._colsum = colsum.to(acc._device)
         acc._n = int(count[0])
+        acc._rows = None  # files hold the sums only
         acc._device_fixed = device is not None or acc._n > 0
         return acc

@@ -21,7 +21,7 @@ import numpy as np
 from speechrank.metrics import formulas
 from speechrank.metrics.errors import MetricInputError
 from speechrank.metrics.result import MetricResult
-from speechrank.metrics.spectrum import COVARIANCE_DDOF, SOLVER, Spectra, resolution_rtol
+from speechrank.metrics.spectrum import COVARIANCE_DDOF, Spectra, resolution_rtol
 
 #: eps added to every normalised value before the entropy (Garrido et al.'s reference code).
 DEFAULT_EPS = 1e-7
@@ -63,7 +63,7 @@ def _conventions(spectra: Spectra, spectrum: str, centered: bool, **more: Any) -
         "n_rows": spectra.n_rows,
         "dim": spectra.dim,
         "n_values": spectra.n_values,
-        "solver": SOLVER,
+        "solver": spectra.solver,
     }
 
 

@@ -26,16 +26,22 @@ float64 matters only for offsets many orders of magnitude above the spread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 #: Divisor of the centred Gram matrix that gives the covariance: N - COVARIANCE_DDOF.
 COVARIANCE_DDOF = 1
 
-#: The solver every spectrum comes from, recorded in ``conventions["solver"]``.
+#: The solver a spectrum comes from, recorded in ``conventions["solver"]``: the D x D Gram
+#: matrix, or (for at most D/2 rows, when the rows are at hand) the N x N matrix X X^T,
+#: whose non-zero eigenvalues are the same s_k^2.
 SOLVER = "gram-float64-eigvalsh"
+SOLVER_ROWS = "rows-float64-eigvalsh"
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -46,23 +52,35 @@ def symmetrize(matrix: np.ndarray) -> np.ndarray:
 
 
 def gram_eigenvalues(gram: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` largest eigenvalues of a symmetric PSD matrix, descending, clamped at 0."""
+    """The ``count`` largest eigenvalues of a symmetric PSD matrix, descending, clamped at 0.
+
+    LAPACK reads the lower triangle only; callers pass an exactly symmetric matrix (the
+    accumulator's :attr:`gram` is built from one triangle).
+    """
     if count <= 0:
         return np.zeros(0)
     with single_threaded_lapack():
-        values = np.linalg.eigvalsh(symmetrize(np.asarray(gram, dtype=np.float64)))[::-1]
+        values = np.linalg.eigvalsh(np.asarray(gram, dtype=np.float64))[::-1]
     return np.maximum(values[:count], 0.0)
 
 
-def single_threaded_lapack() -> threadpool_limits:
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries scans the process's memory maps (milliseconds), so it
+    # is done once, not around every eigensolve.
+    return ThreadpoolController()
+
+
+def single_threaded_lapack() -> contextlib.AbstractContextManager[Any]:
     """Run BLAS/LAPACK on one thread for the enclosed eigensolves.
 
     At the widths of speech encoders (D <= 1024) a float64 ``syevd`` takes tens of
     milliseconds on one thread, while OpenBLAS's threaded version was measured 7-100x slower
     on a 2-core machine with other work running (its threads spin against the encoder's).
-    One thread is the predictable choice; the Gram updates keep their threads.
+    One thread per eigensolve is the predictable choice; :func:`compute_metrics_many` uses the
+    cores by running several eigensolves at once. The Gram updates keep their threads.
     """
-    return threadpool_limits(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def centered_gram(gram: np.ndarray, column_sums: np.ndarray, n_rows: int) -> np.ndarray:
@@ -88,16 +106,31 @@ class Spectra:
     between all metrics so each eigendecomposition runs once.
     """
 
-    def __init__(self, gram: np.ndarray, column_sums: np.ndarray, n_rows: int) -> None:
-        self.gram = gram
+    def __init__(self, gram: np.ndarray | Callable[[], np.ndarray], column_sums: np.ndarray,
+                 n_rows: int, rows: np.ndarray | None = None) -> None:
+        self._gram = gram
         self.column_sums = column_sums
         self.n_rows = int(n_rows)
-        self.dim = int(gram.shape[0])
+        self.dim = len(column_sums)
         #: How many values every spectrum has: min(N, D).
         self.n_values = min(self.n_rows, self.dim)
+        #: The (N, D) float64 rows when the caller kept them and N < D, else None.
+        self.rows = rows if rows is not None and rows.shape[0] < self.dim else None
+        self.solver = SOLVER_ROWS if self.rows is not None else SOLVER
+
+    @functools.cached_property
+    def gram(self) -> np.ndarray:
+        """X^T X (D x D, float64); built on first use when it was given as a callable."""
+        return self._gram() if callable(self._gram) else self._gram
+
+    def _small_side(self, rows: np.ndarray) -> np.ndarray:
+        # X X^T (N x N) has the same non-zero eigenvalues as X^T X (D x D).
+        return gram_eigenvalues(rows @ rows.T, self.n_values)
 
     @functools.cached_property
     def _raw_eigenvalues(self) -> np.ndarray:
+        if self.rows is not None:
+            return self._small_side(self.rows)
         return gram_eigenvalues(self.gram, self.n_values)
 
     @property
@@ -122,6 +155,8 @@ class Spectra:
     @functools.cached_property
     def centered_gram_eigenvalues(self) -> np.ndarray:
         """Eigenvalues of the centred Gram matrix (= squared centred singular values)."""
+        if self.rows is not None:
+            return self._denoise(self._small_side(self.rows - self.column_sums / self.n_rows))
         centred = centered_gram(self.gram, self.column_sums, self.n_rows)
         return self._denoise(gram_eigenvalues(centred, self.n_values))
 
