@@ -5,12 +5,17 @@ For each model, on the same FSDD utterances and the same length-sorted batches:
 
 - ``forward``: the bare encoder forward over batches already decoded into memory;
 - ``forward+metrics``: the same forward plus every accumulator update (sum, mean, frames
-  poolings, every layer) and every spectral metric at the end: what rank adds to a forward;
+  poolings, every layer) and every spectral metric at the end: what rank adds to a forward.
+  Inside this run the forward calls and the metric work are timed apart, so the overhead is
+  also read as metric seconds over forward seconds *of the same run*: on a shared virtual
+  machine two runs of the same forward differ by up to 10 %, as much as the target, so the
+  difference of two wall times alone cannot resolve it;
 - ``rank end to end``: :func:`speechrank.rank.run_rank` from file paths (header reads, decoding,
-  resampling, batching, forward, accumulators, metrics), as a user runs it.
+  resampling, batching, forward, accumulators, metrics), as a user runs it, with its forward
+  calls timed apart the same way.
 
-Each timing is the best of ``--repeats`` runs. Results go to
-``benchmarks/results/rank_overhead.json`` and a markdown table is printed.
+Wall times are the best of ``--repeats`` runs; in-run overheads are the median over the repeats.
+Results go to ``benchmarks/results/rank_overhead.json`` and a markdown table is printed.
 
     .venv/bin/python benchmarks/bench_rank_overhead.py --fsdd ../shared/data/fsdd
 """
@@ -21,12 +26,13 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from speechrank.audio import load_dataset
+from speechrank.audio import load_audio, load_dataset
 from speechrank.audio.splits import subset
 from speechrank.encoders import load_encoder
 from speechrank.extract import iter_encoded, plan_utterances
@@ -36,13 +42,22 @@ from speechrank.rank import LayerAccumulators, frame_quotas, metric_rows, run_ra
 HERE = Path(__file__).resolve().parent
 
 
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
+class _TimedEncoder:
+    """Wraps an encoder so that the seconds spent inside ``encode`` add up in ``seconds``."""
+
+    def __init__(self, encoder) -> None:
+        self._encoder = encoder
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str):
+        return getattr(self._encoder, name)
+
+    def encode(self, *args, **kwargs):
         started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+        try:
+            return self._encoder.encode(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def bench_model(spec: str, data: str, n: int, repeats: int) -> dict:
@@ -51,12 +66,8 @@ def bench_model(spec: str, data: str, n: int, repeats: int) -> dict:
     planned = plan_utterances(encoder, dataset.utterances)
     layers = [name for name in encoder.layer_names if name != "cnn"]
     # Decode once; keep each batch's waveforms so the forward timings see no I/O.
-    batches = []
-    for batch in iter_encoded(encoder, dataset.utterances, layers=layers[:1], planned=planned):
-        batches.append(batch)
+    batches = list(iter_encoded(encoder, dataset.utterances, layers=layers[:1], planned=planned))
     waves = []
-    from speechrank.audio import load_audio
-
     for batch in batches:
         decoded = [load_audio(u.path, encoder.sample_rate) for u in batch.utterances]
         lengths = torch.tensor([len(w) for w in decoded])
@@ -65,38 +76,73 @@ def bench_model(spec: str, data: str, n: int, repeats: int) -> dict:
             padded[i, : len(w)] = torch.from_numpy(w)
         waves.append((padded, lengths))
     audio_seconds = sum(float(lengths.sum()) for _, lengths in waves) / encoder.sample_rate
-
-    def forward() -> None:
-        for padded, lengths in waves:
-            encoder.encode(padded, lengths, layers)
-
     quotas = frame_quotas([p.num_frames for p in planned], 25_600)
     quota = {p.utterance.uid: q for p, q in zip(planned, quotas, strict=True)}
 
-    def forward_and_metrics() -> None:
+    def forward() -> float:
+        started = time.perf_counter()
+        for padded, lengths in waves:
+            encoder.encode(padded, lengths, layers)
+        return time.perf_counter() - started
+
+    def forward_and_metrics() -> tuple[float, float, float, float]:
+        started = time.perf_counter()
+        t_forward = t_update = 0.0
         accs = LayerAccumulators({name: encoder.layer_dims[name] for name in layers},
                                  ("sum", "mean", "frames"), frame_quota=quota)
         for batch, (padded, lengths) in zip(batches, waves, strict=True):
-            out = encoder.encode(padded, lengths, layers)
-            batch.output = out
+            t0 = time.perf_counter()
+            batch.output = encoder.encode(padded, lengths, layers)
+            t1 = time.perf_counter()
             accs.update(batch)
+            t_forward += t1 - t0
+            t_update += time.perf_counter() - t1
+        t0 = time.perf_counter()
+        accs.flush()
+        t_update += time.perf_counter() - t0
+        t0 = time.perf_counter()
         metric_rows(accs, SPECTRAL_METRIC_NAMES, model=spec, checkpoint=spec, step=None,
                     dataset=data)
+        t_metrics = time.perf_counter() - t0
+        return time.perf_counter() - started, t_forward, t_update, t_metrics
 
-    def end_to_end() -> None:
-        run_rank(encoder, dataset, num_utterances=None)
+    def end_to_end() -> tuple[float, float]:
+        timed = _TimedEncoder(encoder)
+        started = time.perf_counter()
+        run_rank(timed, dataset, num_utterances=None)
+        return time.perf_counter() - started, timed.seconds
 
     forward()  # warm-up (lazy kernels, allocator)
-    t_forward = _best(forward, repeats)
-    t_metrics = _best(forward_and_metrics, repeats)
-    t_rank = _best(end_to_end, repeats)
+    walls: dict[str, list[float]] = {"forward": [], "metrics": [], "rank": []}
+    parts: dict[str, list[float]] = {"update": [], "metrics": [], "inner_forward": [],
+                                     "metric_overhead": [], "rank_forward": [],
+                                     "rank_overhead": []}
+    for _ in range(repeats):  # interleaved, so slow phases of the machine hit every mode
+        walls["forward"].append(forward())
+        wall, t_fwd, t_upd, t_met = forward_and_metrics()
+        walls["metrics"].append(wall)
+        parts["inner_forward"].append(t_fwd)
+        parts["update"].append(t_upd)
+        parts["metrics"].append(t_met)
+        parts["metric_overhead"].append((t_upd + t_met) / t_fwd)
+        wall, t_fwd = end_to_end()
+        walls["rank"].append(wall)
+        parts["rank_forward"].append(t_fwd)
+        parts["rank_overhead"].append(wall / t_fwd - 1)
+    t_forward, t_metrics, t_rank = (min(walls[k]) for k in ("forward", "metrics", "rank"))
     return {
         "model": spec, "utterances": len(planned), "audio_seconds": round(audio_seconds, 2),
         "layers": len(layers), "dim": encoder.dim, "batches": len(batches),
+        "repeats": repeats,
         "forward_s": round(t_forward, 3), "forward_metrics_s": round(t_metrics, 3),
         "rank_end_to_end_s": round(t_rank, 3),
-        "metrics_overhead": round(t_metrics / t_forward - 1, 4),
-        "end_to_end_overhead": round(t_rank / t_forward - 1, 4),
+        "update_s": round(statistics.median(parts["update"]), 3),
+        "metrics_s": round(statistics.median(parts["metrics"]), 3),
+        "metrics_overhead_in_run": round(statistics.median(parts["metric_overhead"]), 4),
+        "metrics_overhead_in_run_all": [round(x, 4) for x in parts["metric_overhead"]],
+        "end_to_end_overhead_in_run": round(statistics.median(parts["rank_overhead"]), 4),
+        "metrics_overhead_wall": round(t_metrics / t_forward - 1, 4),
+        "end_to_end_overhead_wall": round(t_rank / t_forward - 1, 4),
         "realtime_factor_rank": round(audio_seconds / t_rank, 1),
     }
 
@@ -118,12 +164,15 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     print("| model | utterances | audio s | forward s | forward+metrics s | rank end to end s "
-          "| metrics overhead | end-to-end overhead |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| updates s | metrics s | metrics overhead (in run) | end-to-end overhead (in run) "
+          "| metrics overhead (walls) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['model']} | {r['utterances']} | {r['audio_seconds']} | {r['forward_s']} | "
-              f"{r['forward_metrics_s']} | {r['rank_end_to_end_s']} | "
-              f"{100 * r['metrics_overhead']:.1f} % | {100 * r['end_to_end_overhead']:.1f} % |")
+              f"{r['forward_metrics_s']} | {r['rank_end_to_end_s']} | {r['update_s']} | "
+              f"{r['metrics_s']} | {100 * r['metrics_overhead_in_run']:.1f} % | "
+              f"{100 * r['end_to_end_overhead_in_run']:.1f} % | "
+              f"{100 * r['metrics_overhead_wall']:.1f} % |")
 
 
 if __name__ == "__main__":
