@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import time
 
 import numpy as np
 import pytest
@@ -87,6 +88,18 @@ def test_synthesis_does_not_depend_on_what_was_spoken_before() -> None:
     again = engine().synthesize("Hello there, seven birds fly home.", voice)
     assert first.audio.tobytes() == again.audio.tobytes()
     assert first.phones == again.phones
+
+
+def test_synthesis_does_not_depend_on_the_clock() -> None:
+    # Breathy variants (f2) draw noise from eSpeak's own generator, which espeak_Initialize
+    # seeds from time(): without a reseed, the same call a second later differs.
+    voice = Voice("en-gb-x-gbclan+f2", 194, 76, 32)
+    first = engine().synthesize("no", voice)
+    time.sleep(1.1)
+    again = engine().synthesize("no", voice)
+    assert first.audio.tobytes() == again.audio.tobytes()
+    other = engine().synthesize("no", Voice("en-gb-x-gbclan+f2", 194, 76, 33))
+    assert other.audio.tobytes() != first.audio.tobytes()
 
 
 def test_voice_parameters_change_the_audio() -> None:

@@ -21,12 +21,17 @@ Two properties of the C library shape this module:
   utterance, which re-initialises all of its static data; this costs about 1 ms. The unload is
   verified with ``dlopen(RTLD_NOLOAD)``: a library that stays loaded because some other code
   in the process also loaded it would silently break determinism, so that is an error.
+* its own random generator (the breath noise of variants such as ``f2``) is **seeded from the
+  clock** by ``espeak_Initialize``, so the same call gave different audio a second later;
+  :meth:`Engine.synthesize` reseeds it with ``espeak_ng_SetRandSeed`` from a hash of the text
+  and the voice before speaking.
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import os
 import re
 import sys
@@ -178,6 +183,12 @@ def _dlclose(handle: int) -> None:
         _ctypes.dlclose(handle)  # type: ignore[attr-defined]
 
 
+def _rand_seed(text: str, voice: Voice) -> int:
+    """A seed for eSpeak's random generator that depends only on what is spoken and how."""
+    key = f"{voice.name}|{voice.rate}|{voice.pitch}|{voice.pitch_range}|{text}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+
+
 class Engine:
     """The process's eSpeak NG instance. Use :func:`engine` to get it; every method locks."""
 
@@ -228,6 +239,8 @@ class Engine:
         lib.espeak_Info.argtypes = (ctypes.c_void_p,)
         lib.espeak_Info.restype = ctypes.c_char_p
         lib.espeak_Terminate.restype = ctypes.c_int
+        lib.espeak_ng_SetRandSeed.argtypes = (ctypes.c_long,)
+        lib.espeak_ng_SetRandSeed.restype = None
         rate = lib.espeak_Initialize(
             AUDIO_OUTPUT_SYNCHRONOUS,
             0,
@@ -333,6 +346,7 @@ class Engine:
             self._chunks = []
             self._events = []
             self._set_voice(lib, voice)
+            lib.espeak_ng_SetRandSeed(_rand_seed(text, voice))
             data = text.encode("utf-8") + b"\0"
             status = lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, CHARS_UTF8, None, None)
             if status != 0:
