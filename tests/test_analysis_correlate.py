@@ -264,6 +264,32 @@ def test_bootstrap_streams_do_not_depend_on_other_pairs():
     assert a != only(correlate(rows, n_bootstrap=300, seed=5).within_layer, metric="rankme")
 
 
+def test_bootstrap_intervals_do_not_depend_on_names_or_paths():
+    # The demo's dataset specs hold its output directory; the same data analysed from another
+    # directory (or under other checkpoint names) must give the same intervals.
+    steps = [0, 10, 20, 30, 40, 50]
+    metric = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0]
+    score = [0.1, 0.3, 0.2, 0.5, 0.4, 0.6]
+
+    def rows(where: str, prefix: str) -> list[ResultRow]:
+        out = [ResultRow("m", f"{prefix}{s}", s, f"synthetic:{where}#manifest=train", "0", "sum",
+                         "rankme", v, 100, 16, conventions={"eps": 1e-7})
+               for s, v in zip(steps, metric, strict=True)]
+        out += [ResultRow("m", f"{prefix}{s}", s, f"synthetic:{where}#manifest=test", "0", "mean",
+                          "accuracy", v, 50, 16, task="ks", split="test", domain="in",
+                          conventions={"seed": 0})
+                for s, v in zip(steps, score, strict=True)]
+        return out
+
+    here = only(correlate(rows("/tmp/a/corpus", "c"), n_bootstrap=300, seed=4).within_layer,
+                metric="rankme")
+    there = only(correlate(rows("/srv/b/corpus", "ckpt-"), n_bootstrap=300, seed=4).within_layer,
+                 metric="rankme")
+    assert math.isfinite(here.spearman_low)
+    assert (here.spearman_low, here.spearman_high, here.kendall_low, here.kendall_high) == (
+        there.spearman_low, there.spearman_high, there.kendall_low, there.kendall_high)
+
+
 def test_store_and_path_sources(tmp_path):
     rows = table({(s, "0"): float(s) for s in STEPS}, {(s, "0"): 0.01 * s for s in STEPS})
     path = tmp_path / "r.sqlite"

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -246,8 +245,12 @@ def load_rows(source: Any) -> list[ResultRow]:
     return rows
 
 
-def _rng(seed: int, identity: Sequence[Any]) -> np.random.Generator:
-    digest = hashlib.sha256(json.dumps(list(identity), default=str).encode()).digest()
+def _rng(seed: int, x: Sequence[float], y: Sequence[float]) -> np.random.Generator:
+    """The bootstrap stream of one correlation: a function of the seed and its own data only,
+    so neither what else is analysed nor names and paths (a dataset spec holds its directory)
+    change an interval."""
+    data = np.concatenate([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)])
+    digest = hashlib.sha256(len(x).to_bytes(8, "big") + data.tobytes()).digest()
     return np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(digest[:8], "big")]))
 
 
@@ -276,7 +279,8 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
         poolings: poolings of the label-free metrics (default: all).
         n_bootstrap: bootstrap resamples per correlation (0: no intervals).
         seed: seeds the bootstrap; every correlation draws from its own stream derived from
-            the seed and its identity, so results do not depend on what else is analysed.
+            the seed and its own values, so results depend neither on what else is analysed
+            nor on names or paths.
         probe_split: the probe split whose scores are used.
         confidence: level of the percentile bootstrap interval.
         orientations: +1/-1 overrides by metric or score name.
@@ -373,12 +377,11 @@ def _label(key: PairKey) -> str:
 def _correlation(key: PairKey, *, scope: str, layer: str, checkpoint: str, step: int | None,
                  phase: str, x: list[float], y: list[float], n_bootstrap: int, seed: int,
                  confidence: float, reason: str = "") -> Correlation:
-    identity = [*dataclasses.astuple(key), scope, layer, checkpoint, phase]
     if reason:
         stat = RankCorrelation.undefined(len(x), reason)
     else:
         stat = rank_correlation(np.asarray(x), np.asarray(y), n_bootstrap=n_bootstrap,
-                                rng=_rng(seed, identity), confidence=confidence)
+                                rng=_rng(seed, x, y), confidence=confidence)
     return Correlation(**dataclasses.asdict(key), scope=scope, layer=layer,
                        checkpoint=checkpoint, step=step, phase=phase,
                        **dataclasses.asdict(stat))
