@@ -86,12 +86,6 @@ def _add_gram(state: torch.Tensor, block: Any) -> None:
         state.addmm_(block.T, block)
 
 
-def _all_finite(values: Any) -> bool:
-    if isinstance(values, np.ndarray):
-        return bool(np.isfinite(values).all())
-    return bool(torch.isfinite(values).all())
-
-
 class SpectralAccumulator:
     """Float64 Gram matrix X^T X, column sums and row count of a stream of rows.
 
@@ -340,8 +334,11 @@ class SpectralAccumulator:
     # ---------------------------------------------------------------- spectra
     def spectra(self) -> Spectra:
         """A snapshot of the current state whose spectra are computed lazily, once each."""
-        # The Gram matrix is read only if the spectra need it (not on the rows route).
-        return Spectra(lambda: self.gram, self.column_sums, self._n, rows=self._rows_matrix())
+        rows = self._rows_matrix()
+        if rows is None:
+            return Spectra(self.gram, self.column_sums, self._n)
+        # The rows route needs no D x D matrix; build one from the same rows only if asked.
+        return Spectra(lambda: rows.T @ rows, self.column_sums, self._n, rows=rows)
 
     def singular_values(self) -> np.ndarray:
         """Singular values of the raw rows, sqrt(eig(X^T X)), descending, min(N, D) of them."""

@@ -78,7 +78,8 @@ def single_threaded_lapack() -> contextlib.AbstractContextManager[Any]:
     milliseconds on one thread, while OpenBLAS's threaded version was measured 7-100x slower
     on a 2-core machine with other work running (its threads spin against the encoder's).
     One thread per eigensolve is the predictable choice; :func:`compute_metrics_many` uses the
-    cores by running several eigensolves at once. The Gram updates keep their threads.
+    cores by running several eigensolves at once. ``rank`` runs its Gram updates under this
+    limit too, since OpenBLAS workers left spinning between forward passes slow torch down.
     """
     return _blas_controller().limit(limits=1, user_api="blas")
 
