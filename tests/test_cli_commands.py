@@ -60,3 +60,27 @@ def test_pretrain_rank_and_probe_commands(small_corpus, tmp_path, capsys):
     assert ("4", "test", "frame_accuracy") in splits
     assert all(0.0 <= r["value"] <= 1.0 for r in probe["results"]
                if r["metric"] == "frame_accuracy")
+
+
+def test_rank_tables_fit_80_columns_one_per_pooling():
+    from rich.console import Console
+
+    from speechrank.cli import rows_tables
+    from speechrank.metrics import SPECTRAL_METRIC_NAMES
+    from speechrank.results import ResultRow
+
+    rows = [ResultRow("m", "m", None, "d", str(layer), pooling, metric, 123.456 + layer, 300,
+                      768)
+            for pooling in ("sum", "mean", "frames") for layer in range(13)
+            for metric in SPECTRAL_METRIC_NAMES]
+    tables = rows_tables(rows, "random:hubert-base on fsdd")
+    assert len(tables) == 3
+    console = Console(width=80, record=True, color_system=None)
+    for table in tables:
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for pooling in ("sum", "mean", "frames"):
+        assert f"pooling {pooling}" in text
+    assert "123.5" in text and "135.5" in text  # every value is printed, none cut to "…"
+    assert text.count("│    12 │") == 3

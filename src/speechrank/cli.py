@@ -122,24 +122,33 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def rows_table(rows: Sequence[ResultRow], title: str, *, column_key: str = "metric") -> Table:
-    """A layer x (pooling, metric) table of tidy rows."""
-    columns: list[tuple[str, ...]] = []
-    cells: dict[tuple[str, tuple[str, ...]], float] = {}
+def rows_tables(rows: Sequence[ResultRow], title: str, *,
+                group_key: str = "pooling") -> list[Table]:
+    """Layer x metric tables of tidy rows, one per pooling (or per split: ``group_key``).
+
+    One table per group keeps each about 80 columns wide, so it stays readable in a log or a
+    narrow terminal; metric names wrap at their underscores.
+    """
+    groups: dict[str, list[str]] = {}
+    cells: dict[tuple[str, str, str], float] = {}
     for row in rows:
-        col = (row.pooling, row.metric) if column_key == "metric" else (row.split, row.metric)
-        if col not in columns:
-            columns.append(col)
-        cells[(row.layer, col)] = row.value
-    layers = sorted({row.layer for row in rows}, key=layer_sort_key)
-    table = Table(title=title, show_lines=False)
-    table.add_column("layer", justify="right")
-    for col in columns:
-        table.add_column("\n".join(col), justify="right")
-    for layer in layers:
-        table.add_row(layer, *(_fmt(cells[(layer, c)]) if (layer, c) in cells else "-"
-                               for c in columns))
-    return table
+        group = str(getattr(row, group_key))
+        metrics = groups.setdefault(group, [])
+        if row.metric not in metrics:
+            metrics.append(row.metric)
+        cells[(group, row.layer, row.metric)] = row.value
+    tables = []
+    for group, metrics in groups.items():
+        layers = sorted({layer for g, layer, _ in cells if g == group}, key=layer_sort_key)
+        table = Table(title=f"{title}\n{group_key} {group}", show_lines=False)
+        table.add_column("layer", justify="right")
+        for metric in metrics:
+            table.add_column(metric.replace("_", "\n"), justify="right")
+        for layer in layers:
+            table.add_row(layer, *(_fmt(cells[(group, layer, m)])
+                                   if (group, layer, m) in cells else "-" for m in metrics))
+        tables.append(table)
+    return tables
 
 
 def report_skips(skipped: list[dict[str, str]], limit: int = 10) -> None:
@@ -201,7 +210,8 @@ def rank(
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "
              f"{counts['utterances_used']} utterances, {counts['audio_seconds']:.0f} s audio")
-    console.print(rows_table(result.rows, title))
+    for table in rows_tables(result.rows, title):
+        console.print(table)
     report_skips(result.info["skipped"])
     err_console.print(f"{result.info['wall_seconds']:.1f} s wall time")
     write_json(json_path, result.to_json())
@@ -241,7 +251,8 @@ def probe(
                        progress=not quiet and err_console.is_terminal)
     info = result.info
     title = f"{task} probe of {model} on {data}"
-    console.print(rows_table(result.rows, title, column_key="split"))
+    for table in rows_tables(result.rows, title, group_key="split"):
+        console.print(table)
     test_chance = (info.get("chance") or {}).get("test")
     if test_chance:
         console.print(f"chance on test: {test_chance['majority']:.3f} (majority class), "
