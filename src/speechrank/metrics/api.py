@@ -11,7 +11,6 @@ computes each spectrum once for all the metrics asked for.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
@@ -200,14 +199,6 @@ def compute_metrics(
     return results
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def compute_metrics_many(
     sources: Sequence[Any],
     names: Iterable[str] | None = None,
@@ -221,10 +212,11 @@ def compute_metrics_many(
     GIL, and an encoder gives one accumulator per (layer, pooling), so running the
     accumulators on parallel threads (each eigensolve on one BLAS thread) uses every core
     without the thread oversubscription of a threaded eigensolver. ``workers`` defaults to
-    the available cores. The values are the same as one at a time, in the same order.
+    torch's intra-op thread count (which the command line sets to the available cores).
+    The values are the same as one at a time, in the same order.
     """
     names = None if names is None else list(names)
-    count = max(1, min(workers or available_cores(), len(sources)))
+    count = max(1, min(workers or torch.get_num_threads(), len(sources)))
 
     def one(source: Any) -> dict[str, MetricResult]:
         return compute_metrics(source, names, **options)
