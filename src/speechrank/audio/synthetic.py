@@ -87,7 +87,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -401,6 +401,10 @@ def _deal_keywords(
     return dealt
 
 
+def _snr_json(snr: SnrSetting) -> float | list[float] | None:
+    return list(snr) if isinstance(snr, tuple) else snr
+
+
 def _snr_for(snr: SnrSetting, seed: int, code: int, index: int) -> float | None:
     if snr is None or isinstance(snr, float):
         return snr
@@ -420,6 +424,7 @@ def plan_corpus(
     snr_db: SnrSetting = DEFAULT_SNR_DB,
     noise: str = "white",
     probe_speakers: int | None = None,
+    pretrain_snr_db: SnrSetting | Literal["same"] = "same",
 ) -> CorpusPlan:
     """Decide every clip of the corpus (no audio is made); see the module docstring."""
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
@@ -437,6 +442,7 @@ def plan_corpus(
         raise SpeechrankError(f"probe_speakers must be an integer >= 2, got {probe_speakers!r}")
     langs = _check_languages(languages)
     snr = _check_snr(snr_db)
+    pretrain_snr = snr if pretrain_snr_db == "same" else _check_snr(pretrain_snr_db)
     seed = int(seed)
     groups, seen, held_out = _groups(float(minutes), langs, seed, probe_speakers)
     jobs: list[Job] = []
@@ -469,7 +475,8 @@ def plan_corpus(
                     text=spoken,
                     keyword=keyword if kind == "keyword" else None,
                     voice=voice,
-                    snr_db=_snr_for(snr, seed, group.code, j),
+                    snr_db=_snr_for(pretrain_snr if group.name == "pretrain" else snr, seed,
+                                    group.code, j),
                     noise=noise,
                     onset=onset,
                     pad=pad,
@@ -662,6 +669,7 @@ def make_corpus(
     snr_db: SnrSetting = DEFAULT_SNR_DB,
     noise: str = "white",
     probe_speakers: int | None = None,
+    pretrain_snr_db: SnrSetting | Literal["same"] = "same",
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressArg = True,
@@ -671,7 +679,10 @@ def make_corpus(
     ``minutes`` is the target amount of audio; ``languages[0]`` is the main language (pretrain,
     probe and unseen-speaker manifests) and each further language gets an ``ood_XX.jsonl``
     corpus. ``snr_db`` is ``None`` (clean), a number or a ``(low, high)`` range in dB;
-    ``noise`` is ``white`` or ``pink``. ``workers`` processes render clips (default: 1 for
+    ``noise`` is ``white`` or ``pink``. ``pretrain_snr_db`` sets the pretraining clips'
+    noise apart (``"same"``: as ``snr_db``; ``None``: clean speech, which suits a recipe
+    that adds its own noise to the encoder's input and takes its targets from the clean
+    audio). ``workers`` processes render clips (default: 1 for
     small corpora, else up to 2). ``overwrite`` replaces an earlier corpus in ``out`` (never a
     directory that holds something else). ``progress`` is ``True`` (a line on stderr every
     10 %), ``False``/``None`` or a callable taking :class:`CorpusProgress`.
@@ -683,6 +694,7 @@ def make_corpus(
         snr_db=snr_db,
         noise=noise,
         probe_speakers=probe_speakers,
+        pretrain_snr_db=pretrain_snr_db,
     )
     if workers is None:
         workers = 1 if float(minutes) < 3 else max(1, min(2, os.cpu_count() or 1))
@@ -706,6 +718,8 @@ def make_corpus(
         "minutes": float(minutes),
         "languages": _check_languages(languages),
         "snr": _check_snr(snr_db),
+        "pretrain_snr": _check_snr(snr_db) if pretrain_snr_db == "same"
+        else _check_snr(pretrain_snr_db),
         "noise": noise,
     }
     try:
@@ -800,6 +814,7 @@ def _write_outputs(
             "languages": list(languages),
             "main_language": languages[0],
             "snr_db": summary.to_dict()["snr_db"],
+            "pretrain_snr_db": _snr_json(settings["pretrain_snr"]),
             "noise": summary.noise,
             "sample_rate": SAMPLE_RATE,
             "keyword_frame_s": KEYWORD_FRAME_S,

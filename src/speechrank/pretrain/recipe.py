@@ -13,15 +13,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from speechrank.encoders.bestrq import config_for_size
 from speechrank.errors import SpeechrankError
 from speechrank.pretrain.data import DEFAULT_MAX_PRELOAD_SECONDS
+from speechrank.pretrain.objective import TargetKind
 
-__all__ = ["TrainConfig", "WarmupInverseSqrt", "derive_seed"]
+__all__ = ["Schedule", "TrainConfig", "WarmupInverseSqrt", "WarmupLinear", "derive_seed"]
+
+Schedule = Literal["inverse_sqrt", "linear"]
 
 
 def derive_seed(*words: int) -> int:
@@ -47,6 +50,19 @@ class TrainConfig:
     mask_span: int = 20  # frames of 20 ms: 400 ms
     noise_std: float = 0.1
     max_preload_seconds: float = DEFAULT_MAX_PRELOAD_SECONDS
+    # targets: "bestrq" (random-projection quantiser) or "hubert" (k-means on the pretraining
+    # audio's front-end frames, fitted before step 0; see speechrank.pretrain.targets)
+    targets: TargetKind = "bestrq"
+    num_clusters: int = 100
+    kmeans_frames: int = 50_000
+    # additive white noise on the encoder's input at an SNR drawn uniformly per crop from this
+    # range (dB); the targets come from the un-augmented audio. None = no augmentation.
+    input_snr_db: tuple[float, float] | None = None
+    # weight of the cross-entropy on unmasked frames (0 = masked frames only, as BEST-RQ)
+    unmasked_weight: float = 0.0
+    # "inverse_sqrt" (decay as 1/sqrt(step) after warm-up) or "linear" (to 0 at decay_steps)
+    schedule: Schedule = "inverse_sqrt"
+    decay_steps: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -60,6 +76,22 @@ class TrainConfig:
                                       f"got {self.mask_prob}"),
             (self.mask_span >= 1, f"mask span must be at least 1, got {self.mask_span}"),
             (self.max_preload_seconds > 0, "max preload seconds must be positive"),
+            (self.targets in ("bestrq", "hubert"), f"targets must be 'bestrq' or 'hubert', "
+                                                    f"got {self.targets!r}"),
+            (self.num_clusters >= 2, f"num_clusters must be at least 2, "
+                                     f"got {self.num_clusters}"),
+            (self.kmeans_frames >= self.num_clusters, "kmeans_frames must be at least "
+                                                      "num_clusters"),
+            (self.input_snr_db is None or (len(self.input_snr_db) == 2
+                                           and self.input_snr_db[0] <= self.input_snr_db[1]),
+             f"input SNR range must be (low, high) with low <= high, "
+             f"got {self.input_snr_db!r}"),
+            (self.unmasked_weight >= 0, f"unmasked weight must be >= 0, "
+                                        f"got {self.unmasked_weight}"),
+            (self.schedule in ("inverse_sqrt", "linear"), f"schedule must be 'inverse_sqrt' "
+                                                           f"or 'linear', got {self.schedule!r}"),
+            (self.schedule != "linear" or (self.decay_steps or 0) > self.warmup_steps,
+             "the linear schedule needs decay_steps greater than warmup_steps"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -69,7 +101,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["adam_betas"] = list(self.adam_betas)
+        if self.input_snr_db is not None:
+            data["input_snr_db"] = list(self.input_snr_db)
         return data
+
+    def learning_rate_factor(self) -> WarmupInverseSqrt | WarmupLinear:
+        """The schedule's factor of the peak learning rate at each update."""
+        if self.schedule == "linear":
+            assert self.decay_steps is not None
+            return WarmupLinear(self.warmup_steps, self.decay_steps)
+        return WarmupInverseSqrt(self.warmup_steps)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -77,6 +118,8 @@ class TrainConfig:
         values = {k: v for k, v in data.items() if k in names}
         if "adam_betas" in values:
             values["adam_betas"] = tuple(values["adam_betas"])
+        if values.get("input_snr_db") is not None:
+            values["input_snr_db"] = tuple(values["input_snr_db"])
         return cls(**values)
 
 
@@ -92,3 +135,19 @@ class WarmupInverseSqrt:
         if self.warmup_steps <= 0:
             return 1.0
         return min(n / self.warmup_steps, math.sqrt(self.warmup_steps / n))
+
+
+class WarmupLinear:
+    """Learning-rate factor of update ``k`` (0-based): ``(k + 1) / w`` during the ``w`` warm-up
+    updates, then a linear decay reaching 0 at update ``total`` (the schedule of wav2vec 2.0
+    and HuBERT pretraining, Baevski et al. 2020, Hsu et al. 2021)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        n = step + 1
+        if n <= self.warmup_steps:
+            return n / self.warmup_steps
+        return max(0.0, (self.total_steps - step) / (self.total_steps - self.warmup_steps))

@@ -69,9 +69,10 @@ from speechrank.pretrain.data import (
     resolve_dataset,
     select_pretraining,
 )
-from speechrank.pretrain.objective import BestRqPretrainer, MaskedPrediction
+from speechrank.pretrain.objective import BestRqPretrainer, KMeansQuantizer, MaskedPrediction
 from speechrank.pretrain.recipe import TrainConfig, WarmupInverseSqrt, derive_seed
 from speechrank.pretrain.reporting import ProgressBar, RunLog, Window, json_safe
+from speechrank.pretrain.targets import fit_kmeans_centroids, frontend_frames
 
 __all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
            "pretrain"]
@@ -88,6 +89,8 @@ _STREAM_MASK = 11
 _STREAM_NOISE = 12
 _STREAM_QUANTIZER = 13
 _STREAM_TORCH = 14
+_STREAM_SNR = 15
+_STREAM_KMEANS = 16
 
 
 @dataclasses.dataclass
@@ -299,19 +302,22 @@ class _Run:
                                    recipe.seed)
         seed = recipe.seed
         self.model = BestRqPretrainer(init_bestrq_model(model_config, seed),
-                                      quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER))
+                                      quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER),
+                                      targets=recipe.targets,
+                                      num_clusters=recipe.num_clusters)
         self.measure_statistics = model_config.feature_norm == "global"
         self.monitor_encoder = BestRqEncoder(self.model.encoder, name=str(out), step=0)
         self.caller_algorithms = (torch.are_deterministic_algorithms_enabled(),
                                   torch.is_deterministic_algorithms_warn_only_enabled())
         self.optimizer = _optimizer(self.model, recipe)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupInverseSqrt(recipe.warmup_steps))
+            self.optimizer, recipe.learning_rate_factor())
         self.step = 0
         self.elapsed_before = 0.0
         self.written: list[str] = []
         self.previous_checkpoint: Path | None = None
         self.resumed_loss: tuple[float | None, float | None] = (None, None)
+        self.targets_info: dict[str, Any] = {"kind": recipe.targets}
         self.data_info = {"spec": dataset.spec, "format": dataset.format,
                           **bank.describe()}
 
@@ -389,17 +395,36 @@ class _Run:
                    "seconds": round(time.monotonic() - started, 3), "values": values})
         update_trainer_json(path, {"monitor": values})
 
+    def _fit_targets(self) -> None:
+        """Fit the k-means centroids of HuBERT-style targets on the (un-augmented) audio."""
+        seed = derive_seed(self.recipe.seed, _STREAM_KMEANS)
+        frames = frontend_frames(self.bank, self.model.encoder.frontend,
+                                 max_frames=self.recipe.kmeans_frames, seed=seed)
+        centroids, summary = fit_kmeans_centroids(frames, self.recipe.num_clusters,
+                                                  seed=seed % (2**32))
+        quantizer = self.model.quantizer
+        assert isinstance(quantizer, KMeansQuantizer)
+        quantizer.set_centroids(torch.from_numpy(centroids))
+        self.targets_info = {"kind": "hubert", **summary}
+
     # --- one step --------------------------------------------------------------------------
 
     def _train_step(self) -> tuple[MaskedPrediction, float, float, int]:
         seed, step = self.recipe.seed, self.step
         waves, lengths = self.sampler.batch(step)
+        snr_db = None
+        if self.recipe.input_snr_db is not None:
+            low, high = self.recipe.input_snr_db
+            draw = np.random.default_rng([seed, _STREAM_SNR, step]).uniform(low, high,
+                                                                          len(lengths))
+            snr_db = torch.from_numpy(draw.astype(np.float32))
         self.model.train()
         result = self.model(waves, lengths, mask_prob=self.recipe.mask_prob,
                             mask_span=self.recipe.mask_span, noise_std=self.recipe.noise_std,
                             rng=np.random.default_rng([seed, _STREAM_MASK, step]),
                             noise_generator=torch.Generator().manual_seed(
-                                derive_seed(seed, _STREAM_NOISE, step)))
+                                derive_seed(seed, _STREAM_NOISE, step)),
+                            snr_db=snr_db, unmasked_weight=self.recipe.unmasked_weight)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise SpeechrankError(f"the loss is not finite at step {step}; lower the learning "
@@ -420,9 +445,11 @@ class _Run:
         if resume_from is not None:
             self._restore(resume_from)  # statistics come back with the weights
         else:
+            frontend = self.model.encoder.frontend
             if self.measure_statistics:
-                frontend = self.model.encoder.frontend
                 frontend.set_statistics(*log_mel_statistics(self.bank, frontend))
+            if self.recipe.targets == "hubert":
+                self._fit_targets()
             torch.manual_seed(derive_seed(self.recipe.seed, _STREAM_TORCH))
         start_step = self.step
         log = RunLog(self.out / LOG_FILE, keep_until_step=start_step if resume_from else None)
@@ -439,6 +466,7 @@ class _Run:
                    "recipe": self.recipe.to_dict(), "model": self.model_config.to_dict(),
                    "encoder_parameters": sum(p.numel() for p in self.model.encoder.parameters()),
                    "data": self.data_info, "data_fingerprint": self.fingerprint,
+                   "targets": self.targets_info,
                    "skipped": self.bank.skipped, "budget_minutes": minutes,
                    "budget_steps": steps, "torch_threads": torch.get_num_threads()})
         session_start = time.monotonic()
