@@ -384,7 +384,7 @@ def test_linear_schedule() -> None:
     ({"num_clusters": 1}, "num_clusters"),
     ({"input_snr_db": (20.0, 0.0)}, "input SNR range"),
     ({"unmasked_weight": -1.0}, "unmasked weight"),
-    ({"schedule": "linear"}, "decay_steps"),
+    ({"schedule": "linear", "decay_steps": 10, "warmup_steps": 20}, "decay_steps"),
 ])
 def test_recipe_checks(bad: dict, message: str) -> None:
     with pytest.raises(SpeechrankError, match=message):
@@ -394,7 +394,16 @@ def test_recipe_checks(bad: dict, message: str) -> None:
 def test_recipe_round_trips_through_json() -> None:
     recipe = TrainConfig(**HUBERT, schedule="linear", decay_steps=50, warmup_steps=5)
     assert TrainConfig.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
-    assert TrainConfig.from_dict({"size": "micro"}).targets == "bestrq"  # older checkpoints
+    legacy = TrainConfig.from_dict({"size": "micro"})  # a speechrank 0.1 checkpoint
+    assert (legacy.targets, legacy.schedule, legacy.mask_span) == ("bestrq", "inverse_sqrt", 20)
+
+
+def test_a_linear_schedule_decays_over_the_step_budget() -> None:
+    assert TrainConfig().for_budget(500).decay_steps == 500
+    assert TrainConfig().for_budget(None).schedule == "inverse_sqrt"  # a wall-time budget
+    assert TrainConfig(decay_steps=80).for_budget(500).decay_steps == 80
+    with pytest.raises(SpeechrankError, match="decay_steps"):
+        TrainConfig().learning_rate_factor()
 
 
 def test_hubert_run_saves_its_targets_and_resumes_exactly(corpus: Path,

@@ -288,6 +288,10 @@ def corpus(
     snr_db: Annotated[str | None, typer.Option(help="Additive noise: clean, a number or "
                                                "LOW:HIGH dB (default: the corpus "
                                                "default).")] = None,
+    pretrain_snr_db: Annotated[str, typer.Option(help="Noise of the pretraining clips: clean "
+                                                 "(the default recipe adds its own), same "
+                                                 "(as --snr-db), a number or LOW:HIGH "
+                                                 "dB.")] = "clean",
     noise: Annotated[str, typer.Option(help="white or pink.")] = "white",
     seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier corpus in OUT.")] = False,
@@ -299,6 +303,8 @@ def corpus(
     options: dict[str, Any] = {}
     if snr_db is not None:
         options["snr_db"] = _parse_snr(snr_db)
+    options["pretrain_snr_db"] = ("same" if pretrain_snr_db.strip().lower() == "same"
+                                  else _parse_snr(pretrain_snr_db))
     summary = make_corpus(out, minutes=minutes, languages=tuple(languages.split(",")),
                           seed=seed, noise=noise, overwrite=overwrite, **options)
     table = Table(title=f"synthetic corpus in {summary.out}")

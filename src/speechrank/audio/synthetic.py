@@ -50,7 +50,11 @@ length); sentences are mostly 1-7 s. How the audio is levelled, padded and mixed
 described in :mod:`.synthetic_render`. Noise (``snr_db``: ``None`` for clean speech, a number,
 or a ``(low, high)`` range drawn uniformly per clip) matters: clean synthetic keywords are so
 easy that keyword probes saturate from random initialisation on (DESIGN.md section 5), hence
-the default of :data:`DEFAULT_SNR_DB`. The SNR of every clip is recorded.
+the default of :data:`DEFAULT_SNR_DB`. The pretraining clips are clean by default
+(``pretrain_snr_db``): the default pretraining recipe adds noise to the encoder's input on the
+fly and predicts targets made from the clean audio (:mod:`speechrank.pretrain.recipe`), so the
+probes keep their noise while the encoder learns to see through it. The SNR of every clip is
+recorded.
 
 Manifest lines (JSON, UTF-8) hold ``path`` (relative to the manifest), ``split``, ``kind``
 (``sentence`` or ``keyword``), ``language``, ``accent`` (eSpeak voice), ``speaker``,
@@ -424,7 +428,7 @@ def plan_corpus(
     snr_db: SnrSetting = DEFAULT_SNR_DB,
     noise: str = "white",
     probe_speakers: int | None = None,
-    pretrain_snr_db: SnrSetting | Literal["same"] = "same",
+    pretrain_snr_db: SnrSetting | Literal["same"] = None,
 ) -> CorpusPlan:
     """Decide every clip of the corpus (no audio is made); see the module docstring."""
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
@@ -669,7 +673,7 @@ def make_corpus(
     snr_db: SnrSetting = DEFAULT_SNR_DB,
     noise: str = "white",
     probe_speakers: int | None = None,
-    pretrain_snr_db: SnrSetting | Literal["same"] = "same",
+    pretrain_snr_db: SnrSetting | Literal["same"] = None,
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressArg = True,
@@ -680,12 +684,13 @@ def make_corpus(
     probe and unseen-speaker manifests) and each further language gets an ``ood_XX.jsonl``
     corpus. ``snr_db`` is ``None`` (clean), a number or a ``(low, high)`` range in dB;
     ``noise`` is ``white`` or ``pink``. ``pretrain_snr_db`` sets the pretraining clips'
-    noise apart (``"same"``: as ``snr_db``; ``None``: clean speech, which suits a recipe
-    that adds its own noise to the encoder's input and takes its targets from the clean
-    audio). ``workers`` processes render clips (default: 1 for
-    small corpora, else up to 2). ``overwrite`` replaces an earlier corpus in ``out`` (never a
-    directory that holds something else). ``progress`` is ``True`` (a line on stderr every
-    10 %), ``False``/``None`` or a callable taking :class:`CorpusProgress`.
+    noise apart: ``None`` (the default) renders them clean, for the default pretraining
+    recipe, which adds its own noise to the encoder's input and takes its targets from the
+    clean audio; ``"same"`` uses ``snr_db`` (what speechrank 0.1 did). ``workers``
+    processes render clips (default: 1 for small corpora, else up to 2). ``overwrite``
+    replaces an earlier corpus in ``out`` (never a directory that holds something else).
+    ``progress`` is ``True`` (a line on stderr every 10 %), ``False``/``None`` or a callable
+    taking :class:`CorpusProgress`.
     """
     plan = plan_corpus(
         minutes=minutes,

@@ -44,7 +44,7 @@ from torch import nn
 from speechrank.encoders.bestrq import ENCODER_PREFIX, BestRqConfig, BestRqModel
 
 __all__ = ["BestRqPretrainer", "KMeansQuantizer", "MaskedPrediction", "RandomProjectionQuantizer",
-           "TargetKind", "add_noise", "span_mask"]
+           "TargetKind", "add_noise", "span_mask", "with_deltas"]
 
 
 class RandomProjectionQuantizer(nn.Module):
@@ -73,19 +73,34 @@ class KMeansQuantizer(nn.Module):
     once by :func:`speechrank.pretrain.targets.fit_kmeans_centroids` before step 0 and saved
     with the weights; they are never trained."""
 
-    def __init__(self, feature_dim: int, num_clusters: int) -> None:
+    def __init__(self, feature_dim: int, num_clusters: int, *, deltas: bool = False) -> None:
         super().__init__()
-        self.register_buffer("centroids", torch.zeros(num_clusters, feature_dim))
+        self.deltas = deltas
+        width = 2 * feature_dim if deltas else feature_dim
+        self.register_buffer("centroids", torch.zeros(num_clusters, width))
 
     def set_centroids(self, centroids: torch.Tensor) -> None:
         self.centroids.copy_(torch.as_tensor(centroids, dtype=torch.float32))
 
     @torch.no_grad()
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``[..., feature_dim]`` features -> ``[...]`` int64 cluster indices."""
+        """``[B, T, feature_dim]`` features -> ``[B, T]`` int64 cluster indices."""
+        if self.deltas:
+            features = with_deltas(features)
         # argmin_k ||x - c_k||^2 = argmax_k (x . c_k - ||c_k||^2 / 2)
         half_norms = 0.5 * self.centroids.square().sum(-1)
         return (features @ self.centroids.T - half_norms).argmax(dim=-1)
+
+
+def with_deltas(features: torch.Tensor) -> torch.Tensor:
+    """``[B, T, F]`` -> ``[B, T, 2F]``: the features and their time derivative, the central
+    difference ``(x[t+1] - x[t-1]) / 2`` (one-sided at the ends), as the delta features that
+    HuBERT's MFCC targets include."""
+    if features.shape[1] < 2:
+        return torch.cat([features, torch.zeros_like(features)], dim=-1)
+    padded = torch.cat([features[:, :1], features, features[:, -1:]], dim=1)
+    delta = (padded[:, 2:] - padded[:, :-2]) / 2
+    return torch.cat([features, delta], dim=-1)
 
 
 def add_noise(waveforms: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor,
@@ -148,7 +163,8 @@ class BestRqPretrainer(nn.Module):
     """
 
     def __init__(self, encoder: BestRqModel, quantizer_seed: int, *,
-                 targets: TargetKind = "bestrq", num_clusters: int = 100) -> None:
+                 targets: TargetKind = "bestrq", num_clusters: int = 100,
+                 kmeans_deltas: bool = False) -> None:
         super().__init__()
         config: BestRqConfig = encoder.config
         self.config = config
@@ -161,7 +177,8 @@ class BestRqPretrainer(nn.Module):
                                                        config.codebook_size, generator)
             self.num_targets = config.codebook_size
         elif targets == "hubert":
-            self.quantizer = KMeansQuantizer(config.feature_dim, num_clusters)
+            self.quantizer = KMeansQuantizer(config.feature_dim, num_clusters,
+                                             deltas=kmeans_deltas)
             self.num_targets = num_clusters
         else:
             raise ValueError(f"unknown targets {targets!r}")

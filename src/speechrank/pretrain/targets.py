@@ -21,13 +21,14 @@ from threadpoolctl import threadpool_limits
 from speechrank.encoders.bestrq import LogMelFrontend
 from speechrank.errors import SpeechrankError
 from speechrank.pretrain.data import AudioBank
+from speechrank.pretrain.objective import with_deltas
 
 __all__ = ["fit_kmeans_centroids", "frontend_frames"]
 
 
 @torch.no_grad()
 def frontend_frames(bank: AudioBank, frontend: LogMelFrontend, *, max_frames: int,
-                    seed: int, chunk_seconds: float = 30.0) -> np.ndarray:
+                    seed: int, deltas: bool = False, chunk_seconds: float = 30.0) -> np.ndarray:
     """Up to ``max_frames`` front-end feature frames ``[N, feature_dim]`` (float32) of the
     bank's audio, a uniformly drawn seeded subset when there are more."""
     config = frontend.config
@@ -38,9 +39,12 @@ def frontend_frames(bank: AudioBank, frontend: LogMelFrontend, *, max_frames: in
         for begin in range(start, end, chunk):
             wave = torch.from_numpy(bank.samples[begin:min(begin + chunk, end)])
             features, frames = frontend(wave[None], torch.tensor([wave.numel()]))
-            pieces.append(features[0, :int(frames[0])].numpy())
-    frames_all = np.concatenate(pieces) if pieces else np.zeros((0, config.feature_dim),
-                                                                np.float32)
+            features = features[:, :int(frames[0])]
+            if deltas:
+                features = with_deltas(features)
+            pieces.append(features[0].numpy())
+    width = config.feature_dim * (2 if deltas else 1)
+    frames_all = np.concatenate(pieces) if pieces else np.zeros((0, width), np.float32)
     if len(frames_all) > max_frames:
         rng = np.random.default_rng([seed, 1])
         keep = np.sort(rng.choice(len(frames_all), size=max_frames, replace=False))

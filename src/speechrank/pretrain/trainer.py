@@ -153,13 +153,17 @@ def _optimizer(model: BestRqPretrainer, recipe: TrainConfig) -> torch.optim.Adam
 
 
 def _recipe_for_run(resume_from: Path | None, base: TrainConfig | None,
-                    overrides: Mapping[str, Any]) -> tuple[TrainConfig, BestRqConfig]:
+                    overrides: Mapping[str, Any],
+                    steps: int | None) -> tuple[TrainConfig, BestRqConfig]:
     if resume_from is None:
-        recipe = dataclasses.replace(base or TrainConfig(), **overrides)
+        recipe = dataclasses.replace(base or TrainConfig(), **overrides).for_budget(steps)
         return recipe, config_for_size(recipe.size)
     payload = read_checkpoint_config(resume_from)
     recipe = TrainConfig.from_dict(payload.get("pretraining", {}))
-    asked = dataclasses.asdict(base) if base is not None else {}
+    asked = dataclasses.asdict(base.for_budget(steps)) if base is not None else {}
+    if base is not None and base.decay_steps is None:
+        asked.pop("decay_steps")  # a resumed run keeps the schedule its first call fixed
+        asked.pop("schedule")
     asked.update(overrides)
     conflicts = [f"{k}={v!r} (checkpoint: {getattr(recipe, k)!r})" for k, v in asked.items()
                  if getattr(recipe, k) != v]
@@ -269,7 +273,7 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
                                    "warmup_steps": warmup_steps,
                                    "max_preload_seconds": max_preload_seconds}.items()
                  if v is not None}
-    recipe, model_config = _recipe_for_run(resume_from, config, overrides)
+    recipe, model_config = _recipe_for_run(resume_from, config, overrides, steps)
     dataset, bank = _load_bank(data, recipe, model_config, progress)
     fingerprint = bank.fingerprint()
     out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +308,8 @@ class _Run:
         self.model = BestRqPretrainer(init_bestrq_model(model_config, seed),
                                       quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER),
                                       targets=recipe.targets,
-                                      num_clusters=recipe.num_clusters)
+                                      num_clusters=recipe.num_clusters,
+                                      kmeans_deltas=recipe.kmeans_deltas)
         self.measure_statistics = model_config.feature_norm == "global"
         self.monitor_encoder = BestRqEncoder(self.model.encoder, name=str(out), step=0)
         self.caller_algorithms = (torch.are_deterministic_algorithms_enabled(),
@@ -399,7 +404,8 @@ class _Run:
         """Fit the k-means centroids of HuBERT-style targets on the (un-augmented) audio."""
         seed = derive_seed(self.recipe.seed, _STREAM_KMEANS)
         frames = frontend_frames(self.bank, self.model.encoder.frontend,
-                                 max_frames=self.recipe.kmeans_frames, seed=seed)
+                                 max_frames=self.recipe.kmeans_frames, seed=seed,
+                                 deltas=self.recipe.kmeans_deltas)
         centroids, summary = fit_kmeans_centroids(frames, self.recipe.num_clusters,
                                                   seed=seed % (2**32))
         quantizer = self.model.quantizer
