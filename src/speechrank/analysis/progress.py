@@ -86,6 +86,12 @@ def _main_score(metrics: set[str]) -> tuple[str, bool] | None:
     return None
 
 
+def _best(by_layer: dict[str, ResultRow], sign: float) -> ResultRow:
+    """The best layer's row (ties: the shallower layer)."""
+    return max(by_layer.values(),
+               key=lambda row: (sign * row.value, -layer_sort_key(row.layer)[1]))
+
+
 def training_progress(rows: Sequence[ResultRow], split: str = "test") -> list[TaskProgress]:
     """One :class:`TaskProgress` per (task, domain) with probe rows at two or more steps.
 
@@ -112,11 +118,7 @@ def training_progress(rows: Sequence[ResultRow], split: str = "test") -> list[Ta
         mid = min(steps, key=lambda s: (abs(s - (first + last) / 2), s))
         sign = 1.0 if higher else -1.0
 
-        def best(step: int) -> ResultRow:
-            return max(cells[step].values(),
-                       key=lambda r: (sign * r.value, -layer_sort_key(r.layer)[1]))
-
-        b0, b1 = best(first), best(last)
+        b0, b1 = _best(cells[first], sign), _best(cells[last], sign)
         se0, method0 = _standard_error(b0)
         se1, method1 = _standard_error(b1)
         gain = sign * (b1.value - b0.value)
