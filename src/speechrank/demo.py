@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from speechrank.errors import SpeechrankError
+from speechrank.progress import ProgressArg, as_progress
+from speechrank.tabular import TextTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +84,14 @@ def sweep_config(corpus: Path, settings: DemoSettings) -> dict[str, Any]:
     }
 
 
-def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
-             log: Callable[[str], Any] = print) -> DemoSummary:
-    """Run (or finish) the demo in ``settings.out``; see the module docstring."""
+def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg = None,
+             log: Callable[[str], Any] | None = None) -> DemoSummary:
+    """Run (or finish) the demo in ``settings.out``; see the module docstring.
+
+    As the ``demo`` command: an output directory holding anything the demo did not write is
+    refused (:func:`check_output_dir`). ``progress`` (a :class:`~speechrank.progress.Progress`)
+    receives every stage's progress and, unless ``log`` is given, one line per finished step.
+    """
     from speechrank.analysis import correlate
     from speechrank.audio.synthetic import make_corpus
     from speechrank.pretrain import pretrain
@@ -93,6 +100,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
     from speechrank.sweep import SweepConfig, sweep
 
     out = Path(settings.out)
+    check_output_dir(out)
+    report_to = as_progress(progress)
+    log = log or report_to.log
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
     reused: list[str] = []
@@ -105,7 +115,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         log(f"corpus: reusing {corpus}")
     else:
         summary = make_corpus(corpus, minutes=settings.corpus_minutes, seed=settings.seed,
-                              progress=progress)
+                              progress=report_to)
         log(f"corpus: {summary.total_seconds / 60:.1f} min of audio, {summary.n_speakers} "
             f"speakers in {summary.wall_s:.1f} s ({summary.realtime_factor:.0f}x real time)")
     stages["corpus"] = time.perf_counter() - started
@@ -121,7 +131,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         result = pretrain(f"synthetic:{corpus}#split=pretrain", run,
                           steps=settings.pretrain_steps, minutes=settings.pretrain_minutes,
                           save_steps=settings.save_steps, seed=settings.seed,
-                          resume=run.exists(), progress=progress)
+                          resume=run.exists(), progress=report_to)
         log(f"pretrain: steps {result.start_step} -> {result.final_step} "
             f"({result.steps_per_second:.2f} steps/s), final masked-prediction accuracy "
             f"{result.final_accuracy:.3f}")
@@ -132,7 +142,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
     started = time.perf_counter()
     store_path = out / "results.sqlite"
     config = SweepConfig.from_dict(sweep_config(corpus, settings))
-    swept = sweep(run, config, store_path, progress=progress, log=log)
+    swept = sweep(run, config, store_path, progress=report_to, log=log)
     if swept.units_reused:
         reused.append(f"sweep ({swept.units_reused} units)")
     stages["sweep"] = time.perf_counter() - started
@@ -177,15 +187,23 @@ def headline_rows(headline: list[dict[str, Any]], metric: str = "rankme",
     return sorted(chosen, key=lambda h: (h["domain"] != "in", h["task"]))
 
 
-def headline_table(summary: DemoSummary) -> Any:
-    """A rich table of :func:`headline_rows`."""
-    from rich.table import Table
+#: The console headline's columns: short names that fit 80 columns, explained by
+#: :data:`HEADLINE_LEGEND`.
+HEADLINE_COLUMNS = ("task", "domain", "score", "rho", "layers", "best layer", "best ckpt")
+HEADLINE_LEGEND = (
+    "rho: median over layers of the Spearman correlation, across checkpoints, of RankMe-t "
+    "(rankme, sum pooling) with the score; layers: how many layers that median rests on; "
+    "best layer: checkpoints where RankMe-t's highest layer scored best (of how many); "
+    "best ckpt: layers where RankMe-t's highest checkpoint scored best (of how many)")
 
-    table = Table(title="Does RankMe-t (rankme, sum pooling) track the probes?")
-    for column in ("task", "domain", "score", "median within-layer rho", "layers",
-                   "best-layer agreement", "checkpoint agreement"):
+
+def headline_table(summary: DemoSummary) -> TextTable:
+    """The console headline of :func:`headline_rows` (drawn by the command line): short
+    columns, a legend, and the number of points behind every value."""
+    table = TextTable(title="Does RankMe-t track the probes?", caption=HEADLINE_LEGEND)
+    for column in HEADLINE_COLUMNS:
         table.add_column(column, justify="left" if column in {"task", "domain", "score"}
-                         else "right")
+                         else "right", no_wrap=column not in {"task", "score"})
     for h in headline_rows(summary.headline):
         rho = h["within_rho_median"]
         table.add_row(h["task"], h["domain"], h["score"],
@@ -199,4 +217,4 @@ def headline_table(summary: DemoSummary) -> Any:
 def _rate(rate: float, n: int) -> str:
     if n == 0 or rate != rate:
         return "n/a"
-    return f"{rate:.0%} of {n}"
+    return f"{round(rate * n)}/{n}"
