@@ -19,12 +19,12 @@ for rank; the encoder never trained on them).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from speechrank import jsonsafe
 from speechrank.errors import SpeechrankError
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.tabular import TextTable
@@ -135,7 +135,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
         log(f"pretrain: steps {result.start_step} -> {result.final_step} "
             f"({result.steps_per_second:.2f} steps/s), final masked-prediction accuracy "
             f"{result.final_accuracy:.3f}")
-        done_marker.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        done_marker.write_text(jsonsafe.dumps(result.to_dict(), indent=2))
     stages["pretrain"] = time.perf_counter() - started
 
     # 3. sweep
@@ -153,8 +153,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
         report = correlate(store, seed=settings.seed)
         page = write_report(store, out / "report", correlation=report,
                             title="speechrank demo: does rank track the probes?")
-    (out / "correlation.json").write_text(
-        json.dumps(report.to_dict(), indent=2, default=str, allow_nan=True))
+    (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))
     stages["report"] = time.perf_counter() - started
     headline = [dict(s.to_dict()) for s in report.summary]
     return DemoSummary(out=str(out), report=str(page), store=str(store_path),

@@ -283,6 +283,11 @@ class RankMonitor:
 
     # ------------------------------------------------------------------ public
 
+    @property
+    def has_model(self) -> bool:
+        """Whether the monitor was built with (or has since been given) a model."""
+        return self._model_ref is not None
+
     def __call__(self, model: Any = None, step: int | None = None) -> dict[str, float]:
         """Measure ``model`` (default: the model the monitor was built with) at ``step``
         (default: the number of earlier calls) and return ``{name: value}``."""

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from speechrank import jsonsafe
 from speechrank.pretrain.objective import MaskedPrediction
 from speechrank.progress import ProgressArg, as_progress
 
@@ -20,21 +19,8 @@ __all__ = ["ProgressBar", "RunLog", "Window", "json_safe"]
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with tensors, numpy scalars and tuples made plain JSON; NaN/inf become None."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.tolist()
-        return json_safe(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    """``value`` as plain JSON; NaN/inf become None (:func:`speechrank.jsonsafe.plain`)."""
+    return jsonsafe.plain(value, non_finite="null")
 
 
 class RunLog:
