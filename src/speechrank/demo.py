@@ -188,10 +188,11 @@ def headline_rows(headline: list[dict[str, Any]], metric: str = "rankme",
 
 #: The console headline's columns: short names that fit 80 columns, explained by
 #: :data:`HEADLINE_LEGEND`.
-HEADLINE_COLUMNS = ("task", "domain", "score", "rho", "layers", "best layer", "best ckpt")
+HEADLINE_COLUMNS = ("task", "dom", "score", "rho", "n", "best layer", "best ckpt")
 HEADLINE_LEGEND = (
-    "rho: median over layers of the Spearman correlation, across checkpoints, of RankMe-t "
-    "(rankme, sum pooling) with the score; layers: how many layers that median rests on; "
+    "dom: in or out of domain; rho: median over layers of the Spearman correlation, across "
+    "checkpoints, of RankMe-t (rankme, sum pooling) with the score; n: how many layers that "
+    "median rests on; "
     "best layer: checkpoints where RankMe-t's highest layer scored best (of how many); "
     "best ckpt: layers where RankMe-t's highest checkpoint scored best (of how many)")
 
@@ -201,8 +202,8 @@ def headline_table(summary: DemoSummary) -> TextTable:
     columns, a legend, and the number of points behind every value."""
     table = TextTable(title="Does RankMe-t track the probes?", caption=HEADLINE_LEGEND)
     for column in HEADLINE_COLUMNS:
-        table.add_column(column, justify="left" if column in {"task", "domain", "score"}
-                         else "right", no_wrap=column not in {"task", "score"})
+        table.add_column(column, justify="left" if column in {"task", "dom", "score"}
+                         else "right", no_wrap=True)
     for h in headline_rows(summary.headline):
         rho = h["within_rho_median"]
         table.add_row(h["task"], h["domain"], h["score"],
