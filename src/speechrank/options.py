@@ -46,8 +46,9 @@ Pooling = Literal["sum", "mean", "frames"]
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 #: How a probe reads a layer: one pooled vector per utterance, frame labels, or CTC.
 TaskKind = Literal["utterance", "frames", "ctc"]
-#: Per-feature scaling before a probe: standardised on train statistics, or none.
-FeatureNorm = Literal["standardise", "none"]
+#: How the BEST-RQ encoder normalises its log-mel features: with statistics of the training
+#: data (``global``) or of each utterance (``utterance``).
+FeatureNorm = Literal["global", "utterance"]
 
 
 @dataclasses.dataclass(frozen=True)

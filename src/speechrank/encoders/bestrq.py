@@ -72,6 +72,7 @@ from speechrank.encoders.bestrq_format import (
     write_model_files,
 )
 from speechrank.errors import SpeechrankError
+from speechrank.options import FeatureNorm
 
 __all__ = [
     "CONFIG_FILE",
@@ -109,7 +110,7 @@ class BestRqConfig:
     f_max: float = 8000.0
     log_floor: float = 1e-6
     stack: int = 2  # mel frames per encoder frame (20 ms)
-    feature_norm: str = "global"  # or "utterance"
+    feature_norm: FeatureNorm = "global"  # or "utterance"
     norm_eps: float = 1e-5
     dim: int = 256
     num_layers: int = 4
