@@ -19,13 +19,15 @@ for rank; the encoder never trained on them).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from speechrank import jsonsafe
 from speechrank.errors import SpeechrankError
+from speechrank.progress import ProgressArg, as_progress
+from speechrank.tabular import TextTable
 
 #: The demo's checkpoints: 12, dense early, where rank and the probes move fastest.
 DEMO_SAVE_STEPS: tuple[int, ...] = (0, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600)
@@ -88,9 +90,14 @@ def sweep_config(corpus: Path, settings: DemoSettings) -> dict[str, Any]:
     }
 
 
-def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
-             log: Callable[[str], Any] = print) -> DemoSummary:
-    """Run (or finish) the demo in ``settings.out``; see the module docstring."""
+def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg = None,
+             log: Callable[[str], Any] | None = None) -> DemoSummary:
+    """Run (or finish) the demo in ``settings.out``; see the module docstring.
+
+    As the ``demo`` command: an output directory holding anything the demo did not write is
+    refused (:func:`check_output_dir`). ``progress`` (a :class:`~speechrank.progress.Progress`)
+    receives every stage's progress and, unless ``log`` is given, one line per finished step.
+    """
     from speechrank.analysis import correlate
     from speechrank.analysis.progress import training_progress
     from speechrank.audio.synthetic import make_corpus
@@ -100,6 +107,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
     from speechrank.sweep import SweepConfig, sweep
 
     out = Path(settings.out)
+    check_output_dir(out)
+    report_to = as_progress(progress)
+    log = log or report_to.log
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
     reused: list[str] = []
@@ -112,7 +122,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         log(f"corpus: reusing {corpus}")
     else:
         summary = make_corpus(corpus, minutes=settings.corpus_minutes, seed=settings.seed,
-                              progress=progress)
+                              progress=report_to)
         log(f"corpus: {summary.total_seconds / 60:.1f} min of audio, {summary.n_speakers} "
             f"speakers in {summary.wall_s:.1f} s ({summary.realtime_factor:.0f}x real time)")
     stages["corpus"] = time.perf_counter() - started
@@ -128,18 +138,18 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         result = pretrain(f"synthetic:{corpus}#split=pretrain", run,
                           steps=settings.pretrain_steps, minutes=settings.pretrain_minutes,
                           save_steps=settings.save_steps, seed=settings.seed,
-                          resume=run.exists(), progress=progress)
+                          resume=run.exists(), progress=report_to)
         log(f"pretrain: steps {result.start_step} -> {result.final_step} "
             f"({result.steps_per_second:.2f} steps/s), final masked-prediction accuracy "
             f"{result.final_accuracy:.3f}")
-        done_marker.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        done_marker.write_text(jsonsafe.dumps(result.to_dict(), indent=2))
     stages["pretrain"] = time.perf_counter() - started
 
     # 3. sweep
     started = time.perf_counter()
     store_path = out / "results.sqlite"
     config = SweepConfig.from_dict(sweep_config(corpus, settings))
-    swept = sweep(run, config, store_path, progress=progress, log=log)
+    swept = sweep(run, config, store_path, progress=report_to, log=log)
     if swept.units_reused:
         reused.append(f"sweep ({swept.units_reused} units)")
     stages["sweep"] = time.perf_counter() - started
@@ -151,9 +161,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         moved = [p.to_dict() for p in training_progress(store.rows(split="test"))]
         page = write_report(store, out / "report", correlation=report,
                             title="speechrank demo: does rank track the probes?")
-    (out / "correlation.json").write_text(
-        json.dumps(report.to_dict(), indent=2, default=str, allow_nan=True))
-    (out / "progress.json").write_text(json.dumps(moved, indent=2, allow_nan=True))
+    (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))
+    (out / "progress.json").write_text(jsonsafe.dumps(moved, indent=2))
     stages["report"] = time.perf_counter() - started
     headline = [dict(s.to_dict()) for s in report.summary]
     return DemoSummary(out=str(out), report=str(page), store=str(store_path),
@@ -186,15 +195,24 @@ def headline_rows(headline: list[dict[str, Any]], metric: str = "rankme",
     return sorted(chosen, key=lambda h: (h["domain"] != "in", h["task"]))
 
 
-def headline_table(summary: DemoSummary) -> Any:
-    """A rich table of :func:`headline_rows`."""
-    from rich.table import Table
+#: The console headline's columns: short names that fit 80 columns, explained by
+#: :data:`HEADLINE_LEGEND`.
+HEADLINE_COLUMNS = ("task", "dom", "score", "rho", "n", "best layer", "best ckpt")
+HEADLINE_LEGEND = (
+    "dom: in or out of domain; rho: median over layers of the Spearman correlation, across "
+    "checkpoints, of RankMe-t (rankme, sum pooling) with the score; n: how many layers that "
+    "median rests on; "
+    "best layer: checkpoints where RankMe-t's highest layer scored best (of how many); "
+    "best ckpt: layers where RankMe-t's highest checkpoint scored best (of how many)")
 
-    table = Table(title="Does RankMe-t (rankme, sum pooling) track the probes?")
-    for column in ("task", "domain", "score", "median within-layer rho", "layers",
-                   "best-layer agreement", "checkpoint agreement"):
-        table.add_column(column, justify="left" if column in {"task", "domain", "score"}
-                         else "right")
+
+def headline_table(summary: DemoSummary) -> TextTable:
+    """The console headline of :func:`headline_rows` (drawn by the command line): short
+    columns, a legend, and the number of points behind every value."""
+    table = TextTable(title="Does RankMe-t track the probes?", caption=HEADLINE_LEGEND)
+    for column in HEADLINE_COLUMNS:
+        table.add_column(column, justify="left" if column in {"task", "dom", "score"}
+                         else "right", no_wrap=True)
     for h in headline_rows(summary.headline):
         rho = h["within_rho_median"]
         table.add_row(h["task"], h["domain"], h["score"],
@@ -208,4 +226,4 @@ def headline_table(summary: DemoSummary) -> Any:
 def _rate(rate: float, n: int) -> str:
     if n == 0 or rate != rate:
         return "n/a"
-    return f"{rate:.0%} of {n}"
+    return f"{round(rate * n)}/{n}"

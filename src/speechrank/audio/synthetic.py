@@ -112,6 +112,7 @@ from speechrank.audio.synthetic_voices import (
     draw_speakers,
 )
 from speechrank.errors import SpeechrankError
+from speechrank.progress import Progress
 
 __all__ = [
     "DEFAULT_SNR_DB",
@@ -128,7 +129,7 @@ FORMAT_NAME = "speechrank-synthetic"
 FORMAT_VERSION = 1
 
 SnrSetting = Union[float, tuple[float, float], None]  # noqa: UP007 (a runtime alias on 3.10)
-ProgressArg = Union[bool, None, Callable[["CorpusProgress"], None]]  # noqa: UP007
+ProgressArg = Union[bool, None, Progress, Callable[["CorpusProgress"], None]]  # noqa: UP007
 
 _FIRST_SPLITS = ("train", "dev", "test")
 _SPLIT_PATTERN = ("train", "train", "dev", "train", "test")
@@ -520,6 +521,23 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _reporter(report: Progress) -> Callable[[CorpusProgress], None]:
+    """Clips done as stage ``corpus`` of the :class:`~speechrank.progress.Progress` protocol."""
+    state = {"done": -1}
+
+    def show(p: CorpusProgress) -> None:
+        if state["done"] < 0:
+            report.start("corpus", p.total, "clips")
+            state["done"] = 0
+        report.advance("corpus", p.done - state["done"],
+                       note=f"{p.audio_seconds / 60:.1f} min of audio")
+        state["done"] = p.done
+        if p.done >= p.total:
+            report.end("corpus")
+
+    return show
+
+
 def _printer() -> Callable[[CorpusProgress], None]:
     state = {"next": 0.0}
 
@@ -689,8 +707,9 @@ def make_corpus(
     clean audio; ``"same"`` uses ``snr_db`` (what speechrank 0.1 did). ``workers``
     processes render clips (default: 1 for small corpora, else up to 2). ``overwrite``
     replaces an earlier corpus in ``out`` (never a directory that holds something else).
-    ``progress`` is ``True`` (a line on stderr every 10 %), ``False``/``None`` or a callable
-    taking :class:`CorpusProgress`.
+    ``progress`` is ``True`` (a line on stderr every 10 %), ``False``/``None``, a
+    :class:`speechrank.progress.Progress` (stage ``corpus``, in clips) or a callable taking
+    :class:`CorpusProgress`.
     """
     plan = plan_corpus(
         minutes=minutes,
@@ -710,6 +729,8 @@ def make_corpus(
         callback = _printer()
     elif progress is None or progress is False:
         callback = None
+    elif isinstance(progress, Progress):
+        callback = _reporter(progress)
     elif callable(progress):
         callback = progress
     else:

@@ -73,6 +73,7 @@ from speechrank.pretrain.objective import BestRqPretrainer, KMeansQuantizer, Mas
 from speechrank.pretrain.recipe import TrainConfig, WarmupInverseSqrt, derive_seed
 from speechrank.pretrain.reporting import ProgressBar, RunLog, Window, json_safe
 from speechrank.pretrain.targets import fit_kmeans_centroids, frontend_frames
+from speechrank.progress import ProgressArg
 
 __all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
            "pretrain"]
@@ -174,7 +175,7 @@ def _recipe_for_run(resume_from: Path | None, base: TrainConfig | None,
 
 
 def _load_bank(data: Dataset | str | os.PathLike[str], recipe: TrainConfig,
-               config: BestRqConfig, progress: bool) -> tuple[Dataset, AudioBank]:
+               config: BestRqConfig, progress: ProgressArg) -> tuple[Dataset, AudioBank]:
     dataset = resolve_dataset(data)
     utterances, rule = select_pretraining(dataset)
     min_samples = config.n_fft + config.hop_length * (config.stack - 1)  # one encoder frame
@@ -195,7 +196,8 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
              batch_size: int | None = None, crop_seconds: float | None = None,
              learning_rate: float | None = None, warmup_steps: int | None = None,
              max_preload_seconds: float | None = None, config: TrainConfig | None = None,
-             progress: bool = True, log_every: int = 10, monitor: Monitor | None = None,
+             progress: ProgressArg = None, log_every: int = 10,
+             monitor: Monitor | None = None,
              keep_training_state: str = "last",
              num_threads: int | None = None) -> PretrainSummary:
     """Train speechrank's BEST-RQ encoder on ``data``, writing checkpoints into ``out_dir``.
@@ -218,7 +220,8 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
             checkpoint's recipe is used and a different explicit value is an error.
         resume: continue from the newest complete checkpoint of ``out_dir`` (a fresh start
             when there is none).
-        progress: show a rich progress bar on stderr.
+        progress: a :class:`~speechrank.progress.Progress` (stages ``loading audio`` in
+            files and ``train`` in steps or seconds); ``None`` for silence.
         log_every: interval, in steps, of ``train`` records in ``train_log.jsonl``.
         monitor: ``monitor(encoder, step) -> dict`` called after every checkpoint save; its
             values go to ``train_log.jsonl`` and the checkpoint's ``trainer.json``. It runs
@@ -447,7 +450,7 @@ class _Run:
     # --- the loop --------------------------------------------------------------------------
 
     def execute(self, resume_from: Path | None, *, minutes: float | None, steps: int | None,
-                progress: bool) -> PretrainSummary:
+                progress: ProgressArg) -> PretrainSummary:
         if resume_from is not None:
             self._restore(resume_from)  # statistics come back with the weights
         else:
@@ -465,7 +468,8 @@ class _Run:
             log.close()
 
     def _loop(self, log: RunLog, resume_from: Path | None, start_step: int,
-              minutes: float | None, steps: int | None, progress: bool) -> PretrainSummary:
+              minutes: float | None, steps: int | None, progress: ProgressArg
+              ) -> PretrainSummary:
         budget = None if minutes is None else minutes * 60.0
         log.write({"event": "start" if resume_from is None else "resume", "step": start_step,
                    "resumed_from": str(resume_from) if resume_from else None,
