@@ -52,3 +52,16 @@ def test_relabelling_and_reordering_clusters_changes_nothing(items) -> None:
     order = np.argsort(-clusters, kind="stable")
     again = clustered_accuracy_se(correct[order], clusters[order] * 10 + 3)
     assert (math.isnan(base) and math.isnan(again)) or again == pytest.approx(base)
+
+
+def test_logistic_fit_reports_which_examples_it_got_right() -> None:
+    from speechrank.probes.linear import fit_logistic_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 4))
+    y = (x[:, 0] > 0).astype(int)
+    fit = fit_logistic_probe({"train": (x[:60], y[:60]), "dev": (x[60:75], y[60:75]),
+                              "test": (x[75:], y[75:])})
+    for split in ("train", "dev", "test"):
+        assert fit.correct[split].dtype == bool
+        assert fit.correct[split].mean() == pytest.approx(fit.scores[split]["accuracy"])

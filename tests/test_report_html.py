@@ -84,7 +84,8 @@ class _Collector(HTMLParser):
 
 
 EXPECTED_SECTIONS = [
-    "Headline numbers", "Metric vs probe score, layer by layer", "Label-free metrics over "
+    "Headline numbers", "Did training improve the probes?",
+    "Metric vs probe score, layer by layer", "Label-free metrics over "
     "training", "Probe scores over training (test split)", "Best layer: does the "
     "highest-metric layer have the best score?", "Checkpoint selection within each layer",
     "Correlations in detail", "Rank during training (monitor)",

@@ -154,16 +154,21 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
     """Layer x metric tables of tidy rows, one per pooling (or per split: ``group_key``).
 
     One table per group keeps each about 80 columns wide, so it stays readable in a log or a
-    narrow terminal; metric names wrap at their underscores.
+    narrow terminal; metric names wrap at their underscores. A probe score is followed by its
+    standard error (``0.611±0.046``; see :mod:`speechrank.probes.stderr`).
     """
     groups: dict[str, list[str]] = {}
-    cells: dict[tuple[str, str, str], float] = {}
+    cells: dict[tuple[str, str, str], str] = {}
     for row in rows:
         group = str(getattr(row, group_key))
         metrics = groups.setdefault(group, [])
         if row.metric not in metrics:
             metrics.append(row.metric)
-        cells[(group, row.layer, row.metric)] = row.value
+        text = _fmt(row.value)
+        se = row.conventions.get("standard_error")
+        if isinstance(se, float) and se == se:  # a probe score's standard error
+            text += f"±{se:.3f}"
+        cells[(group, row.layer, row.metric)] = text
     tables = []
     for group, metrics in groups.items():
         layers = sorted({layer for g, layer, _ in cells if g == group}, key=layer_sort_key)
@@ -172,8 +177,7 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
         for metric in metrics:
             table.add_column(metric.replace("_", "\n"), justify="right")
         for layer in layers:
-            table.add_row(layer, *(_fmt(cells[(group, layer, m)])
-                                   if (group, layer, m) in cells else "-" for m in metrics))
+            table.add_row(layer, *(cells.get((group, layer, m), "-") for m in metrics))
         tables.append(table)
     return tables
 

@@ -45,6 +45,7 @@ from speechrank.probes.config import (
 from speechrank.probes.ctc import fit_ctc_probe
 from speechrank.probes.features import FeatureEntry, FrameFeatures, FramePlan, extract_features
 from speechrank.probes.linear import chance_levels, fit_logistic_probe, summarise_curve
+from speechrank.probes.stderr import SE_METHOD, clustered_accuracy_se
 from speechrank.probes.tasks import TaskSpec
 from speechrank.progress import Progress
 from speechrank.results import ResultRow
@@ -158,11 +159,19 @@ def _logistic_fit_info(fit: Any, config: Any) -> dict[str, Any]:
 
 def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, str],
                 scores: dict[str, dict[str, float]], n_rows: dict[str, int], dim: int,
-                conventions: dict[str, Any]) -> list[ResultRow]:
-    """One row per split and metric; ``metrics`` maps a row's metric name to its score key."""
+                conventions: dict[str, Any],
+                accuracy_se: dict[str, float] | None = None) -> list[ResultRow]:
+    """One row per split and metric; ``metrics`` maps a row's metric name to its score key.
+    Accuracy rows carry ``accuracy_se`` (per split) as ``conventions["standard_error"]``."""
+    def conventions_of(name: str, key: str) -> dict[str, Any]:
+        if accuracy_se is None or key != "accuracy":
+            return conventions
+        return {**conventions, "standard_error": accuracy_se[name],
+                "standard_error_method": SE_METHOD}
+
     return [ResultRow(**ctx.base_row, layer=layer, pooling=pooling, metric=metric,
                       value=scores[name][key], n_rows=n_rows[name], dim=dim,
-                      task=ctx.task.name, split=name, conventions=conventions)
+                      task=ctx.task.name, split=name, conventions=conventions_of(name, key))
             for name in SPLITS for metric, key in metrics.items()]
 
 
@@ -210,7 +219,8 @@ class UtteranceProbe(ProbeDriver):
             fit, logistic, {**ctx.common, "pooling_over": "valid frames"})
         rows = _split_rows(ctx, layer, self.config.pooling,
                            {metric: metric for metric in ctx.task.metrics}, fit.scores,
-                           fit.n_rows, fit.dim, conventions)
+                           fit.n_rows, fit.dim, conventions,
+                           {name: clustered_accuracy_se(fit.correct[name]) for name in SPLITS})
         return rows, _logistic_fit_info(fit, logistic)
 
 
@@ -289,8 +299,10 @@ class FrameProbe(ProbeDriver):
             "max_audio_seconds": dict(self.config.max_audio_seconds),
             "frame_time": "centre (i + 0.5) / frame_rate", "silence_label":
                 self.config.silence_label})
+        se = {name: clustered_accuracy_se(fit.correct[name], frames.utt[splits_idx[name]])
+              for name in SPLITS}  # frames of one utterance are not independent
         rows = _split_rows(ctx, layer, "frames", {"frame_accuracy": "accuracy"}, fit.scores,
-                           fit.n_rows, fit.dim, conventions)
+                           fit.n_rows, fit.dim, conventions, se)
         return rows, _logistic_fit_info(fit, logistic)
 
 

@@ -47,6 +47,8 @@ class LogisticProbeFit:
         chosen_index: position of ``chosen_c`` in the (ascending) grid.
         n_rows: examples per split.
         dim: feature width.
+        correct: ``split -> bool [n]``, whether the chosen probe got each example right (for
+            standard errors, :mod:`speechrank.probes.stderr`).
     """
 
     scores: dict[str, dict[str, float]]
@@ -56,6 +58,7 @@ class LogisticProbeFit:
     chosen_index: int
     n_rows: dict[str, int]
     dim: int
+    correct: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def chosen_converged(self) -> bool:
@@ -148,12 +151,15 @@ def _fit_logistic_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]],
             best = (score, index, model)
     assert best is not None
     _, chosen_index, model = best
-    scores = {name: classification_scores(y, model.predict(x)) for name, (x, y) in
+    predicted = {name: model.predict(x) for name, (x, _) in prepared.items()}
+    scores = {name: classification_scores(y, predicted[name]) for name, (_, y) in
               prepared.items()}
     fit = LogisticProbeFit(
         scores=scores, chosen_c=float(sorted(config.c_grid)[chosen_index]),
         dev_curve=dev_curve, converged=converged, chosen_index=chosen_index,
-        n_rows={name: len(y) for name, (_, y) in prepared.items()}, dim=x_tr.shape[1])
+        n_rows={name: len(y) for name, (_, y) in prepared.items()}, dim=x_tr.shape[1],
+        correct={name: np.asarray(predicted[name] == y) for name, (_, y) in
+                 prepared.items()})
     return fit
 
 

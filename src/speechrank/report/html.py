@@ -27,6 +27,7 @@ from typing import Any
 import jinja2
 
 from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate, load_rows
+from speechrank.analysis.progress import training_progress
 from speechrank.analysis.series import (
     Series,
     SeriesSet,
@@ -130,6 +131,34 @@ def _slug(text: str) -> str:
 def _image_name(kind: str, parts: Sequence[Any]) -> str:
     digest = hashlib.sha256(json.dumps([kind, *map(str, parts)]).encode()).hexdigest()[:10]
     return f"{kind}-{_slug('-'.join(map(str, parts)))}-{digest}.png"
+
+
+def _progress_section(page: _Page, rows: Sequence[ResultRow], split: str) -> None:
+    """Did the probes move over training, by more than their standard errors?"""
+    moved = training_progress(rows, split=split)
+    if not moved:
+        return
+    page.section("progress", "Did training improve the probes?",
+                 f"The best layer's {split} score at the first and the last checkpoint, each "
+                 "with its standard error (clustered by utterance for frame scores), the gain "
+                 "in standard errors (sqrt(se1^2 + se2^2), conservative), and whether every "
+                 "layer of the upper half scores higher at the end than halfway through.")
+
+    def score(value: float, se: float) -> Td:
+        return _cell(f"{fmt(value, 3)} ± {fmt(se, 3)}", "num")
+
+    page.add(_table(
+        ["task", "domain", "score", "first step", "best (layer)", "last step", "best (layer)",
+         "gain", "gain / SE", "upper layers up"],
+        [[_cell(p.task), _cell(p.domain), _cell(p.score), _cell(p.first_step, "num"),
+          score(p.first_best, p.first_best_se), _cell(p.last_step, "num"),
+          score(p.last_best, p.last_best_se), _num(p.gain, 3, signed=True),
+          _num(p.gain_in_se, 1, signed=True),
+          _cell(("yes" if p.upper_improved else "no") + f" (layers "
+                f"{', '.join(p.upper_layers)}, step {p.mid_step} to {p.last_step})")]
+         for p in moved],
+        caption="lower-is-better scores are oriented so that a positive gain is better"))
+    page.add(Paragraph(f"Standard errors: {moved[0].se_method}.", "muted"))
 
 
 def _cell(text: Any, cls: str = "", title: str = "", **more: Any) -> Td:
@@ -277,6 +306,7 @@ def write_report(source: Any, out_dir: str | Path, *,
     focus = _focus(correlation, scatter)
 
     _headline(page, correlation, focus, rows, found)
+    _progress_section(page, rows, probe_split)
     if focus:
         _scatter_section(page, correlation, found, focus)
     if metric_series:
