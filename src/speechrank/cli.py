@@ -185,7 +185,9 @@ def rank(
     pooling: Annotated[str, typer.Option(help="Poolings: sum (RankMe-t), mean, frames.")] = (
         "sum,mean,frames"),
     metrics: Annotated[str | None, typer.Option(help="Metrics (comma list; default all "
-                                                "spectral metrics).")] = None,
+                                                "spectral metrics; kmeans_inertia and "
+                                                "davies_bouldin opt in).")] = None,
+    n_clusters: Annotated[int, typer.Option(help="k of the k-means cluster metrics.")] = 1024,
     num_utterances: Annotated[int, typer.Option(help="Seeded random subset size (the "
                                                 "paper used 10,000).")] = 10_000,
     max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = 25_600,
@@ -206,7 +208,8 @@ def rank(
         result = run_rank(model, data, layers=layers, poolings=pooling, metrics=metrics,
                           num_utterances=num_utterances, max_frames=max_frames,
                           batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
-                          seed=seed, strict=strict, on_plan=bar.plan, progress=bar.advance)
+                          seed=seed, strict=strict, n_clusters=n_clusters,
+                          on_plan=bar.plan, progress=bar.advance)
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "
              f"{counts['utterances_used']} utterances, {counts['audio_seconds']:.0f} s audio")

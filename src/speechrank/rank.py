@@ -23,6 +23,7 @@ import hashlib
 import platform
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,13 @@ from speechrank.extract import (
     plan_utterances,
 )
 from speechrank.metrics import SPECTRAL_METRIC_NAMES, SpectralAccumulator, compute_metrics_many
+from speechrank.metrics.cluster import (
+    CLUSTER_METRIC_NAMES,
+    DEFAULT_N_CLUSTERS,
+    ClusterRows,
+    cluster_metrics,
+)
+from speechrank.metrics.convergence import row_keys
 from speechrank.metrics.spectrum import single_threaded_lapack
 from speechrank.results import ResultRow
 
@@ -155,10 +163,13 @@ class LayerAccumulators:
         frame_quota: frames per utterance uid for ``frames`` pooling (see :func:`frame_quotas`);
             utterances missing from it give all their frames.
         seed: seeds the per-utterance frame choice.
+        cluster_rows: keep up to this many of the ``frames`` rows per layer for the
+            cluster metrics (issue 14; ``None``: keep none).
     """
 
     def __init__(self, layer_dims: dict[str, int], poolings: Sequence[str], *,
-                 frame_quota: dict[str, int] | None = None, seed: int = 0) -> None:
+                 frame_quota: dict[str, int] | None = None, seed: int = 0,
+                 cluster_rows: int | None = None) -> None:
         for pooling in poolings:
             if pooling not in POOLINGS:
                 raise SpeechrankError(f"unknown pooling '{pooling}'")
@@ -176,6 +187,12 @@ class LayerAccumulators:
             key: [] for key in self._accumulators}
         self._pending_rows: dict[tuple[str, str], int] = dict.fromkeys(self._accumulators, 0)
         self.utterances = 0
+        # issue 14 hook: a bounded, seeded store of the frames pooling's rows per layer, for
+        # the cluster metrics (the Gram accumulator does not keep rows past D/2).
+        self.cluster: dict[str, ClusterRows] | None = None
+        if cluster_rows is not None and "frames" in self.poolings:
+            self.cluster = {layer: ClusterRows(dim, cluster_rows)
+                            for layer, dim in layer_dims.items()}
 
     #: Rows gathered per (layer, pooling) before they are folded into the Gram matrix.
     FLUSH_ROWS = 1024
@@ -232,13 +249,18 @@ class LayerAccumulators:
             valid_index = torch.nonzero(mask.reshape(-1)).flatten()
             owner = valid_index // width
         picked: torch.Tensor | None = None
+        picked_keys: np.ndarray | None = None
         if "frames" in self.poolings:
             # One flat index of the chosen frames, (utterance b, frame t) -> b * width + t,
             # shared by every layer.
-            picked = torch.cat([
-                torch.from_numpy(self._frame_index(utt.uid, int(lengths[b])) + b * width)
-                for b, utt in enumerate(batch.utterances)
-            ]).to(device)
+            chosen = [self._frame_index(utt.uid, int(lengths[b]))
+                      for b, utt in enumerate(batch.utterances)]
+            picked = torch.cat([torch.from_numpy(index + b * width)
+                                for b, index in enumerate(chosen)]).to(device)
+            if self.cluster is not None:  # issue 14: each row's seeded key (uid, frame)
+                picked_keys = np.concatenate([row_keys(self.seed, utt.uid, index)
+                                              for utt, index in zip(batch.utterances, chosen,
+                                                                    strict=True)])
         for layer in layers:
             frames = batch.output.layers[layer]
             if frames.shape[1] != width:
@@ -260,11 +282,17 @@ class LayerAccumulators:
                     self._add((layer, "mean"), summed / counts)
             if picked is not None:
                 flat = frames.reshape(-1, frames.shape[-1])
-                self._add((layer, "frames"), flat.index_select(0, picked))
+                frame_rows = flat.index_select(0, picked)
+                self._add((layer, "frames"), frame_rows)
+                if self.cluster is not None and picked_keys is not None:
+                    self.cluster[layer].update(frame_rows, picked_keys)
 
     def merge(self, other: LayerAccumulators) -> LayerAccumulators:
         for key, acc in self.accumulators.items():
             acc.merge(other.accumulators[key])
+        if self.cluster is not None and other.cluster is not None:
+            for layer, store in self.cluster.items():
+                store.merge(other.cluster[layer])
         self.utterances += other.utterances
         return self
 
@@ -301,6 +329,43 @@ def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, mode
     return rows
 
 
+def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *,
+                        n_clusters: int, seed: int, model: str, checkpoint: str,
+                        step: int | None, dataset: str,
+                        extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
+    """issue 14: the cluster metrics of every layer's stored ``frames`` rows as tidy rows."""
+    rows: list[ResultRow] = []
+    if accumulators.cluster is None or not metrics:
+        return rows
+    stores = list(accumulators.cluster.items())
+
+    def one(item: tuple[str, ClusterRows]) -> dict[str, Any]:
+        return cluster_metrics(item[1].rows(), metrics, n_clusters=n_clusters, seed=seed,
+                               threads=None)
+
+    # One layer per thread, each fit on one OpenMP/BLAS thread (scikit-learn releases the
+    # GIL); the limit is process-wide, so it is set once around the pool.
+    from threadpoolctl import threadpool_limits
+
+    workers = max(1, min(torch.get_num_threads(), len(stores)))
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+        computed = list(pool.map(one, stores))
+    for (layer, store), results in zip(stores, computed, strict=True):
+        kept = store.rows()
+        for name, result in results.items():
+            conventions = {**result.conventions, **{k: v for k, v in result.extras.items()
+                                                    if isinstance(v, (int, float, str))},
+                           "rows_seen": store.seen,
+                           "row_selection": "the frames pooling's rows; past the cap, the "
+                                            "rows with the smallest (seed, uid, frame) keys"}
+            conventions.update(extra_conventions or {})
+            rows.append(ResultRow(
+                model=model, checkpoint=checkpoint, step=step, dataset=dataset, layer=layer,
+                pooling="frames", metric=name, value=float(result.value),
+                n_rows=int(kept.shape[0]), dim=store.dim, conventions=conventions))
+    return rows
+
+
 def _versions() -> dict[str, str]:
     import scipy
     import transformers
@@ -320,6 +385,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
              max_seconds: float | None = None,
              device: str = "cpu", seed: int = 0, strict: bool = False,
              checkpoint: str | None = None, step: int | None = None,
+             n_clusters: int = DEFAULT_N_CLUSTERS,
              on_plan: Callable[[float], Any] | None = None,
              progress: Callable[[float], Any] | None = None) -> RankResult:
     """Label-free metrics for every requested layer and pooling in one encoder pass.
@@ -329,7 +395,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         data: a dataset, or a DATA spec for :func:`speechrank.audio.load_dataset`.
         layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
         poolings: any of ``sum``, ``mean``, ``frames`` (default: all three).
-        metrics: spectral metric names (default: all of them).
+        metrics: spectral metric names (default: all of them), and opt-in the cluster
+            metrics ``kmeans_inertia`` and ``davies_bouldin`` (of the ``frames`` rows).
         num_utterances: seeded random subset size (``None`` = all).
         max_frames: row cap for the ``frames`` pooling.
         batch_seconds: most padded audio per batch.
@@ -338,6 +405,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         seed: seeds the subset and the frame choice; same seed, same numbers.
         strict: fail on the first unusable file instead of skipping it.
         checkpoint, step: recorded in every row (defaults: the model spec, no step).
+        n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
         on_plan: called once with the total audio seconds to process (for progress bars).
         progress: called with the audio seconds of each finished batch.
     """
@@ -350,8 +418,16 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
     dataset = load_dataset(data) if isinstance(data, str) else data
     chosen_layers = parse_layers(layers, encoder.layer_names)
     chosen_poolings = parse_choices(poolings, POOLINGS, "pooling", DEFAULT_POOLINGS)
-    chosen_metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric",
-                                   SPECTRAL_METRIC_NAMES)
+    chosen_metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES + CLUSTER_METRIC_NAMES,
+                                   "metric", SPECTRAL_METRIC_NAMES)
+    # issue 14: cluster metrics run on the frames pooling's rows, not on a Gram accumulator.
+    chosen_cluster = [m for m in chosen_metrics if m in CLUSTER_METRIC_NAMES]
+    chosen_spectral = [m for m in chosen_metrics if m not in CLUSTER_METRIC_NAMES]
+    if chosen_cluster and "frames" not in chosen_poolings:
+        raise SpeechrankError(f"{', '.join(chosen_cluster)} cluster(s) the frames pooling's "
+                              "rows; add frames to --pooling")
+    if n_clusters < 2:
+        raise SpeechrankError("--n-clusters must be at least 2")
     total_files = len(dataset)
     if num_utterances is not None and num_utterances < total_files:
         dataset = subset(dataset, num_utterances, seed=seed)
@@ -366,7 +442,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
     layer_dims = {name: encoder.layer_dims[name] if hasattr(encoder, "layer_dims")
                   else encoder.dim for name in chosen_layers}
     accumulators = LayerAccumulators(layer_dims, chosen_poolings, frame_quota=frame_quota,
-                                     seed=seed)
+                                     seed=seed,
+                                     cluster_rows=max_frames if chosen_cluster else None)
     if on_plan is not None:
         on_plan(sum(p.num_samples for p in planned) / encoder.sample_rate)
 
@@ -385,9 +462,14 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
     model_name = encoder.name
     conventions = {"seed": seed, "max_frames": max_frames, "max_seconds": max_seconds,
                    "num_utterances": accumulators.utterances}
-    rows = metric_rows(accumulators, chosen_metrics, model=model_name,
+    rows = metric_rows(accumulators, chosen_spectral, model=model_name,
                        checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
-                       extra_conventions=conventions)
+                       extra_conventions=conventions) if chosen_spectral else []
+    cluster_started = time.perf_counter()
+    rows += cluster_metric_rows(accumulators, chosen_cluster, n_clusters=n_clusters, seed=seed,
+                                model=model_name, checkpoint=checkpoint or model_name,
+                                step=step, dataset=dataset.spec, extra_conventions=conventions)
+    cluster_seconds = time.perf_counter() - cluster_started
     info = {
         "command": "rank",
         "model": model_name,
@@ -412,5 +494,6 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         "device": str(encoder.device),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
+        "cluster_seconds": round(cluster_seconds, 3),
     }
     return RankResult(rows=rows, info=info, accumulators=accumulators)

@@ -141,7 +141,7 @@ class SweepConfig:
         rank = dict(raw.get("rank", {}))
         rank_data = rank.pop("data", None)
         allowed_rank = {"num_utterances", "max_seconds", "poolings", "metrics", "layers",
-                        "max_frames"}
+                        "max_frames", "n_clusters"}  # n_clusters: issue 14
         bad = set(rank) - allowed_rank
         if bad:
             raise SpeechrankError(f"sweep config [rank]: unknown key(s) {sorted(bad)}")
@@ -357,6 +357,7 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
         poolings=options.get("poolings"), metrics=options.get("metrics"),
         num_utterances=options.get("num_utterances", 10_000),
         max_frames=int(options.get("max_frames", 25_600)),
+        n_clusters=int(options.get("n_clusters", 1024)),  # issue 14
         batch_seconds=cfg.batch_seconds,
         max_seconds=options.get("max_seconds", cfg.max_seconds), seed=cfg.seed,
         checkpoint=checkpoint.name, step=checkpoint.step)

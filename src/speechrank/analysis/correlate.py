@@ -25,7 +25,8 @@ that differ, never silently mixed.
 always means "the metric says better when the probe says better" and "the metric picks" means
 "the highest oriented metric": scores where lower is better (``per``, ``wer``, ``cer``,
 ``eer``, ``loss``, ...) are negated, and so is ``alpha_req`` (a larger power-law exponent is a
-faster-decaying spectrum, i.e. fewer effective dimensions, the opposite of a larger rank).
+faster-decaying spectrum, i.e. fewer effective dimensions, the opposite of a larger rank), and
+so are ``kmeans_inertia`` and ``davies_bouldin`` (lower is tighter, better separated clusters).
 Each record carries ``metric_orientation`` and ``score_orientation`` (+1 or -1). Regrets are
 in the score's own units and never negative (for PER: picked PER minus best PER).
 
@@ -72,7 +73,12 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
 _FEW_POINTS = 8
 
 #: Label-free metrics whose direction is not "higher = richer representation".
-METRIC_ORIENTATION: dict[str, int] = {"alpha_req": -1}
+METRIC_ORIENTATION: dict[str, int] = {
+    "alpha_req": -1,
+    # issue 14: lower k-means inertia / Davies-Bouldin = tighter, better separated clusters
+    # (Whetten et al. 2025; see speechrank.metrics.cluster for the sign convention).
+    "kmeans_inertia": -1, "davies_bouldin": -1,
+}
 
 def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = None) -> int:
     """+1 if a larger ``name`` is better, -1 if smaller is better (``kind``: metric or score)."""

@@ -1,0 +1,49 @@
+"""`rank` with the issue-14 additions: cluster metrics, convergence, protocols, dominance."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from speechrank.errors import SpeechrankError
+from speechrank.rank import run_rank
+
+from .conftest import write_tone
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    """Sixteen tones of different lengths (0.5 .. 2 s) and pitches."""
+    root = tmp_path_factory.mktemp("tones14")
+    for i in range(16):
+        write_tone(root / f"t{i:02d}.wav", 0.5 + 0.1 * i, freq=180.0 + 35 * i, seed=i)
+    return root
+
+
+def _rows(result, metric, pooling="frames"):
+    return {r.layer: r for r in result.rows if r.metric == metric and r.pooling == pooling}
+
+
+def test_cluster_metrics_for_every_layer_independent_of_batching(tones):
+    a = run_rank("random:tiny", str(tones), metrics="rankme,kmeans_inertia,davies_bouldin",
+                 poolings="frames", n_clusters=16, max_frames=400, batch_seconds=0.01)
+    b = run_rank("random:tiny", str(tones), metrics="kmeans_inertia,davies_bouldin",
+                 poolings="sum,frames", n_clusters=16, max_frames=400, batch_seconds=100)
+    layers = set(a.info["layers"])
+    for metric in ("kmeans_inertia", "davies_bouldin"):
+        rows_a, rows_b = _rows(a, metric), _rows(b, metric)
+        assert set(rows_a) == layers
+        for layer, row in rows_a.items():
+            assert row.n_rows == 400 and row.conventions["n_clusters"] == 16
+            assert math.isfinite(row.value) and row.value > 0
+            # same rows in the same (key) order; padding moves the frames by ~1e-7
+            assert row.value == pytest.approx(rows_b[layer].value, rel=1e-5)
+    assert all(0 < r.value < 1 for r in _rows(a, "kmeans_inertia").values())
+    assert not [r for r in b.rows if r.pooling == "sum" and r.metric == "kmeans_inertia"]
+
+
+def test_cluster_metrics_need_the_frames_pooling(tones):
+    with pytest.raises(SpeechrankError, match="add frames to --pooling"):
+        run_rank("random:tiny", str(tones), metrics="kmeans_inertia", poolings="sum")
