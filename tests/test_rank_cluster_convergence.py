@@ -47,3 +47,36 @@ def test_cluster_metrics_for_every_layer_independent_of_batching(tones):
 def test_cluster_metrics_need_the_frames_pooling(tones):
     with pytest.raises(SpeechrankError, match="add frames to --pooling"):
         run_rank("random:tiny", str(tones), metrics="kmeans_inertia", poolings="sum")
+
+
+def test_every_spectral_row_carries_its_convergence(tones):
+    result = run_rank("random:tiny", str(tones), metrics="rankme,stable_rank", max_frames=300)
+    for row in result.rows:
+        record = row.conventions["convergence"]
+        assert record["n_rows"][-1] == row.n_rows and record["values"][-1] == row.value
+        assert record["n_rows"] == sorted(record["n_rows"])  # nested prefixes
+        if record["converged"] is not None:
+            assert record["converged"] == (record["last_change"] <= 0.02)
+    small = run_rank("random:tiny", str(tones), metrics="rankme", max_frames=300,
+                     batch_seconds=0.01)
+    sizes = {(r.layer, r.pooling): r.conventions["convergence"]["n_rows"] for r in result.rows
+             if r.metric == "rankme"}
+    for row in small.rows:  # the prefixes do not depend on batching
+        assert row.conventions["convergence"]["n_rows"] == sizes[(row.layer, row.pooling)]
+
+
+def test_rankme_rows_carry_dominance_and_the_table_marks_flags(tones):
+    from speechrank.cli import rows_tables
+
+    result = run_rank("random:tiny", str(tones), metrics="rankme,erank_cov", max_frames=300)
+    for row in result.rows:
+        if row.metric != "rankme":
+            assert "dominance" not in row.conventions
+            continue
+        record = row.conventions["dominance"]
+        assert 0 < record["first_direction_share"] <= 1 and 0 <= record["mean_share"] <= 1
+        assert record == result.info["dominance"][row.layer][row.pooling]
+    flagged = [r for r in result.rows if r.conventions.get("dominance", {}).get("dominated")]
+    tables = rows_tables(result.rows, "t")
+    if flagged:
+        assert any(t.caption and "one direction" in t.caption for t in tables)

@@ -129,23 +129,29 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
     One table per group keeps each about 80 columns wide, so it stays readable in a log or a
     narrow terminal; metric names wrap at their underscores.
     """
+    from speechrank.analysis.flags import LEGEND, marker
+
     groups: dict[str, list[str]] = {}
     cells: dict[tuple[str, str, str], float] = {}
+    marks: dict[tuple[str, str, str], str] = {}  # issue 14: * not converged, ! dominated
     for row in rows:
         group = str(getattr(row, group_key))
         metrics = groups.setdefault(group, [])
         if row.metric not in metrics:
             metrics.append(row.metric)
         cells[(group, row.layer, row.metric)] = row.value
+        marks[(group, row.layer, row.metric)] = marker(row)
     tables = []
     for group, metrics in groups.items():
         layers = sorted({layer for g, layer, _ in cells if g == group}, key=layer_sort_key)
-        table = Table(title=f"{title}\n{group_key} {group}", show_lines=False)
+        flagged = any(marks.get((group, layer, m)) for layer in layers for m in metrics)
+        table = Table(title=f"{title}\n{group_key} {group}", show_lines=False,
+                      caption=LEGEND if flagged else None)
         table.add_column("layer", justify="right")
         for metric in metrics:
             table.add_column(metric.replace("_", "\n"), justify="right")
         for layer in layers:
-            table.add_row(layer, *(_fmt(cells[(group, layer, m)])
+            table.add_row(layer, *(_fmt(cells[(group, layer, m)]) + marks[(group, layer, m)]
                                    if (group, layer, m) in cells else "-" for m in metrics))
         tables.append(table)
     return tables
@@ -188,6 +194,8 @@ def rank(
                                                 "spectral metrics; kmeans_inertia and "
                                                 "davies_bouldin opt in).")] = None,
     n_clusters: Annotated[int, typer.Option(help="k of the k-means cluster metrics.")] = 1024,
+    convergence: Annotated[bool, typer.Option(help="Values at nested seeded prefixes N/8, "
+                                              "N/4, N/2 (not converged past 2 %).")] = True,
     num_utterances: Annotated[int, typer.Option(help="Seeded random subset size (the "
                                                 "paper used 10,000).")] = 10_000,
     max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = 25_600,
@@ -209,6 +217,7 @@ def rank(
                           num_utterances=num_utterances, max_frames=max_frames,
                           batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
                           seed=seed, strict=strict, n_clusters=n_clusters,
+                          convergence=convergence,
                           on_plan=bar.plan, progress=bar.advance)
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "

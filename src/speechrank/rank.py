@@ -52,7 +52,8 @@ from speechrank.metrics.cluster import (
     ClusterRows,
     cluster_metrics,
 )
-from speechrank.metrics.convergence import row_keys
+from speechrank.metrics.convergence import PrefixAccumulators, convergence_record, row_keys
+from speechrank.metrics.dominance import dominance_record
 from speechrank.metrics.spectrum import single_threaded_lapack
 from speechrank.results import ResultRow
 
@@ -165,11 +166,13 @@ class LayerAccumulators:
         seed: seeds the per-utterance frame choice.
         cluster_rows: keep up to this many of the ``frames`` rows per layer for the
             cluster metrics (issue 14; ``None``: keep none).
+        convergence: also feed nested seeded prefixes (N/8, N/4, N/2) of every accumulator's
+            rows (issue 14, :mod:`speechrank.metrics.convergence`).
     """
 
     def __init__(self, layer_dims: dict[str, int], poolings: Sequence[str], *,
                  frame_quota: dict[str, int] | None = None, seed: int = 0,
-                 cluster_rows: int | None = None) -> None:
+                 cluster_rows: int | None = None, convergence: bool = False) -> None:
         for pooling in poolings:
             if pooling not in POOLINGS:
                 raise SpeechrankError(f"unknown pooling '{pooling}'")
@@ -193,6 +196,13 @@ class LayerAccumulators:
         if cluster_rows is not None and "frames" in self.poolings:
             self.cluster = {layer: ClusterRows(dim, cluster_rows)
                             for layer, dim in layer_dims.items()}
+        # issue 14 hook: prefix bins beside each accumulator, fed with each row's seeded key.
+        self.prefix: dict[tuple[str, str], PrefixAccumulators] | None = None
+        self._pending_keys: dict[tuple[str, str], list[np.ndarray]] = {
+            key: [] for key in self._accumulators}
+        if convergence:
+            self.prefix = {key: PrefixAccumulators(acc.dim)
+                           for key, acc in self._accumulators.items()}
 
     #: Rows gathered per (layer, pooling) before they are folded into the Gram matrix.
     FLUSH_ROWS = 1024
@@ -203,8 +213,11 @@ class LayerAccumulators:
         self.flush()
         return self._accumulators
 
-    def _add(self, key: tuple[str, str], rows: torch.Tensor) -> None:
+    def _add(self, key: tuple[str, str], rows: torch.Tensor,
+             keys: np.ndarray | None = None) -> None:
         self._pending[key].append(rows)
+        if self.prefix is not None and keys is not None:
+            self._pending_keys[key].append(keys)
         self._pending_rows[key] += rows.shape[0]
         if self._pending_rows[key] >= self.FLUSH_ROWS:
             self._flush_one(key)
@@ -215,8 +228,18 @@ class LayerAccumulators:
             # fight torch's (measured: the random:tiny updates of 300 FSDD files took 0.3-0.6 s
             # with two BLAS threads, 0.04 s with one).
             with single_threaded_lapack():
-                self._accumulators[key].update(torch.cat(self._pending[key], dim=0))
+                rows = torch.cat(self._pending[key], dim=0)
+                self._accumulators[key].update(rows)
+                if self.prefix is not None:  # issue 14: the rows with key < 1/2, by bin
+                    keys = np.concatenate(self._pending_keys[key])
+                    which = self.prefix[key].bin_index(keys)
+                    kept = np.flatnonzero(which >= 0)
+                    if kept.size:
+                        self.prefix[key].update(
+                            rows.index_select(0, torch.from_numpy(kept).to(rows.device)),
+                            keys[kept])
             self._pending[key] = []
+            self._pending_keys[key] = []
             self._pending_rows[key] = 0
 
     def flush(self) -> None:
@@ -257,10 +280,12 @@ class LayerAccumulators:
                       for b, utt in enumerate(batch.utterances)]
             picked = torch.cat([torch.from_numpy(index + b * width)
                                 for b, index in enumerate(chosen)]).to(device)
-            if self.cluster is not None:  # issue 14: each row's seeded key (uid, frame)
+            if self.cluster is not None or self.prefix is not None:  # issue 14: row keys
                 picked_keys = np.concatenate([row_keys(self.seed, utt.uid, index)
                                               for utt, index in zip(batch.utterances, chosen,
                                                                     strict=True)])
+        utt_keys = None if self.prefix is None else np.concatenate(  # issue 14
+            [row_keys(self.seed, utt.uid) for utt in batch.utterances])
         for layer in layers:
             frames = batch.output.layers[layer]
             if frames.shape[1] != width:
@@ -276,20 +301,23 @@ class LayerAccumulators:
                 else:
                     summed = frames.sum(dim=1, dtype=torch.float64)
                 if "sum" in self.poolings:
-                    self._add((layer, "sum"), summed)
+                    self._add((layer, "sum"), summed, utt_keys)
                 if "mean" in self.poolings:
                     counts = lengths_d.to(summed.dtype)[:, None]
-                    self._add((layer, "mean"), summed / counts)
+                    self._add((layer, "mean"), summed / counts, utt_keys)
             if picked is not None:
                 flat = frames.reshape(-1, frames.shape[-1])
                 frame_rows = flat.index_select(0, picked)
-                self._add((layer, "frames"), frame_rows)
+                self._add((layer, "frames"), frame_rows, picked_keys)
                 if self.cluster is not None and picked_keys is not None:
                     self.cluster[layer].update(frame_rows, picked_keys)
 
     def merge(self, other: LayerAccumulators) -> LayerAccumulators:
         for key, acc in self.accumulators.items():
             acc.merge(other.accumulators[key])
+        if self.prefix is not None and other.prefix is not None:
+            for key, prefix in self.prefix.items():
+                prefix.merge(other.prefix[key])
         if self.cluster is not None and other.cluster is not None:
             for layer, store in self.cluster.items():
                 store.merge(other.cluster[layer])
@@ -327,6 +355,53 @@ def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, mode
                 dim=acc.dim, conventions=conventions,
             ))
     return rows
+
+
+def attach_convergence(rows: list[ResultRow], accumulators: LayerAccumulators,
+                       metrics: Sequence[str]) -> list[ResultRow]:
+    """issue 14: each spectral row gains ``conventions["convergence"]``: the metric at the
+    nested seeded prefixes N/8, N/4, N/2 and at N (see :func:`convergence_record`)."""
+    if accumulators.prefix is None or not rows:
+        return rows
+    accumulators.flush()
+    keys = list(accumulators.prefix)
+    prefixes = [accumulators.prefix[key].prefixes() for key in keys]
+    flat = [acc for group in prefixes for acc in group]
+    nonempty = [acc for acc in flat if acc.n_rows > 0]
+    done = iter(compute_metrics_many(nonempty, metrics))
+    computed = [next(done) if acc.n_rows > 0 else {} for acc in flat]
+    per_key: dict[tuple[str, str], tuple[list[int], list[dict[str, Any]]]] = {}
+    for i, key in enumerate(keys):
+        group = prefixes[i]
+        per_key[key] = ([acc.n_rows for acc in group], computed[3 * i: 3 * i + 3])
+    out = []
+    for row in rows:
+        found = per_key.get((row.layer, row.pooling))
+        if found is None:
+            out.append(row)
+            continue
+        n_rows, results = found
+        values = [r[row.metric].value if row.metric in r else float("nan")
+                  for r in results]
+        record = convergence_record([*values, row.value], [*n_rows, row.n_rows])
+        out.append(dataclasses.replace(row, conventions={**row.conventions,
+                                                         "convergence": record}))
+    return out
+
+
+def attach_dominance(rows: list[ResultRow], accumulators: LayerAccumulators
+                     ) -> tuple[list[ResultRow], dict[str, dict[str, Any]]]:
+    """issue 14: ``conventions["dominance"]`` on every RankMe row (first direction's share of
+    the raw spectrum, the mean's share of the rows' norm, flagged past 0.9), and the same per
+    layer and pooling for the JSON's top level."""
+    table: dict[str, dict[str, Any]] = {}
+    for (layer, pooling), acc in accumulators.accumulators.items():
+        table.setdefault(layer, {})[pooling] = dominance_record(acc)
+    out = [dataclasses.replace(row, conventions={**row.conventions,
+                                                 "dominance": table[row.layer][row.pooling]})
+           if row.metric == "rankme" and row.layer in table and row.pooling in table[row.layer]
+           else row for row in rows]
+    return out, table
 
 
 def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *,
@@ -385,7 +460,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
              max_seconds: float | None = None,
              device: str = "cpu", seed: int = 0, strict: bool = False,
              checkpoint: str | None = None, step: int | None = None,
-             n_clusters: int = DEFAULT_N_CLUSTERS,
+             n_clusters: int = DEFAULT_N_CLUSTERS, convergence: bool = True,
              on_plan: Callable[[float], Any] | None = None,
              progress: Callable[[float], Any] | None = None) -> RankResult:
     """Label-free metrics for every requested layer and pooling in one encoder pass.
@@ -406,6 +481,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         strict: fail on the first unusable file instead of skipping it.
         checkpoint, step: recorded in every row (defaults: the model spec, no step).
         n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
+        convergence: give every spectral row its values at nested seeded prefixes N/8, N/4,
+            N/2 (``conventions["convergence"]``; marked not converged past 2 %).
         on_plan: called once with the total audio seconds to process (for progress bars).
         progress: called with the audio seconds of each finished batch.
     """
@@ -443,7 +520,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
                   else encoder.dim for name in chosen_layers}
     accumulators = LayerAccumulators(layer_dims, chosen_poolings, frame_quota=frame_quota,
                                      seed=seed,
-                                     cluster_rows=max_frames if chosen_cluster else None)
+                                     cluster_rows=max_frames if chosen_cluster else None,
+                                     convergence=convergence)
     if on_plan is not None:
         on_plan(sum(p.num_samples for p in planned) / encoder.sample_rate)
 
@@ -465,6 +543,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
     rows = metric_rows(accumulators, chosen_spectral, model=model_name,
                        checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
                        extra_conventions=conventions) if chosen_spectral else []
+    rows = attach_convergence(rows, accumulators, chosen_spectral)  # issue 14
+    rows, dominance = attach_dominance(rows, accumulators)  # issue 14
     cluster_started = time.perf_counter()
     rows += cluster_metric_rows(accumulators, chosen_cluster, n_clusters=n_clusters, seed=seed,
                                 model=model_name, checkpoint=checkpoint or model_name,
@@ -488,6 +568,9 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
                                           "by a generator seeded with (seed, sha256(uid))",
                         "max_seconds": max_seconds, "batch_seconds": batch_seconds,
                         "num_utterances": num_utterances,
+                        "convergence": "values at nested prefixes of keys < 1/8, 1/4, 1/2; "
+                                       "not converged when the last doubling moved the value "
+                                       "by more than 2 %" if convergence else None,
                         "layer_numbering": "0 = input of the first transformer layer "
                                            "(Hugging Face hidden_states[0])"},
         "versions": _versions(),
@@ -495,5 +578,6 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
         "cluster_seconds": round(cluster_seconds, 3),
+        "dominance": dominance,  # issue 14: per layer, per pooling
     }
     return RankResult(rows=rows, info=info, accumulators=accumulators)

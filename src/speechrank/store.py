@@ -65,6 +65,8 @@ VOLATILE_CONVENTION_KEYS: frozenset[str] = frozenset({
     "wall_s", "elapsed_s", "seconds", "timestamp", "created_at", "started_at", "finished_at",
     "host", "hostname", "versions", "speechrank_version", "torch_version",
     "transformers_version", "device", "threads", "num_threads", "batch_size", "batch_seconds",
+    # issue 14: measured by-products carried beside a value, not part of its identity
+    "convergence", "dominance",
 })
 
 _ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))

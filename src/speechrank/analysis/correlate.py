@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from speechrank.analysis.flags import series_flags
 from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.errors import SpeechrankError
@@ -307,6 +308,13 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
     metric_series, score_series = found.metric, found.score
 
     report = CorrelationReport([], [], [], [], [], [], {}, notes)
+    # issue 14: values not converged in N, or dominated by one direction, noted per series.
+    flag_counts: dict[str, Any] = {}
+    for ms in metric_series:
+        flag_notes, counts = series_flags(ms.label, ms.points.values())
+        notes.extend(flag_notes)
+        if flag_notes:
+            flag_counts[ms.label] = counts
     pairs_seen = 0
     for ms in metric_series:
         model, metric, pooling, mdata = ms.key
@@ -372,6 +380,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                   "metric is lowest (that checkpoint is in both phases)",
         "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
                    "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
+        "flags": flag_counts,  # issue 14
     }
     return report
 
