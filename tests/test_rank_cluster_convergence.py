@@ -80,3 +80,43 @@ def test_rankme_rows_carry_dominance_and_the_table_marks_flags(tones):
     tables = rows_tables(result.rows, "t")
     if flagged:
         assert any(t.caption and "one direction" in t.caption for t in tables)
+
+
+def test_protocol_aldeneh2025_fills_defaults_and_explicit_options_win(tones):
+    result = run_rank("random:tiny", str(tones), protocol="aldeneh2025")
+    assert {(r.pooling, r.metric) for r in result.rows} == {("sum", "rankme")}
+    layers = set(result.info["layers"])
+    assert {r.layer for r in result.rows} == layers
+    for row in result.rows:
+        assert row.conventions["protocol"] == "aldeneh2025"
+        assert row.conventions["eps"] == 1e-7 and row.conventions.get("centered") in (False,
+                                                                                       None)
+    record = result.info["protocol"]
+    assert "poolings" in record["filled"] and record["overridden"] == {}
+    assert "arXiv 2409.10787" in record["citation"] and record["inferred"]
+    mine = run_rank("random:tiny", str(tones), protocol="aldeneh2025", poolings="sum,frames")
+    assert {r.pooling for r in mine.rows} == {"sum", "frames"}
+    assert mine.info["protocol"]["overridden"]["poolings"] == {"protocol": ["sum"],
+                                                                "used": "sum,frames"}
+
+
+def test_protocol_whetten2025_clusters_and_convergence(tones):
+    result = run_rank("random:tiny", str(tones), protocol="whetten2025", total_seconds=8.0,
+                      n_clusters=8)
+    assert result.info["counts"]["audio_seconds"] >= 8.0
+    assert result.info["counts"]["utterances_used"] < 16
+    layers = set(result.info["layers"])
+    for metric in ("kmeans_inertia", "davies_bouldin"):
+        assert set(_rows(result, metric)) == layers
+    assert set(_rows(result, "rankme", "sum")) == layers
+    frames = _rows(result, "rankme", "frames")
+    assert all(r.conventions["max_frames"] is None for r in frames.values())
+    for row in result.rows:
+        if row.metric == "rankme":
+            assert len(row.conventions["convergence"]["values"]) == 4
+    assert set(result.info["protocol"]["overridden"]) == {"total_seconds", "n_clusters"}
+
+
+def test_unknown_protocol_is_one_line(tones):
+    with pytest.raises(SpeechrankError, match="unknown protocol 'nope'; choose from"):
+        run_rank("random:tiny", str(tones), protocol="nope")

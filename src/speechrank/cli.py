@@ -129,7 +129,7 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
     One table per group keeps each about 80 columns wide, so it stays readable in a log or a
     narrow terminal; metric names wrap at their underscores.
     """
-    from speechrank.analysis.flags import LEGEND, marker
+    from speechrank.analysis.flags import legend, marker
 
     groups: dict[str, list[str]] = {}
     cells: dict[tuple[str, str, str], float] = {}
@@ -144,9 +144,10 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
     tables = []
     for group, metrics in groups.items():
         layers = sorted({layer for g, layer, _ in cells if g == group}, key=layer_sort_key)
-        flagged = any(marks.get((group, layer, m)) for layer in layers for m in metrics)
+        caption = legend(marks.get((group, layer, m), "") for layer in layers
+                         for m in metrics)
         table = Table(title=f"{title}\n{group_key} {group}", show_lines=False,
-                      caption=LEGEND if flagged else None)
+                      caption=caption or None)
         table.add_column("layer", justify="right")
         for metric in metrics:
             table.add_column(metric.replace("_", "\n"), justify="right")
@@ -188,14 +189,18 @@ def rank(
     data: Annotated[str, typer.Argument(help="Audio directory, manifest (.csv/.tsv/.jsonl) "
                                         "or FORMAT:PATH.")],
     layers: Annotated[str | None, typer.Option(help="Layers, e.g. all, 0,3,6, 2-5, cnn.")] = None,
-    pooling: Annotated[str, typer.Option(help="Poolings: sum (RankMe-t), mean, frames.")] = (
-        "sum,mean,frames"),
+    pooling: Annotated[str | None, typer.Option(help="Poolings: sum (RankMe-t), mean, frames "
+                                                "(default all three).")] = None,
     metrics: Annotated[str | None, typer.Option(help="Metrics (comma list; default all "
                                                 "spectral metrics; kmeans_inertia and "
                                                 "davies_bouldin opt in).")] = None,
     n_clusters: Annotated[int, typer.Option(help="k of the k-means cluster metrics.")] = 1024,
     convergence: Annotated[bool, typer.Option(help="Values at nested seeded prefixes N/8, "
                                               "N/4, N/2 (not converged past 2 %).")] = True,
+    protocol: Annotated[str | None, typer.Option(help="A published protocol: aldeneh2025 or "
+                                                 "whetten2025; explicit options win.")] = None,
+    total_seconds: Annotated[float | None, typer.Option(help="Seeded draw of whole files up "
+                                                        "to this much audio.")] = None,
     num_utterances: Annotated[int, typer.Option(help="Seeded random subset size (the "
                                                 "paper used 10,000).")] = 10_000,
     max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = 25_600,
@@ -217,7 +222,8 @@ def rank(
                           num_utterances=num_utterances, max_frames=max_frames,
                           batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
                           seed=seed, strict=strict, n_clusters=n_clusters,
-                          convergence=convergence,
+                          convergence=convergence, protocol=protocol,
+                          total_seconds=total_seconds,
                           on_plan=bar.plan, progress=bar.advance)
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -455,12 +456,14 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
              poolings: str | Sequence[str] | None = None,
              metrics: str | Sequence[str] | None = None,
              num_utterances: int | None = DEFAULT_NUM_UTTERANCES,
-             max_frames: int = DEFAULT_MAX_FRAMES,
+             max_frames: int | None = DEFAULT_MAX_FRAMES,
              batch_seconds: float = DEFAULT_BATCH_SECONDS,
              max_seconds: float | None = None,
              device: str = "cpu", seed: int = 0, strict: bool = False,
              checkpoint: str | None = None, step: int | None = None,
              n_clusters: int = DEFAULT_N_CLUSTERS, convergence: bool = True,
+             cluster_max_rows: int | None = None, total_seconds: float | None = None,
+             protocol: str | None = None,
              on_plan: Callable[[float], Any] | None = None,
              progress: Callable[[float], Any] | None = None) -> RankResult:
     """Label-free metrics for every requested layer and pooling in one encoder pass.
@@ -473,7 +476,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         metrics: spectral metric names (default: all of them), and opt-in the cluster
             metrics ``kmeans_inertia`` and ``davies_bouldin`` (of the ``frames`` rows).
         num_utterances: seeded random subset size (``None`` = all).
-        max_frames: row cap for the ``frames`` pooling.
+        max_frames: row cap for the ``frames`` pooling (``None``: every valid frame).
         batch_seconds: most padded audio per batch.
         max_seconds: crop every file to its first ``max_seconds``.
         device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
@@ -483,13 +486,39 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
         convergence: give every spectral row its values at nested seeded prefixes N/8, N/4,
             N/2 (``conventions["convergence"]``; marked not converged past 2 %).
+        cluster_max_rows: most frames the cluster metrics see per layer (default
+            ``max_frames``); past it, a seeded uniform sample.
+        total_seconds: keep a seeded random draw of whole utterances until this much audio
+            (after ``max_seconds`` crops) is reached ("one hour of audio").
+        protocol: a preset of :mod:`speechrank.protocols` (``aldeneh2025``,
+            ``whetten2025``); it fills every option left at its default here, explicit ones
+            win, and both are recorded (``info["protocol"]``, ``conventions["protocol"]``).
         on_plan: called once with the total audio seconds to process (for progress bars).
         progress: called with the audio seconds of each finished batch.
     """
     started = time.perf_counter()
+    protocol_record = None
+    if protocol is not None:  # issue 14 hook: a named protocol fills defaulted options
+        from speechrank.protocols import resolve
+
+        given = {"layers": layers, "poolings": poolings, "metrics": metrics,
+                 "num_utterances": num_utterances, "max_frames": max_frames,
+                 "n_clusters": n_clusters, "cluster_max_rows": cluster_max_rows,
+                 "total_seconds": total_seconds}
+        defaults = {k: p.default for k, p in inspect.signature(run_rank).parameters.items()}
+        options, protocol_record = resolve(
+            protocol, {k: v for k, v in given.items() if v != defaults[k]})
+        layers, poolings, metrics = options["layers"], options["poolings"], options["metrics"]
+        num_utterances, max_frames = options["num_utterances"], options.get("max_frames",
+                                                                            max_frames)
+        n_clusters = options.get("n_clusters", n_clusters)
+        cluster_max_rows = options.get("cluster_max_rows", cluster_max_rows)
+        total_seconds = options.get("total_seconds", total_seconds)
     if num_utterances is not None and num_utterances < 1:
         raise SpeechrankError("--num-utterances must be at least 1")
-    if max_frames < 1:
+    if total_seconds is not None and total_seconds <= 0:
+        raise SpeechrankError("--total-seconds must be positive")
+    if max_frames is not None and max_frames < 1:
         raise SpeechrankError("--max-frames must be at least 1")
     encoder = load_encoder(model, device=device) if isinstance(model, str) else model
     dataset = load_dataset(data) if isinstance(data, str) else data
@@ -514,13 +543,24 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         encoder, dataset.utterances, max_seconds=max_seconds, strict=strict, skips=skips)
     if not planned:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
-    quotas = frame_quotas([p.num_frames for p in planned], max_frames)
+    if total_seconds is not None:  # issue 14: a seeded draw of whole utterances
+        order = np.random.default_rng(seed).permutation(len(planned))
+        budget, kept = total_seconds * encoder.sample_rate, []
+        for i in order:
+            if budget <= 0:
+                break
+            kept.append(int(i))
+            budget -= planned[i].num_samples
+        planned = [planned[i] for i in sorted(kept)]
+    frame_cap = sum(p.num_frames for p in planned) if max_frames is None else max_frames
+    quotas = frame_quotas([p.num_frames for p in planned], frame_cap)
     frame_quota = {p.utterance.uid: q for p, q in zip(planned, quotas, strict=True)}
     layer_dims = {name: encoder.layer_dims[name] if hasattr(encoder, "layer_dims")
                   else encoder.dim for name in chosen_layers}
     accumulators = LayerAccumulators(layer_dims, chosen_poolings, frame_quota=frame_quota,
                                      seed=seed,
-                                     cluster_rows=max_frames if chosen_cluster else None,
+                                     cluster_rows=(cluster_max_rows or frame_cap)
+                                     if chosen_cluster else None,
                                      convergence=convergence)
     if on_plan is not None:
         on_plan(sum(p.num_samples for p in planned) / encoder.sample_rate)
@@ -540,6 +580,10 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
     model_name = encoder.name
     conventions = {"seed": seed, "max_frames": max_frames, "max_seconds": max_seconds,
                    "num_utterances": accumulators.utterances}
+    if total_seconds is not None:
+        conventions["total_seconds"] = total_seconds
+    if protocol_record is not None:
+        conventions["protocol"] = protocol_record["name"]
     rows = metric_rows(accumulators, chosen_spectral, model=model_name,
                        checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
                        extra_conventions=conventions) if chosen_spectral else []
@@ -579,5 +623,6 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
         "encode_seconds": round(encode_seconds, 3),
         "cluster_seconds": round(cluster_seconds, 3),
         "dominance": dominance,  # issue 14: per layer, per pooling
+        "protocol": protocol_record,
     }
     return RankResult(rows=rows, info=info, accumulators=accumulators)

@@ -17,6 +17,7 @@ The sweep is described by a TOML file::
     metrics = ["rankme", "rankme_centered", "erank_cov", "alpha_req"]
     layers = "all"
     max_frames = 25600
+    # protocol = "whetten2025"  # optional preset; the keys above still win (issue 14)
 
     [[probe]]                   # one table per probe task
     name = "ks"                 # unique name shown in the report
@@ -141,7 +142,7 @@ class SweepConfig:
         rank = dict(raw.get("rank", {}))
         rank_data = rank.pop("data", None)
         allowed_rank = {"num_utterances", "max_seconds", "poolings", "metrics", "layers",
-                        "max_frames", "n_clusters"}  # n_clusters: issue 14
+                        "max_frames", "n_clusters", "protocol", "total_seconds"}  # issue 14
         bad = set(rank) - allowed_rank
         if bad:
             raise SpeechrankError(f"sweep config [rank]: unknown key(s) {sorted(bad)}")
@@ -358,6 +359,7 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
         num_utterances=options.get("num_utterances", 10_000),
         max_frames=int(options.get("max_frames", 25_600)),
         n_clusters=int(options.get("n_clusters", 1024)),  # issue 14
+        protocol=options.get("protocol"), total_seconds=options.get("total_seconds"),
         batch_seconds=cfg.batch_seconds,
         max_seconds=options.get("max_seconds", cfg.max_seconds), seed=cfg.seed,
         checkpoint=checkpoint.name, step=checkpoint.step)

@@ -31,9 +31,17 @@ def marker(row: ResultRow) -> str:
     return ("*" if not_converged(row) else "") + ("!" if dominated(row) else "")
 
 
-LEGEND = ("* not converged: the value moved more than 2 % between N/2 and N rows; "
-          "! one direction holds over 90 % of the spectrum: see rankme_centered or the "
-          "frames pooling")
+#: What each marker means, for a table caption.
+LEGEND: dict[str, str] = {
+    "*": "* not converged (moved > 2 % from N/2 to N rows)",
+    "!": "! one direction > 90 % of the spectrum (see rankme_centered, frames)",
+}
+
+
+def legend(markers: Iterable[str]) -> str:
+    """The caption for the markers that occur (empty when none)."""
+    seen = set("".join(markers))
+    return "\n".join(text for mark, text in LEGEND.items() if mark in seen)
 
 
 def series_flags(label: str, rows: Iterable[ResultRow]) -> tuple[list[str], dict[str, Any]]:
