@@ -232,13 +232,7 @@ class LayerAccumulators:
                 rows = torch.cat(self._pending[key], dim=0)
                 self._accumulators[key].update(rows)
                 if self.prefix is not None:  # issue 14: the rows with key < 1/2, by bin
-                    keys = np.concatenate(self._pending_keys[key])
-                    which = self.prefix[key].bin_index(keys)
-                    kept = np.flatnonzero(which >= 0)
-                    if kept.size:
-                        self.prefix[key].update(
-                            rows.index_select(0, torch.from_numpy(kept).to(rows.device)),
-                            keys[kept])
+                    self.prefix[key].update(rows, np.concatenate(self._pending_keys[key]))
             self._pending[key] = []
             self._pending_keys[key] = []
             self._pending_rows[key] = 0
