@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from speechrank.errors import SpeechrankError
+from speechrank.options import DEFAULT_BATCH_SECONDS, RunOptions
+from speechrank.progress import Progress, ProgressArg, as_progress
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,9 +118,15 @@ class SweepConfig:
     rank_options: dict[str, Any]
     probes: tuple[ProbeSpec, ...]
     seed: int = 0
-    batch_seconds: float = 32.0
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
     max_seconds: float | None = None
     cache_dir: str | None = None
+
+    def run_options(self) -> RunOptions:
+        """The ``[options]`` section as the shared :class:`~speechrank.options.RunOptions`
+        (a ``[rank]`` section may override its subset size, crop and frame cap)."""
+        return RunOptions(seed=self.seed, batch_seconds=self.batch_seconds,
+                          crop_seconds=self.max_seconds)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SweepConfig:
@@ -172,7 +180,7 @@ class SweepConfig:
         return cls(rank_data=_resolve_data(rank_data, base) if rank_data else None,
                    rank_options=rank, probes=tuple(probes),
                    seed=int(options.get("seed", 0)),
-                   batch_seconds=float(options.get("batch_seconds", 32.0)),
+                   batch_seconds=float(options.get("batch_seconds", DEFAULT_BATCH_SECONDS)),
                    max_seconds=options.get("max_seconds"),
                    cache_dir=options.get("cache_dir"))
 
@@ -285,7 +293,7 @@ class SweepSummary:
 
 
 def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_path: str | Path,
-          *, device: str = "cpu", progress: bool = True,
+          *, device: str = "cpu", progress: ProgressArg = None,
           log: Callable[[str], Any] | None = None) -> SweepSummary:
     """Measure every checkpoint of a series into ``store_path`` (resumable).
 
@@ -294,7 +302,8 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         config: a :class:`SweepConfig` or the path of its TOML file.
         store_path: the SQLite store; created when missing, reused when present.
         device: ``cpu`` or ``cuda``.
-        progress: show progress bars for the passes.
+        progress: a :class:`~speechrank.progress.Progress` for the passes (its ``log``
+            receives one line per unit of work unless ``log`` is given).
         log: called with one line per unit of work.
     """
     from speechrank.encoders import load_encoder
@@ -306,7 +315,8 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
     checkpoints = find_checkpoints(checkpoints_spec)
     run = run_name(checkpoints, checkpoints_spec)
-    say = log or (lambda _line: None)
+    report = as_progress(progress)
+    say = log or report.log
     store = ResultStore(store_path)
     store.set_meta("sweep_config", cfg.to_dict())
     store.set_meta("run", run)
@@ -317,12 +327,13 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         if cfg.rank_data:
             units.append((f"{run}|{checkpoint.name}|rank|{cfg.rank_data}",
                           functools.partial(_rank_unit, run_rank, cfg=cfg,
-                                            checkpoint=checkpoint, skipped=skipped)))
+                                            checkpoint=checkpoint, skipped=skipped,
+                                            progress=report)))
         for probe in cfg.probes:
             units.append((f"{run}|{checkpoint.name}|probe|{probe.name}",
                           functools.partial(_probe_unit, run_probe, cfg=cfg, probe=probe,
                                             checkpoint=checkpoint, skipped=skipped,
-                                            progress=progress)))
+                                            progress=report)))
         todo = [(key, fn) for key, fn in units if not store.is_done(key)]
         reused += len(units) - len(todo)
         if not todo:
@@ -351,33 +362,30 @@ def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:
 
 
 def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
-               checkpoint: Checkpoint, skipped: dict[str, int]) -> list[Any]:
+               checkpoint: Checkpoint, skipped: dict[str, int], progress: Progress
+               ) -> list[Any]:
     options = dict(cfg.rank_options)
     result = run_rank(
-        encoder, cfg.rank_data, layers=options.get("layers"),
-        poolings=options.get("poolings"), metrics=options.get("metrics"),
-        num_utterances=options.get("num_utterances", 10_000),
-        max_frames=int(options.get("max_frames", 25_600)),
+        encoder, cfg.rank_data, RunOptions.from_mapping(options, base=cfg.run_options()),
+        layers=options.get("layers"), poolings=options.get("poolings"),
+        metrics=options.get("metrics"), checkpoint=checkpoint.name, step=checkpoint.step,
         n_clusters=int(options.get("n_clusters", 1024)),  # issue 14
         protocol=options.get("protocol"), total_seconds=options.get("total_seconds"),
-        batch_seconds=cfg.batch_seconds,
-        max_seconds=options.get("max_seconds", cfg.max_seconds), seed=cfg.seed,
-        checkpoint=checkpoint.name, step=checkpoint.step)
+        progress=progress)
     _count_skips(skipped, result.info["skipped"])
     return result.rows
 
 
 def _probe_unit(run_probe: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
                 probe: ProbeSpec, checkpoint: Checkpoint, skipped: dict[str, int],
-                progress: bool) -> list[Any]:
+                progress: Progress) -> list[Any]:
     from speechrank.audio import load_dataset
     from speechrank.probes import resolve_task
 
     dataset = load_dataset(probe.data)
     config = probe_recipe(resolve_task(probe.task, dataset).kind, dict(probe.options))
-    result = run_probe(encoder, dataset, probe.task, seed=cfg.seed, config=config,
-                       cache_dir=cfg.cache_dir, max_seconds=cfg.max_seconds,
-                       batch_seconds=cfg.batch_seconds, progress=progress)
+    result = run_probe(encoder, dataset, probe.task, cfg.run_options(), config=config,
+                       cache_dir=cfg.cache_dir, progress=progress)
     _count_skips(skipped, result.info.get("skipped", []))
     return [dataclasses.replace(row, checkpoint=checkpoint.name,
                                 step=checkpoint.step, task=probe.name, domain=probe.domain,
