@@ -134,11 +134,17 @@ def test_directory_without_config(tmp_path: Path) -> None:
 
 
 def test_file_instead_of_directory(tmp_path: Path) -> None:
-    path = tmp_path / "model.pt"
+    path = tmp_path / "model.bin"
     path.write_bytes(b"")
     with pytest.raises(SpeechrankError) as err:
         load_encoder(str(path))
     assert "is a file" in _one_line(err)
+    # a .pt file is read as a fairseq checkpoint (issue 14): an empty one is one line too
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"")
+    with pytest.raises(SpeechrankError) as err:
+        load_encoder(str(path))
+    assert "cannot read the checkpoint" in _one_line(err)
 
 
 @pytest.mark.parametrize("spec", ["./no/such/model", "/definitely/not/here", "a/b/c", ""])

@@ -33,6 +33,7 @@ def _one_thread():
 def _kept(conventions: dict) -> dict:
     return {k: v for k, v in conventions.items() if k not in VOLATILE_CONVENTION_KEYS}
 
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 

@@ -22,8 +22,10 @@ a new spectral metric needs nothing here (``metrics=`` names it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,11 +34,15 @@ import torch
 from speechrank.errors import SpeechrankError
 from speechrank.extract import EncodedBatch
 from speechrank.metrics import SpectralAccumulator, compute_metrics_many
+from speechrank.metrics.cluster import ClusterRows, cluster_metrics
+from speechrank.metrics.convergence import PrefixAccumulators, convergence_record, row_keys
+from speechrank.metrics.dominance import dominance_record
 from speechrank.metrics.spectrum import single_threaded_lapack
 from speechrank.options import POOLINGS, Pooling
 from speechrank.results import ResultRow
 
-__all__ = ["LayerAccumulators", "frame_quotas", "metric_rows", "uid_generator"]
+__all__ = ["LayerAccumulators", "attach_convergence", "attach_dominance", "cluster_metric_rows",
+           "frame_quotas", "metric_rows", "uid_generator"]
 
 
 def frame_quotas(frame_counts: Sequence[int], max_frames: int) -> list[int]:
@@ -81,10 +87,15 @@ class LayerAccumulators:
         frame_quota: frames per utterance uid for ``frames`` pooling (see :func:`frame_quotas`);
             utterances missing from it give all their frames.
         seed: seeds the per-utterance frame choice.
+        cluster_rows: keep up to this many of the ``frames`` rows per layer for the
+            cluster metrics (issue 14; ``None``: keep none).
+        convergence: also feed nested seeded prefixes (N/8, N/4, N/2) of every accumulator's
+            rows (issue 14, :mod:`speechrank.metrics.convergence`).
     """
 
     def __init__(self, layer_dims: dict[str, int], poolings: Sequence[Pooling], *,
-                 frame_quota: dict[str, int] | None = None, seed: int = 0) -> None:
+                 frame_quota: dict[str, int] | None = None, seed: int = 0,
+                 cluster_rows: int | None = None, convergence: bool = False) -> None:
         for pooling in poolings:
             if pooling not in POOLINGS:
                 raise SpeechrankError(f"unknown pooling '{pooling}'")
@@ -102,6 +113,19 @@ class LayerAccumulators:
             key: [] for key in self._accumulators}
         self._pending_rows: dict[tuple[str, str], int] = dict.fromkeys(self._accumulators, 0)
         self.utterances = 0
+        # issue 14 hook: a bounded, seeded store of the frames pooling's rows per layer, for
+        # the cluster metrics (the Gram accumulator does not keep rows past D/2).
+        self.cluster: dict[str, ClusterRows] | None = None
+        if cluster_rows is not None and "frames" in self.poolings:
+            self.cluster = {layer: ClusterRows(dim, cluster_rows)
+                            for layer, dim in layer_dims.items()}
+        # issue 14 hook: prefix bins beside each accumulator, fed with each row's seeded key.
+        self.prefix: dict[tuple[str, str], PrefixAccumulators] | None = None
+        self._pending_keys: dict[tuple[str, str], list[np.ndarray]] = {
+            key: [] for key in self._accumulators}
+        if convergence:
+            self.prefix = {key: PrefixAccumulators(acc.dim)
+                           for key, acc in self._accumulators.items()}
 
     #: Rows gathered per (layer, pooling) before they are folded into the Gram matrix.
     FLUSH_ROWS = 1024
@@ -112,8 +136,11 @@ class LayerAccumulators:
         self.flush()
         return self._accumulators
 
-    def _add(self, key: tuple[str, str], rows: torch.Tensor) -> None:
+    def _add(self, key: tuple[str, str], rows: torch.Tensor,
+             keys: np.ndarray | None = None) -> None:
         self._pending[key].append(rows)
+        if self.prefix is not None and keys is not None:
+            self._pending_keys[key].append(keys)
         self._pending_rows[key] += rows.shape[0]
         if self._pending_rows[key] >= self.FLUSH_ROWS:
             self._flush_one(key)
@@ -124,8 +151,12 @@ class LayerAccumulators:
             # fight torch's (measured: the random:tiny updates of 300 FSDD files took 0.3-0.6 s
             # with two BLAS threads, 0.04 s with one).
             with single_threaded_lapack():
-                self._accumulators[key].update(torch.cat(self._pending[key], dim=0))
+                rows = torch.cat(self._pending[key], dim=0)
+                self._accumulators[key].update(rows)
+                if self.prefix is not None:  # issue 14: the rows with key < 1/2, by bin
+                    self.prefix[key].update(rows, np.concatenate(self._pending_keys[key]))
             self._pending[key] = []
+            self._pending_keys[key] = []
             self._pending_rows[key] = 0
 
     def flush(self) -> None:
@@ -158,13 +189,20 @@ class LayerAccumulators:
             valid_index = torch.nonzero(mask.reshape(-1)).flatten()
             owner = valid_index // width
         picked: torch.Tensor | None = None
+        picked_keys: np.ndarray | None = None
         if "frames" in self.poolings:
             # One flat index of the chosen frames, (utterance b, frame t) -> b * width + t,
             # shared by every layer.
-            picked = torch.cat([
-                torch.from_numpy(self._frame_index(utt.uid, int(lengths[b])) + b * width)
-                for b, utt in enumerate(batch.utterances)
-            ]).to(device)
+            chosen = [self._frame_index(utt.uid, int(lengths[b]))
+                      for b, utt in enumerate(batch.utterances)]
+            picked = torch.cat([torch.from_numpy(index + b * width)
+                                for b, index in enumerate(chosen)]).to(device)
+            if self.cluster is not None or self.prefix is not None:  # issue 14: row keys
+                picked_keys = np.concatenate([row_keys(self.seed, utt.uid, index)
+                                              for utt, index in zip(batch.utterances, chosen,
+                                                                    strict=True)])
+        utt_keys = None if self.prefix is None else np.concatenate(  # issue 14
+            [row_keys(self.seed, utt.uid) for utt in batch.utterances])
         for layer in layers:
             frames = batch.output.layers[layer]
             if frames.shape[1] != width:
@@ -180,17 +218,26 @@ class LayerAccumulators:
                 else:
                     summed = frames.sum(dim=1, dtype=torch.float64)
                 if "sum" in self.poolings:
-                    self._add((layer, "sum"), summed)
+                    self._add((layer, "sum"), summed, utt_keys)
                 if "mean" in self.poolings:
                     counts = lengths_d.to(summed.dtype)[:, None]
-                    self._add((layer, "mean"), summed / counts)
+                    self._add((layer, "mean"), summed / counts, utt_keys)
             if picked is not None:
                 flat = frames.reshape(-1, frames.shape[-1])
-                self._add((layer, "frames"), flat.index_select(0, picked))
+                frame_rows = flat.index_select(0, picked)
+                self._add((layer, "frames"), frame_rows, picked_keys)
+                if self.cluster is not None and picked_keys is not None:
+                    self.cluster[layer].update(frame_rows, picked_keys)
 
     def merge(self, other: LayerAccumulators) -> LayerAccumulators:
         for key, acc in self.accumulators.items():
             acc.merge(other.accumulators[key])
+        if self.prefix is not None and other.prefix is not None:
+            for key, prefix in self.prefix.items():
+                prefix.merge(other.prefix[key])
+        if self.cluster is not None and other.cluster is not None:
+            for layer, store in self.cluster.items():
+                store.merge(other.cluster[layer])
         self.utterances += other.utterances
         return self
 
@@ -212,4 +259,88 @@ def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, mode
                 pooling=pooling, metric=name, value=float(result.value), n_rows=acc.n_rows,
                 dim=acc.dim, conventions=conventions,
             ))
+    return rows
+
+
+def attach_convergence(rows: list[ResultRow], accumulators: LayerAccumulators,
+                       metrics: Sequence[str]) -> list[ResultRow]:
+    """issue 14: each spectral row gains ``conventions["convergence"]``: the metric at the
+    nested seeded prefixes N/8, N/4, N/2 and at N (see :func:`convergence_record`)."""
+    if accumulators.prefix is None or not rows:
+        return rows
+    accumulators.flush()
+    keys = list(accumulators.prefix)
+    prefixes = [accumulators.prefix[key].prefixes() for key in keys]
+    flat = [acc for group in prefixes for acc in group]
+    nonempty = [acc for acc in flat if acc.n_rows > 0]
+    done = iter(compute_metrics_many(nonempty, metrics))
+    computed = [next(done) if acc.n_rows > 0 else {} for acc in flat]
+    per_key: dict[tuple[str, str], tuple[list[int], list[dict[str, Any]]]] = {}
+    for i, key in enumerate(keys):
+        group = prefixes[i]
+        per_key[key] = ([acc.n_rows for acc in group], computed[3 * i: 3 * i + 3])
+    out = []
+    for row in rows:
+        found = per_key.get((row.layer, row.pooling))
+        if found is None:
+            out.append(row)
+            continue
+        n_rows, results = found
+        values = [r[row.metric].value if row.metric in r else float("nan")
+                  for r in results]
+        record = convergence_record([*values, row.value], [*n_rows, row.n_rows])
+        out.append(dataclasses.replace(row, conventions={**row.conventions,
+                                                         "convergence": record}))
+    return out
+
+
+def attach_dominance(rows: list[ResultRow], accumulators: LayerAccumulators
+                     ) -> tuple[list[ResultRow], dict[str, dict[str, Any]]]:
+    """issue 14: ``conventions["dominance"]`` on every RankMe row (first direction's share of
+    the raw spectrum, the mean's share of the rows' norm, flagged past 0.9), and the same per
+    layer and pooling for the JSON's top level."""
+    table: dict[str, dict[str, Any]] = {}
+    for (layer, pooling), acc in accumulators.accumulators.items():
+        table.setdefault(layer, {})[pooling] = dominance_record(acc)
+    out = [dataclasses.replace(row, conventions={**row.conventions,
+                                                 "dominance": table[row.layer][row.pooling]})
+           if row.metric == "rankme" and row.layer in table and row.pooling in table[row.layer]
+           else row for row in rows]
+    return out, table
+
+
+def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *,
+                        n_clusters: int, seed: int, model: str, checkpoint: str,
+                        step: int | None, dataset: str,
+                        extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
+    """issue 14: the cluster metrics of every layer's stored ``frames`` rows as tidy rows."""
+    rows: list[ResultRow] = []
+    if accumulators.cluster is None or not metrics:
+        return rows
+    stores = list(accumulators.cluster.items())
+
+    def one(item: tuple[str, ClusterRows]) -> dict[str, Any]:
+        return cluster_metrics(item[1].rows(), metrics, n_clusters=n_clusters, seed=seed,
+                               threads=None)
+
+    # One layer per thread, each fit on one OpenMP/BLAS thread (scikit-learn releases the
+    # GIL); the limit is process-wide, so it is set once around the pool.
+    from threadpoolctl import threadpool_limits
+
+    workers = max(1, min(torch.get_num_threads(), len(stores)))
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+        computed = list(pool.map(one, stores))
+    for (layer, store), results in zip(stores, computed, strict=True):
+        kept = store.rows()
+        for name, result in results.items():
+            conventions = {**result.conventions, **{k: v for k, v in result.extras.items()
+                                                    if isinstance(v, (int, float, str))},
+                           "rows_seen": store.seen,
+                           "row_selection": "the frames pooling's rows; past the cap, the "
+                                            "rows with the smallest (seed, uid, frame) keys"}
+            conventions.update(extra_conventions or {})
+            rows.append(ResultRow(
+                model=model, checkpoint=checkpoint, step=step, dataset=dataset, layer=layer,
+                pooling="frames", metric=name, value=float(result.value),
+                n_rows=int(kept.shape[0]), dim=store.dim, conventions=conventions))
     return rows

@@ -157,6 +157,8 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
     narrow terminal; metric names wrap at their underscores. A probe score is followed by its
     standard error (``0.611±0.046``; see :mod:`speechrank.probes.stderr`).
     """
+    from speechrank.analysis.flags import legend, marker
+
     groups: dict[str, list[str]] = {}
     cells: dict[tuple[str, str, str], str] = {}
     for row in rows:
@@ -164,7 +166,7 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
         metrics = groups.setdefault(group, [])
         if row.metric not in metrics:
             metrics.append(row.metric)
-        text = _fmt(row.value)
+        text = _fmt(row.value) + marker(row)  # issue 14: * not converged, ! dominated
         se = row.conventions.get("standard_error")
         if isinstance(se, float) and se == se:  # a probe score's standard error
             text += f"±{se:.3f}"
@@ -172,7 +174,10 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
     tables = []
     for group, metrics in groups.items():
         layers = sorted({layer for g, layer, _ in cells if g == group}, key=layer_sort_key)
-        table = Table(title=f"{title}\n{group_key} {group}", show_lines=False)
+        caption = legend(marks.get((group, layer, m), "") for layer in layers
+                         for m in metrics)
+        table = Table(title=f"{title}\n{group_key} {group}", show_lines=False,
+                      caption=caption or None)
         table.add_column("layer", justify="right")
         for metric in metrics:
             table.add_column(metric.replace("_", "\n"), justify="right")
@@ -213,10 +218,18 @@ def rank(
     data: Annotated[str, typer.Argument(help="Audio directory, manifest (.csv/.tsv/.jsonl) "
                                         "or FORMAT:PATH.")],
     layers: Annotated[str | None, typer.Option(help="Layers, e.g. all, 0,3,6, 2-5, cnn.")] = None,
-    pooling: Annotated[str, typer.Option(help="Poolings: sum (RankMe-t), mean, frames.")] = (
-        "sum,mean,frames"),
+    pooling: Annotated[str | None, typer.Option(help="Poolings: sum (RankMe-t), mean, frames "
+                                                "(default all three).")] = None,
     metrics: Annotated[str | None, typer.Option(help="Metrics (comma list; default all "
-                                                "spectral metrics).")] = None,
+                                                "spectral metrics; kmeans_inertia and "
+                                                "davies_bouldin opt in).")] = None,
+    n_clusters: Annotated[int, typer.Option(help="k of the k-means cluster metrics.")] = 1024,
+    convergence: Annotated[bool, typer.Option(help="Values at nested seeded prefixes N/8, "
+                                              "N/4, N/2 (not converged past 2 %).")] = True,
+    protocol: Annotated[str | None, typer.Option(help="A published protocol: aldeneh2025 or "
+                                                 "whetten2025; explicit options win.")] = None,
+    total_seconds: Annotated[float | None, typer.Option(help="Seeded draw of whole files up "
+                                                        "to this much audio.")] = None,
     num_utterances: Annotated[int, typer.Option(help="Seeded random subset size (the "
                                                 "paper used 10,000).")] = DEFAULT_NUM_UTTERANCES,
     max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = (
@@ -240,7 +253,9 @@ def rank(
                          batch_seconds=batch_seconds, max_frames=max_frames, seed=seed)
     with RichProgress(enabled=not quiet) as progress:
         result = run_rank(model, data, options, layers=layers, poolings=pooling,
-                          metrics=metrics, device=device, strict=strict, progress=progress)
+                          metrics=metrics, device=device, strict=strict,
+                          n_clusters=n_clusters, convergence=convergence, protocol=protocol,
+                          total_seconds=total_seconds, progress=progress)
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "
              f"{counts['utterances_used']} utterances, {counts['audio_seconds']:.0f} s audio")

@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from speechrank import __version__
-from speechrank.accumulate import LayerAccumulators, frame_quotas, metric_rows
+from speechrank.accumulate import (
+    LayerAccumulators,
+    attach_convergence,
+    attach_dominance,
+    cluster_metric_rows,
+    frame_quotas,
+    metric_rows,
+)
 from speechrank.audio.datasets import load_dataset
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.splits import subset
@@ -38,6 +45,7 @@ from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import PlannedUtterance, SkipLog, iter_encoded, plan_utterances
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
+from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES, DEFAULT_N_CLUSTERS
 from speechrank.options import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_NUM_UTTERANCES,
@@ -85,6 +93,9 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
              metrics: str | Sequence[str] | None = None,
              device: str = "cpu", strict: bool = False,
              checkpoint: str | None = None, step: int | None = None,
+             n_clusters: int = DEFAULT_N_CLUSTERS, convergence: bool = True,
+             cluster_max_rows: int | None = None, total_seconds: float | None = None,
+             uncapped_frames: bool = False, protocol: str | None = None,
              progress: ProgressArg = None, **option_fields: Any) -> RankResult:
     """Label-free metrics for every requested layer and pooling in one encoder pass.
 
@@ -96,24 +107,75 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
             keywords, e.g. ``num_utterances=200``; ``max_seconds`` names ``crop_seconds``).
         layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
         poolings: any of ``sum``, ``mean``, ``frames`` (default: all three).
-        metrics: spectral metric names (default: all of them).
+        metrics: spectral metric names (default: all of them), and opt-in the cluster
+            metrics ``kmeans_inertia`` and ``davies_bouldin`` (of the ``frames`` rows).
         device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
         strict: fail on the first unusable file instead of skipping it.
         checkpoint, step: recorded in every row (defaults: the model spec, no step).
+        n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
+        convergence: give every spectral row its values at nested seeded prefixes N/8, N/4,
+            N/2 (``conventions["convergence"]``; marked not converged past 2 %).
+        cluster_max_rows: most frames the cluster metrics see per layer (default: the
+            ``frames`` row cap); past it, a seeded uniform sample.
+        total_seconds: keep a seeded random draw of whole utterances until this much audio
+            (after crops) is reached ("one hour of audio").
+        uncapped_frames: the ``frames`` pooling keeps every valid frame (``max_frames`` is
+            then not applied; the whetten2025 protocol sets it).
+        protocol: a preset of :mod:`speechrank.protocols` (``aldeneh2025``,
+            ``whetten2025``); it fills every option left at its default here, explicit ones
+            win, and both are recorded (``info["protocol"]``, ``conventions["protocol"]``).
         progress: a :class:`~speechrank.progress.Progress`; stage ``encode`` in seconds of
             audio.
     """
     started = time.perf_counter()
     opts = resolve_options(options, **option_fields)
-    num_utterances, max_frames = opts.num_utterances, opts.max_frames
+    protocol_record = None
+    if protocol is not None:  # issue 14 hook: a named protocol fills defaulted options
+        from speechrank.protocols import resolve
+
+        base = RunOptions()
+        given = {"layers": layers, "poolings": poolings, "metrics": metrics,
+                 "num_utterances": opts.num_utterances,
+                 "max_frames": None if uncapped_frames else opts.max_frames,
+                 "n_clusters": n_clusters, "cluster_max_rows": cluster_max_rows,
+                 "total_seconds": total_seconds}
+        defaults = {"layers": None, "poolings": None, "metrics": None,
+                    "num_utterances": base.num_utterances, "max_frames": base.max_frames,
+                    "n_clusters": DEFAULT_N_CLUSTERS, "cluster_max_rows": None,
+                    "total_seconds": None}
+        chosen, protocol_record = resolve(
+            protocol, {k: v for k, v in given.items() if v != defaults[k]})
+        layers, poolings = chosen.get("layers", layers), chosen.get("poolings", poolings)
+        metrics = chosen.get("metrics", metrics)
+        n_clusters = chosen.get("n_clusters", n_clusters)
+        cluster_max_rows = chosen.get("cluster_max_rows", cluster_max_rows)
+        total_seconds = chosen.get("total_seconds", total_seconds)
+        if "num_utterances" in chosen:
+            opts = opts.replace(num_utterances=chosen["num_utterances"])
+        if "max_frames" in chosen:
+            uncapped_frames = chosen["max_frames"] is None
+            if not uncapped_frames:
+                opts = opts.replace(max_frames=chosen["max_frames"])
+    if total_seconds is not None and not total_seconds > 0:
+        raise SpeechrankError("--total-seconds must be positive")
+    num_utterances = opts.num_utterances
+    max_frames: int | None = None if uncapped_frames else opts.max_frames
     max_seconds, seed = opts.crop_seconds, opts.seed
     report = as_progress(progress)
     encoder = load_encoder(model, device=device) if isinstance(model, str) else model
     dataset = load_dataset(data) if isinstance(data, str) else data
     chosen_layers = parse_layers(layers, encoder.layer_names)
     chosen_poolings = parse_choices(poolings, POOLINGS, "pooling", DEFAULT_POOLINGS)
-    chosen_metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric",
-                                   SPECTRAL_METRIC_NAMES)
+    chosen_metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES + CLUSTER_METRIC_NAMES,
+                                   "metric", SPECTRAL_METRIC_NAMES)
+    # issue 14: cluster metrics run on the frames pooling's rows, not on a Gram accumulator.
+    chosen_cluster = [m for m in chosen_metrics if m in CLUSTER_METRIC_NAMES]
+    chosen_spectral = [m for m in chosen_metrics if m not in CLUSTER_METRIC_NAMES]
+    if chosen_cluster and "frames" not in chosen_poolings:
+        raise SpeechrankError(f"{', '.join(chosen_cluster)} cluster(s) the frames pooling's "
+                              "rows; add frames to --pooling")
+    if n_clusters < 2:
+        raise SpeechrankError("--n-clusters must be at least 2")
     total_files = len(dataset)
     if num_utterances is not None and num_utterances < total_files:
         dataset = subset(dataset, num_utterances, seed=seed)
@@ -123,12 +185,25 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         encoder, dataset.utterances, max_seconds=max_seconds, strict=strict, skips=skips)
     if not planned:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
-    quotas = frame_quotas([p.num_frames for p in planned], max_frames)
+    if total_seconds is not None:  # issue 14: a seeded draw of whole utterances
+        order = np.random.default_rng(seed).permutation(len(planned))
+        budget, kept = total_seconds * encoder.sample_rate, []
+        for i in order:
+            if budget <= 0:
+                break
+            kept.append(int(i))
+            budget -= planned[i].num_samples
+        planned = [planned[i] for i in sorted(kept)]
+    frame_cap = sum(p.num_frames for p in planned) if max_frames is None else max_frames
+    quotas = frame_quotas([p.num_frames for p in planned], frame_cap)
     frame_quota = {p.utterance.uid: q for p, q in zip(planned, quotas, strict=True)}
     layer_dims = {name: encoder.layer_dims[name] if hasattr(encoder, "layer_dims")
                   else encoder.dim for name in chosen_layers}
     accumulators = LayerAccumulators(layer_dims, chosen_poolings, frame_quota=frame_quota,
-                                     seed=seed)
+                                     seed=seed,
+                                     cluster_rows=(cluster_max_rows or frame_cap)
+                                     if chosen_cluster else None,
+                                     convergence=convergence)
     report.start("encode", sum(p.num_samples for p in planned) / encoder.sample_rate,
                  "s audio")
 
@@ -149,9 +224,20 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     model_name = encoder.name
     conventions = {"seed": seed, "max_frames": max_frames, "max_seconds": max_seconds,
                    "num_utterances": accumulators.utterances}
-    rows = metric_rows(accumulators, chosen_metrics, model=model_name,
+    if total_seconds is not None:
+        conventions["total_seconds"] = total_seconds
+    if protocol_record is not None:
+        conventions["protocol"] = protocol_record["name"]
+    rows = metric_rows(accumulators, chosen_spectral, model=model_name,
                        checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
-                       extra_conventions=conventions)
+                       extra_conventions=conventions) if chosen_spectral else []
+    rows = attach_convergence(rows, accumulators, chosen_spectral)  # issue 14
+    rows, dominance = attach_dominance(rows, accumulators)  # issue 14
+    cluster_started = time.perf_counter()
+    rows += cluster_metric_rows(accumulators, chosen_cluster, n_clusters=n_clusters, seed=seed,
+                                model=model_name, checkpoint=checkpoint or model_name,
+                                step=step, dataset=dataset.spec, extra_conventions=conventions)
+    cluster_seconds = time.perf_counter() - cluster_started
     info = {
         "command": "rank",
         "model": model_name,
@@ -170,11 +256,17 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
                                           "by a generator seeded with (seed, sha256(uid))",
                         "max_seconds": max_seconds, "batch_seconds": opts.batch_seconds,
                         "num_utterances": num_utterances,
+                        "convergence": "values at nested prefixes of keys < 1/8, 1/4, 1/2; "
+                                       "not converged when the last doubling moved the value "
+                                       "by more than 2 %" if convergence else None,
                         "layer_numbering": "0 = input of the first transformer layer "
                                            "(Hugging Face hidden_states[0])"},
         "versions": _versions(),
         "device": str(encoder.device),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
+        "cluster_seconds": round(cluster_seconds, 3),
+        "dominance": dominance,  # issue 14: per layer, per pooling
+        "protocol": protocol_record,
     }
     return RankResult(rows=rows, info=info, accumulators=accumulators)

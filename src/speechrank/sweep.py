@@ -17,6 +17,7 @@ The sweep is described by a TOML file::
     metrics = ["rankme", "rankme_centered", "erank_cov", "alpha_req"]
     layers = "all"
     max_frames = 25600
+    # protocol = "whetten2025"  # optional preset; the keys above still win (issue 14)
 
     [[probe]]                   # one table per probe task
     name = "ks"                 # unique name shown in the report
@@ -149,7 +150,7 @@ class SweepConfig:
         rank = dict(raw.get("rank", {}))
         rank_data = rank.pop("data", None)
         allowed_rank = {"num_utterances", "max_seconds", "poolings", "metrics", "layers",
-                        "max_frames"}
+                        "max_frames", "n_clusters", "protocol", "total_seconds"}  # issue 14
         bad = set(rank) - allowed_rank
         if bad:
             raise SpeechrankError(f"sweep config [rank]: unknown key(s) {sorted(bad)}")
@@ -368,6 +369,8 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
         encoder, cfg.rank_data, RunOptions.from_mapping(options, base=cfg.run_options()),
         layers=options.get("layers"), poolings=options.get("poolings"),
         metrics=options.get("metrics"), checkpoint=checkpoint.name, step=checkpoint.step,
+        n_clusters=int(options.get("n_clusters", 1024)),  # issue 14
+        protocol=options.get("protocol"), total_seconds=options.get("total_seconds"),
         progress=progress)
     _count_skips(skipped, result.info["skipped"])
     return result.rows

@@ -25,7 +25,8 @@ that differ, never silently mixed.
 always means "the metric says better when the probe says better" and "the metric picks" means
 "the highest oriented metric": scores where lower is better (``per``, ``wer``, ``cer``,
 ``eer``, ``loss``, ...) are negated, and so is ``alpha_req`` (a larger power-law exponent is a
-faster-decaying spectrum, i.e. fewer effective dimensions, the opposite of a larger rank).
+faster-decaying spectrum, i.e. fewer effective dimensions, the opposite of a larger rank), and
+so are ``kmeans_inertia`` and ``davies_bouldin`` (lower is tighter, better separated clusters).
 Each record carries ``metric_orientation`` and ``score_orientation`` (+1 or -1). Regrets are
 in the score's own units and never negative (for PER: picked PER minus best PER).
 
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from speechrank.analysis.flags import series_flags
 from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.errors import SpeechrankError
@@ -72,7 +74,12 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
 _FEW_POINTS = 8
 
 #: Label-free metrics whose direction is not "higher = richer representation".
-METRIC_ORIENTATION: dict[str, int] = {"alpha_req": -1}
+METRIC_ORIENTATION: dict[str, int] = {
+    "alpha_req": -1,
+    # issue 14: lower k-means inertia / Davies-Bouldin = tighter, better separated clusters
+    # (Whetten et al. 2025; see speechrank.metrics.cluster for the sign convention).
+    "kmeans_inertia": -1, "davies_bouldin": -1,
+}
 
 def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = None) -> int:
     """+1 if a larger ``name`` is better, -1 if smaller is better (``kind``: metric or score)."""
@@ -301,6 +308,13 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
     metric_series, score_series = found.metric, found.score
 
     report = CorrelationReport([], [], [], [], [], [], {}, notes)
+    # issue 14: values not converged in N, or dominated by one direction, noted per series.
+    flag_counts: dict[str, Any] = {}
+    for ms in metric_series:
+        flag_notes, counts = series_flags(ms.label, ms.points.values())
+        notes.extend(flag_notes)
+        if flag_notes:
+            flag_counts[ms.label] = counts
     pairs_seen = 0
     for ms in metric_series:
         model, metric, pooling, mdata = ms.key
@@ -366,6 +380,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                   "metric is lowest (that checkpoint is in both phases)",
         "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
                    "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
+        "flags": flag_counts,  # issue 14
     }
     return report
 

@@ -8,6 +8,8 @@ MODEL (DESIGN.md section 3) is one of
   ``speechrank_checkpoint.json``, or a ``config.json`` whose ``model_type`` is
   ``speechrank-bestrq``), read by :mod:`speechrank.encoders.bestrq`;
 - a Hugging Face model directory (``config.json`` and weights);
+- a fairseq HuBERT or wav2vec 2.0 checkpoint (a ``.pt`` file, or a directory whose only
+  ``.pt`` it is), read by :mod:`speechrank.encoders.fairseq` without fairseq;
 - a Hugging Face hub id such as ``facebook/hubert-base-ls960``, read from the local cache only.
 
 Nothing is ever downloaded.
@@ -99,10 +101,17 @@ def load_encoder(spec: str, *, device: str | torch.device = "cpu",
 
     path = Path(spec).expanduser()
     if path.exists():
+        # issue 14 hook: a fairseq HuBERT / wav2vec 2.0 ``.pt`` (or a directory holding one).
+        from speechrank.encoders.fairseq import find_fairseq_checkpoint, load_fairseq_encoder
+
+        fairseq_file = None if is_speechrank_checkpoint(path) else find_fairseq_checkpoint(path)
+        if fairseq_file is not None:
+            return load_fairseq_encoder(fairseq_file, device=dev, dtype=weight_dtype,
+                                        normalize=normalize, name=spec)
         if not path.is_dir():
             raise SpeechrankError(
                 f"{spec}: is a file; MODEL must be a model directory (config.json and weights), "
-                "a speechrank checkpoint directory, a hub id or random:NAME")
+                "a fairseq .pt, a speechrank checkpoint directory, a hub id or random:NAME")
         if is_speechrank_checkpoint(path):
             return _load_speechrank_checkpoint(path, dev, weight_dtype)
         if not (path / "config.json").is_file():
