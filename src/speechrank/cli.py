@@ -161,12 +161,14 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
 
     groups: dict[str, list[str]] = {}
     cells: dict[tuple[str, str, str], str] = {}
+    marks: dict[tuple[str, str, str], str] = {}  # issue 14: * not converged, ! dominated
     for row in rows:
         group = str(getattr(row, group_key))
         metrics = groups.setdefault(group, [])
         if row.metric not in metrics:
             metrics.append(row.metric)
-        text = _fmt(row.value) + marker(row)  # issue 14: * not converged, ! dominated
+        marks[(group, row.layer, row.metric)] = marker(row)
+        text = _fmt(row.value) + marks[(group, row.layer, row.metric)]
         se = row.conventions.get("standard_error")
         if isinstance(se, float) and se == se:  # a probe score's standard error
             text += f"±{se:.3f}"
