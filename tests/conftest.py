@@ -31,6 +31,18 @@ def require_fsdd() -> Path:
     return FSDD
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (restored after): float32 results depend on
+    the thread count, and small models run faster on one thread on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fsdd_root() -> Path:
     """The shared Free Spoken Digit Dataset (../shared/data/fsdd beside the repository)."""

@@ -16,18 +16,12 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from speechrank.cli import main
 from speechrank.store import VOLATILE_CONVENTION_KEYS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _kept(conventions: dict) -> dict:
