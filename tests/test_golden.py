@@ -20,7 +20,6 @@ import pytest
 from speechrank.cli import main
 from speechrank.store import VOLATILE_CONVENTION_KEYS
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
