@@ -395,16 +395,31 @@ def sweep(
     export_parquet: Annotated[Path | None, typer.Option("--parquet", help="Also export the "
                                                         "store as Parquet.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run the units as Ray tasks: local "
+                                            "(a cluster on this machine), auto (the one `ray "
+                                            "start` runs here) or a cluster ADDRESS.")] = None,
+    cpus_per_unit: Annotated[float, typer.Option(help="With --ray: CPUs each unit declares "
+                                                 "(and its torch threads).")] = 1.0,
+    gpus_per_unit: Annotated[float, typer.Option(help="With --ray: GPUs each unit "
+                                                 "declares.")] = 0.0,
 ) -> None:
     """Rank and probes of every layer over a series of checkpoints (resumable)."""
     _threads()
     from speechrank.store import ResultStore
     from speechrank.sweep import sweep as run_sweep
 
-    summary = run_sweep(checkpoints, config, store, device=device,
-                        progress=not quiet and err_console.is_terminal,
-                        log=lambda line: err_console.print(line, markup=False,
-                                                           highlight=False))
+    def log(line: str) -> None:
+        err_console.print(line, markup=False, highlight=False)
+
+    if ray is not None:  # issue 12 hook: the Ray engine (speechrank.sweep_ray)
+        from speechrank.sweep_ray import sweep_on_ray
+
+        summary = sweep_on_ray(checkpoints, config, store, address=ray, device=device,
+                               cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
+                               log=log)
+    else:
+        summary = run_sweep(checkpoints, config, store, device=device,
+                            progress=not quiet and err_console.is_terminal, log=log)
     console.print(f"{summary.checkpoints} checkpoints: {summary.units_done} units computed, "
                   f"{summary.units_reused} reused, {summary.rows_written} rows written to "
                   f"{summary.store} in {summary.wall_seconds:.1f} s")
