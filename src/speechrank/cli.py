@@ -169,6 +169,30 @@ def _threads() -> None:
     configure_cpu_threads()
 
 
+def _join_job(device: str) -> tuple[Any, str]:
+    """Under torchrun, join the process group (issue 12 hook; see speechrank.distributed).
+
+    Returns the job (``None`` in one process) and the device this process encodes on.
+    """
+    from speechrank import distributed
+
+    job = distributed.setup(device)
+    return job, job.device if job is not None else device
+
+
+def _is_main(job: Any) -> bool:
+    return job is None or job.is_main
+
+
+def _leave_job(job: Any) -> bool:
+    """Leave the process group after a command's work; whether this process prints and writes
+    the outputs (only rank 0 does)."""
+    from speechrank import distributed
+
+    distributed.teardown()
+    return _is_main(job)
+
+
 # ----------------------------------------------------------------------------- rank
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable "
@@ -202,11 +226,14 @@ def rank(
     from speechrank.rank import run_rank
 
     _threads()
-    with audio_progress("rank", enabled=not quiet) as bar:
+    job, device = _join_job(device)
+    with audio_progress("rank", enabled=not quiet and _is_main(job)) as bar:
         result = run_rank(model, data, layers=layers, poolings=pooling, metrics=metrics,
                           num_utterances=num_utterances, max_frames=max_frames,
                           batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
                           seed=seed, strict=strict, on_plan=bar.plan, progress=bar.advance)
+    if not _leave_job(job):
+        return
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "
              f"{counts['utterances_used']} utterances, {counts['audio_seconds']:.0f} s audio")
@@ -245,10 +272,13 @@ def probe(
     from speechrank.probes import run_probe
 
     _threads()
+    job, device = _join_job(device)
     result = run_probe(model, data, task, layers=layers, seed=seed, cache_dir=cache_dir,
                        use_cache=not no_cache, max_seconds=max_seconds,
                        batch_seconds=batch_seconds, strict=strict, device=device,
-                       progress=not quiet and err_console.is_terminal)
+                       progress=not quiet and err_console.is_terminal and _is_main(job))
+    if not _leave_job(job):
+        return
     info = result.info
     title = f"{task} probe of {model} on {data}"
     for table in rows_tables(result.rows, title, group_key="split"):

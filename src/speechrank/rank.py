@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechrank import __version__
+from speechrank import __version__, distributed
 from speechrank.audio.datasets import load_dataset
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.splits import subset
@@ -372,13 +372,23 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
 
     audio_seconds = 0.0
     encode_started = time.perf_counter()
+    job = distributed.current()  # issue 12 hook: under torchrun, encode this process's share
+    planned_skips = len(skips)
     for batch in iter_encoded(encoder, dataset.utterances, layers=chosen_layers,
                               batch_seconds=batch_seconds, max_seconds=max_seconds,
-                              strict=strict, skips=skips, planned=planned,
+                              strict=strict, skips=skips, planned=distributed.shard(planned),
                               to_cpu=encoder.device.type == "cpu", progress=progress):
         accumulators.update(batch)
         audio_seconds += batch.audio_seconds / encoder.sample_rate
     encode_seconds = time.perf_counter() - encode_started
+    if job is not None:  # issue 12 hook: sum the Gram states, counts and decode-time skips
+        distributed.reduce_accumulators(accumulators.accumulators)
+        accumulators.utterances, audio_seconds = distributed.sum_values(
+            [accumulators.utterances, audio_seconds])
+        accumulators.utterances = int(accumulators.utterances)
+        decoded_skips = [item for share in distributed.gather(skips.items[planned_skips:])
+                         for item in share]
+        skips.items[planned_skips:] = sorted(decoded_skips, key=lambda item: item["path"])
     if accumulators.utterances == 0:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
 
@@ -410,6 +420,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset, *,
                                            "(Hugging Face hidden_states[0])"},
         "versions": _versions(),
         "device": str(encoder.device),
+        "distributed": job.describe() if job is not None else dict(distributed.SINGLE_PROCESS),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
     }
