@@ -18,12 +18,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def require_fsdd() -> Path:
+    """The shared Free Spoken Digit Dataset, or a failure that says where it was looked for.
+
+    CI has the recordings at ../shared/data/fsdd beside the repository; a test that needs them
+    fails (never skips) when they are missing, so a broken checkout cannot pass quietly.
+    """
+    if not (FSDD / "recordings").is_dir():
+        pytest.fail(f"the shared FSDD recordings are missing: expected {FSDD / 'recordings'} "
+                    "(the Free Spoken Digit Dataset beside the repository, as CI has it)",
+                    pytrace=False)
+    return FSDD
+
+
 @pytest.fixture(scope="session")
 def fsdd_root() -> Path:
     """The shared Free Spoken Digit Dataset (../shared/data/fsdd beside the repository)."""
-    if not (FSDD / "recordings").is_dir():
-        pytest.skip(f"shared FSDD recordings not found at {FSDD}")
-    return FSDD
+    return require_fsdd()
 
 
 def write_tone(path: Path, seconds: float, sample_rate: int = 16_000, freq: float = 440.0,

@@ -11,6 +11,7 @@ from rich.console import Console
 from scipy import stats
 
 from speechrank.analysis import correlate, orientation, render_tables
+from speechrank.cli import to_rich
 from speechrank.errors import SpeechrankError
 from speechrank.results import ResultRow, dumps_json
 from speechrank.store import ResultStore
@@ -317,7 +318,7 @@ def test_to_dict_is_strict_json_and_tables_render():
     tables = render_tables(rep)
     assert len(tables) == 5
     for t in tables:
-        console.print(t)
+        console.print(to_rich(t))
     text = console.export_text()
     assert "Rank vs probes: headline" in text and "per (−)" in text
     assert len(render_tables(rep, detail=False)) == 1
@@ -332,7 +333,7 @@ def test_tables_never_read_names_as_markup():
     rep = correlate(rows, n_bootstrap=0)
     console = Console(record=True, width=250)
     for t in render_tables(rep):
-        console.print(t)
+        console.print(to_rich(t))
     text = console.export_text()
     assert "[bold]x[/]" in text and "[red]" in text
 
@@ -347,7 +348,7 @@ def test_tables_fit_a_narrow_console():
     assert len(narrow) > len(wide)
     console = Console(record=True, width=80)
     for t in narrow:
-        console.print(t)
+        console.print(to_rich(t))
     text = console.export_text()
     assert "…" not in text  # nothing was cut short
     assert max(len(line) for line in text.splitlines()) <= 80

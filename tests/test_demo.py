@@ -50,3 +50,31 @@ def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
         from speechrank.demo import check_output_dir
 
         check_output_dir(tmp_path / "thesis.tex")
+
+
+def test_headline_table_reads_at_80_columns():
+    from rich.console import Console
+
+    from speechrank.cli import to_rich
+    from speechrank.demo import HEADLINE_LEGEND, DemoSummary, headline_table
+
+    def row(task, domain, score, rho, n, layer_rate, layer_n, ck_rate, ck_n):
+        return {"metric": "rankme", "pooling": "sum", "task": task, "domain": domain,
+                "score": score, "within_rho_median": rho, "within_n": n,
+                "best_layer_agreement": layer_rate, "best_layer_n": layer_n,
+                "checkpoint_agreement": ck_rate, "checkpoint_n": ck_n}
+
+    headline = [row("ks-unseen", "out", "accuracy", 0.4123, 5, 0.5, 6, 0.2, 5),
+                row("sid-de", "out", "accuracy", float("nan"), 0, 0.0, 0, 0.0, 0),
+                row("pr", "in", "frame_accuracy", -0.75, 5, 1.0, 6, 0.6, 5),
+                row("pr-de", "out", "per", 0.1, 5, 1 / 3, 6, 0.4, 5)]
+    summary = DemoSummary(out="o", report="r", store="s", headline=headline, stages={},
+                          reused=[])
+    console = Console(width=80, record=True, color_system=None)
+    console.print(to_rich(headline_table(summary)))
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "frame_accuracy" in text and "+0.41" in text and "-0.75" in text
+    assert "3/6" in text and "2/6" in text and "n/a" in text  # k of n points behind each rate
+    assert " ".join(HEADLINE_LEGEND.split()[:6]) in " ".join(text.split())

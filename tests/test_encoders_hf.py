@@ -13,8 +13,6 @@ from speechrank.encoders.architectures import parse_random_spec
 from speechrank.encoders.huggingface import HuggingFaceEncoder
 from speechrank.errors import SpeechrankError
 
-FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
-
 # The upstream test config (transformers' Wav2Vec2ModelTester): 64 samples per frame.
 TINY_KW = dict(hidden_size=16, conv_dim=(32, 32, 32), conv_stride=(4, 4, 4),
                conv_kernel=(8, 8, 8), num_hidden_layers=4, num_attention_heads=2,
@@ -217,8 +215,9 @@ def test_random_tiny_padded_batch_equals_single(tiny: HuggingFaceEncoder) -> Non
     _one_at_a_time_matches(tiny, [16_000, 11_111, 4_000, 640], atol=1e-4)
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD recordings not found at {FSDD}")
-def test_random_tiny_padded_batch_equals_single_on_speech(tiny: HuggingFaceEncoder) -> None:
+def test_random_tiny_padded_batch_equals_single_on_speech(tiny: HuggingFaceEncoder,
+                                                          fsdd_root: Path) -> None:
+    FSDD = fsdd_root / "recordings"
     import soundfile as sf
     import soxr
 

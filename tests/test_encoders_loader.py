@@ -159,7 +159,9 @@ def test_bad_device_and_dtype() -> None:
 
 
 def test_speechrank_checkpoint_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pretrain checkpoint goes to speechrank.encoders.bestrq, whichever marker it has."""
+    """A pretrain checkpoint (its config.json names the BEST-RQ model type, as
+    speechrank.encoders.bestrq_format writes it) goes to speechrank.encoders.bestrq; a stray
+    marker file alone (an old, never-written convention) does not make a checkpoint."""
     from speechrank.encoders import bestrq
 
     calls: list[tuple[Path, dict]] = []
@@ -170,18 +172,19 @@ def test_speechrank_checkpoint_dispatch(tmp_path: Path, monkeypatch: pytest.Monk
         return sentinel
 
     monkeypatch.setattr(bestrq, "load_bestrq_checkpoint", fake_loader)
-    by_marker = tmp_path / "a"
-    by_marker.mkdir()
-    (by_marker / "speechrank_checkpoint.json").write_text("{}")
+    marker_only = tmp_path / "a"
+    marker_only.mkdir()
+    (marker_only / "speechrank_checkpoint.json").write_text("{}")
     by_config = tmp_path / "b"
     by_config.mkdir()
     (by_config / "config.json").write_text(json.dumps({"model_type": "speechrank-bestrq"}))
-    assert load_encoder(str(by_marker)) is sentinel
+    with pytest.raises(SpeechrankError, match="not a model directory"):
+        load_encoder(str(marker_only))
     assert load_encoder(str(by_config)) is sentinel
-    assert [p for p, _ in calls] == [by_marker, by_config]
+    assert [p for p, _ in calls] == [by_config]
     assert calls[0][1]["device"] == torch.device("cpu")
     with pytest.raises(SpeechrankError) as err:
-        load_encoder(str(by_marker), dtype="bfloat16")
+        load_encoder(str(by_config), dtype="bfloat16")
     assert "float32" in _one_line(err)
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import require_fsdd
+
 REPO = Path(__file__).resolve().parents[1]
-FSDD = REPO.parent / "shared" / "data" / "fsdd"
 
 
 def _run(script: str, *args: str) -> str:
-    data = ["--data", f"fsdd:{FSDD}"] if (FSDD / "recordings").is_dir() else []
+    data = ["--data", f"fsdd:{require_fsdd()}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     done = subprocess.run([sys.executable, str(REPO / "examples" / script), *data, *args],

@@ -138,7 +138,7 @@ def test_lidar_accumulator_gives_the_spectral_metrics_of_its_rows_too():
     results = compute_metrics(acc)
     assert list(results)[-1] == "lidar"
     assert results["rankme"].value == rankme(views.reshape(-1, 6))
-    assert acc.compute(["lidar"])["lidar"].value == results["lidar"].value
+    assert compute_metrics(acc, ["lidar"])["lidar"].value == results["lidar"].value
     assert compute_metrics(views.reshape(-1, 6), ["lidar"],
                            groups=np.repeat(np.arange(30), 3))["lidar"].value == pytest.approx(
         results["lidar"].value, rel=1e-12)

@@ -27,8 +27,9 @@ from speechrank.monitor import (
 from speechrank.rank import run_rank
 from speechrank.store import ResultStore
 
+from .conftest import FSDD, require_fsdd
+
 SR = 16_000
-FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
 
 
 # --------------------------------------------------------------------------- toy models
@@ -123,8 +124,7 @@ def test_values_equal_run_rank_on_files(wav_dataset: Dataset) -> None:
 
 @pytest.mark.slow
 def test_values_equal_run_rank_on_fsdd_with_hf_model() -> None:
-    if not (FSDD / "recordings").is_dir():
-        pytest.skip(f"shared FSDD recordings not found at {FSDD}")
+    require_fsdd()
     from speechrank.audio.datasets import load_dataset
     from speechrank.encoders import load_encoder
 

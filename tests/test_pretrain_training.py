@@ -30,6 +30,9 @@ from speechrank.pretrain.data import (
     log_mel_statistics,
     select_pretraining,
 )
+from speechrank.pretrain.objective import KMeansQuantizer, add_noise
+from speechrank.pretrain.recipe import WarmupLinear
+from speechrank.pretrain.targets import fit_kmeans_centroids
 
 
 @pytest.fixture(autouse=True)
@@ -320,3 +323,107 @@ def test_pretrain_split_is_preferred(fsdd_root: Path) -> None:
     dataset.utterances = marked
     chosen, rule = select_pretraining(dataset)
     assert rule == "split == 'pretrain'" and len(chosen) == 3
+
+
+# --- HuBERT-style k-means targets, input-noise augmentation, the linear schedule -------
+
+HUBERT = {"targets": "hubert", "num_clusters": 8, "kmeans_frames": 400,
+          "input_snr_db": (0.0, 20.0), "unmasked_weight": 0.5}
+
+
+def test_kmeans_quantizer_is_the_nearest_centroid() -> None:
+    gen = torch.Generator().manual_seed(0)
+    quantizer = KMeansQuantizer(feature_dim=6, num_clusters=5)
+    quantizer.set_centroids(torch.randn(5, 6, generator=gen) * 3)
+    features = torch.randn(4, 7, 6, generator=gen) * 3
+    distances = ((features[..., None, :] - quantizer.centroids) ** 2).sum(-1)
+    assert torch.equal(quantizer(features), distances.argmin(-1))
+
+
+def test_fit_kmeans_recovers_planted_clusters_and_is_seeded() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 3)) * 10
+    frames = (centres[rng.integers(0, 4, 2000)] + rng.normal(size=(2000, 3)) * 0.1)
+    fitted, summary = fit_kmeans_centroids(frames.astype(np.float32), 4, seed=3)
+    nearest = np.sort(np.linalg.norm(fitted[:, None] - centres[None], axis=-1).min(0))
+    assert nearest.max() < 0.1
+    assert summary["frames"] == 2000 and summary["cluster_perplexity"] > 3.5
+    again, _ = fit_kmeans_centroids(frames.astype(np.float32), 4, seed=3)
+    assert np.array_equal(fitted, again)
+    with pytest.raises(SpeechrankError, match="at least 4 frames"):
+        fit_kmeans_centroids(frames[:3].astype(np.float32), 4, seed=0)
+
+
+def test_add_noise_reaches_the_snr_and_keeps_padding_and_silence() -> None:
+    gen = torch.Generator().manual_seed(1)
+    t = torch.arange(160_000) / 16_000
+    waves = torch.zeros(3, 160_000)
+    waves[0] = 0.5 * torch.sin(2 * math.pi * 220 * t)
+    waves[1, :80_000] = 0.1 * torch.sin(2 * math.pi * 440 * t[:80_000])
+    lengths = torch.tensor([160_000, 80_000, 120_000])  # row 2 is silent
+    snr = torch.tensor([10.0, 0.0, 5.0])
+    noisy = add_noise(waves, lengths, snr, gen)
+    for row, n in enumerate(lengths.tolist()[:2]):
+        signal = waves[row, :n].square().mean()
+        noise = (noisy[row, :n] - waves[row, :n]).square().mean()
+        assert 10 * math.log10(signal / noise) == pytest.approx(float(snr[row]), abs=0.1)
+    assert torch.equal(noisy[1, 80_000:], torch.zeros(80_000))
+    assert torch.equal(noisy[2], torch.zeros(160_000))
+
+
+def test_linear_schedule() -> None:
+    schedule = WarmupLinear(warmup_steps=4, total_steps=10)
+    values = [schedule(k) for k in range(12)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert values[4:11] == pytest.approx([1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0.0])
+    assert values[11] == 0.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"targets": "wav2vec"}, "targets must be"),
+    ({"num_clusters": 1}, "num_clusters"),
+    ({"input_snr_db": (20.0, 0.0)}, "input SNR range"),
+    ({"unmasked_weight": -1.0}, "unmasked weight"),
+    ({"schedule": "linear", "decay_steps": 10, "warmup_steps": 20}, "decay_steps"),
+])
+def test_recipe_checks(bad: dict, message: str) -> None:
+    with pytest.raises(SpeechrankError, match=message):
+        TrainConfig(**bad)
+
+
+def test_recipe_round_trips_through_json() -> None:
+    recipe = TrainConfig(**HUBERT, schedule="linear", decay_steps=50, warmup_steps=5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    legacy = TrainConfig.from_dict({"size": "micro"})  # a speechrank 0.1 checkpoint
+    assert (legacy.targets, legacy.schedule, legacy.mask_span) == ("bestrq", "inverse_sqrt", 20)
+
+
+def test_a_linear_schedule_decays_over_the_step_budget() -> None:
+    assert TrainConfig().for_budget(500).decay_steps == 500
+    assert TrainConfig().for_budget(None).schedule == "inverse_sqrt"  # a wall-time budget
+    assert TrainConfig(decay_steps=80).for_budget(500).decay_steps == 80
+    with pytest.raises(SpeechrankError, match="decay_steps"):
+        TrainConfig().learning_rate_factor()
+
+
+def test_hubert_run_saves_its_targets_and_resumes_exactly(corpus: Path,
+                                                          tmp_path: Path) -> None:
+    config = TrainConfig(size="micro", batch_size=4, crop_seconds=0.64, seed=5,
+                         schedule="linear", decay_steps=6, warmup_steps=2, **HUBERT)
+    kw = {"progress": False, "config": config}
+    straight = tmp_path / "straight"
+    summary = pretrain(str(corpus), straight, steps=6, save_every=3, **kw)
+    assert math.isfinite(summary.final_loss)
+    first = load_file(str(straight / "checkpoint-000000" / "model.safetensors"))
+    last = load_file(str(straight / "checkpoint-000006" / "model.safetensors"))
+    assert first["quantizer.centroids"].shape == (8, 160)
+    assert first["quantizer.centroids"].abs().sum() > 0
+    assert torch.equal(first["quantizer.centroids"], last["quantizer.centroids"])
+    assert last["head.weight"].shape == (8, 64)
+    start = json.loads((straight / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["targets"]["kind"] == "hubert" and start["targets"]["frames"] > 8
+
+    split = tmp_path / "split"
+    pretrain(str(corpus), split, steps=3, save_every=3, **kw)
+    pretrain(str(corpus), split, steps=6, save_every=3, resume=True, progress=False)
+    _assert_same_weights(straight / "checkpoint-000006", split / "checkpoint-000006")

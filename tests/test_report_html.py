@@ -238,3 +238,18 @@ def test_chromium_check_catches_a_broken_image(report_dir, tmp_path):
     seen = _render(damaged, tmp_path)
     broken = [im["src"] for im in seen["images"] if im["width"] == 0]
     assert broken == [f"img/{victim.name}"]
+
+
+def test_report_opens_with_rank_and_score_over_training_per_task(report_dir):
+    """Issue 11 item 4: per probe task one figure of RankMe-t (top) and the main score
+    (bottom) over training for every layer, before the headline table and the long lists."""
+    text = (report_dir / "index.html").read_text(encoding="utf-8")
+    overview = re.findall(r'<img src="(img/overview-[a-z0-9-]+\.png)"', text)
+    # ks (in), ks (out), pr (in: its main score is PER) and the XSS-named task
+    assert len(overview) == 4 and len(set(overview)) == 4
+    for src in overview:
+        assert (report_dir / src).stat().st_size > 1000
+    first_table = text.index("<table")
+    assert all(text.index(src) < first_table for src in overview)
+    assert text.index(overview[0]) > text.index('<h2 id="headline">')
+    assert "RankMe-t on unlabelled&amp;data (top)" in text

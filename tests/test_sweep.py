@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -110,27 +109,32 @@ def test_sweep_killed_and_resumed_equals_uninterrupted(sweep_setup, tmp_path):
     assert {r[0] for r in rows} == {"random:tiny@0", "random:tiny@1", "random:tiny@2"}
     assert {r[5] for r in rows} == {"", "pitch"}
 
-    # The same sweep in a child process, killed with SIGKILL once a unit or two are stored.
+    # The same sweep in a child process, killed with SIGKILL at a point the child announces:
+    # after its second unit is committed it prints a line and waits to be killed, so the
+    # child can never finish first and the kill never lands at a random moment.
     killed = tmp_path / "killed.sqlite"
-    args = [sys.executable, "-m", "speechrank", "sweep", str(root / "checkpoints.txt"),
-            "--config", str(root / "sweep.toml"), "--store", str(killed), "--quiet"]
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    done = 0
-    while time.monotonic() < deadline and child.poll() is None:
-        if killed.exists():
-            try:
-                with sqlite3.connect(killed, timeout=1) as db:
-                    done = db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
-            except sqlite3.Error:
-                done = 0
-            if done >= 2:
-                break
-        time.sleep(0.05)
+    child_code = (
+        "import sys, time\n"
+        "from speechrank.sweep import sweep\n"
+        "done = []\n"
+        "def log(line):\n"
+        "    done.append(line)\n"
+        "    if len(done) == 2:\n"
+        "        print('UNITS 2', flush=True)\n"
+        "        time.sleep(600)\n"
+        "sweep(sys.argv[1], sys.argv[2], sys.argv[3], log=log)\n"
+        "print('FINISHED', flush=True)\n")
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_code, str(root / "checkpoints.txt"),
+         str(root / "sweep.toml"), str(killed)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    announced = child.stdout.readline().strip()  # blocks until the child is at its point
     child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
-    assert 2 <= done < 6
+    child.wait(timeout=60)
+    assert announced == "UNITS 2", child.stderr.read()[-2000:]
+    assert child.returncode == -signal.SIGKILL
+    with sqlite3.connect(killed, timeout=1) as db:
+        assert db.execute("SELECT COUNT(*) FROM units").fetchone()[0] == 2
 
     resumed = sweep(root / "checkpoints.txt", root / "sweep.toml", killed, progress=False)
     assert resumed.units_reused >= 2

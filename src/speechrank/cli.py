@@ -8,9 +8,8 @@ cause prints a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -30,7 +28,9 @@ from rich.table import Table
 from rich.text import Text
 
 from speechrank.errors import SpeechrankError
+from speechrank.options import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_FRAMES, DEFAULT_NUM_UTTERANCES
 from speechrank.results import ResultRow, dumps_json, layer_sort_key
+from speechrank.tabular import TextTable
 
 app = typer.Typer(
     name="speechrank",
@@ -63,55 +63,82 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     err_console.print(f"wrote {path}")
 
 
-@contextlib.contextmanager
-def audio_progress(description: str, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar over audio seconds that shows audio seconds per second."""
+class RichProgress:
+    """The :class:`~speechrank.progress.Progress` protocol drawn as rich bars on stderr (one
+    bar per stage, gone when the stage ends); log lines are printed as plain text. Nothing is
+    drawn when disabled or when stderr is not a terminal, but log lines still print."""
 
-    class Bar:
-        def __init__(self, progress: Progress | None) -> None:
-            self.progress = progress
-            self.task = progress.add_task(description, total=None) if progress else None
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and err_console.is_terminal
+        self._bar: Progress | None = None
+        self._tasks: dict[str, Any] = {}
 
-        def plan(self, total_seconds: float) -> None:
-            if self.progress is not None:
-                self.progress.update(self.task, total=total_seconds)
+    def __enter__(self) -> RichProgress:
+        if self.enabled:
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), AmountColumn(), SpeedColumn(),
+                TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=err_console, transient=True)
+            self._bar.start()
+        return self
 
-        def advance(self, seconds: float) -> None:
-            if self.progress is not None:
-                self.progress.advance(self.task, seconds)
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        self._tasks.clear()
 
-    if not enabled or not err_console.is_terminal:
-        yield Bar(None)
-        return
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(),
-        AudioAmountColumn(), AudioSpeedColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
-    )
-    with progress:
-        yield Bar(progress)
+    def start(self, stage: str, total: float | None, unit: str) -> None:
+        if self._bar is None:
+            return
+        if stage in self._tasks:
+            self._bar.remove_task(self._tasks.pop(stage))
+        self._tasks[stage] = self._bar.add_task(stage, total=total, unit=unit, note="")
+
+    def advance(self, stage: str, amount: float, note: str = "") -> None:
+        if self._bar is not None and stage in self._tasks:
+            self._bar.update(self._tasks[stage], advance=amount, note=note)
+
+    def end(self, stage: str) -> None:
+        if self._bar is not None and stage in self._tasks:
+            self._bar.remove_task(self._tasks.pop(stage))
+
+    def log(self, message: str) -> None:
+        err_console.print(message, markup=False, highlight=False)
 
 
-class AudioAmountColumn(ProgressColumn):
-    """Audio seconds done out of the total (once the total is known)."""
+class AmountColumn(ProgressColumn):
+    """Done out of the total (once known), in the stage's unit."""
 
     def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
         total = "?" if task.total is None else f"{task.total:.0f}"
-        return Text(f"{task.completed:.0f}/{total} s audio")
+        return Text(f"{task.completed:.0f}/{total} {unit}")
 
 
-class AudioSpeedColumn(ProgressColumn):
-    """Audio seconds processed per wall-clock second (the real-time factor)."""
+class SpeedColumn(ProgressColumn):
+    """Audio seconds per wall-clock second (the real-time factor) for audio stages."""
 
     def render(self, task: Task) -> Text:
         speed = task.speed
-        return Text("" if speed is None else f"{speed:.1f}x real time", style="cyan")
+        if speed is None or task.fields.get("unit") != "s audio":
+            return Text("")
+        return Text(f"{speed:.1f}x real time", style="cyan")
 
 
-def item_progress(description: str, enabled: bool = True) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console, transient=True,
-                    disable=not enabled)
+def to_rich(table: TextTable) -> Table:
+    """A library :class:`~speechrank.tabular.TextTable` as a rich table (texts never read as
+    markup)."""
+    out = Table(title=Text(table.title), caption=Text(table.caption) if table.caption else None,
+                title_justify="left",
+                caption_justify="left")
+    for column in table.columns:
+        out.add_column(Text(column.header), justify=column.justify, no_wrap=column.no_wrap,
+                       overflow=column.overflow or "ellipsis", min_width=column.min_width)
+    for row in table.rows:
+        out.add_row(*(Text.assemble(*((text, style) for text, style in cell.parts))
+                      for cell in row))
+    return out
 
 
 def _fmt(value: float) -> str:
@@ -211,11 +238,13 @@ def rank(
     metrics: Annotated[str | None, typer.Option(help="Metrics (comma list; default all "
                                                 "spectral metrics).")] = None,
     num_utterances: Annotated[int, typer.Option(help="Seeded random subset size (the "
-                                                "paper used 10,000).")] = 10_000,
-    max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = 25_600,
+                                                "paper used 10,000).")] = DEFAULT_NUM_UTTERANCES,
+    max_frames: Annotated[int, typer.Option(help="Row cap for the frames pooling.")] = (
+        DEFAULT_MAX_FRAMES),
     max_seconds: Annotated[float | None, typer.Option(help="Crop long files to this many "
                                                       "seconds.")] = None,
-    batch_seconds: Annotated[float, typer.Option(help="Padded audio per batch.")] = 32.0,
+    batch_seconds: Annotated[float, typer.Option(help="Padded audio per batch.")] = (
+        DEFAULT_BATCH_SECONDS),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seeds the subset and frame sampling.")] = 0,
     strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
@@ -223,15 +252,16 @@ def rank(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Label-free metrics (RankMe-t and relatives) for every layer, in one pass."""
+    from speechrank.options import RunOptions
     from speechrank.rank import run_rank
 
     _threads()
+    options = RunOptions(num_utterances=num_utterances, crop_seconds=max_seconds,
+                         batch_seconds=batch_seconds, max_frames=max_frames, seed=seed)
     job, device = _join_job(device)
-    with audio_progress("rank", enabled=not quiet and _is_main(job)) as bar:
-        result = run_rank(model, data, layers=layers, poolings=pooling, metrics=metrics,
-                          num_utterances=num_utterances, max_frames=max_frames,
-                          batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
-                          seed=seed, strict=strict, on_plan=bar.plan, progress=bar.advance)
+    with RichProgress(enabled=not quiet and _is_main(job)) as progress:
+        result = run_rank(model, data, options, layers=layers, poolings=pooling,
+                          metrics=metrics, device=device, strict=strict, progress=progress)
     if not _leave_job(job):
         return
     counts = result.info["counts"]
@@ -255,7 +285,8 @@ def probe(
     layers: Annotated[str | None, typer.Option(help="Layers, e.g. all, 0,3,6, 2-5.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Crop long files to this many "
                                                       "seconds.")] = None,
-    batch_seconds: Annotated[float, typer.Option(help="Padded audio per batch.")] = 32.0,
+    batch_seconds: Annotated[float, typer.Option(help="Padded audio per batch.")] = (
+        DEFAULT_BATCH_SECONDS),
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default "
                                                    "$SPEECHRANK_CACHE or "
                                                    "~/.cache/speechrank/features).")] = None,
@@ -269,14 +300,16 @@ def probe(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Downstream probes (linear, on frozen features) of every layer."""
+    from speechrank.options import RunOptions
     from speechrank.probes import run_probe
 
     _threads()
+    options = RunOptions(crop_seconds=max_seconds, batch_seconds=batch_seconds, seed=seed)
     job, device = _join_job(device)
-    result = run_probe(model, data, task, layers=layers, seed=seed, cache_dir=cache_dir,
-                       use_cache=not no_cache, max_seconds=max_seconds,
-                       batch_seconds=batch_seconds, strict=strict, device=device,
-                       progress=not quiet and err_console.is_terminal and _is_main(job))
+    with RichProgress(enabled=not quiet and _is_main(job)) as progress:
+        result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
+                           use_cache=not no_cache, strict=strict, device=device,
+                           progress=progress)
     if not _leave_job(job):
         return
     info = result.info
@@ -318,6 +351,10 @@ def corpus(
     snr_db: Annotated[str | None, typer.Option(help="Additive noise: clean, a number or "
                                                "LOW:HIGH dB (default: the corpus "
                                                "default).")] = None,
+    pretrain_snr_db: Annotated[str, typer.Option(help="Noise of the pretraining clips: clean "
+                                                 "(the default recipe adds its own), same "
+                                                 "(as --snr-db), a number or LOW:HIGH "
+                                                 "dB.")] = "clean",
     noise: Annotated[str, typer.Option(help="white or pink.")] = "white",
     seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier corpus in OUT.")] = False,
@@ -329,8 +366,12 @@ def corpus(
     options: dict[str, Any] = {}
     if snr_db is not None:
         options["snr_db"] = _parse_snr(snr_db)
-    summary = make_corpus(out, minutes=minutes, languages=tuple(languages.split(",")),
-                          seed=seed, noise=noise, overwrite=overwrite, **options)
+    options["pretrain_snr_db"] = ("same" if pretrain_snr_db.strip().lower() == "same"
+                                  else _parse_snr(pretrain_snr_db))
+    with RichProgress() as progress:
+        summary = make_corpus(out, minutes=minutes, languages=tuple(languages.split(",")),
+                              seed=seed, noise=noise, overwrite=overwrite, progress=progress,
+                              **options)
     table = Table(title=f"synthetic corpus in {summary.out}")
     for column in ("manifest", "clips", "minutes", "speakers"):
         table.add_column(column, justify="left" if column == "manifest" else "right")
@@ -345,14 +386,6 @@ def corpus(
 
 
 # ----------------------------------------------------------------------------- pretrain
-
-def _default_heldout(data: str) -> str | None:
-    """The monitor's held-out set when none is given: a synthetic corpus's test manifest
-    (probe speakers, never trained on); nothing for other data."""
-    if data.startswith("synthetic:"):
-        return data.split("#", 1)[0] + "#manifest=test"
-    return None
-
 
 @app.command()
 def pretrain(
@@ -375,24 +408,15 @@ def pretrain(
 ) -> None:
     """Train the built-in small BEST-RQ encoder, saving checkpoints."""
     _threads()
-    from speechrank.pretrain import pretrain as run_pretrain
+    from speechrank.monitor.pretrain import pretrain_with_monitor
 
     if minutes is None and steps is None:
         raise SpeechrankError("give --minutes or --steps (or both)")
-    heldout = _default_heldout(data) if monitor_data == "auto" else monitor_data
-    monitor = None
-    if heldout is not None and heldout.lower() != "none":
-        from speechrank.monitor import pretrain_monitor
-
-        monitor = pretrain_monitor(heldout)
-        err_console.print(f"monitoring RankMe-t of every layer on {heldout}", markup=False,
-                          highlight=False)
-    elif monitor_data == "auto":
-        err_console.print("no held-out set for the rank monitor: give --monitor-data HELDOUT",
-                          markup=False, highlight=False)
-    summary = run_pretrain(data, out, minutes=minutes, steps=steps, save_every=save_every,
-                           size=size, seed=seed, resume=resume, batch_size=batch_size,
-                           progress=not quiet and err_console.is_terminal, monitor=monitor)
+    with RichProgress(enabled=not quiet) as progress:
+        summary, monitor = pretrain_with_monitor(
+            data, out, monitor_data=monitor_data, minutes=minutes, steps=steps,
+            save_every=save_every, size=size, seed=seed, resume=resume,
+            batch_size=batch_size, progress=progress)
     console.print(f"steps {summary.start_step} -> {summary.final_step} "
                   f"({summary.stopped_by}), {summary.steps_per_second:.2f} steps/s, "
                   f"{summary.audio_seconds_per_second:.0f} s audio/s")
@@ -438,18 +462,15 @@ def sweep(
     from speechrank.store import ResultStore
     from speechrank.sweep import sweep as run_sweep
 
-    def log(line: str) -> None:
-        err_console.print(line, markup=False, highlight=False)
+    with RichProgress(enabled=not quiet) as progress:
+        if ray is not None:  # issue 12 hook: the Ray engine (speechrank.sweep_ray)
+            from speechrank.sweep_ray import sweep_on_ray
 
-    if ray is not None:  # issue 12 hook: the Ray engine (speechrank.sweep_ray)
-        from speechrank.sweep_ray import sweep_on_ray
-
-        summary = sweep_on_ray(checkpoints, config, store, address=ray, device=device,
-                               cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
-                               log=log)
-    else:
-        summary = run_sweep(checkpoints, config, store, device=device,
-                            progress=not quiet and err_console.is_terminal, log=log)
+            summary = sweep_on_ray(checkpoints, config, store, address=ray, device=device,
+                                   cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
+                                   progress=progress)
+        else:
+            summary = run_sweep(checkpoints, config, store, device=device, progress=progress)
     console.print(f"{summary.checkpoints} checkpoints: {summary.units_done} units computed, "
                   f"{summary.units_reused} reused, {summary.rows_written} rows written to "
                   f"{summary.store} in {summary.wall_seconds:.1f} s")
@@ -489,7 +510,7 @@ def correlate(
         report = run_correlate(opened, metrics=metrics.split(",") if metrics else None,
                                n_bootstrap=bootstrap, seed=seed, probe_split=probe_split)
     for table in render_tables(report, detail=detail, width=console.width):
-        console.print(table)
+        console.print(to_rich(table))
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     write_json(json_path, {"command": "correlate", "store": str(store), **report.to_dict()})
@@ -532,18 +553,16 @@ def demo(
     """Everything end to end on the built-in default: corpus, pretraining, sweep, report."""
     import dataclasses as dc
 
-    from speechrank.demo import DemoSettings, check_output_dir, headline_table, run_demo
+    from speechrank.demo import DemoSettings, headline_table, run_demo
 
     _threads()
-    check_output_dir(out)
     settings = DemoSettings(out=out, seed=seed)
     overrides = {"pretrain_minutes": minutes, "corpus_minutes": corpus_minutes,
                  "pretrain_steps": steps}
     settings = dc.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    summary = run_demo(settings, progress=not quiet and err_console.is_terminal,
-                       log=lambda line: err_console.print(line, markup=False,
-                                                          highlight=False))
-    console.print(headline_table(summary))
+    with RichProgress(enabled=not quiet) as progress:
+        summary = run_demo(settings, progress=progress)
+    console.print(to_rich(headline_table(summary)))
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary.stages.items())
     console.print(f"time: {stages}" + (f" (reused: {', '.join(summary.reused)})"
                                        if summary.reused else ""))

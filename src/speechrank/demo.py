@@ -19,24 +19,30 @@ for rank; the encoder never trained on them).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from speechrank import jsonsafe
 from speechrank.errors import SpeechrankError
+from speechrank.progress import ProgressArg, as_progress
+from speechrank.tabular import TextTable
+
+#: The demo's checkpoints: 12, dense early, where rank and the probes move fastest.
+DEMO_SAVE_STEPS: tuple[int, ...] = (0, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    """The demo's recipe; the defaults fit in about 15 minutes on 2 CPU cores."""
+    """The demo's recipe: the default pretraining recipe (:class:`TrainConfig`, HuBERT-style
+    denoising masked prediction) for 600 steps, checkpointed at :data:`DEMO_SAVE_STEPS`."""
 
     out: Path = Path("speechrank-demo")
     corpus_minutes: float = 30.0
-    pretrain_steps: int = 1000
+    pretrain_steps: int = 600
     pretrain_minutes: float | None = None
-    save_steps: tuple[int, ...] = (0, 50, 100, 250, 500, 1000)
+    save_steps: tuple[int, ...] = DEMO_SAVE_STEPS
     seed: int = 0
     rank_utterances: int = 1000
     max_frames: int = 25_600
@@ -50,6 +56,8 @@ class DemoSummary:
     headline: list[dict[str, Any]]
     stages: dict[str, float]
     reused: list[str]
+    #: did the probes improve over training? (:func:`speechrank.analysis.progress`)
+    progress: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 #: The demo's frame phone probe: 2,500 training frames, a 3-point C grid and lbfgs capped at
@@ -82,10 +90,16 @@ def sweep_config(corpus: Path, settings: DemoSettings) -> dict[str, Any]:
     }
 
 
-def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
-             log: Callable[[str], Any] = print) -> DemoSummary:
-    """Run (or finish) the demo in ``settings.out``; see the module docstring."""
+def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg = None,
+             log: Callable[[str], Any] | None = None) -> DemoSummary:
+    """Run (or finish) the demo in ``settings.out``; see the module docstring.
+
+    As the ``demo`` command: an output directory holding anything the demo did not write is
+    refused (:func:`check_output_dir`). ``progress`` (a :class:`~speechrank.progress.Progress`)
+    receives every stage's progress and, unless ``log`` is given, one line per finished step.
+    """
     from speechrank.analysis import correlate
+    from speechrank.analysis.progress import training_progress
     from speechrank.audio.synthetic import make_corpus
     from speechrank.pretrain import pretrain
     from speechrank.report import write_report
@@ -93,6 +107,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
     from speechrank.sweep import SweepConfig, sweep
 
     out = Path(settings.out)
+    check_output_dir(out)
+    report_to = as_progress(progress)
+    log = log or report_to.log
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
     reused: list[str] = []
@@ -105,7 +122,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         log(f"corpus: reusing {corpus}")
     else:
         summary = make_corpus(corpus, minutes=settings.corpus_minutes, seed=settings.seed,
-                              progress=progress)
+                              progress=report_to)
         log(f"corpus: {summary.total_seconds / 60:.1f} min of audio, {summary.n_speakers} "
             f"speakers in {summary.wall_s:.1f} s ({summary.realtime_factor:.0f}x real time)")
     stages["corpus"] = time.perf_counter() - started
@@ -121,18 +138,18 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
         result = pretrain(f"synthetic:{corpus}#split=pretrain", run,
                           steps=settings.pretrain_steps, minutes=settings.pretrain_minutes,
                           save_steps=settings.save_steps, seed=settings.seed,
-                          resume=run.exists(), progress=progress)
+                          resume=run.exists(), progress=report_to)
         log(f"pretrain: steps {result.start_step} -> {result.final_step} "
             f"({result.steps_per_second:.2f} steps/s), final masked-prediction accuracy "
             f"{result.final_accuracy:.3f}")
-        done_marker.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        done_marker.write_text(jsonsafe.dumps(result.to_dict(), indent=2))
     stages["pretrain"] = time.perf_counter() - started
 
     # 3. sweep
     started = time.perf_counter()
     store_path = out / "results.sqlite"
     config = SweepConfig.from_dict(sweep_config(corpus, settings))
-    swept = sweep(run, config, store_path, progress=progress, log=log)
+    swept = sweep(run, config, store_path, progress=report_to, log=log)
     if swept.units_reused:
         reused.append(f"sweep ({swept.units_reused} units)")
     stages["sweep"] = time.perf_counter() - started
@@ -141,14 +158,15 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: bool = True,
     started = time.perf_counter()
     with ResultStore(store_path, create=False) as store:
         report = correlate(store, seed=settings.seed)
+        moved = [p.to_dict() for p in training_progress(store.rows(split="test"))]
         page = write_report(store, out / "report", correlation=report,
                             title="speechrank demo: does rank track the probes?")
-    (out / "correlation.json").write_text(
-        json.dumps(report.to_dict(), indent=2, default=str, allow_nan=True))
+    (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))
+    (out / "progress.json").write_text(jsonsafe.dumps(moved, indent=2))
     stages["report"] = time.perf_counter() - started
     headline = [dict(s.to_dict()) for s in report.summary]
     return DemoSummary(out=str(out), report=str(page), store=str(store_path),
-                       headline=headline, stages=stages, reused=reused)
+                       headline=headline, stages=stages, reused=reused, progress=moved)
 
 
 def check_output_dir(out: Path) -> None:
@@ -157,7 +175,7 @@ def check_output_dir(out: Path) -> None:
         raise SpeechrankError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         known = {"corpus", "run", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm",
-                 "report", "feature-cache", "correlation.json"}
+                 "report", "feature-cache", "correlation.json", "progress.json"}
         strangers = sorted(p.name for p in out.iterdir() if p.name not in known)
         if strangers:
             raise SpeechrankError(f"--out {out} holds files the demo did not write "
@@ -177,15 +195,24 @@ def headline_rows(headline: list[dict[str, Any]], metric: str = "rankme",
     return sorted(chosen, key=lambda h: (h["domain"] != "in", h["task"]))
 
 
-def headline_table(summary: DemoSummary) -> Any:
-    """A rich table of :func:`headline_rows`."""
-    from rich.table import Table
+#: The console headline's columns: short names that fit 80 columns, explained by
+#: :data:`HEADLINE_LEGEND`.
+HEADLINE_COLUMNS = ("task", "dom", "score", "rho", "n", "best layer", "best ckpt")
+HEADLINE_LEGEND = (
+    "dom: in or out of domain; rho: median over layers of the Spearman correlation, across "
+    "checkpoints, of RankMe-t (rankme, sum pooling) with the score; n: how many layers that "
+    "median rests on; "
+    "best layer: checkpoints where RankMe-t's highest layer scored best (of how many); "
+    "best ckpt: layers where RankMe-t's highest checkpoint scored best (of how many)")
 
-    table = Table(title="Does RankMe-t (rankme, sum pooling) track the probes?")
-    for column in ("task", "domain", "score", "median within-layer rho", "layers",
-                   "best-layer agreement", "checkpoint agreement"):
-        table.add_column(column, justify="left" if column in {"task", "domain", "score"}
-                         else "right")
+
+def headline_table(summary: DemoSummary) -> TextTable:
+    """The console headline of :func:`headline_rows` (drawn by the command line): short
+    columns, a legend, and the number of points behind every value."""
+    table = TextTable(title="Does RankMe-t track the probes?", caption=HEADLINE_LEGEND)
+    for column in HEADLINE_COLUMNS:
+        table.add_column(column, justify="left" if column in {"task", "dom", "score"}
+                         else "right", no_wrap=True)
     for h in headline_rows(summary.headline):
         rho = h["within_rho_median"]
         table.add_row(h["task"], h["domain"], h["score"],
@@ -199,4 +226,4 @@ def headline_table(summary: DemoSummary) -> Any:
 def _rate(rate: float, n: int) -> str:
     if n == 0 or rate != rate:
         return "n/a"
-    return f"{rate:.0%} of {n}"
+    return f"{round(rate * n)}/{n}"

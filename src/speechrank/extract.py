@@ -19,8 +19,9 @@ Everything that needs encoder features (``rank``, ``probe``, ``sweep``, the moni
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,7 @@ from speechrank.audio.io import load_audio, probe_duration
 from speechrank.audio.utterance import Utterance
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
 from speechrank.errors import AudioError, SpeechrankError
-
-#: Default amount of padded audio per batch, in seconds.
-DEFAULT_BATCH_SECONDS = 32.0
+from speechrank.options import DEFAULT_BATCH_SECONDS
 
 
 class SkipLog:
@@ -120,6 +119,41 @@ def plan_utterances(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
             continue
         planned.append(PlannedUtterance(utt, num_samples, num_frames))
     return planned
+
+
+def _priority(seed: int, uid: str) -> tuple[int, str]:
+    digest = hashlib.sha256(f"{seed}\0{uid}".encode()).digest()
+    return int.from_bytes(digest[:8], "little"), uid
+
+
+def select_within_seconds(planned: Sequence[PlannedUtterance],
+                          max_seconds: float | Mapping[str, float],
+                          sample_rate: int, seed: int, *,
+                          group_of: Callable[[PlannedUtterance], str] | None = None
+                          ) -> list[PlannedUtterance]:
+    """A seeded random choice of utterances with at most ``max_seconds`` of audio (per group,
+    when ``group_of`` names one, e.g. a split, and ``max_seconds`` may then map each group to
+    its own budget): the one audio-budget rule of the probes and the training monitor.
+
+    Utterances are visited in the order of ``sha256(seed, uid)``, so the choice depends neither
+    on the dataset's order nor on the other groups; each is taken when it still fits the
+    group's budget, else passed over. The result keeps the input order.
+    """
+    def budget(group: str) -> float:
+        seconds = max_seconds[group] if isinstance(max_seconds, Mapping) else max_seconds
+        return seconds * sample_rate
+
+    used: dict[str, int] = {}
+    kept: set[int] = set()
+    order = sorted(range(len(planned)), key=lambda i: _priority(seed, planned[i].utterance.uid))
+    for index in order:
+        item = planned[index]
+        group = group_of(item) if group_of is not None else ""
+        total = used.get(group, 0)
+        if total + item.num_samples <= budget(group):
+            kept.add(index)
+            used[group] = total + item.num_samples
+    return [item for i, item in enumerate(planned) if i in kept]
 
 
 def group_by_length(planned: Sequence[PlannedUtterance],
@@ -216,20 +250,38 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
             progress(sum(len(wave) for _, wave in loaded) / encoder.sample_rate)
 
 
-def _encode_group(encoder: SpeechEncoder, group: list[tuple[PlannedUtterance, np.ndarray]],
-                  layers: list[str] | None, to_cpu: bool) -> EncodedBatch:
-    lengths = [len(wave) for _, wave in group]
-    waveforms = torch.zeros(len(group), max(lengths), dtype=torch.float32)
-    for row, (_, wave) in enumerate(group):
+def pad_waveforms(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D float32 waveforms into a ``[B, S]`` tensor plus their ``[B]`` lengths (the
+    one padding path of ``rank``, ``probe`` and the monitor's cached held-out batches)."""
+    lengths = [len(wave) for wave in waves]
+    waveforms = torch.zeros(len(waves), max(lengths), dtype=torch.float32)
+    for row, wave in enumerate(waves):
         waveforms[row, : len(wave)] = torch.from_numpy(wave)
-    lengths_t = torch.tensor(lengths, dtype=torch.long)
-    output = encoder.encode(waveforms.to(encoder.device), lengths_t.to(encoder.device), layers)
+    return waveforms, torch.tensor(lengths, dtype=torch.long)
+
+
+def encode_padded(encoder: SpeechEncoder, utterances: list[Utterance], waveforms: torch.Tensor,
+                  lengths: torch.Tensor, layers: Sequence[str] | None, *,
+                  to_cpu: bool = True) -> EncodedBatch:
+    """Run ``encoder`` on one padded batch and return float32 frames and valid-frame lengths on
+    the CPU (or, with ``to_cpu=False``, on the encoder's device): the one encode path of
+    ``rank``, ``probe`` and the monitor."""
+    num_samples = [int(n) for n in lengths.tolist()]
+    output = encoder.encode(waveforms.to(encoder.device), lengths.to(encoder.device),
+                            None if layers is None else list(layers))
     target = torch.device("cpu") if to_cpu else encoder.device
     frames_by_layer = {name: frames.detach().to(target, torch.float32)
                        for name, frames in output.layers.items()}
     return EncodedBatch(
-        utterances=[item.utterance for item, _ in group],
+        utterances=list(utterances),
         output=EncoderOutput(layers=frames_by_layer,
                              lengths=output.lengths.detach().to(target).long()),
-        num_samples=lengths,
+        num_samples=num_samples,
     )
+
+
+def _encode_group(encoder: SpeechEncoder, group: list[tuple[PlannedUtterance, np.ndarray]],
+                  layers: list[str] | None, to_cpu: bool) -> EncodedBatch:
+    waveforms, lengths = pad_waveforms([wave for _, wave in group])
+    return encode_padded(encoder, [item.utterance for item, _ in group], waveforms, lengths,
+                         layers, to_cpu=to_cpu)

@@ -8,8 +8,9 @@ together with the conventions that produced it. ``rank``, ``probe``, ``sweep``, 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
+
+from speechrank import jsonsafe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,25 +59,6 @@ def layer_sort_key(layer: str) -> tuple[int, int]:
         return (2, 0)
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    return str(obj)
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:  # NaN
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
 def dumps_json(payload: dict[str, Any]) -> str:
     """Strict JSON (NaN and infinities become ``null``), stable key order, indented."""
-    return json.dumps(_nan_to_none(payload), indent=2, sort_keys=False, default=_json_default,
-                      allow_nan=False)
+    return jsonsafe.dumps(payload, non_finite="null", indent=2)

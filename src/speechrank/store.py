@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from speechrank import jsonsafe
 from speechrank.errors import SpeechrankError
 from speechrank.results import ResultRow, layer_sort_key
 
@@ -123,38 +124,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalar
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot store a {type(obj).__name__} as JSON")
-
-
-def _finite_json(obj: Any) -> Any:
-    """Map NaN and infinities to strings so the stored JSON stays strict."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if obj != obj else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, Mapping):
-        return {str(k): _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
-
-
 def _to_json(obj: Any, *, canonical: bool = False) -> str:
+    """Strict JSON with non-finite floats as strings (:mod:`speechrank.jsonsafe`'s ``"string"``
+    policy), so a stored convention keeps its value and its hash."""
     try:
-        normalised = json.loads(json.dumps(obj, default=_json_default))
-    except (TypeError, ValueError) as exc:
+        normalised = jsonsafe.plain(obj, non_finite="string", strict=True)
+    except TypeError as exc:
         raise SpeechrankError(f"value is not JSON-serialisable: {exc}") from None
     if canonical:
-        return json.dumps(_finite_json(normalised), sort_keys=True, separators=(",", ":"),
+        return json.dumps(normalised, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=True, allow_nan=False)
-    return json.dumps(_finite_json(normalised), sort_keys=True, allow_nan=False)
+    return json.dumps(normalised, sort_keys=True, allow_nan=False)
 
 
 def conventions_hash(conventions: Mapping[str, Any]) -> str:

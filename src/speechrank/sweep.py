@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speechrank.errors import SpeechrankError
+from speechrank.options import DEFAULT_BATCH_SECONDS, RunOptions
+from speechrank.progress import Progress, ProgressArg, as_progress
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -114,9 +116,15 @@ class SweepConfig:
     rank_options: dict[str, Any]
     probes: tuple[ProbeSpec, ...]
     seed: int = 0
-    batch_seconds: float = 32.0
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
     max_seconds: float | None = None
     cache_dir: str | None = None
+
+    def run_options(self) -> RunOptions:
+        """The ``[options]`` section as the shared :class:`~speechrank.options.RunOptions`
+        (a ``[rank]`` section may override its subset size, crop and frame cap)."""
+        return RunOptions(seed=self.seed, batch_seconds=self.batch_seconds,
+                          crop_seconds=self.max_seconds)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SweepConfig:
@@ -170,7 +178,7 @@ class SweepConfig:
         return cls(rank_data=_resolve_data(rank_data, base) if rank_data else None,
                    rank_options=rank, probes=tuple(probes),
                    seed=int(options.get("seed", 0)),
-                   batch_seconds=float(options.get("batch_seconds", 32.0)),
+                   batch_seconds=float(options.get("batch_seconds", DEFAULT_BATCH_SECONDS)),
                    max_seconds=options.get("max_seconds"),
                    cache_dir=options.get("cache_dir"))
 
@@ -283,7 +291,7 @@ class SweepSummary:
 
 
 def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_path: str | Path,
-          *, device: str = "cpu", progress: bool = True,
+          *, device: str = "cpu", progress: ProgressArg = None,
           log: Callable[[str], Any] | None = None) -> SweepSummary:
     """Measure every checkpoint of a series into ``store_path`` (resumable).
 
@@ -292,7 +300,8 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         config: a :class:`SweepConfig` or the path of its TOML file.
         store_path: the SQLite store; created when missing, reused when present.
         device: ``cpu`` or ``cuda``.
-        progress: show progress bars for the passes.
+        progress: a :class:`~speechrank.progress.Progress` for the passes (its ``log``
+            receives one line per unit of work unless ``log`` is given).
         log: called with one line per unit of work.
     """
     from speechrank.encoders import load_encoder
@@ -302,7 +311,8 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
     checkpoints = find_checkpoints(checkpoints_spec)
     run = run_name(checkpoints, checkpoints_spec)
-    say = log or (lambda _line: None)
+    report = as_progress(progress)
+    say = log or report.log
     store = ResultStore(store_path)
     store.set_meta("sweep_config", cfg.to_dict())
     store.set_meta("run", run)
@@ -318,7 +328,7 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         encoder = load_encoder(checkpoint.path, device=device)
         for unit in todo:
             unit_started = time.perf_counter()
-            rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=progress)
+            rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=report)
             _merge_counts(skipped, unit_skipped)
             commit_unit(store, unit, rows)
             done += 1
@@ -360,7 +370,7 @@ def plan_units(checkpoints: Sequence[Checkpoint], cfg: SweepConfig, run: str) ->
 
 
 def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
-                 progress: bool = False) -> tuple[list[Any], dict[str, int]]:
+                 progress: ProgressArg = None) -> tuple[list[Any], dict[str, int]]:
     """The rows of one unit (``model`` set to the run) and its skipped files by reason.
 
     The one computation of a unit, called by the serial sweep and by the Ray task alike, so
@@ -369,13 +379,14 @@ def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
     from speechrank.probes import run_probe
     from speechrank.rank import run_rank
 
+    report = as_progress(progress)
     skipped: dict[str, int] = {}
     if unit.kind == "rank":
         rows = _rank_unit(run_rank, encoder, cfg=cfg, checkpoint=unit.checkpoint,
-                          skipped=skipped)
+                          skipped=skipped, progress=report)
     elif unit.probe is not None:
         rows = _probe_unit(run_probe, encoder, cfg=cfg, probe=unit.probe,
-                           checkpoint=unit.checkpoint, skipped=skipped, progress=progress)
+                           checkpoint=unit.checkpoint, skipped=skipped, progress=report)
     else:
         raise SpeechrankError(f"sweep unit {unit.key}: a probe unit without its probe")
     return [dataclasses.replace(row, model=run) for row in rows], skipped
@@ -399,31 +410,28 @@ def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:
 
 
 def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
-               checkpoint: Checkpoint, skipped: dict[str, int]) -> list[Any]:
+               checkpoint: Checkpoint, skipped: dict[str, int], progress: Progress
+               ) -> list[Any]:
     options = dict(cfg.rank_options)
     result = run_rank(
-        encoder, cfg.rank_data, layers=options.get("layers"),
-        poolings=options.get("poolings"), metrics=options.get("metrics"),
-        num_utterances=options.get("num_utterances", 10_000),
-        max_frames=int(options.get("max_frames", 25_600)),
-        batch_seconds=cfg.batch_seconds,
-        max_seconds=options.get("max_seconds", cfg.max_seconds), seed=cfg.seed,
-        checkpoint=checkpoint.name, step=checkpoint.step)
+        encoder, cfg.rank_data, RunOptions.from_mapping(options, base=cfg.run_options()),
+        layers=options.get("layers"), poolings=options.get("poolings"),
+        metrics=options.get("metrics"), checkpoint=checkpoint.name, step=checkpoint.step,
+        progress=progress)
     _count_skips(skipped, result.info["skipped"])
     return result.rows
 
 
 def _probe_unit(run_probe: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
                 probe: ProbeSpec, checkpoint: Checkpoint, skipped: dict[str, int],
-                progress: bool) -> list[Any]:
+                progress: Progress) -> list[Any]:
     from speechrank.audio import load_dataset
     from speechrank.probes import resolve_task
 
     dataset = load_dataset(probe.data)
     config = probe_recipe(resolve_task(probe.task, dataset).kind, dict(probe.options))
-    result = run_probe(encoder, dataset, probe.task, seed=cfg.seed, config=config,
-                       cache_dir=cfg.cache_dir, max_seconds=cfg.max_seconds,
-                       batch_seconds=cfg.batch_seconds, progress=progress)
+    result = run_probe(encoder, dataset, probe.task, cfg.run_options(), config=config,
+                       cache_dir=cfg.cache_dir, progress=progress)
     _count_skips(skipped, result.info.get("skipped", []))
     return [dataclasses.replace(row, checkpoint=checkpoint.name,
                                 step=checkpoint.step, task=probe.name, domain=probe.domain,

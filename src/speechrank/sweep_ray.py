@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from speechrank.errors import SpeechrankError
+from speechrank.progress import ProgressArg, as_progress
 from speechrank.sweep import (
     SweepConfig,
     SweepSummary,
@@ -148,7 +149,7 @@ def run_unit_task(unit: SweepUnit, cfg: SweepConfig, *, run: str, device: str, t
     encoder = load_encoder(unit.checkpoint.path, device=device)
     _pause(pause, unit.key)
     started = time.perf_counter()
-    rows, skipped = compute_unit(unit, cfg, encoder, run=run, progress=False)
+    rows, skipped = compute_unit(unit, cfg, encoder, run=run)
     return {"key": unit.key, "rows": [row.to_dict() for row in rows], "skipped": skipped,
             "seconds": time.perf_counter() - started, "pid": os.getpid()}
 
@@ -168,7 +169,7 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
                  store_path: str | Path, *, address: str = "local", device: str = "cpu",
                  cpus_per_unit: float = 1.0, gpus_per_unit: float = 0.0,
                  num_cpus: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
-                 log: Callable[[str], Any] | None = None,
+                 progress: ProgressArg = None, log: Callable[[str], Any] | None = None,
                  pause: PausePoint | None = None) -> SweepSummary:
     """:func:`speechrank.sweep.sweep` with the units run as Ray tasks (same store, same rows).
 
@@ -181,6 +182,9 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
             ``max(1, floor(cpus_per_unit))`` threads.
         num_cpus: CPUs of a local cluster (default: the cores this process may use).
         max_retries: how often Ray reruns a task whose worker process died.
+        progress: a :class:`~speechrank.progress.Progress`; its ``log`` receives one line
+            per committed unit unless ``log`` is given (the units' passes run in the workers
+            and report nothing).
         log: called with one line per committed unit.
         pause: a testing hook (see :class:`PausePoint`).
     """
@@ -196,7 +200,7 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
     checkpoints = find_checkpoints(checkpoints_spec)
     run = run_name(checkpoints, checkpoints_spec)
-    say = log or (lambda _line: None)
+    say = log or as_progress(progress).log
     if gpus_per_unit > 0 and device == "cpu":
         device = "cuda"
     store = ResultStore(store_path)

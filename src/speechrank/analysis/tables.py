@@ -1,4 +1,5 @@
-"""Rich tables of a :class:`~speechrank.analysis.correlate.CorrelationReport` for the terminal.
+"""Console tables of a :class:`~speechrank.analysis.correlate.CorrelationReport`, as data
+(:class:`~speechrank.tabular.TextTable`; the command line draws them).
 
 Every table names a pair with two compact columns, ``metric`` (``rankme/sum``) and ``probe``
 (``ks:accuracy (in)``), extended with the model, datasets or variants only where those differ
@@ -14,9 +15,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from speechrank.analysis.correlate import (
     Correlation,
     CorrelationReport,
@@ -24,6 +22,7 @@ from speechrank.analysis.correlate import (
     Selection,
 )
 from speechrank.results import layer_sort_key
+from speechrank.tabular import Cell, TextTable
 
 __all__ = ["fmt", "metric_label", "pair_columns", "probe_label", "render_tables"]
 
@@ -74,18 +73,18 @@ def probe_label(key: PairKey, varying: Sequence[str] = ()) -> str:
     return text
 
 
-def _key_cells(key: PairKey, varying: Sequence[str]) -> list[Text]:
-    # Text, not str: names come from the data and must never be read as rich markup
-    return [Text(metric_label(key, varying)), Text(probe_label(key, varying))]
+def _key_cells(key: PairKey, varying: Sequence[str]) -> list[Cell]:
+    # cells are data: names from the store are never read as markup
+    return [Cell.of(metric_label(key, varying)), Cell.of(probe_label(key, varying))]
 
 
-def _rho_text(value: float, p: float | None = None) -> Text:
+def _rho_text(value: float, p: float | None = None) -> Cell:
     if not math.isfinite(value):
-        return Text("–", style="dim")
+        return Cell.of("–", "dim")
     style = "green" if value >= 0.5 else ("red" if value <= -0.5 else "")
     if p is not None and math.isfinite(p) and p < 0.05:
         style = (style + " bold").strip()
-    return Text(f"{value:+.2f}", style=style)
+    return Cell.of(f"{value:+.2f}", style)
 
 
 def _agreement(rate: float, n: int) -> str:
@@ -94,9 +93,8 @@ def _agreement(rate: float, n: int) -> str:
     return f"{round(rate * n)}/{n}"
 
 
-def _table(title: str, caption: str = "") -> Table:
-    table = Table(title=title, caption=caption or None, title_justify="left",
-                  caption_justify="left")
+def _table(title: str, caption: str = "") -> TextTable:
+    table = TextTable(title=title, caption=caption)
     table.add_column("metric", overflow="fold", min_width=8)
     table.add_column("probe", overflow="fold", min_width=8)
     return table
@@ -127,7 +125,7 @@ def _summary_cells(s: Any) -> dict[str, Any]:
 
 
 def _summary_tables(report: CorrelationReport, varying: Sequence[str],
-                    width: int | None) -> list[Table]:
+                    width: int | None) -> list[TextTable]:
     names = list(_summary_cells(report.summary[0]) if report.summary else [])
     groups = [names]
     if width is not None and width < 150 and names:
@@ -152,8 +150,8 @@ def _summary_tables(report: CorrelationReport, varying: Sequence[str],
 
 def _pivot(title: str, caption: str, varying: Sequence[str], pairs: Sequence[PairKey],
            records: Iterable[Any], column_of: Callable[[Any], str],
-           column_order: Callable[[str], Any], cell: Callable[[Any], Text],
-           width: int | None, cell_width: int = _CELL) -> list[Table]:
+           column_order: Callable[[str], Any], cell: Callable[[Any], Cell],
+           width: int | None, cell_width: int = _CELL) -> list[TextTable]:
     by_pair: dict[PairKey, dict[str, Any]] = {p: {} for p in pairs}
     columns: set[str] = set()
     for r in records:
@@ -174,11 +172,11 @@ def _pivot(title: str, caption: str, varying: Sequence[str], pairs: Sequence[Pai
         is_last = start + per_table >= len(ordered)
         table = _table(title + part, caption if is_last else "")
         for c in chunk:
-            table.add_column(Text(c), justify="right", no_wrap=True)
+            table.add_column(c, justify="right", no_wrap=True)
         for p in pairs:
             row = by_pair.get(p, {})
             table.add_row(*_key_cells(p, varying),
-                          *[cell(row[c]) if c in row else Text("·", style="dim")
+                          *[cell(row[c]) if c in row else Cell.of("·", "dim")
                             for c in chunk])
         tables.append(table)
     return tables
@@ -204,17 +202,17 @@ def _checkpoint_columns(report: CorrelationReport) -> tuple[Callable[[Any], str]
     return (lambda r: labels[r.checkpoint]), (lambda label: order[label])
 
 
-def _selection_cell(s: Selection, show_pick: bool) -> Text:
+def _selection_cell(s: Selection, show_pick: bool) -> Cell:
     if s.agree is None:
-        return Text("–", style="dim")
+        return Cell.of("–", "dim")
     if s.agree:
-        return Text("✓" + (f" {s.picked}" if show_pick else ""), style="green")
+        return Cell.of("✓" + (f" {s.picked}" if show_pick else ""), "green")
     detail = f" {s.picked}→{s.best[0]}" if show_pick else f" {s.regret:.3f}"
-    return Text("✗" + detail, style="red")
+    return Cell.of("✗" + detail, "red")
 
 
 def render_tables(report: CorrelationReport, *, detail: bool = True,
-                  width: int | None = None) -> list[Table]:
+                  width: int | None = None) -> list[TextTable]:
     """The headline table and, with ``detail``, the pivots: within-layer ρ by layer, the
     metric's layer pick by checkpoint, its checkpoint pick by layer and ρ per training phase
     by layer. ``width`` (the console width) splits the headline in two below 150 columns
@@ -257,9 +255,6 @@ class _PhaseCell:
         self.pair, self.layer, self.collapse, self.recovery = pair, layer, collapse, recovery
 
 
-def _phase_text(cell: _PhaseCell) -> Text:
-    text = Text()
-    text.append_text(_rho_text(cell.collapse.spearman if cell.collapse else math.nan))
-    text.append(" / ")
-    text.append_text(_rho_text(cell.recovery.spearman if cell.recovery else math.nan))
-    return text
+def _phase_text(cell: _PhaseCell) -> Cell:
+    return Cell.join(_rho_text(cell.collapse.spearman if cell.collapse else math.nan), " / ",
+                     _rho_text(cell.recovery.spearman if cell.recovery else math.nan))

@@ -50,7 +50,11 @@ length); sentences are mostly 1-7 s. How the audio is levelled, padded and mixed
 described in :mod:`.synthetic_render`. Noise (``snr_db``: ``None`` for clean speech, a number,
 or a ``(low, high)`` range drawn uniformly per clip) matters: clean synthetic keywords are so
 easy that keyword probes saturate from random initialisation on (DESIGN.md section 5), hence
-the default of :data:`DEFAULT_SNR_DB`. The SNR of every clip is recorded.
+the default of :data:`DEFAULT_SNR_DB`. The pretraining clips are clean by default
+(``pretrain_snr_db``): the default pretraining recipe adds noise to the encoder's input on the
+fly and predicts targets made from the clean audio (:mod:`speechrank.pretrain.recipe`), so the
+probes keep their noise while the encoder learns to see through it. The SNR of every clip is
+recorded.
 
 Manifest lines (JSON, UTF-8) hold ``path`` (relative to the manifest), ``split``, ``kind``
 (``sentence`` or ``keyword``), ``language``, ``accent`` (eSpeak voice), ``speaker``,
@@ -87,7 +91,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -108,6 +112,7 @@ from speechrank.audio.synthetic_voices import (
     draw_speakers,
 )
 from speechrank.errors import SpeechrankError
+from speechrank.progress import Progress
 
 __all__ = [
     "DEFAULT_SNR_DB",
@@ -124,7 +129,7 @@ FORMAT_NAME = "speechrank-synthetic"
 FORMAT_VERSION = 1
 
 SnrSetting = Union[float, tuple[float, float], None]  # noqa: UP007 (a runtime alias on 3.10)
-ProgressArg = Union[bool, None, Callable[["CorpusProgress"], None]]  # noqa: UP007
+ProgressArg = Union[bool, None, Progress, Callable[["CorpusProgress"], None]]  # noqa: UP007
 
 _FIRST_SPLITS = ("train", "dev", "test")
 _SPLIT_PATTERN = ("train", "train", "dev", "train", "test")
@@ -401,6 +406,10 @@ def _deal_keywords(
     return dealt
 
 
+def _snr_json(snr: SnrSetting) -> float | list[float] | None:
+    return list(snr) if isinstance(snr, tuple) else snr
+
+
 def _snr_for(snr: SnrSetting, seed: int, code: int, index: int) -> float | None:
     if snr is None or isinstance(snr, float):
         return snr
@@ -420,6 +429,7 @@ def plan_corpus(
     snr_db: SnrSetting = DEFAULT_SNR_DB,
     noise: str = "white",
     probe_speakers: int | None = None,
+    pretrain_snr_db: SnrSetting | Literal["same"] = None,
 ) -> CorpusPlan:
     """Decide every clip of the corpus (no audio is made); see the module docstring."""
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
@@ -437,6 +447,7 @@ def plan_corpus(
         raise SpeechrankError(f"probe_speakers must be an integer >= 2, got {probe_speakers!r}")
     langs = _check_languages(languages)
     snr = _check_snr(snr_db)
+    pretrain_snr = snr if pretrain_snr_db == "same" else _check_snr(pretrain_snr_db)
     seed = int(seed)
     groups, seen, held_out = _groups(float(minutes), langs, seed, probe_speakers)
     jobs: list[Job] = []
@@ -469,7 +480,8 @@ def plan_corpus(
                     text=spoken,
                     keyword=keyword if kind == "keyword" else None,
                     voice=voice,
-                    snr_db=_snr_for(snr, seed, group.code, j),
+                    snr_db=_snr_for(pretrain_snr if group.name == "pretrain" else snr, seed,
+                                    group.code, j),
                     noise=noise,
                     onset=onset,
                     pad=pad,
@@ -507,6 +519,23 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out / "wav", ignore_errors=True)
         marker.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _reporter(report: Progress) -> Callable[[CorpusProgress], None]:
+    """Clips done as stage ``corpus`` of the :class:`~speechrank.progress.Progress` protocol."""
+    state = {"done": -1}
+
+    def show(p: CorpusProgress) -> None:
+        if state["done"] < 0:
+            report.start("corpus", p.total, "clips")
+            state["done"] = 0
+        report.advance("corpus", p.done - state["done"],
+                       note=f"{p.audio_seconds / 60:.1f} min of audio")
+        state["done"] = p.done
+        if p.done >= p.total:
+            report.end("corpus")
+
+    return show
 
 
 def _printer() -> Callable[[CorpusProgress], None]:
@@ -662,6 +691,7 @@ def make_corpus(
     snr_db: SnrSetting = DEFAULT_SNR_DB,
     noise: str = "white",
     probe_speakers: int | None = None,
+    pretrain_snr_db: SnrSetting | Literal["same"] = None,
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressArg = True,
@@ -671,10 +701,15 @@ def make_corpus(
     ``minutes`` is the target amount of audio; ``languages[0]`` is the main language (pretrain,
     probe and unseen-speaker manifests) and each further language gets an ``ood_XX.jsonl``
     corpus. ``snr_db`` is ``None`` (clean), a number or a ``(low, high)`` range in dB;
-    ``noise`` is ``white`` or ``pink``. ``workers`` processes render clips (default: 1 for
-    small corpora, else up to 2). ``overwrite`` replaces an earlier corpus in ``out`` (never a
-    directory that holds something else). ``progress`` is ``True`` (a line on stderr every
-    10 %), ``False``/``None`` or a callable taking :class:`CorpusProgress`.
+    ``noise`` is ``white`` or ``pink``. ``pretrain_snr_db`` sets the pretraining clips'
+    noise apart: ``None`` (the default) renders them clean, for the default pretraining
+    recipe, which adds its own noise to the encoder's input and takes its targets from the
+    clean audio; ``"same"`` uses ``snr_db`` (what speechrank 0.1 did). ``workers``
+    processes render clips (default: 1 for small corpora, else up to 2). ``overwrite``
+    replaces an earlier corpus in ``out`` (never a directory that holds something else).
+    ``progress`` is ``True`` (a line on stderr every 10 %), ``False``/``None``, a
+    :class:`speechrank.progress.Progress` (stage ``corpus``, in clips) or a callable taking
+    :class:`CorpusProgress`.
     """
     plan = plan_corpus(
         minutes=minutes,
@@ -683,6 +718,7 @@ def make_corpus(
         snr_db=snr_db,
         noise=noise,
         probe_speakers=probe_speakers,
+        pretrain_snr_db=pretrain_snr_db,
     )
     if workers is None:
         workers = 1 if float(minutes) < 3 else max(1, min(2, os.cpu_count() or 1))
@@ -693,6 +729,8 @@ def make_corpus(
         callback = _printer()
     elif progress is None or progress is False:
         callback = None
+    elif isinstance(progress, Progress):
+        callback = _reporter(progress)
     elif callable(progress):
         callback = progress
     else:
@@ -706,6 +744,8 @@ def make_corpus(
         "minutes": float(minutes),
         "languages": _check_languages(languages),
         "snr": _check_snr(snr_db),
+        "pretrain_snr": _check_snr(snr_db) if pretrain_snr_db == "same"
+        else _check_snr(pretrain_snr_db),
         "noise": noise,
     }
     try:
@@ -800,6 +840,7 @@ def _write_outputs(
             "languages": list(languages),
             "main_language": languages[0],
             "snr_db": summary.to_dict()["snr_db"],
+            "pretrain_snr_db": _snr_json(settings["pretrain_snr"]),
             "noise": summary.noise,
             "sample_rate": SAMPLE_RATE,
             "keyword_frame_s": KEYWORD_FRAME_S,

@@ -58,7 +58,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+
+# The checkpoint format lives in one module; its names stay importable from here.
+from speechrank.encoders.bestrq_format import (
+    CONFIG_FILE,
+    ENCODER_PREFIX,
+    MODEL_FILE,
+    MODEL_TYPE,
+    TRAINER_FILE,
+    is_bestrq_checkpoint,
+    read_checkpoint_config,
+    read_trainer,
+    write_model_files,
+)
 from speechrank.errors import SpeechrankError
+from speechrank.options import FeatureNorm
 
 __all__ = [
     "CONFIG_FILE",
@@ -80,17 +94,6 @@ __all__ = [
     "write_model_files",
 ]
 
-#: ``model_type`` in ``config.json`` that marks a speechrank BEST-RQ checkpoint.
-MODEL_TYPE = "speechrank-bestrq"
-#: Version of the checkpoint layout; bumped when files or keys change incompatibly.
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-TRAINER_FILE = "trainer.json"
-#: Prefix of the encoder's tensors in ``model.safetensors``.
-ENCODER_PREFIX = "encoder."
-
-
 @dataclasses.dataclass(frozen=True)
 class BestRqConfig:
     """Architecture and front end of a BEST-RQ encoder (everything needed to rebuild it).
@@ -107,7 +110,7 @@ class BestRqConfig:
     f_max: float = 8000.0
     log_floor: float = 1e-6
     stack: int = 2  # mel frames per encoder frame (20 ms)
-    feature_norm: str = "global"  # or "utterance"
+    feature_norm: FeatureNorm = "global"  # or "utterance"
     norm_eps: float = 1e-5
     dim: int = 256
     num_layers: int = 4
@@ -463,71 +466,7 @@ def build_bestrq_encoder(size: str | BestRqConfig = "tiny", *, seed: int = 0,
                          info={"init_seed": seed})
 
 
-# --- checkpoint files --------------------------------------------------------------------------
-
-def write_model_files(directory: str | os.PathLike[str], config: BestRqConfig,
-                      tensors: Mapping[str, torch.Tensor],
-                      extra_config: Mapping[str, Any] | None = None) -> None:
-    """Write ``model.safetensors`` then ``config.json`` into an existing ``directory``.
-
-    ``tensors`` must hold the encoder's state under :data:`ENCODER_PREFIX`; other prefixes
-    (the pretraining head and quantiser) are stored alongside and ignored by the loader.
-    """
-    from safetensors.torch import save_file
-
-    from speechrank import __version__
-
-    directory = Path(directory)
-    payload = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION,
-               "speechrank_version": __version__, "model": config.to_dict()}
-    payload.update(extra_config or {})
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
-              str(directory / MODEL_FILE), metadata={"format": "pt", "model_type": MODEL_TYPE})
-    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed ``config.json`` of a BEST-RQ checkpoint directory (SpeechrankError if not)."""
-    directory = Path(path)
-    config_path = directory / CONFIG_FILE
-    try:
-        payload = json.loads(config_path.read_text())
-    except FileNotFoundError as err:
-        raise SpeechrankError(f"{directory}: not a speechrank checkpoint "
-                              f"(no {CONFIG_FILE})") from err
-    except (OSError, ValueError) as err:
-        raise SpeechrankError(f"{config_path}: unreadable ({err})") from err
-    if not isinstance(payload, dict) or payload.get("model_type") != MODEL_TYPE:
-        raise SpeechrankError(f"{directory}: {CONFIG_FILE} is not a {MODEL_TYPE} config")
-    version = payload.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise SpeechrankError(f"{directory}: checkpoint format {version} is newer than this "
-                              f"speechrank reads ({FORMAT_VERSION}); upgrade speechrank")
-    return payload
-
-
-def is_bestrq_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a directory with a speechrank BEST-RQ ``config.json`` and weights.
-
-    Optimiser state is not required: only the newest checkpoint of a run keeps it.
-    """
-    directory = Path(path)
-    if not (directory / MODEL_FILE).is_file():
-        return False
-    try:
-        read_checkpoint_config(directory)
-    except SpeechrankError:
-        return False
-    return True
-
-
-def _read_trainer(directory: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((directory / TRAINER_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
+# --- checkpoint loading (the format: speechrank.encoders.bestrq_format) -----------------------
 
 def load_bestrq_checkpoint(path: str | os.PathLike[str], *,
                            device: str | torch.device = "cpu") -> BestRqEncoder:
@@ -561,7 +500,7 @@ def load_bestrq_checkpoint(path: str | os.PathLike[str], *,
         raise SpeechrankError(f"{directory}: weights do not match {CONFIG_FILE} "
                               f"({first})") from err
     model.to(device).eval()
-    trainer = _read_trainer(directory)
+    trainer = read_trainer(directory)
     step = trainer.get("step")
     info = {k: trainer[k] for k in ("loss", "accuracy", "elapsed_seconds", "seed",
                                     "data_fingerprint") if k in trainer}

@@ -16,7 +16,6 @@ Nothing is ever downloaded.
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -24,26 +23,14 @@ from typing import Any
 import torch
 
 from speechrank.encoders.base import SpeechEncoder
+from speechrank.encoders.bestrq_format import declares_bestrq
 from speechrank.errors import SpeechrankError
-
-#: Marker file of a checkpoint directory written by ``speechrank pretrain``.
-BESTRQ_MARKER = "speechrank_checkpoint.json"
-#: ``model_type`` in the ``config.json`` of such a directory.
-BESTRQ_MODEL_TYPE = "speechrank-bestrq"
 
 
 def is_speechrank_checkpoint(path: Path) -> bool:
-    """True for a directory written by ``speechrank pretrain``."""
-    if (path / BESTRQ_MARKER).is_file():
-        return True
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("model_type") == BESTRQ_MODEL_TYPE
+    """True for a directory written by ``speechrank pretrain`` (its ``config.json`` names the
+    BEST-RQ model type; see :mod:`speechrank.encoders.bestrq_format`)."""
+    return declares_bestrq(path)
 
 
 #: What a Hugging Face hub id looks like: ``name`` or ``owner/name``.
@@ -120,7 +107,7 @@ def load_encoder(spec: str, *, device: str | torch.device = "cpu",
             return _load_speechrank_checkpoint(path, dev, weight_dtype)
         if not (path / "config.json").is_file():
             raise SpeechrankError(
-                f"{spec}: not a model directory (no config.json, no {BESTRQ_MARKER})")
+                f"{spec}: not a model directory (no config.json)")
     elif _looks_like_path(spec):
         raise SpeechrankError(f"model directory {spec!r} does not exist")
 

@@ -104,7 +104,7 @@ class SpectralAccumulator:
     Example:
         >>> acc = SpectralAccumulator(768)
         >>> acc.update(frames, lengths=lengths)   # frames (B, T, 768), lengths (B,)
-        >>> acc.compute()["rankme"].value
+        >>> compute_metrics(acc)["rankme"].value   # speechrank.metrics.compute_metrics
     """
 
     def __init__(
@@ -351,15 +351,6 @@ class SpectralAccumulator:
     def covariance_eigenvalues(self) -> np.ndarray:
         """Sample-covariance eigenvalues l_k = s_k^2 / (N - 1) of the centred rows (NaN if N<2)."""
         return self.spectra().covariance_eigenvalues
-
-    def compute(self, names: Any = None, **options: Any) -> dict[str, Any]:
-        """All (or the named) spectral metrics, as ``{name: MetricResult}``.
-
-        Same as :func:`speechrank.metrics.compute_metrics` (``self, names, **options``).
-        """
-        from speechrank.metrics.api import compute_metrics
-
-        return compute_metrics(self, names, **options)
 
     # ---------------------------------------------------------------- persist
     def save(self, path: str | os.PathLike[str], *, metadata: dict[str, str] | None = None) -> Path:

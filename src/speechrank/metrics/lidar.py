@@ -250,12 +250,6 @@ class LidarAccumulator:
             lidar_matrix = symmetrize(inv_sqrt @ between @ inv_sqrt)
             return np.maximum(np.linalg.eigvalsh(lidar_matrix)[::-1], 0.0)
 
-    def compute(self, names: Any = None, **options: Any) -> dict[str, MetricResult]:
-        """LiDAR and the spectral metrics of all rows, as ``{name: MetricResult}``."""
-        from speechrank.metrics.api import compute_metrics
-
-        return compute_metrics(self, names, **options)
-
 
 def _check_delta(delta: Any) -> float:
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < math.inf:

@@ -10,7 +10,7 @@ importing its framework only when used: :mod:`speechrank.monitor.lightning`
 
 from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
 from speechrank.monitor.core import DEFAULT_MAX_UTTERANCES, MonitorResult, RankMonitor, metric_key
-from speechrank.monitor.pretrain import pretrain_monitor
+from speechrank.monitor.pretrain import pretrain_monitor, pretrain_with_monitor
 
 __all__ = [
     "DEFAULT_MAX_UTTERANCES",
@@ -21,4 +21,5 @@ __all__ = [
     "RankMonitor",
     "metric_key",
     "pretrain_monitor",
+    "pretrain_with_monitor",
 ]

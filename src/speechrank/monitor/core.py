@@ -50,24 +50,23 @@ from typing import Any
 
 import torch
 
+from speechrank.accumulate import LayerAccumulators, frame_quotas, metric_rows
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch
+from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch, encode_padded
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
 from speechrank.monitor._state import preserved_modes, preserved_rng
 from speechrank.monitor.adapt import as_encoder, modules_of, unwrap
 from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
 from speechrank.monitor.heldout import CachedBatch, HeldOutSet
-from speechrank.rank import (
+from speechrank.options import (
     DEFAULT_MAX_FRAMES,
+    DEFAULT_MONITOR_UTTERANCES,
     POOLINGS,
-    LayerAccumulators,
-    frame_quotas,
-    metric_rows,
-    parse_choices,
-    parse_layers,
+    RunOptions,
 )
 from speechrank.results import ResultRow
+from speechrank.selection import parse_choices, parse_layers
 
 __all__ = [
     "DEFAULT_MAX_UTTERANCES",
@@ -78,7 +77,7 @@ __all__ = [
 
 #: Held-out utterances used when no budget is given: enough rows for RankMe-t of a 768-wide
 #: layer to be meaningful (rank <= min(N, D)), a few minutes of audio.
-DEFAULT_MAX_UTTERANCES = 1000
+DEFAULT_MAX_UTTERANCES = DEFAULT_MONITOR_UTTERANCES
 
 _KEPT_ADAPTERS = 4
 
@@ -180,6 +179,9 @@ class RankMonitor:
             ``torch.no_grad`` (for models that cache tensors across calls and are trained).
         encoder_options: keyword arguments for the adapter built around ``model`` (for a Hugging
             Face model: ``do_normalize``, ``sample_rate`` ...).
+        options: a :class:`~speechrank.options.RunOptions` (``num_utterances`` is
+            ``max_utterances``); when given it replaces ``max_utterances``, ``crop_seconds``,
+            ``batch_seconds``, ``max_frames`` and ``seed``.
     """
 
     def __init__(self, model: Any, data: Any, *,
@@ -198,9 +200,16 @@ class RankMonitor:
                  checkpoint_format: str = "step-{step}", data_name: str | None = None,
                  distributed: bool | None = None, group: Any = None,
                  inference_mode: bool = True,
-                 encoder_options: dict[str, Any] | None = None) -> None:
-        if max_frames < 1:
-            raise SpeechrankError(f"max_frames must be at least 1, got {max_frames}")
+                 encoder_options: dict[str, Any] | None = None,
+                 options: RunOptions | None = None) -> None:
+        if options is None:
+            if max_frames < 1:
+                raise SpeechrankError(f"max_frames must be at least 1, got {max_frames}")
+            options = RunOptions(num_utterances=max_utterances, crop_seconds=crop_seconds,
+                                 batch_seconds=batch_seconds, max_frames=max_frames, seed=seed)
+        self.options = options
+        max_utterances, crop_seconds = options.num_utterances, options.crop_seconds
+        batch_seconds, max_frames, seed = options.batch_seconds, options.max_frames, options.seed
         self.encoder_options = dict(encoder_options or {})
         self.poolings = parse_choices(poolings, POOLINGS, "pooling", ("sum",))
         self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric", ("rankme",))
@@ -273,6 +282,11 @@ class RankMonitor:
         return encoder
 
     # ------------------------------------------------------------------ public
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the monitor was built with (or has since been given) a model."""
+        return self._model_ref is not None
 
     def __call__(self, model: Any = None, step: int | None = None) -> dict[str, float]:
         """Measure ``model`` (default: the model the monitor was built with) at ``step``
@@ -379,12 +393,13 @@ class RankMonitor:
 
     def _encode(self, encoder: SpeechEncoder, batch: CachedBatch, device: torch.device,
                 bad: set[str]) -> EncodedBatch:
-        output = encoder.encode(batch.waveforms, batch.lengths, self.layers)
-        target = torch.device("cpu") if device.type == "cpu" else device
-        lengths = output.lengths.detach().to(target).long()
+        encoded = encode_padded(encoder, batch.utterances, batch.waveforms, batch.lengths,
+                                self.layers, to_cpu=device.type == "cpu")
+        lengths = encoded.output.lengths
+        target = lengths.device
         layers = {}
         for name in self.layers:
-            frames = output.layers[name].detach().to(target, torch.float32)
+            frames = encoded.output.layers[name]
             steps = torch.arange(frames.shape[1], device=target)
             valid = steps[None, :] < lengths[:, None]
             if not bool(torch.isfinite(frames[valid]).all()):

@@ -6,7 +6,8 @@ does not depend on the weights is done once, when the monitor is built:
 - the utterances are chosen (a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
   list of audio paths, or a list of waveforms already at the encoder's rate), cut to the budget
   (a seeded subset of ``max_utterances``, as ``speechrank rank --num-utterances`` picks it,
-  then at most ``max_audio_seconds`` of audio in a seeded random order);
+  then at most ``max_audio_seconds`` of audio, chosen by
+  :func:`speechrank.extract.select_within_seconds` as the phone probes choose theirs);
 - each file's duration is read from its header and the utterances are grouped into batches by
   length exactly as :func:`speechrank.extract.iter_encoded` groups them, so the monitor sees the
   same batches, hence bit-for-bit the same features, as ``speechrank rank`` on the same data;
@@ -39,8 +40,10 @@ from speechrank.extract import (
     SkipLog,
     group_by_length,
     load_planned,
+    pad_waveforms,
     plan_utterances,
     runs_of_equal_length,
+    select_within_seconds,
 )
 
 __all__ = ["CachedBatch", "HeldOutSet"]
@@ -127,21 +130,6 @@ def _plan_waveforms(encoder: SpeechEncoder, utterances: Sequence[Utterance],
     return planned
 
 
-def _within_seconds(planned: list[PlannedUtterance], max_audio_seconds: float,
-                    sample_rate: int, seed: int) -> list[PlannedUtterance]:
-    """A seeded random choice of utterances totalling at most ``max_audio_seconds``."""
-    budget = max_audio_seconds * sample_rate
-    order = np.random.default_rng(seed).permutation(len(planned))
-    kept: set[int] = set()
-    total = 0
-    for index in order:
-        samples = planned[int(index)].num_samples
-        if total + samples <= budget:
-            kept.add(int(index))
-            total += samples
-    return [item for i, item in enumerate(planned) if i in kept]
-
-
 class HeldOutSet:
     """Chosen, decoded and batched held-out audio (see the module docstring).
 
@@ -190,7 +178,7 @@ class HeldOutSet:
             planned = plan_utterances(encoder, dataset.utterances, max_seconds=crop_seconds,
                                       strict=strict, skips=self.skips)
         if max_audio_seconds is not None:
-            planned = _within_seconds(planned, max_audio_seconds, self.sample_rate, seed)
+            planned = select_within_seconds(planned, max_audio_seconds, self.sample_rate, seed)
         if not planned:
             raise SpeechrankError(
                 f"no usable audio in the held-out set {self.spec} ({self.skips.summary()})")
@@ -263,9 +251,6 @@ class HeldOutSet:
 
 
 def _pad(run: list[tuple[PlannedUtterance, np.ndarray]]) -> CachedBatch:
-    lengths = [len(wave) for _, wave in run]
-    waveforms = torch.zeros(len(run), max(lengths), dtype=torch.float32)
-    for row, (_, wave) in enumerate(run):
-        waveforms[row, : len(wave)] = torch.from_numpy(wave)
+    waveforms, lengths = pad_waveforms([wave for _, wave in run])
     return CachedBatch(utterances=[item.utterance for item, _ in run], waveforms=waveforms,
-                       lengths=torch.tensor(lengths, dtype=torch.long), num_samples=lengths)
+                       lengths=lengths, num_samples=lengths.tolist())

@@ -30,14 +30,13 @@ The Trainer needs ``accelerate``; transformers is imported only when this module
 
 from __future__ import annotations
 
-import operator
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
 
 from speechrank.monitor.core import RankMonitor
+from speechrank.monitor.schedule import ModelChoice, StepSchedule
 
 __all__ = ["RankMonitorTrainerCallback"]
 
@@ -52,25 +51,28 @@ class RankMonitorTrainerCallback(TrainerCallback):
         on_evaluate: measure after every evaluation.
         on_save: measure at every checkpoint save.
         at_start: measure once when training begins (step 0).
-        model: what to measure: ``None`` (default) the model the Trainer hands its callbacks,
-            an attribute path of it such as ``"wav2vec2"``, or a function of it.
+        model: what to measure: ``None`` (default) the model the monitor was built with, or
+            the model the Trainer hands its callbacks when the monitor has none; an attribute
+            path of the Trainer's model such as ``"wav2vec2"``; or a function of it (see
+            :mod:`speechrank.monitor.schedule`).
         trainer: the Trainer to log through (or call :meth:`attach` later).
     """
 
     def __init__(self, monitor: RankMonitor, *, every_n_steps: int | None = None,
                  on_evaluate: bool = True, on_save: bool = False, at_start: bool = False,
-                 model: str | Callable[[Any], Any] | None = None, trainer: Any = None) -> None:
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be positive, got {every_n_steps}")
+                 model: ModelChoice = None, trainer: Any = None) -> None:
+        self.schedule = StepSchedule(monitor, every_n_steps=every_n_steps, at_start=at_start,
+                                     model=model)
         self.monitor = monitor
-        self.every_n_steps = every_n_steps
         self.measure_on_evaluate = on_evaluate
         self.measure_on_save = on_save
-        self.at_start = at_start
-        self.model = model
         self.trainer = trainer
-        self.history: list[tuple[int, dict[str, float]]] = []
         self._warned = False
+
+    @property
+    def history(self) -> list[tuple[int, dict[str, float]]]:
+        """``(step, values)`` of every measurement."""
+        return self.schedule.history
 
     def attach(self, trainer: Any) -> RankMonitorTrainerCallback:
         """Log through ``trainer`` and add this callback to it (once); returns self."""
@@ -79,19 +81,11 @@ class RankMonitorTrainerCallback(TrainerCallback):
             trainer.add_callback(self)
         return self
 
-    def _target(self, model: Any) -> Any:
-        if self.model is None:
-            return model
-        if isinstance(self.model, str):
-            return operator.attrgetter(self.model)(model)
-        return self.model(model)
-
     def _measure(self, state: Any, model: Any, control: Any = None) -> None:
         step = int(state.global_step)
-        if self.history and self.history[-1][0] == step:
+        values, fresh = self.schedule.measure(model, step)
+        if not fresh:
             return  # measured at this step already (say, on_step_end then on_evaluate)
-        values = self.monitor(self._target(model), step)
-        self.history.append((step, dict(values)))
         if self.trainer is not None:
             # trainer.log clears control.should_log: keep the Trainer's own plan to log the loss
             # at this step (on_step_end runs before the Trainer acts on it).
@@ -110,13 +104,12 @@ class RankMonitorTrainerCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        **kwargs: Any) -> None:
-        if self.at_start:
+        if self.schedule.at_start:
             self._measure(state, model, control)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
                     **kwargs: Any) -> None:
-        n = self.every_n_steps
-        if n and state.global_step % n == 0:
+        if self.schedule.due(int(state.global_step)):
             self._measure(state, model, control)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None,

@@ -32,11 +32,10 @@ Lightning is imported only when this module is: ``pip install 'speechrank[lightn
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from typing import Any
 
 from speechrank.monitor.core import RankMonitor
+from speechrank.monitor.schedule import ModelChoice, StepSchedule
 
 try:  # the classic package name first: it is the one speechrank's extra installs
     from pytorch_lightning import Callback
@@ -60,43 +59,30 @@ class RankMonitorCallback(Callback):
             only at validation).
         on_validation: measure at the end of every validation epoch.
         at_start: measure once before training starts (step 0).
-        model: what to measure: ``None`` (default) the object the monitor was built with,
-            an attribute path of the LightningModule such as ``"encoder"`` or
-            ``"model.wav2vec2"``, or a function of the LightningModule.
+        model: what to measure: ``None`` (default) the model the monitor was built with, or
+            the LightningModule when the monitor has none; an attribute path of the
+            LightningModule such as ``"encoder"`` or ``"model.wav2vec2"``; or a function of
+            it (see :mod:`speechrank.monitor.schedule`).
         prog_bar: show the values in the progress bar too.
     """
 
     def __init__(self, monitor: RankMonitor, *, every_n_train_steps: int | None = None,
                  on_validation: bool = True, at_start: bool = False,
-                 model: str | Callable[[Any], Any] | None = None,
-                 prog_bar: bool = False) -> None:
+                 model: ModelChoice = None, prog_bar: bool = False) -> None:
         super().__init__()
-        if every_n_train_steps is not None and every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be positive, got {every_n_train_steps}")
+        self.schedule = StepSchedule(monitor, every_n_steps=every_n_train_steps,
+                                     at_start=at_start, model=model)
         self.monitor = monitor
-        self.every_n_train_steps = every_n_train_steps
         self.on_validation = on_validation
-        self.at_start = at_start
-        self.model = model
         self.prog_bar = prog_bar
-        self.history: list[tuple[int, dict[str, float]]] = []
-        self._last_step: int | None = None
 
-    def _target(self, pl_module: Any) -> Any:
-        if self.model is None:
-            return None
-        if isinstance(self.model, str):
-            return operator.attrgetter(self.model)(pl_module)
-        return self.model(pl_module)
+    @property
+    def history(self) -> list[tuple[int, dict[str, float]]]:
+        """``(step, values)`` of every measurement."""
+        return self.schedule.history
 
     def _measure(self, trainer: Any, pl_module: Any) -> dict[str, float]:
-        step = int(trainer.global_step)
-        if step == self._last_step and self.history:
-            return dict(self.history[-1][1])  # measured at this step already (no training since)
-        values = self.monitor(self._target(pl_module), step)
-        self._last_step = step
-        self.history.append((step, dict(values)))
-        return values
+        return self.schedule.measure(pl_module, int(trainer.global_step))[0]
 
     @staticmethod
     def _to_loggers(trainer: Any, values: dict[str, float]) -> None:
@@ -104,15 +90,13 @@ class RankMonitorCallback(Callback):
             logger.log_metrics(dict(values), step=int(trainer.global_step))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.at_start:
+        if self.schedule.at_start:
             self._to_loggers(trainer, self._measure(trainer, pl_module))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        n = self.every_n_train_steps
-        step = int(trainer.global_step)
         # With gradient accumulation several batches end on the same step: measure once.
-        if not n or step == 0 or step % n or step == self._last_step:
+        if not self.schedule.due(int(trainer.global_step)):
             return
         values = self._measure(trainer, pl_module)
         pl_module.log_dict(values, on_step=True, on_epoch=False, logger=False,

@@ -9,13 +9,10 @@ removed on resume.
 
 Files of a checkpoint:
 
-- ``config.json``, ``model.safetensors``: the model (see :mod:`speechrank.encoders.bestrq`);
-  ``config.json`` also records the training recipe under ``"pretraining"``;
-- ``trainer.json``: step, loss, accuracy, elapsed seconds, seed, data fingerprint, ...;
-- ``training_state.pt``: optimiser, scheduler and random-number state for ``--resume``
-  (``torch.save`` of plain containers and tensors, read back with ``weights_only=True``).
-  By default only the newest checkpoint of a run keeps it: it is removed from the previous
-  one once the next is complete.
+the files of :mod:`speechrank.encoders.bestrq_format` (the one description of the format).
+``training_state.pt`` is a ``torch.save`` of plain containers and tensors, read back with
+``weights_only=True``; by default only the newest checkpoint of a run keeps it: it is removed
+from the previous one once the next is complete.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,11 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechrank.encoders.bestrq import (
+from speechrank.encoders.bestrq import BestRqConfig
+from speechrank.encoders.bestrq_format import (
     CONFIG_FILE,
     MODEL_FILE,
     TRAINER_FILE,
-    BestRqConfig,
+    TRAINING_STATE_FILE,
+    checkpoint_name,
+    parse_checkpoint_name,
     write_model_files,
 )
 from speechrank.errors import SpeechrankError
@@ -56,13 +55,7 @@ __all__ = [
     "update_trainer_json",
 ]
 
-TRAINING_STATE_FILE = "training_state.pt"
 _PARTIAL = ".partial"
-_NAME = re.compile(r"^checkpoint-(\d{6,})$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:06d}"
 
 
 def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
@@ -87,9 +80,9 @@ def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
         return []
     found = []
     for entry in root.iterdir():
-        match = _NAME.match(entry.name)
-        if match and entry.is_dir() and _complete(entry):
-            found.append((int(match.group(1)), entry))
+        step = parse_checkpoint_name(entry.name)
+        if step is not None and entry.is_dir() and _complete(entry):
+            found.append((step, entry))
     return sorted(found)
 
 

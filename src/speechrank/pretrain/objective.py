@@ -1,4 +1,17 @@
-"""The BEST-RQ training objective: random-projection targets, span masks, masked prediction.
+"""The masked-prediction objectives: BEST-RQ or HuBERT-style targets, span masks, noise.
+
+Two ways to make the frame targets, both frozen before step 0 and saved with the weights:
+
+- ``bestrq``: a random-projection quantiser (below);
+- ``hubert``: the nearest of ``K`` k-means centroids fitted on the pretraining audio's own
+  (normalised, stacked log-mel) frames, the first iteration of HuBERT (Hsu et al., "HuBERT:
+  Self-Supervised Speech Representation Learning by Masked Prediction of Hidden Units",
+  IEEE/ACM TASLP 2021, arXiv 2106.07447), which clusters MFCC frames with ``K = 100``.
+
+Either target can be paired with *additive-noise augmentation* of the encoder's input while the
+targets come from the un-augmented audio (the denoising masked prediction of WavLM, Chen et al.,
+IEEE JSTSP 2022, arXiv 2110.13900, which mixes noise or a second utterance into the input and
+keeps the clean utterance's targets): the encoder must predict what was said under the noise.
 
 Chiu et al., "Self-supervised Learning with Random-projection Quantizer for Speech
 Recognition" (ICML 2022, arXiv 2202.01855), section 3:
@@ -21,6 +34,7 @@ a resumed run draws exactly what an uninterrupted run would.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,7 +43,8 @@ from torch import nn
 
 from speechrank.encoders.bestrq import ENCODER_PREFIX, BestRqConfig, BestRqModel
 
-__all__ = ["BestRqPretrainer", "MaskedPrediction", "RandomProjectionQuantizer", "span_mask"]
+__all__ = ["BestRqPretrainer", "KMeansQuantizer", "MaskedPrediction", "RandomProjectionQuantizer",
+           "TargetKind", "add_noise", "span_mask", "with_deltas"]
 
 
 class RandomProjectionQuantizer(nn.Module):
@@ -50,6 +65,55 @@ class RandomProjectionQuantizer(nn.Module):
         """``[..., feature_dim]`` features -> ``[...]`` int64 code indices."""
         projected = F.normalize(features @ self.projection, dim=-1)
         return (projected @ self.codebook.T).argmax(dim=-1)
+
+
+class KMeansQuantizer(nn.Module):
+    """HuBERT's first-iteration targets: the index of the nearest of ``num_clusters`` centroids
+    (squared Euclidean distance) of the frontend's features. The centroids are a buffer, set
+    once by :func:`speechrank.pretrain.targets.fit_kmeans_centroids` before step 0 and saved
+    with the weights; they are never trained."""
+
+    def __init__(self, feature_dim: int, num_clusters: int, *, deltas: bool = False) -> None:
+        super().__init__()
+        self.deltas = deltas
+        width = 2 * feature_dim if deltas else feature_dim
+        self.register_buffer("centroids", torch.zeros(num_clusters, width))
+
+    def set_centroids(self, centroids: torch.Tensor) -> None:
+        self.centroids.copy_(torch.as_tensor(centroids, dtype=torch.float32))
+
+    @torch.no_grad()
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, T, feature_dim]`` features -> ``[B, T]`` int64 cluster indices."""
+        if self.deltas:
+            features = with_deltas(features)
+        # argmin_k ||x - c_k||^2 = argmax_k (x . c_k - ||c_k||^2 / 2)
+        half_norms = 0.5 * self.centroids.square().sum(-1)
+        return (features @ self.centroids.T - half_norms).argmax(dim=-1)
+
+
+def with_deltas(features: torch.Tensor) -> torch.Tensor:
+    """``[B, T, F]`` -> ``[B, T, 2F]``: the features and their time derivative, the central
+    difference ``(x[t+1] - x[t-1]) / 2`` (one-sided at the ends), as the delta features that
+    HuBERT's MFCC targets include."""
+    if features.shape[1] < 2:
+        return torch.cat([features, torch.zeros_like(features)], dim=-1)
+    padded = torch.cat([features[:, :1], features, features[:, -1:]], dim=1)
+    delta = (padded[:, 2:] - padded[:, :-2]) / 2
+    return torch.cat([features, delta], dim=-1)
+
+
+def add_noise(waveforms: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor,
+              generator: torch.Generator) -> torch.Tensor:
+    """White Gaussian noise added to each row's valid samples at the row's ``snr_db`` (the
+    noise power is the row's mean valid-sample power divided by ``10 ** (snr_db / 10)``);
+    padding stays zero. A silent row stays silent."""
+    samples = waveforms.shape[1]
+    valid = (torch.arange(samples)[None, :] < lengths[:, None]).to(waveforms.dtype)
+    power = (waveforms.square() * valid).sum(1) / lengths.clamp(min=1).to(waveforms.dtype)
+    scale = torch.sqrt(power / torch.pow(10.0, snr_db.to(waveforms.dtype) / 10.0))
+    noise = torch.randn(waveforms.shape, generator=generator)
+    return waveforms + noise * scale[:, None] * valid
 
 
 def span_mask(frames: np.ndarray, time: int, mask_prob: float, span: int,
@@ -87,18 +151,38 @@ class MaskedPrediction:
         return self.correct / self.masked_frames if self.masked_frames else float("nan")
 
 
-class BestRqPretrainer(nn.Module):
-    """Encoder + frozen quantiser + prediction head; :meth:`forward` returns the BEST-RQ loss."""
+TargetKind = Literal["bestrq", "hubert"]
 
-    def __init__(self, encoder: BestRqModel, quantizer_seed: int) -> None:
+
+class BestRqPretrainer(nn.Module):
+    """Encoder + frozen target maker + prediction head; :meth:`forward` returns the loss.
+
+    ``targets="bestrq"`` (the default) makes targets with a :class:`RandomProjectionQuantizer`
+    of ``config.codebook_size`` codes; ``targets="hubert"`` with a :class:`KMeansQuantizer` of
+    ``num_clusters`` centroids, which the trainer fits before step 0.
+    """
+
+    def __init__(self, encoder: BestRqModel, quantizer_seed: int, *,
+                 targets: TargetKind = "bestrq", num_clusters: int = 100,
+                 kmeans_deltas: bool = False) -> None:
         super().__init__()
         config: BestRqConfig = encoder.config
         self.config = config
         self.encoder = encoder
+        self.targets = targets
         generator = torch.Generator().manual_seed(quantizer_seed)
-        self.quantizer = RandomProjectionQuantizer(config.feature_dim, config.codebook_dim,
-                                                   config.codebook_size, generator)
-        self.head = nn.Linear(config.dim, config.codebook_size)
+        self.quantizer: RandomProjectionQuantizer | KMeansQuantizer
+        if targets == "bestrq":
+            self.quantizer = RandomProjectionQuantizer(config.feature_dim, config.codebook_dim,
+                                                       config.codebook_size, generator)
+            self.num_targets = config.codebook_size
+        elif targets == "hubert":
+            self.quantizer = KMeansQuantizer(config.feature_dim, num_clusters,
+                                             deltas=kmeans_deltas)
+            self.num_targets = num_clusters
+        else:
+            raise ValueError(f"unknown targets {targets!r}")
+        self.head = nn.Linear(config.dim, self.num_targets)
         with torch.no_grad():
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator)
                                    * config.init_std)
@@ -106,9 +190,20 @@ class BestRqPretrainer(nn.Module):
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, *, mask_prob: float,
                 mask_span: int, noise_std: float, rng: np.random.Generator,
-                noise_generator: torch.Generator) -> MaskedPrediction:
+                noise_generator: torch.Generator, snr_db: torch.Tensor | None = None,
+                unmasked_weight: float = 0.0) -> MaskedPrediction:
+        """The loss of one batch.
+
+        ``snr_db`` (``[B]``, optional) adds white noise to each row's input at that SNR while
+        the targets come from the un-augmented waveforms. The loss is the cross-entropy on
+        masked frames plus ``unmasked_weight`` times the cross-entropy on the valid unmasked
+        frames (HuBERT's ``alpha``/``1 - alpha`` weighting; 0 = masked frames only).
+        """
         features, frames = self.encoder.frontend(waveforms, lengths)
         targets = self.quantizer(features)
+        if snr_db is not None:
+            noisy = add_noise(waveforms, lengths, snr_db, noise_generator)
+            features, _ = self.encoder.frontend(noisy, lengths)
         time = features.shape[1]
         mask = torch.from_numpy(span_mask(frames.cpu().numpy(), time, mask_prob, mask_span,
                                           rng)).to(features.device)
@@ -118,8 +213,14 @@ class BestRqPretrainer(nn.Module):
         logits = self.head(hidden[mask])
         masked_targets = targets[mask]
         loss = F.cross_entropy(logits, masked_targets)
+        if unmasked_weight > 0:
+            valid = torch.arange(time, device=features.device)[None, :] < frames[:, None]
+            unmasked = valid & ~mask
+            if bool(unmasked.any()):
+                loss = loss + unmasked_weight * F.cross_entropy(self.head(hidden[unmasked]),
+                                                                targets[unmasked])
         correct = int((logits.detach().argmax(-1) == masked_targets).sum())
-        counts = torch.bincount(masked_targets, minlength=self.config.codebook_size)
+        counts = torch.bincount(masked_targets, minlength=self.num_targets)
         return MaskedPrediction(loss=loss, correct=correct, masked_frames=int(mask.sum()),
                                 valid_frames=int(frames.sum()),
                                 target_counts=counts.cpu().numpy().astype(np.int64))

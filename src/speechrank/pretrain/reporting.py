@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from speechrank import jsonsafe
 from speechrank.pretrain.objective import MaskedPrediction
+from speechrank.progress import ProgressArg, as_progress
 
 __all__ = ["ProgressBar", "RunLog", "Window", "json_safe"]
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with tensors, numpy scalars and tuples made plain JSON; NaN/inf become None."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.tolist()
-        return json_safe(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    """``value`` as plain JSON; NaN/inf become None (:func:`speechrank.jsonsafe.plain`)."""
+    return jsonsafe.plain(value, non_finite="null")
 
 
 class RunLog:
@@ -119,54 +106,46 @@ class Window:
 
 
 class ProgressBar:
-    """A rich progress bar over steps (``steps`` budget) or seconds (``minutes`` budget)."""
+    """Training progress through the :class:`~speechrank.progress.Progress` protocol: stage
+    ``train`` over steps (``steps`` budget) or seconds (``minutes`` budget)."""
 
-    def __init__(self, enabled: bool, total_steps: int | None, total_seconds: float | None,
-                 start_step: int) -> None:
-        self.enabled = enabled
+    def __init__(self, progress: ProgressArg, total_steps: int | None,
+                 total_seconds: float | None, start_step: int) -> None:
+        self.progress = as_progress(progress)
         self.by_steps = total_steps is not None
-        self.bar: Any = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.description}"),
-                            TimeElapsedColumn(), console=Console(stderr=True))
-        total = total_steps if self.by_steps else total_seconds
-        self.task = self.bar.add_task("", total=total,
-                                      completed=start_step if self.by_steps else 0)
+        self.total = total_steps if self.by_steps else total_seconds
+        self.position = float(start_step) if self.by_steps else 0.0
 
     @staticmethod
     @contextlib.contextmanager
-    def counter(enabled: bool, label: str,
-                total: int) -> Iterator[Callable[[int, int], None] | None]:
-        """A plain counting bar (``label``, done/total) for a setup phase; yields the
-        ``on_progress(done, total)`` callback, or None when disabled."""
-        if not enabled:
-            yield None
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    def counter(progress: ProgressArg, label: str,
+                total: int) -> Iterator[Callable[[int, int], None]]:
+        """A counting stage (``label``, done of total) for a setup phase; yields the
+        ``on_progress(done, total)`` callback."""
+        report = as_progress(progress)
+        report.start(label, total, "items")
+        seen = [0]
 
-        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                      console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("", total=total)
-            yield lambda done, _total: bar.update(task, completed=done)
+        def advance(done: int, _total: int) -> None:
+            report.advance(label, done - seen[0])
+            seen[0] = done
+
+        try:
+            yield advance
+        finally:
+            report.end(label)
 
     def __enter__(self) -> ProgressBar:
-        if self.bar is not None:
-            self.bar.start()
+        self.progress.start("train", self.total, "steps" if self.by_steps else "s")
+        if self.position:
+            self.progress.advance("train", self.position)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.progress.end("train")
 
     def update(self, step: int, seconds: float, loss: float | None, accuracy: float | None,
                steps_per_second: float | None) -> None:
-        if self.bar is None:
-            return
         text = f"step {step}"
         if loss is not None:
             text += f"  loss {loss:.3f}"
@@ -174,5 +153,6 @@ class ProgressBar:
             text += f"  acc {accuracy:.3f}"
         if steps_per_second:
             text += f"  {steps_per_second:.2f} step/s"
-        self.bar.update(self.task, completed=step if self.by_steps else seconds,
-                        description=text)
+        position = float(step) if self.by_steps else seconds
+        self.progress.advance("train", position - self.position, note=text)
+        self.position = position

@@ -69,9 +69,11 @@ from speechrank.pretrain.data import (
     resolve_dataset,
     select_pretraining,
 )
-from speechrank.pretrain.objective import BestRqPretrainer, MaskedPrediction
+from speechrank.pretrain.objective import BestRqPretrainer, KMeansQuantizer, MaskedPrediction
 from speechrank.pretrain.recipe import TrainConfig, WarmupInverseSqrt, derive_seed
 from speechrank.pretrain.reporting import ProgressBar, RunLog, Window, json_safe
+from speechrank.pretrain.targets import fit_kmeans_centroids, frontend_frames
+from speechrank.progress import ProgressArg
 
 __all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
            "pretrain"]
@@ -88,6 +90,8 @@ _STREAM_MASK = 11
 _STREAM_NOISE = 12
 _STREAM_QUANTIZER = 13
 _STREAM_TORCH = 14
+_STREAM_SNR = 15
+_STREAM_KMEANS = 16
 
 
 @dataclasses.dataclass
@@ -150,13 +154,17 @@ def _optimizer(model: BestRqPretrainer, recipe: TrainConfig) -> torch.optim.Adam
 
 
 def _recipe_for_run(resume_from: Path | None, base: TrainConfig | None,
-                    overrides: Mapping[str, Any]) -> tuple[TrainConfig, BestRqConfig]:
+                    overrides: Mapping[str, Any],
+                    steps: int | None) -> tuple[TrainConfig, BestRqConfig]:
     if resume_from is None:
-        recipe = dataclasses.replace(base or TrainConfig(), **overrides)
+        recipe = dataclasses.replace(base or TrainConfig(), **overrides).for_budget(steps)
         return recipe, config_for_size(recipe.size)
     payload = read_checkpoint_config(resume_from)
     recipe = TrainConfig.from_dict(payload.get("pretraining", {}))
-    asked = dataclasses.asdict(base) if base is not None else {}
+    asked = dataclasses.asdict(base.for_budget(steps)) if base is not None else {}
+    if base is not None and base.decay_steps is None:
+        asked.pop("decay_steps")  # a resumed run keeps the schedule its first call fixed
+        asked.pop("schedule")
     asked.update(overrides)
     conflicts = [f"{k}={v!r} (checkpoint: {getattr(recipe, k)!r})" for k, v in asked.items()
                  if getattr(recipe, k) != v]
@@ -167,7 +175,7 @@ def _recipe_for_run(resume_from: Path | None, base: TrainConfig | None,
 
 
 def _load_bank(data: Dataset | str | os.PathLike[str], recipe: TrainConfig,
-               config: BestRqConfig, progress: bool) -> tuple[Dataset, AudioBank]:
+               config: BestRqConfig, progress: ProgressArg) -> tuple[Dataset, AudioBank]:
     dataset = resolve_dataset(data)
     utterances, rule = select_pretraining(dataset)
     min_samples = config.n_fft + config.hop_length * (config.stack - 1)  # one encoder frame
@@ -188,7 +196,8 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
              batch_size: int | None = None, crop_seconds: float | None = None,
              learning_rate: float | None = None, warmup_steps: int | None = None,
              max_preload_seconds: float | None = None, config: TrainConfig | None = None,
-             progress: bool = True, log_every: int = 10, monitor: Monitor | None = None,
+             progress: ProgressArg = None, log_every: int = 10,
+             monitor: Monitor | None = None,
              keep_training_state: str = "last",
              num_threads: int | None = None) -> PretrainSummary:
     """Train speechrank's BEST-RQ encoder on ``data``, writing checkpoints into ``out_dir``.
@@ -211,7 +220,8 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
             checkpoint's recipe is used and a different explicit value is an error.
         resume: continue from the newest complete checkpoint of ``out_dir`` (a fresh start
             when there is none).
-        progress: show a rich progress bar on stderr.
+        progress: a :class:`~speechrank.progress.Progress` (stages ``loading audio`` in
+            files and ``train`` in steps or seconds); ``None`` for silence.
         log_every: interval, in steps, of ``train`` records in ``train_log.jsonl``.
         monitor: ``monitor(encoder, step) -> dict`` called after every checkpoint save; its
             values go to ``train_log.jsonl`` and the checkpoint's ``trainer.json``. It runs
@@ -266,7 +276,7 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
                                    "warmup_steps": warmup_steps,
                                    "max_preload_seconds": max_preload_seconds}.items()
                  if v is not None}
-    recipe, model_config = _recipe_for_run(resume_from, config, overrides)
+    recipe, model_config = _recipe_for_run(resume_from, config, overrides, steps)
     dataset, bank = _load_bank(data, recipe, model_config, progress)
     fingerprint = bank.fingerprint()
     out.mkdir(parents=True, exist_ok=True)
@@ -299,19 +309,23 @@ class _Run:
                                    recipe.seed)
         seed = recipe.seed
         self.model = BestRqPretrainer(init_bestrq_model(model_config, seed),
-                                      quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER))
+                                      quantizer_seed=derive_seed(seed, _STREAM_QUANTIZER),
+                                      targets=recipe.targets,
+                                      num_clusters=recipe.num_clusters,
+                                      kmeans_deltas=recipe.kmeans_deltas)
         self.measure_statistics = model_config.feature_norm == "global"
         self.monitor_encoder = BestRqEncoder(self.model.encoder, name=str(out), step=0)
         self.caller_algorithms = (torch.are_deterministic_algorithms_enabled(),
                                   torch.is_deterministic_algorithms_warn_only_enabled())
         self.optimizer = _optimizer(self.model, recipe)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupInverseSqrt(recipe.warmup_steps))
+            self.optimizer, recipe.learning_rate_factor())
         self.step = 0
         self.elapsed_before = 0.0
         self.written: list[str] = []
         self.previous_checkpoint: Path | None = None
         self.resumed_loss: tuple[float | None, float | None] = (None, None)
+        self.targets_info: dict[str, Any] = {"kind": recipe.targets}
         self.data_info = {"spec": dataset.spec, "format": dataset.format,
                           **bank.describe()}
 
@@ -389,17 +403,37 @@ class _Run:
                    "seconds": round(time.monotonic() - started, 3), "values": values})
         update_trainer_json(path, {"monitor": values})
 
+    def _fit_targets(self) -> None:
+        """Fit the k-means centroids of HuBERT-style targets on the (un-augmented) audio."""
+        seed = derive_seed(self.recipe.seed, _STREAM_KMEANS)
+        frames = frontend_frames(self.bank, self.model.encoder.frontend,
+                                 max_frames=self.recipe.kmeans_frames, seed=seed,
+                                 deltas=self.recipe.kmeans_deltas)
+        centroids, summary = fit_kmeans_centroids(frames, self.recipe.num_clusters,
+                                                  seed=seed % (2**32))
+        quantizer = self.model.quantizer
+        assert isinstance(quantizer, KMeansQuantizer)
+        quantizer.set_centroids(torch.from_numpy(centroids))
+        self.targets_info = {"kind": "hubert", **summary}
+
     # --- one step --------------------------------------------------------------------------
 
     def _train_step(self) -> tuple[MaskedPrediction, float, float, int]:
         seed, step = self.recipe.seed, self.step
         waves, lengths = self.sampler.batch(step)
+        snr_db = None
+        if self.recipe.input_snr_db is not None:
+            low, high = self.recipe.input_snr_db
+            draw = np.random.default_rng([seed, _STREAM_SNR, step]).uniform(low, high,
+                                                                          len(lengths))
+            snr_db = torch.from_numpy(draw.astype(np.float32))
         self.model.train()
         result = self.model(waves, lengths, mask_prob=self.recipe.mask_prob,
                             mask_span=self.recipe.mask_span, noise_std=self.recipe.noise_std,
                             rng=np.random.default_rng([seed, _STREAM_MASK, step]),
                             noise_generator=torch.Generator().manual_seed(
-                                derive_seed(seed, _STREAM_NOISE, step)))
+                                derive_seed(seed, _STREAM_NOISE, step)),
+                            snr_db=snr_db, unmasked_weight=self.recipe.unmasked_weight)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise SpeechrankError(f"the loss is not finite at step {step}; lower the learning "
@@ -416,13 +450,15 @@ class _Run:
     # --- the loop --------------------------------------------------------------------------
 
     def execute(self, resume_from: Path | None, *, minutes: float | None, steps: int | None,
-                progress: bool) -> PretrainSummary:
+                progress: ProgressArg) -> PretrainSummary:
         if resume_from is not None:
             self._restore(resume_from)  # statistics come back with the weights
         else:
+            frontend = self.model.encoder.frontend
             if self.measure_statistics:
-                frontend = self.model.encoder.frontend
                 frontend.set_statistics(*log_mel_statistics(self.bank, frontend))
+            if self.recipe.targets == "hubert":
+                self._fit_targets()
             torch.manual_seed(derive_seed(self.recipe.seed, _STREAM_TORCH))
         start_step = self.step
         log = RunLog(self.out / LOG_FILE, keep_until_step=start_step if resume_from else None)
@@ -432,13 +468,15 @@ class _Run:
             log.close()
 
     def _loop(self, log: RunLog, resume_from: Path | None, start_step: int,
-              minutes: float | None, steps: int | None, progress: bool) -> PretrainSummary:
+              minutes: float | None, steps: int | None, progress: ProgressArg
+              ) -> PretrainSummary:
         budget = None if minutes is None else minutes * 60.0
         log.write({"event": "start" if resume_from is None else "resume", "step": start_step,
                    "resumed_from": str(resume_from) if resume_from else None,
                    "recipe": self.recipe.to_dict(), "model": self.model_config.to_dict(),
                    "encoder_parameters": sum(p.numel() for p in self.model.encoder.parameters()),
                    "data": self.data_info, "data_fingerprint": self.fingerprint,
+                   "targets": self.targets_info,
                    "skipped": self.bank.skipped, "budget_minutes": minutes,
                    "budget_steps": steps, "torch_threads": torch.get_num_threads()})
         session_start = time.monotonic()

@@ -5,19 +5,26 @@ the style sheet is inline, there is no script and nothing is fetched from the ne
 string that comes from the data (model, checkpoint, dataset and task names, conventions,
 sweep metadata) is HTML-escaped. The same rows give the same bytes: nothing time-dependent is
 written and the PNGs carry no software metadata.
+
+Data selection and markup are apart: this module chooses what the page shows and builds a
+view model (:class:`Section` of blocks: :class:`TableBlock` of :class:`Td` cells, figures,
+paragraphs ...); the Jinja2 template ``templates/report.html.j2`` (autoescape on, shipped as
+package data) is the only place with HTML, and ``templates/report.css`` its style sheet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import html
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate, load_rows
 from speechrank.analysis.series import (
@@ -35,37 +42,84 @@ from speechrank.store import VOLATILE_CONVENTION_KEYS, ResultStore
 
 __all__ = ["is_monitor_row", "write_report"]
 
-_CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       color: #1d2733; max-width: 1280px; margin: 0 auto; padding: 0 24px 48px; }
-h1 { font-size: 26px; margin: 28px 0 4px; }
-h2 { font-size: 20px; margin: 36px 0 8px; padding-top: 8px; border-top: 1px solid #d9dee4; }
-h3 { font-size: 15px; margin: 22px 0 6px; }
-p.lead { color: #4a5866; margin: 0 0 12px; }
-nav ol { columns: 2; margin: 8px 0 0; padding-left: 20px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
-th, td { border: 1px solid #d9dee4; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f2f4f7; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.good { background: #e3f4e6; } td.bad { background: #fbe5e3; } td.na { color: #9aa5b1; }
-td small, .muted { color: #6b7785; }
-.wrap { overflow-x: auto; }
-figure { margin: 8px 0 20px; } figure img { max-width: 100%; height: auto; display: block; }
-figcaption { color: #4a5866; font-size: 13px; }
-.row { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.row figure { flex: 1 1 560px; }
-ul.headline li { margin: 4px 0; }
-code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; }
-pre { background: #f6f8fa; padding: 8px; overflow-x: auto; white-space: pre-wrap; }
-details { margin: 4px 0; }
-"""
-
 _MAX_META_CHARS = 20_000
 
 
-def e(value: Any) -> str:
-    """HTML-escape any value (quotes included)."""
-    return html.escape(str(value), quote=True)
+# ------------------------------------------------------------------------------ view model
+# What the page shows, as data; templates/report.html.j2 is the only place with markup.
+@dataclasses.dataclass(frozen=True)
+class Td:
+    """A table cell: text, CSS class, hover title, a second line in small type, code style."""
+
+    text: str = ""
+    cls: str = ""
+    title: str = ""
+    note: str = ""
+    code: bool = False
+
+
+@dataclasses.dataclass
+class TableBlock:
+    headers: list[str]
+    rows: list[list[Td]]
+    caption: str = ""
+    kind: str = "table"
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureBlock:
+    name: str
+    caption: str
+    kind: str = "figure"
+
+
+@dataclasses.dataclass
+class FiguresBlock:
+    heading: str
+    figures: list[FigureBlock]
+    kind: str = "figures"
+
+
+@dataclasses.dataclass(frozen=True)
+class Paragraph:
+    text: str
+    style: str = ""
+    kind: str = "paragraph"
+
+
+@dataclasses.dataclass(frozen=True)
+class Heading:
+    text: str
+    kind: str = "heading"
+
+
+@dataclasses.dataclass
+class RichList:
+    """Items of ``(text, bold)`` runs."""
+
+    items: list[list[tuple[str, bool]]]
+    style: str = ""
+    kind: str = "rich_list"
+
+
+@dataclasses.dataclass(frozen=True)
+class Details:
+    summary: str
+    text: str
+    kind: str = "details"
+
+
+@dataclasses.dataclass
+class Section:
+    anchor: str
+    title: str
+    lead: str = ""
+    blocks: list[Any] = dataclasses.field(default_factory=list)
+
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("speechrank.report", "templates"),
+                          autoescape=True, undefined=jinja2.StrictUndefined,
+                          keep_trailing_newline=True)
 
 
 # ------------------------------------------------------------------------------ small helpers
@@ -78,37 +132,31 @@ def _image_name(kind: str, parts: Sequence[Any]) -> str:
     return f"{kind}-{_slug('-'.join(map(str, parts)))}-{digest}.png"
 
 
-def _cell(text: Any, cls: str = "", title: str = "") -> str:
-    attrs = (f' class="{e(cls)}"' if cls else "") + (f' title="{e(title)}"' if title else "")
-    return f"<td{attrs}>{text}</td>"
+def _cell(text: Any, cls: str = "", title: str = "", **more: Any) -> Td:
+    return Td(str(text), cls, title, **more)
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], caption: str = "") -> str:
-    """``rows`` hold ready ``<td>`` strings; headers are escaped here."""
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
-    cap = f"<caption class=\"muted\">{e(caption)}</caption>" if caption else ""
-    return f'<div class="wrap"><table>{cap}<thead><tr>{head}</tr></thead>' \
-           f"<tbody>{body}</tbody></table></div>"
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Td]], caption: str = ""
+           ) -> TableBlock:
+    return TableBlock(list(headers), [list(r) for r in rows], caption)
 
 
 def _num(value: float, digits: int = 2, *, signed: bool = False, cls: str = "num",
-         title: str = "") -> str:
+         title: str = "") -> Td:
     text = fmt(value, digits, signed=signed)
-    return _cell(e(text), cls if text != "–" else "num na", title)
+    return _cell(text, cls if text != "–" else "num na", title)
 
 
 def _rho_cell(value: float, low: float = math.nan, high: float = math.nan,
-              p: float = math.nan, n: int | None = None, reason: str = "") -> str:
+              p: float = math.nan, n: int | None = None, reason: str = "") -> Td:
     if not math.isfinite(value):
         return _cell("–", "num na", reason)
     cls = "num good" if value >= 0.5 else ("num bad" if value <= -0.5 else "num")
-    body = e(f"{value:+.2f}")
-    if math.isfinite(low) and math.isfinite(high):
-        body += f"<br><small>[{e(f'{low:+.2f}')}, {e(f'{high:+.2f}')}]</small>"
+    note = (f"[{low:+.2f}, {high:+.2f}]" if math.isfinite(low) and math.isfinite(high)
+            else "")
     title = " ".join(filter(None, [f"p={p:.3g}" if math.isfinite(p) else "",
                                    f"n={n}" if n is not None else ""]))
-    return _cell(body, cls, title)
+    return _cell(f"{value:+.2f}", cls, title, note=note)
 
 
 def _key_headers(cols: Sequence[str]) -> list[str]:
@@ -118,14 +166,14 @@ def _key_headers(cols: Sequence[str]) -> list[str]:
     return [names.get(c, c) for c in cols]
 
 
-def _key_cells(key: PairKey, cols: Sequence[str]) -> list[str]:
+def _key_cells(key: PairKey, cols: Sequence[str]) -> list[Td]:
     out = []
     for c in cols:
         text = str(getattr(key, c))
         if (c == "metric" and key.metric_orientation < 0) or (
                 c == "score" and key.score_orientation < 0):
             text += " (−)"
-        out.append(_cell(e(text)))
+        out.append(_cell(text))
     return out
 
 
@@ -166,29 +214,26 @@ def _series_name(s: Series) -> str:
 
 # ------------------------------------------------------------------------------ the page
 class _Page:
+    """Sections of blocks, and the images written so far."""
+
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.img_dir = out_dir / "img"
         self.img_dir.mkdir(parents=True, exist_ok=True)
-        self.parts: list[str] = []
-        self.toc: list[tuple[str, str]] = []
+        self.sections: list[Section] = []
         self.images: list[str] = []
 
     def section(self, anchor: str, title: str, lead: str = "") -> None:
-        self.toc.append((anchor, title))
-        self.parts.append(f'<h2 id="{e(anchor)}">{e(title)}</h2>')
-        if lead:
-            self.parts.append(f'<p class="lead">{lead}</p>')
+        self.sections.append(Section(anchor, title, lead))
 
-    def add(self, fragment: str) -> None:
-        self.parts.append(fragment)
+    def add(self, block: Any) -> None:
+        self.sections[-1].blocks.append(block)
 
-    def figure(self, fig: Any, kind: str, parts: Sequence[Any], caption: str) -> str:
+    def figure(self, fig: Any, kind: str, parts: Sequence[Any], caption: str) -> FigureBlock:
         name = _image_name(kind, parts)
         plots.save(fig, self.img_dir / name)
         self.images.append(name)
-        return (f'<figure><img src="img/{e(name)}" alt="{e(caption)}">'
-                f"<figcaption>{e(caption)}</figcaption></figure>")
+        return FigureBlock(name, caption)
 
 
 def write_report(source: Any, out_dir: str | Path, *,
@@ -231,7 +276,7 @@ def write_report(source: Any, out_dir: str | Path, *,
     metric_series = [s for s in found.metric if s not in monitor]
     focus = _focus(correlation, scatter)
 
-    _headline(page, correlation, focus, rows)
+    _headline(page, correlation, focus, rows, found)
     if focus:
         _scatter_section(page, correlation, found, focus)
     if metric_series:
@@ -253,22 +298,13 @@ def write_report(source: Any, out_dir: str | Path, *,
     _conventions_section(page, found, monitor)
     _settings_section(page, correlation, meta)
 
-    toc = "".join(f'<li><a href="#{e(a)}">{e(t)}</a></li>' for a, t in page.toc)
     counts = (f"{len(rows)} result rows: {found.n_metric_rows} label-free metric rows in "
               f"{len(found.metric)} series, {found.n_probe_rows} probe rows ({probe_split} split)"
               f" in {len(found.score)} series; {len(correlation.summary)} metric-score pairs.")
     from speechrank import __version__
 
-    document = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{e(title)}</h1><p class=\"lead\">{e(counts)}</p>"
-        f"<nav><ol>{toc}</ol></nav></header><main>{''.join(page.parts)}</main>"
-        f"<footer><p class=\"muted\">Written by speechrank {e(__version__)}. Method: "
-        "Aldeneh et al., “Towards Automatic Assessment of Self-Supervised Speech Models using "
-        "Rank”, ICASSP 2025 (arXiv 2409.10787); RankMe: Garrido et al., ICML 2023 "
-        "(arXiv 2210.02885).</p></footer></body></html>\n")
+    document = _ENV.get_template("report.html.j2").render(
+        title=title, counts=counts, sections=page.sections, version=__version__)
     index = out_dir / "index.html"
     index.write_text(document, encoding="utf-8")
     return index
@@ -285,19 +321,66 @@ def _focus(report: CorrelationReport, scatter: Sequence[tuple[str, str]] | None
 
 
 # ------------------------------------------------------------------------------ sections
+#: The probe score each kind of task is summed up by (the demo's headline uses the same).
+MAIN_SCORES = ("accuracy", "frame_accuracy", "per")
+
+
+def _layer_lines(series: Series, checkpoints: Sequence[str], x_axis: plots.XAxis
+                 ) -> dict[str, tuple[list[float], list[float]]]:
+    """Layer -> (x, y) of ``series`` at ``checkpoints`` (positions from ``x_axis``)."""
+    index = {c: i for i, c in enumerate(checkpoints)}
+    out = {}
+    for layer in series.layers():
+        pts = [(x_axis[0][index[c]], series.points[(c, layer)].value)
+               for c in checkpoints if (c, layer) in series.points]
+        out[layer] = ([p[0] for p in pts], [p[1] for p in pts])
+    return out
+
+
+def _rank_and_score_figures(page: _Page, found: SeriesSet) -> None:
+    """Per probe task: RankMe-t (rankme, sum pooling) above the task's main score, every
+    layer, over training (one shared x axis)."""
+    ranks = [s for s in found.metric if not s.is_monitor
+             and (s.fields["metric"], s.fields["pooling"]) == ("rankme", "sum")]
+    for score in found.score:
+        name = score.fields["score"]
+        main = next((m for m in MAIN_SCORES if any(
+            o.fields["score"] == m and o.key[:2] == score.key[:2]
+            and o.key[3:] == score.key[3:] for o in found.score)), None)
+        if name != main:
+            continue
+        model = score.key[0]
+        rank = next((r for r in ranks if r.key[0] == model), None)
+        if rank is None:
+            continue
+        checkpoints = sorted({c for c, _ in rank.points} | {c for c, _ in score.points},
+                             key=checkpoint_order(found.steps, model))
+        x_axis = _x_axis(checkpoints, found.steps, model)
+        f = score.fields
+        title = f"{f['task']} ({f['domain'] or '-'} domain): RankMe-t and {name} by layer"
+        fig = plots.rank_and_score(_layer_lines(rank, checkpoints, x_axis),
+                                   _layer_lines(score, checkpoints, x_axis), x_axis, title=title,
+                                   top_label="RankMe-t (rankme, sum)",
+                                   bottom_label=f"{name} ({f['dataset']})")
+        caption = (f"{f['task']}: RankMe-t on {rank.fields['dataset']} (top) and the probe's "
+                   f"{name} (bottom) over training, one line per layer, {model}")
+        page.add(page.figure(fig, "overview", [*score.key, score.variant], caption))
+
+
 def _headline(page: _Page, report: CorrelationReport, focus: Sequence[tuple[str, str]],
-              rows: Sequence[ResultRow]) -> None:
+              rows: Sequence[ResultRow], found: SeriesSet) -> None:
     page.section("headline", "Headline numbers",
                  "Within a layer, across checkpoints: does the label-free metric rise and fall "
                  "with the probe score (Spearman ρ)? Across layers: does the layer with the "
                  "highest metric have the best score? Values are oriented so that higher is "
                  "better for every series; (−) marks a negated one (PER, alpha-ReQ).")
     if not rows:
-        page.add("<p>The store holds no results.</p>")
+        page.add(Paragraph("The store holds no results."))
         return
+    _rank_and_score_figures(page, found)
     if not report.summary:
-        page.add("<p>No metric-score pairs: the report needs label-free metrics and probe "
-                 "scores of the same checkpoints and layers.</p>")
+        page.add(Paragraph("No metric-score pairs: the report needs label-free metrics and "
+                           "probe scores of the same checkpoints and layers."))
         return
     items = []
     for s in report.summary:
@@ -307,16 +390,16 @@ def _headline(page: _Page, report: CorrelationReport, focus: Sequence[tuple[str,
               if s.best_layer_n else "no checkpoint")
         ck = (f"{round(s.checkpoint_agreement * s.checkpoint_n)}/{s.checkpoint_n} layers"
               if s.checkpoint_n else "no layer")
-        items.append(
-            f"<li><b>{e(s.task)}: {e(s.score)}</b> ({e(s.domain or '-')} domain) vs "
-            f"<b>{e(s.metric)}/{e(s.pooling)}</b>: median within-layer ρ "
-            f"<b>{e(fmt(s.within_rho_median, signed=True))}</b> over {s.within_n} layer(s) "
-            f"(range {e(fmt(s.within_rho_min, signed=True))} to "
-            f"{e(fmt(s.within_rho_max, signed=True))}); the metric's layer was the best layer "
-            f"at {e(bl)} (mean regret {e(fmt(s.best_layer_regret_mean, 3))}); its checkpoint "
-            f"was the best checkpoint in {e(ck)}.</li>")
+        items.append([
+            (f"{s.task}: {s.score}", True), (f" ({s.domain or '-'} domain) vs ", False),
+            (f"{s.metric}/{s.pooling}", True), (": median within-layer ρ ", False),
+            (fmt(s.within_rho_median, signed=True), True),
+            (f" over {s.within_n} layer(s) (range {fmt(s.within_rho_min, signed=True)} to "
+             f"{fmt(s.within_rho_max, signed=True)}); the metric's layer was the best layer "
+             f"at {bl} (mean regret {fmt(s.best_layer_regret_mean, 3)}); its checkpoint "
+             f"was the best checkpoint in {ck}.", False)])
     if items:
-        page.add(f'<ul class="headline">{"".join(items)}</ul>')
+        page.add(RichList(items, "headline"))
     cols = pair_columns(report.pairs)
     headers = [*_key_headers(cols), "ckpts", "layers", "ρ in layer", "range", "τ in layer",
                "best layer", "regret", "best ckpt", "regret", "ρ collapse", "ρ recovery",
@@ -327,7 +410,7 @@ def _headline(page: _Page, report: CorrelationReport, focus: Sequence[tuple[str,
             *_key_cells(s, cols), _cell(str(s.n_checkpoints), "num"),
             _cell(str(s.n_layers), "num"),
             _rho_cell(s.within_rho_median, n=s.within_n),
-            _cell(e(f"{fmt(s.within_rho_min, signed=True)} … "
+            _cell((f"{fmt(s.within_rho_min, signed=True)} … "
                     f"{fmt(s.within_rho_max, signed=True)}"), "num"),
             _num(s.within_tau_median, signed=True),
             _agree_cell(s.best_layer_agreement, s.best_layer_n),
@@ -339,20 +422,20 @@ def _headline(page: _Page, report: CorrelationReport, focus: Sequence[tuple[str,
             _rho_cell(s.across_rho_median, n=s.across_n),
         ])
     page.add(_table(headers, body))
-    page.add("<p class=\"muted\">ρ in layer, τ in layer: median Spearman ρ and Kendall τ "
+    page.add(Paragraph("ρ in layer, τ in layer: median Spearman ρ and Kendall τ "
              "across checkpoints over the layers where they are defined (hover: how many), and "
              "the range of ρ. best layer: checkpoints at which the metric's highest layer had "
              "the best score; best ckpt: layers in which the metric's highest checkpoint had the "
              "best score; regret: mean best score minus the picked one's. ρ collapse, ρ "
              "recovery: medians per phase of training; ρ across layers: median over checkpoints "
-             "of the correlation across layers.</p>")
+             "of the correlation across layers.", "muted"))
 
 
-def _agree_cell(rate: float, n: int) -> str:
+def _agree_cell(rate: float, n: int) -> Td:
     if not n or not math.isfinite(rate):
         return _cell("–", "num na")
     k = round(rate * n)
-    return _cell(e(f"{k}/{n}"), "num good" if k == n else ("num bad" if k == 0 else "num"))
+    return _cell(f"{k}/{n}", "num good" if k == n else ("num bad" if k == 0 else "num"))
 
 
 def _scatter_section(page: _Page, report: CorrelationReport, found: SeriesSet,
@@ -417,18 +500,13 @@ def _series_section(page: _Page, anchor: str, title: str, series: Sequence[Serie
                     found: SeriesSet, lead: str, *, heatmaps: bool = True) -> None:
     from speechrank.analysis import orientation
 
-    page.section(anchor, title, e(lead))
+    page.section(anchor, title, lead)
     for s in series:
         model = s.key[0]
         checkpoints = s.checkpoints(found.steps)
         layers = s.layers()
         x_axis = _x_axis(checkpoints, found.steps, model)
-        index = {c: i for i, c in enumerate(checkpoints)}
-        lines: dict[str, tuple[list[float], list[float]]] = {}
-        for layer in layers:
-            pts = [(x_axis[0][index[c]], s.points[(c, layer)].value) for c in checkpoints
-                   if (c, layer) in s.points]
-            lines[layer] = ([p[0] for p in pts], [p[1] for p in pts])
+        lines = _layer_lines(s, checkpoints, x_axis)
         name = s.fields["metric"] if s.kind == "metric" else s.fields["score"]
         caption = _series_name(s)
         short = _short_name(s)
@@ -443,7 +521,7 @@ def _series_section(page: _Page, anchor: str, title: str, series: Sequence[Serie
                                 title=short, colour_label=name, reverse=reverse)
             figures.append(page.figure(fig, f"{anchor}-heat", [*s.key, s.variant],
                                        f"{short}: layers by checkpoints"))
-        page.add(f"<h3>{e(caption)}</h3><div class=\"row\">{''.join(figures)}</div>")
+        page.add(FiguresBlock(caption, figures))
 
 
 def _checkpoint_labels(report: CorrelationReport) -> tuple[dict[tuple[str, str], str], list]:
@@ -489,7 +567,7 @@ def _selection_sections(page: _Page, report: CorrelationReport) -> None:
     page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
 
 
-def _selection_cell(s: Selection | None, show_pick: bool) -> str:
+def _selection_cell(s: Selection | None, show_pick: bool) -> Td:
     if s is None:
         return _cell("·", "num na")
     if s.agree is None:
@@ -499,9 +577,9 @@ def _selection_cell(s: Selection | None, show_pick: bool) -> str:
              f"({fmt(s.best_score, 4)}), regret {fmt(s.regret, 4)}"
              + (f", {s.picked_ties} tied picks" if s.picked_ties > 1 else ""))
     if s.agree:
-        return _cell(e("✓" + (f" {s.picked}" if show_pick else "")), "num good", title)
+        return _cell("✓" + (f" {s.picked}" if show_pick else ""), "num good", title)
     text = f"✗ {s.picked}→{s.best[0]}" if show_pick else f"✗ {fmt(s.regret, 3)}"
-    return _cell(e(text), "num bad", title)
+    return _cell(text, "num bad", title)
 
 
 def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
@@ -517,7 +595,7 @@ def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
         grid.setdefault(c.pair, {})[c.layer] = c
     body = [[*_key_cells(p, cols), *[_corr_cell(grid.get(p, {}).get(x)) for x in layers]]
             for p in report.pairs]
-    page.add("<h3>Within each layer, across checkpoints</h3>")
+    page.add(Heading("Within each layer, across checkpoints"))
     page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
 
     labels, order = _checkpoint_labels(report)
@@ -526,15 +604,16 @@ def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
         grid.setdefault(c.pair, {})[labels.get((c.model, c.checkpoint), c.checkpoint)] = c
     body = [[*_key_cells(p, cols), *[_corr_cell(grid.get(p, {}).get(x)) for x in order]]
             for p in report.pairs]
-    page.add("<h3>Across layers, at each checkpoint (step)</h3>")
+    page.add(Heading("Across layers, at each checkpoint (step)"))
     page.add(_table([*_key_headers(cols), *order], body))
 
     if report.phases:
-        page.add("<h3>Per phase of training: collapse / recovery</h3><p class=\"lead\">"
+        page.add(Heading("Per phase of training: collapse / recovery"))
+        page.add(Paragraph(
                  "Within each layer the checkpoints are split where the layer's metric is "
                  "lowest (that checkpoint belongs to both phases): does the score follow the "
                  "metric down, and back up? The split is chosen from the metric itself, so "
-                 "read these as descriptions, not tests.</p>")
+                 "read these as descriptions, not tests.", "lead"))
         grid = {}
         for c in report.phases:
             grid.setdefault(c.pair, {}).setdefault(c.layer, {})[c.phase] = c
@@ -549,7 +628,7 @@ def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
                 title = "; ".join(f"{c.phase}: n={c.n}, split at step {c.step}"
                                   + (f" ({c.reason})" if c.reason else "")
                                   for c in (col, rec) if c)
-                cells.append(_cell(e(text), "num", title))
+                cells.append(_cell(text, "num", title))
             body.append([*_key_cells(p, cols), *cells])
         page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
 
@@ -592,12 +671,12 @@ def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series
         constant, varying = _conventions_text(rows)
         kind = "monitor" if s in monitor else s.kind
         body.append([
-            _cell(e(kind)), _cell(e(_series_name(s))), _cell(str(len(rows)), "num"),
+            _cell(kind), _cell(_series_name(s)), _cell(str(len(rows)), "num"),
             _cell(str(len({c for c, _ in s.points})), "num"), _cell(str(len(s.layers())), "num"),
-            _cell(e(_values_text(r.n_rows for r in rows)), "num"),
-            _cell(e(_values_text(r.dim for r in rows)), "num"),
-            _cell(f"<code>{e(constant)}</code>" if constant else "–"),
-            _cell(e(varying) if varying else "–"),
+            _cell(_values_text(r.n_rows for r in rows), "num"),
+            _cell(_values_text(r.dim for r in rows), "num"),
+            _cell(constant, code=True) if constant else _cell("–"),
+            _cell(varying if varying else "–"),
         ])
     page.add(_table(["kind", "series", "rows", "checkpoints", "layers", "n_rows", "dim",
                      "conventions", "differ between rows"], body))
@@ -618,12 +697,12 @@ def _settings_section(page: _Page, report: CorrelationReport, meta: Mapping[str,
         ("ties", s.get("ties", "")), ("phases", s.get("phases", "")),
         ("counts", json.dumps(s.get("counts", {}))),
     ]
-    page.add(_table(["setting", "value"], [[_cell(e(k)), _cell(e(v))] for k, v in items]))
+    page.add(_table(["setting", "value"], [[_cell(k), _cell(v)] for k, v in items]))
     if report.notes:
-        page.add("<h3>Notes</h3><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes)
-                 + "</ul>")
+        page.add(Heading("Notes"))
+        page.add(RichList([[(n, False)] for n in report.notes]))
     if meta:
-        page.add("<h3>Sweep metadata</h3>")
+        page.add(Heading("Sweep metadata"))
         for key, value in meta.items():
             if isinstance(value, str):
                 with contextlib.suppress(ValueError):  # a JSON string reads better decoded
@@ -632,4 +711,4 @@ def _settings_section(page: _Page, report: CorrelationReport, meta: Mapping[str,
                                                                    sort_keys=True, default=str)
             if len(text) > _MAX_META_CHARS:
                 text = text[:_MAX_META_CHARS] + "\n… (truncated)"
-            page.add(f"<details><summary>{e(key)}</summary><pre>{e(text)}</pre></details>")
+            page.add(Details(key, text))

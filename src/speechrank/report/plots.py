@@ -15,7 +15,7 @@ import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["heatmap", "line_plot", "save", "scatter_grid"]
+__all__ = ["heatmap", "line_plot", "rank_and_score", "save", "scatter_grid"]
 
 _STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -85,6 +85,38 @@ def line_plot(lines: Mapping[str, tuple[list[float], list[float]]], x_axis: XAxi
         if lines:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
                       ncols=1 if len(lines) <= 14 else 2)
+    return fig
+
+
+def rank_and_score(top: Mapping[str, tuple[list[float], list[float]]],
+                   bottom: Mapping[str, tuple[list[float], list[float]]], x_axis: XAxis, *,
+                   title: str, top_label: str, bottom_label: str) -> Figure:
+    """Two aligned panels over one shared x axis (training step): ``top`` (the label-free
+    metric) above ``bottom`` (the probe score), one line per layer in the same colour in both
+    panels, one legend."""
+    with mpl.rc_context(_STYLE):
+        layers = list(dict.fromkeys([*top, *bottom]))
+        fig = _figure(7.2, 5.4)
+        rotated = x_axis[1] is not None and len(x_axis[1]) > 6
+        _margins(fig, left=0.75, right=1.35 if len(layers) <= 14 else 2.3,
+                 bottom=1.0 if rotated else 0.55, top=0.35, hspace=0.12)
+        ax_top = fig.add_subplot(2, 1, 1)
+        ax_bottom = fig.add_subplot(2, 1, 2, sharex=ax_top)
+        colours = dict(zip(layers, _layer_colours(len(layers)), strict=True))
+        for ax, lines in ((ax_top, top), (ax_bottom, bottom)):
+            for layer, (x, y) in lines.items():
+                ax.plot(x, y, marker="o", markersize=3, linewidth=1.4, color=colours[layer],
+                        label=f"layer {layer}")
+        _apply_x(ax_bottom, x_axis)
+        ax_top.tick_params(labelbottom=False)
+        ax_top.set_ylabel(top_label)
+        ax_bottom.set_ylabel(bottom_label)
+        ax_top.set_title(title, loc="left")
+        handles, labels = (ax_top if top else ax_bottom).get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(
+                1 - 1.3 / fig.get_size_inches()[0], 0.5), frameon=False,
+                ncols=1 if len(layers) <= 14 else 2)
     return fig
 
 

@@ -1,0 +1,215 @@
+"""Accumulation: encoded batches in, one spectral accumulator per (layer, pooling) out.
+
+DESIGN.md section 4 puts this beside :mod:`speechrank.extract`: ``rank``, ``sweep`` and the
+training monitor all turn the encoder's per-layer frames into rows the same way, through
+:class:`LayerAccumulators`, and turn the accumulators into tidy rows through
+:func:`metric_rows`.
+
+Poolings (each a named option, never silently mixed; :data:`speechrank.options.Pooling`):
+
+- ``sum``: one row per utterance, the sum over its valid frames (RankMe-t of Aldeneh et al.,
+  ICASSP 2025, arXiv 2409.10787);
+- ``mean``: one row per utterance, the mean over its valid frames;
+- ``frames``: frame vectors as rows, at most ``max_frames`` of them, spread evenly across
+  utterances by :func:`frame_quotas` (water-filling) and chosen within an utterance by a
+  generator seeded with ``(seed, sha256(uid))``, so the choice does not depend on batch order.
+
+Every accumulator is a :class:`~speechrank.metrics.SpectralAccumulator` (float64 Gram matrix,
+column sums, row count: exact, O(D^2) memory, merged by addition). A new pooling is a new
+branch of :meth:`LayerAccumulators.update` plus its name in :data:`speechrank.options.Pooling`;
+a new spectral metric needs nothing here (``metrics=`` names it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechrank.errors import SpeechrankError
+from speechrank.extract import EncodedBatch
+from speechrank.metrics import SpectralAccumulator, compute_metrics_many
+from speechrank.metrics.spectrum import single_threaded_lapack
+from speechrank.options import POOLINGS, Pooling
+from speechrank.results import ResultRow
+
+__all__ = ["LayerAccumulators", "frame_quotas", "metric_rows", "uid_generator"]
+
+
+def frame_quotas(frame_counts: Sequence[int], max_frames: int) -> list[int]:
+    """Split ``max_frames`` across utterances as evenly as their lengths allow.
+
+    Water-filling: find the largest per-utterance cap ``c`` with ``sum(min(n_i, c)) <=
+    max_frames``, then hand the few leftover frames to the longest utterances that still have
+    frames to give (ties by position). The result sums to ``min(max_frames, sum(n_i))``.
+    """
+    counts = np.asarray(frame_counts, dtype=np.int64)
+    if counts.size == 0:
+        return []
+    if counts.sum() <= max_frames:
+        return counts.tolist()
+    lo, hi = 0, int(counts.max())
+    while lo < hi:  # largest c with sum(min(n, c)) <= max_frames
+        mid = (lo + hi + 1) // 2
+        if np.minimum(counts, mid).sum() <= max_frames:
+            lo = mid
+        else:
+            hi = mid - 1
+    quotas = np.minimum(counts, lo)
+    leftover = int(max_frames - quotas.sum())
+    can_give = np.flatnonzero(counts > quotas)
+    order = can_give[np.argsort(-counts[can_give], kind="stable")]
+    quotas[order[:leftover]] += 1
+    return quotas.tolist()
+
+
+def uid_generator(seed: int, uid: str) -> np.random.Generator:
+    """A generator seeded by ``seed`` and the utterance id alone (not its batch or order)."""
+    digest = hashlib.sha256(uid.encode("utf-8")).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+class LayerAccumulators:
+    """One :class:`SpectralAccumulator` per (layer, pooling), fed from encoded batches.
+
+    Args:
+        layer_dims: width of each layer to accumulate.
+        poolings: any of ``sum``, ``mean``, ``frames``.
+        frame_quota: frames per utterance uid for ``frames`` pooling (see :func:`frame_quotas`);
+            utterances missing from it give all their frames.
+        seed: seeds the per-utterance frame choice.
+    """
+
+    def __init__(self, layer_dims: dict[str, int], poolings: Sequence[Pooling], *,
+                 frame_quota: dict[str, int] | None = None, seed: int = 0) -> None:
+        for pooling in poolings:
+            if pooling not in POOLINGS:
+                raise SpeechrankError(f"unknown pooling '{pooling}'")
+        self.poolings = list(poolings)
+        self.frame_quota = frame_quota or {}
+        self.seed = seed
+        self._accumulators: dict[tuple[str, str], SpectralAccumulator] = {
+            (layer, pooling): SpectralAccumulator(dim)
+            for layer, dim in layer_dims.items() for pooling in self.poolings
+        }
+        # Rows wait here until FLUSH_ROWS of them have gathered: each accumulator update costs
+        # O(D^2) whatever the row count, so feeding one utterance's row at a time (batches of
+        # equal-length audio are often single utterances) would cost more than the forward.
+        self._pending: dict[tuple[str, str], list[torch.Tensor]] = {
+            key: [] for key in self._accumulators}
+        self._pending_rows: dict[tuple[str, str], int] = dict.fromkeys(self._accumulators, 0)
+        self.utterances = 0
+
+    #: Rows gathered per (layer, pooling) before they are folded into the Gram matrix.
+    FLUSH_ROWS = 1024
+
+    @property
+    def accumulators(self) -> dict[tuple[str, str], SpectralAccumulator]:
+        """The accumulators, with every pending row folded in."""
+        self.flush()
+        return self._accumulators
+
+    def _add(self, key: tuple[str, str], rows: torch.Tensor) -> None:
+        self._pending[key].append(rows)
+        self._pending_rows[key] += rows.shape[0]
+        if self._pending_rows[key] >= self.FLUSH_ROWS:
+            self._flush_one(key)
+
+    def _flush_one(self, key: tuple[str, str]) -> None:
+        if self._pending[key]:
+            # One BLAS thread: between forward passes OpenBLAS's worker threads spin-wait and
+            # fight torch's (measured: the random:tiny updates of 300 FSDD files took 0.3-0.6 s
+            # with two BLAS threads, 0.04 s with one).
+            with single_threaded_lapack():
+                self._accumulators[key].update(torch.cat(self._pending[key], dim=0))
+            self._pending[key] = []
+            self._pending_rows[key] = 0
+
+    def flush(self) -> None:
+        """Fold every pending row into its accumulator."""
+        for key in self._pending:
+            self._flush_one(key)
+
+    def _frame_index(self, uid: str, valid: int) -> np.ndarray:
+        quota = min(self.frame_quota.get(uid, valid), valid)
+        if quota >= valid:
+            return np.arange(valid)
+        return np.sort(uid_generator(self.seed, uid).choice(valid, size=quota, replace=False))
+
+    def update(self, batch: EncodedBatch) -> None:
+        """Feed every (layer, pooling) accumulator from one batch; padded frames never count."""
+        lengths = batch.output.lengths
+        self.utterances += len(batch.utterances)
+        layers = list(dict.fromkeys(layer for layer, _ in self._accumulators))
+        if not layers:
+            return
+        first = batch.output.layers[layers[0]]
+        width, device = first.shape[1], first.device
+        lengths_d = lengths.to(device)
+        padded = bool((lengths_d < width).any())
+        if padded:
+            # Flat indices (b * width + t) of the valid frames and the utterance of each: the
+            # time sums gather only these rows, so whatever sits in padded frames, even NaN,
+            # never counts (and gathering is faster than masking the padded batch).
+            mask = torch.arange(width, device=device)[None, :] < lengths_d[:, None]
+            valid_index = torch.nonzero(mask.reshape(-1)).flatten()
+            owner = valid_index // width
+        picked: torch.Tensor | None = None
+        if "frames" in self.poolings:
+            # One flat index of the chosen frames, (utterance b, frame t) -> b * width + t,
+            # shared by every layer.
+            picked = torch.cat([
+                torch.from_numpy(self._frame_index(utt.uid, int(lengths[b])) + b * width)
+                for b, utt in enumerate(batch.utterances)
+            ]).to(device)
+        for layer in layers:
+            frames = batch.output.layers[layer]
+            if frames.shape[1] != width:
+                raise SpeechrankError(
+                    f"layer {layer} has {frames.shape[1]} frames where layer {layers[0]} has "
+                    f"{width}; every layer of one batch must share the frame axis")
+            if "sum" in self.poolings or "mean" in self.poolings:
+                # float64 sums keep a long utterance's precision.
+                if padded:
+                    rows = frames.reshape(-1, frames.shape[-1]).index_select(0, valid_index)
+                    summed = torch.zeros(frames.shape[0], frames.shape[-1], dtype=torch.float64,
+                                         device=device).index_add_(0, owner, rows.double())
+                else:
+                    summed = frames.sum(dim=1, dtype=torch.float64)
+                if "sum" in self.poolings:
+                    self._add((layer, "sum"), summed)
+                if "mean" in self.poolings:
+                    counts = lengths_d.to(summed.dtype)[:, None]
+                    self._add((layer, "mean"), summed / counts)
+            if picked is not None:
+                flat = frames.reshape(-1, frames.shape[-1])
+                self._add((layer, "frames"), flat.index_select(0, picked))
+
+    def merge(self, other: LayerAccumulators) -> LayerAccumulators:
+        for key, acc in self.accumulators.items():
+            acc.merge(other.accumulators[key])
+        self.utterances += other.utterances
+        return self
+
+
+def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, model: str,
+                checkpoint: str, step: int | None, dataset: str,
+                extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
+    """Compute ``metrics`` on every accumulator (several at a time) and return tidy rows."""
+    rows: list[ResultRow] = []
+    keyed = list(accumulators.accumulators.items())
+    computed = compute_metrics_many([acc for _, acc in keyed], metrics)
+    for ((layer, pooling), acc), results in zip(keyed, computed, strict=True):
+        for name, result in results.items():
+            conventions = {**result.conventions, **{k: v for k, v in result.extras.items()
+                                                    if isinstance(v, (int, float, str))}}
+            conventions.update(extra_conventions or {})
+            rows.append(ResultRow(
+                model=model, checkpoint=checkpoint, step=step, dataset=dataset, layer=layer,
+                pooling=pooling, metric=name, value=float(result.value), n_rows=acc.n_rows,
+                dim=acc.dim, conventions=conventions,
+            ))
+    return rows
