@@ -207,6 +207,30 @@ def _threads() -> None:
     configure_cpu_threads()
 
 
+def _join_job(device: str) -> tuple[Any, str]:
+    """Under torchrun, join the process group (issue 12 hook; see speechrank.distributed).
+
+    Returns the job (``None`` in one process) and the device this process encodes on.
+    """
+    from speechrank import distributed
+
+    job = distributed.setup(device)
+    return job, job.device if job is not None else device
+
+
+def _is_main(job: Any) -> bool:
+    return job is None or job.is_main
+
+
+def _leave_job(job: Any) -> bool:
+    """Leave the process group after a command's work; whether this process prints and writes
+    the outputs (only rank 0 does)."""
+    from speechrank import distributed
+
+    distributed.teardown()
+    return _is_main(job)
+
+
 # ----------------------------------------------------------------------------- rank
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable "
@@ -253,11 +277,14 @@ def rank(
     _threads()
     options = RunOptions(num_utterances=num_utterances, crop_seconds=max_seconds,
                          batch_seconds=batch_seconds, max_frames=max_frames, seed=seed)
-    with RichProgress(enabled=not quiet) as progress:
+    job, device = _join_job(device)
+    with RichProgress(enabled=not quiet and _is_main(job)) as progress:
         result = run_rank(model, data, options, layers=layers, poolings=pooling,
                           metrics=metrics, device=device, strict=strict,
                           n_clusters=n_clusters, convergence=convergence, protocol=protocol,
                           total_seconds=total_seconds, progress=progress)
+    if not _leave_job(job):
+        return
     counts = result.info["counts"]
     title = (f"{result.info['model']} on {result.info['data']['spec']}: "
              f"{counts['utterances_used']} utterances, {counts['audio_seconds']:.0f} s audio")
@@ -299,10 +326,13 @@ def probe(
 
     _threads()
     options = RunOptions(crop_seconds=max_seconds, batch_seconds=batch_seconds, seed=seed)
-    with RichProgress(enabled=not quiet) as progress:
+    job, device = _join_job(device)
+    with RichProgress(enabled=not quiet and _is_main(job)) as progress:
         result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
                            use_cache=not no_cache, strict=strict, device=device,
                            progress=progress)
+    if not _leave_job(job):
+        return
     info = result.info
     title = f"{task} probe of {model} on {data}"
     for table in rows_tables(result.rows, title, group_key="split"):
@@ -440,6 +470,13 @@ def sweep(
     export_parquet: Annotated[Path | None, typer.Option("--parquet", help="Also export the "
                                                         "store as Parquet.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run the units as Ray tasks: local "
+                                            "(a cluster on this machine), auto (the one `ray "
+                                            "start` runs here) or a cluster ADDRESS.")] = None,
+    cpus_per_unit: Annotated[float, typer.Option(help="With --ray: CPUs each unit declares "
+                                                 "(and its torch threads).")] = 1.0,
+    gpus_per_unit: Annotated[float, typer.Option(help="With --ray: GPUs each unit "
+                                                 "declares.")] = 0.0,
 ) -> None:
     """Rank and probes of every layer over a series of checkpoints (resumable)."""
     _threads()
@@ -447,7 +484,14 @@ def sweep(
     from speechrank.sweep import sweep as run_sweep
 
     with RichProgress(enabled=not quiet) as progress:
-        summary = run_sweep(checkpoints, config, store, device=device, progress=progress)
+        if ray is not None:  # issue 12 hook: the Ray engine (speechrank.sweep_ray)
+            from speechrank.sweep_ray import sweep_on_ray
+
+            summary = sweep_on_ray(checkpoints, config, store, address=ray, device=device,
+                                   cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
+                                   progress=progress)
+        else:
+            summary = run_sweep(checkpoints, config, store, device=device, progress=progress)
     console.print(f"{summary.checkpoints} checkpoints: {summary.units_done} units computed, "
                   f"{summary.units_reused} reused, {summary.rows_written} rows written to "
                   f"{summary.store} in {summary.wall_seconds:.1f} s")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechrank import __version__
+from speechrank import __version__, distributed
 from speechrank.accumulate import (
     LayerAccumulators,
     attach_convergence,
@@ -171,6 +171,14 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     # issue 14: cluster metrics run on the frames pooling's rows, not on a Gram accumulator.
     chosen_cluster = [m for m in chosen_metrics if m in CLUSTER_METRIC_NAMES]
     chosen_spectral = [m for m in chosen_metrics if m not in CLUSTER_METRIC_NAMES]
+    if distributed.current() is not None:
+        # under torchrun only the Gram states are merged across processes; the prefix bins and
+        # the cluster row stores are not (yet), so they are left out rather than computed from
+        # one process's share
+        if chosen_cluster:
+            raise SpeechrankError(f"{', '.join(chosen_cluster)} cannot run under torchrun yet; "
+                                  "run them in one process")
+        convergence = False
     if chosen_cluster and "frames" not in chosen_poolings:
         raise SpeechrankError(f"{', '.join(chosen_cluster)} cluster(s) the frames pooling's "
                               "rows; add frames to --pooling")
@@ -204,20 +212,31 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
                                      cluster_rows=(cluster_max_rows or frame_cap)
                                      if chosen_cluster else None,
                                      convergence=convergence)
-    report.start("encode", sum(p.num_samples for p in planned) / encoder.sample_rate,
+    mine = distributed.shard(planned)  # issue 12 hook: under torchrun, this process's share
+    report.start("encode", sum(p.num_samples for p in mine) / encoder.sample_rate,
                  "s audio")
 
     audio_seconds = 0.0
     encode_started = time.perf_counter()
+    job = distributed.current()
+    planned_skips = len(skips)
     for batch in iter_encoded(encoder, dataset.utterances, layers=chosen_layers,
                               batch_seconds=opts.batch_seconds, max_seconds=max_seconds,
-                              strict=strict, skips=skips, planned=planned,
+                              strict=strict, skips=skips, planned=mine,
                               to_cpu=encoder.device.type == "cpu",
                               progress=lambda seconds: report.advance("encode", seconds)):
         accumulators.update(batch)
         audio_seconds += batch.audio_seconds / encoder.sample_rate
     encode_seconds = time.perf_counter() - encode_started
     report.end("encode")
+    if job is not None:  # issue 12 hook: sum the Gram states, counts and decode-time skips
+        distributed.reduce_accumulators(accumulators.accumulators)
+        accumulators.utterances, audio_seconds = distributed.sum_values(
+            [accumulators.utterances, audio_seconds])
+        accumulators.utterances = int(accumulators.utterances)
+        decoded_skips = [item for share in distributed.gather(skips.items[planned_skips:])
+                         for item in share]
+        skips.items[planned_skips:] = sorted(decoded_skips, key=lambda item: item["path"])
     if accumulators.utterances == 0:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
 
@@ -263,6 +282,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
                                            "(Hugging Face hidden_states[0])"},
         "versions": _versions(),
         "device": str(encoder.device),
+        "distributed": job.describe() if job is not None else dict(distributed.SINGLE_PROCESS),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
         "cluster_seconds": round(cluster_seconds, 3),

@@ -33,14 +33,13 @@ The sweep is described by a TOML file::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from speechrank.errors import SpeechrankError
 from speechrank.options import DEFAULT_BATCH_SECONDS, RunOptions
@@ -307,8 +306,6 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         log: called with one line per unit of work.
     """
     from speechrank.encoders import load_encoder
-    from speechrank.probes import run_probe
-    from speechrank.rank import run_rank
     from speechrank.store import ResultStore
 
     started = time.perf_counter()
@@ -323,37 +320,89 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
     done = reused = rows_written = 0
     skipped: dict[str, int] = {}
     for checkpoint in checkpoints:
-        units: list[tuple[str, Callable[[Any], list[Any]]]] = []
-        if cfg.rank_data:
-            units.append((f"{run}|{checkpoint.name}|rank|{cfg.rank_data}",
-                          functools.partial(_rank_unit, run_rank, cfg=cfg,
-                                            checkpoint=checkpoint, skipped=skipped,
-                                            progress=report)))
-        for probe in cfg.probes:
-            units.append((f"{run}|{checkpoint.name}|probe|{probe.name}",
-                          functools.partial(_probe_unit, run_probe, cfg=cfg, probe=probe,
-                                            checkpoint=checkpoint, skipped=skipped,
-                                            progress=report)))
-        todo = [(key, fn) for key, fn in units if not store.is_done(key)]
+        units = plan_units([checkpoint], cfg, run)
+        todo = [unit for unit in units if not store.is_done(unit.key)]
         reused += len(units) - len(todo)
         if not todo:
             say(f"{checkpoint.name}: all {len(units)} units already in the store")
             continue
         encoder = load_encoder(checkpoint.path, device=device)
-        for key, fn in todo:
+        for unit in todo:
             unit_started = time.perf_counter()
-            rows = [dataclasses.replace(row, model=run) for row in fn(encoder)]
-            with store.unit(key, meta={"checkpoint": checkpoint.name,
-                                       "step": checkpoint.step}) as unit:
-                unit.add_rows(rows)
+            rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=report)
+            _merge_counts(skipped, unit_skipped)
+            commit_unit(store, unit, rows)
             done += 1
             rows_written += len(rows)
-            say(f"{checkpoint.name} (step {checkpoint.step}): {key.split('|', 2)[2]} "
+            say(f"{checkpoint.name} (step {checkpoint.step}): {unit.key.split('|', 2)[2]} "
                 f"-> {len(rows)} rows in {time.perf_counter() - unit_started:.1f} s")
     store.close()
     return SweepSummary(store=str(store_path), checkpoints=len(checkpoints), units_done=done,
                         units_reused=reused, rows_written=rows_written,
                         wall_seconds=round(time.perf_counter() - started, 3), skipped=skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepUnit:
+    """One unit of a sweep: checkpoint x rank data, or checkpoint x probe task.
+
+    ``key`` names the unit in the store (``RUN|CHECKPOINT|rank|DATA`` or
+    ``RUN|CHECKPOINT|probe|NAME``); a unit is computed whole and committed in one transaction.
+    Plain data, so it travels to a Ray worker as it is (see :mod:`speechrank.sweep_ray`).
+    """
+
+    key: str
+    kind: Literal["rank", "probe"]
+    checkpoint: Checkpoint
+    probe: ProbeSpec | None = None
+
+
+def plan_units(checkpoints: Sequence[Checkpoint], cfg: SweepConfig, run: str) -> list[SweepUnit]:
+    """Every unit of a sweep, checkpoint by checkpoint (rank first, then the probes in order)."""
+    units: list[SweepUnit] = []
+    for checkpoint in checkpoints:
+        if cfg.rank_data:
+            units.append(SweepUnit(f"{run}|{checkpoint.name}|rank|{cfg.rank_data}", "rank",
+                                   checkpoint))
+        for probe in cfg.probes:
+            units.append(SweepUnit(f"{run}|{checkpoint.name}|probe|{probe.name}", "probe",
+                                   checkpoint, probe))
+    return units
+
+
+def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
+                 progress: ProgressArg = None) -> tuple[list[Any], dict[str, int]]:
+    """The rows of one unit (``model`` set to the run) and its skipped files by reason.
+
+    The one computation of a unit, called by the serial sweep and by the Ray task alike, so
+    both write the same rows. ``encoder`` is the unit's checkpoint, already loaded.
+    """
+    from speechrank.probes import run_probe
+    from speechrank.rank import run_rank
+
+    report = as_progress(progress)
+    skipped: dict[str, int] = {}
+    if unit.kind == "rank":
+        rows = _rank_unit(run_rank, encoder, cfg=cfg, checkpoint=unit.checkpoint,
+                          skipped=skipped, progress=report)
+    elif unit.probe is not None:
+        rows = _probe_unit(run_probe, encoder, cfg=cfg, probe=unit.probe,
+                           checkpoint=unit.checkpoint, skipped=skipped, progress=report)
+    else:
+        raise SpeechrankError(f"sweep unit {unit.key}: a probe unit without its probe")
+    return [dataclasses.replace(row, model=run) for row in rows], skipped
+
+
+def commit_unit(store: Any, unit: SweepUnit, rows: Sequence[Any]) -> None:
+    """Write one unit's rows and its done-mark in one transaction of ``store``."""
+    with store.unit(unit.key, meta={"checkpoint": unit.checkpoint.name,
+                                    "step": unit.checkpoint.step}) as work:
+        work.add_rows(rows)
+
+
+def _merge_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        total[reason] = total.get(reason, 0) + n
 
 
 def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:

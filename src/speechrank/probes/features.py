@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from speechrank import __version__
+from speechrank import __version__, distributed
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.utterance import Utterance
 from speechrank.encoders.base import SpeechEncoder
@@ -326,6 +327,13 @@ def _pooled_rows(batch: EncodedBatch, layer: str) -> tuple[np.ndarray, np.ndarra
     return (mean.to(torch.float32).cpu().numpy(), summed.to(torch.float32).cpu().numpy())
 
 
+def _gather_layer(spool: _Spool, layer: str) -> np.ndarray:
+    """Under torchrun: one layer's rows from every process, in rank order (issue 12 hook)."""
+    local = spool.collect(layer) if spool.parts[layer] or spool.chunks[layer] else None
+    return np.concatenate([rows for rows in distributed.gather(local) if rows is not None],
+                          axis=0)
+
+
 def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                      layers: Sequence[str], *, cache_dir: Path,
                      frame_plan: FramePlan | None = None,
@@ -373,6 +381,10 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         if skips is not None:
             stored[layer] = skips
     missing = [layer for layer in layers if layer not in stored]
+    if distributed.current() is not None:  # issue 12 hook: encode what any process misses
+        anywhere = {layer for share in distributed.gather(missing) for layer in share}
+        missing = [layer for layer in layers if layer in anywhere]
+        stored = {layer: stored[layer] for layer in layers if layer not in anywhere}
     entry.cache_hit_layers = [layer for layer in layers if layer in stored]
     if entry.cache_hit_layers:
         entry.skipped = stored[entry.cache_hit_layers[0]]
@@ -396,6 +408,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         planned = plan_utterances(encoder, utterances, max_seconds=max_seconds, strict=strict,
                                   skips=skips)
     position = {uid: i for i, uid in enumerate(uids)}
+    planned_skips = len(skips)
     if on_plan is not None:
         on_plan(sum(p.num_samples for p in planned) / encoder.sample_rate)
     started = time.perf_counter()
@@ -406,7 +419,8 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         count_rows: list[np.ndarray] = []
         for batch in iter_encoded(encoder, utterances, layers=missing,
                                   batch_seconds=batch_seconds, max_seconds=max_seconds,
-                                  strict=strict, skips=skips, planned=planned,
+                                  strict=strict, skips=skips,
+                                  planned=distributed.shard(planned),  # issue 12 hook
                                   progress=progress):
             lengths = batch.output.lengths.cpu().numpy().astype(np.int64)
             rows = np.array([position[u.uid] for u in batch.utterances], dtype=np.int64)
@@ -428,6 +442,15 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                          enumerate(picks)]
                 spool.add(layer, np.concatenate(taken, axis=0).astype(np.float32, copy=False))
         entry.encode_seconds = time.perf_counter() - started
+        collect: Callable[[str], np.ndarray] = spool.collect
+        if distributed.current() is not None:  # issue 12 hook: gather every process's share
+            index_rows, count_rows, frame_rows, decoded = (
+                [item for share in shares for item in share]
+                for shares in zip(*distributed.gather(
+                    (index_rows, count_rows, frame_rows, skips.items[planned_skips:])),
+                                  strict=True))
+            skips.items[planned_skips:] = sorted(decoded, key=lambda item: item["path"])
+            collect = functools.partial(_gather_layer, spool)
 
         metadata = {"skipped": json.dumps(skips.items), "speechrank": __version__}
         index = np.concatenate(index_rows) if index_rows else np.zeros(0, np.int64)
@@ -436,7 +459,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
             order = np.argsort(index, kind="stable")
             for layer in missing:
                 dim = encoder.layer_dims.get(layer, encoder.dim)
-                both = (spool.collect(layer)[order] if len(order)
+                both = (collect(layer)[order] if len(order)
                         else np.zeros((0, 2 * dim), np.float32))
                 width = both.shape[1] // 2
                 _atomic_save({"mean": both[:, :width], "sum": both[:, width:],
@@ -447,7 +470,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
             order = np.lexsort((frames_idx, index))
             for layer in missing:
                 dim = encoder.layer_dims.get(layer, encoder.dim)
-                feats = (spool.collect(layer)[order] if len(order)
+                feats = (collect(layer)[order] if len(order)
                          else np.zeros((0, dim), np.float32))
                 _atomic_save({"features": feats, "utt": index[order],
                               "frame": frames_idx[order]}, _layer_file(subdir, layer), metadata)

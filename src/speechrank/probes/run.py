@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechrank import __version__
+from speechrank import __version__, distributed
 from speechrank.audio.datasets import load_dataset
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.splits import assign_splits
@@ -206,6 +206,9 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
                         "test_split": "never used for a choice"},
         "versions": _versions(),
         "device": str(encoder.device),
+        # issue 12 hook: the torchrun job that extracted the features (world_size 1 if none)
+        "distributed": (distributed.current().describe() if distributed.current() is not None
+                        else dict(distributed.SINGLE_PROCESS)),
         "wall_seconds": round(wall, 3),
         "encode_seconds": round(entry.encode_seconds, 3),
     }

@@ -1,0 +1,251 @@
+"""``speechrank sweep --ray``: a sweep's units as Ray tasks, the store written by the driver.
+
+A sweep is a list of independent units (checkpoint x rank data, checkpoint x probe task; see
+:func:`speechrank.sweep.plan_units`). Here each unit still to do runs as one Ray remote task
+with declared resources (``num_cpus``, ``num_gpus``) on a cluster the user already runs
+(``ray start``; ``address="auto"`` or ``"HOST:PORT"``) or on a local one started for the sweep
+(``"local"``: ``ray.init`` with one CPU per core this process may use).
+
+Workers only compute: each task loads its checkpoint, calls the same
+:func:`~speechrank.sweep.compute_unit` as the serial sweep, and returns plain data (the rows as
+dicts and the skipped-file counts), never an open handle. The driver alone opens the SQLite
+store and commits each unit in one transaction as its result comes back (``ray.wait``), so
+the store's guarantees hold unchanged:
+
+- a driver killed and started again resumes from the store: only units without a done-mark
+  are submitted;
+- a worker killed mid-unit returned nothing, so nothing of that unit is in the store; Ray runs
+  the task again (``max_retries``) and the driver commits the one result it gets back;
+- a unit is committed once: one result comes back per submitted task, and a commit of a key
+  replaces that key's rows in the store, never adds to them.
+
+Ray is an optional dependency (``pip install 'speechrank[ray]'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from speechrank.errors import SpeechrankError
+from speechrank.progress import ProgressArg, as_progress
+from speechrank.sweep import (
+    SweepConfig,
+    SweepSummary,
+    SweepUnit,
+    commit_unit,
+    compute_unit,
+    find_checkpoints,
+    plan_units,
+    run_name,
+)
+
+#: The one line shown when ``--ray`` is asked for without Ray installed.
+INSTALL_HINT = ("--ray needs Ray, which is not installed: pip install 'speechrank[ray]' "
+                "(or pip install 'ray>=2.40')")
+#: Attempts Ray makes after a worker process dies mid-unit (then the sweep stops).
+DEFAULT_MAX_RETRIES = 3
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise SpeechrankError(INSTALL_HINT) from err
+    return ray
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def connect(address: str, *, num_cpus: int | None = None) -> bool:
+    """Join a Ray cluster or start a local one; returns whether this call started Ray.
+
+    Args:
+        address: ``"local"`` starts a cluster inside this machine with ``num_cpus`` CPUs
+            (default: :func:`available_cpus`); ``"auto"`` joins the cluster that ``ray start``
+            runs on this node; anything else is a cluster address (``HOST:PORT`` or
+            ``ray://HOST:PORT``). When Ray is already initialised in this process, that
+            session is used as it is.
+        num_cpus: CPUs of a local cluster (ignored when joining one).
+
+    The workers of a local cluster import the same ``speechrank`` as this process (its source
+    directory goes first on their ``PYTHONPATH``); on a cluster of your own, install speechrank
+    on every node.
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    if address == "local":
+        source = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(num_cpus=num_cpus or available_cpus(), include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        return True
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise SpeechrankError(f"could not join the Ray cluster at '{address}': "
+                              f"{' '.join(str(err).split())[:200]}") from err
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class PausePoint:
+    """A testing hook: the first attempt of one unit stops where it says so and waits.
+
+    The task of unit ``unit_key`` writes its process id to ``directory/started`` (atomically,
+    once: a retry finds the file and runs on) after loading its checkpoint and before computing,
+    then waits up to ``wait_seconds`` to be killed, so a test can SIGKILL a worker mid-unit at a
+    known point rather than racing it. Every attempt also leaves ``directory/attempt-PID``.
+    """
+
+    unit_key: str
+    directory: str
+    wait_seconds: float = 300.0
+
+
+def _pause(point: PausePoint | None, key: str) -> None:
+    if point is None or point.unit_key != key:
+        return
+    directory = Path(point.directory)
+    (directory / f"attempt-{os.getpid()}").write_text(str(os.getpid()))
+    scratch = directory / f".started-{os.getpid()}"
+    scratch.write_text(str(os.getpid()))
+    try:
+        os.link(scratch, directory / "started")  # atomic; fails when an attempt came before
+    except FileExistsError:
+        return
+    finally:
+        scratch.unlink()
+    deadline = time.monotonic() + point.wait_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise SpeechrankError(f"pause point of {key}: not killed within {point.wait_seconds} s")
+
+
+def run_unit_task(unit: SweepUnit, cfg: SweepConfig, *, run: str, device: str, threads: int,
+                  pause: PausePoint | None = None) -> dict[str, Any]:
+    """The body of one Ray task: load the checkpoint, compute the unit, return plain data.
+
+    Sets torch's intra-op threads to ``threads`` first (one per CPU the task declared), so
+    two tasks on two cores do not fight over them.
+    """
+    import torch
+
+    from speechrank.encoders import load_encoder
+
+    torch.set_num_threads(threads)
+    encoder = load_encoder(unit.checkpoint.path, device=device)
+    _pause(pause, unit.key)
+    started = time.perf_counter()
+    rows, skipped = compute_unit(unit, cfg, encoder, run=run)
+    return {"key": unit.key, "rows": [row.to_dict() for row in rows], "skipped": skipped,
+            "seconds": time.perf_counter() - started, "pid": os.getpid()}
+
+
+def _failure(ray: Any, unit: SweepUnit, err: Exception) -> SpeechrankError:
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, SpeechrankError):
+        return SpeechrankError(f"sweep unit {unit.key}: {cause}")
+    if isinstance(err, ray.exceptions.WorkerCrashedError):
+        return SpeechrankError(f"sweep unit {unit.key}: its worker died on every attempt "
+                               f"(max_retries exhausted)")
+    detail = " ".join(str(cause or err).split())
+    return SpeechrankError(f"sweep unit {unit.key} failed on Ray: {detail[:300]}")
+
+
+def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
+                 store_path: str | Path, *, address: str = "local", device: str = "cpu",
+                 cpus_per_unit: float = 1.0, gpus_per_unit: float = 0.0,
+                 num_cpus: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
+                 progress: ProgressArg = None, log: Callable[[str], Any] | None = None,
+                 pause: PausePoint | None = None) -> SweepSummary:
+    """:func:`speechrank.sweep.sweep` with the units run as Ray tasks (same store, same rows).
+
+    Args:
+        checkpoints_spec, config, store_path: as for :func:`speechrank.sweep.sweep`.
+        address: ``local``, ``auto`` or a cluster address (see :func:`connect`).
+        device: the device each task runs its encoder on; with ``gpus_per_unit > 0`` and
+            ``cpu`` given, ``cuda`` is used (Ray sets each task's visible GPUs).
+        cpus_per_unit, gpus_per_unit: the resources each task declares; torch in a task uses
+            ``max(1, floor(cpus_per_unit))`` threads.
+        num_cpus: CPUs of a local cluster (default: the cores this process may use).
+        max_retries: how often Ray reruns a task whose worker process died.
+        progress: a :class:`~speechrank.progress.Progress`; its ``log`` receives one line
+            per committed unit unless ``log`` is given (the units' passes run in the workers
+            and report nothing).
+        log: called with one line per committed unit.
+        pause: a testing hook (see :class:`PausePoint`).
+    """
+    from speechrank.results import ResultRow
+    from speechrank.store import ResultStore
+
+    if cpus_per_unit <= 0:
+        raise SpeechrankError("--cpus-per-unit must be positive")
+    if gpus_per_unit < 0:
+        raise SpeechrankError("--gpus-per-unit must not be negative")
+    ray = _import_ray()
+    started = time.perf_counter()
+    cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
+    checkpoints = find_checkpoints(checkpoints_spec)
+    run = run_name(checkpoints, checkpoints_spec)
+    say = log or as_progress(progress).log
+    if gpus_per_unit > 0 and device == "cpu":
+        device = "cuda"
+    store = ResultStore(store_path)
+    try:
+        store.set_meta("sweep_config", cfg.to_dict())
+        store.set_meta("run", run)
+        units = plan_units(checkpoints, cfg, run)
+        todo = [unit for unit in units if not store.is_done(unit.key)]
+        reused = len(units) - len(todo)
+        if reused:
+            say(f"{reused} of {len(units)} units already in the store")
+        done = rows_written = 0
+        skipped: dict[str, int] = {}
+        if todo:
+            started_ray = connect(address, num_cpus=num_cpus)
+            try:
+                task = ray.remote(run_unit_task).options(
+                    num_cpus=cpus_per_unit, num_gpus=gpus_per_unit, max_retries=max_retries,
+                    retry_exceptions=False)
+                threads = max(1, int(cpus_per_unit))
+                pending = {task.remote(unit, cfg, run=run, device=device, threads=threads,
+                                       pause=pause): unit for unit in todo}
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    unit = pending.pop(ready[0])
+                    try:
+                        payload = ray.get(ready[0])
+                    except Exception as err:  # a task error or a worker dead on every attempt
+                        for ref in pending:
+                            ray.cancel(ref, force=True)
+                        raise _failure(ray, unit, err) from err
+                    rows = [ResultRow.from_dict(row) for row in payload["rows"]]
+                    commit_unit(store, unit, rows)
+                    for reason, n in payload["skipped"].items():
+                        skipped[reason] = skipped.get(reason, 0) + n
+                    done += 1
+                    rows_written += len(rows)
+                    say(f"{unit.checkpoint.name} (step {unit.checkpoint.step}): "
+                        f"{unit.key.split('|', 2)[2]} -> {len(rows)} rows in "
+                        f"{payload['seconds']:.1f} s on Ray")
+            finally:
+                if started_ray:
+                    ray.shutdown()
+    finally:
+        store.close()
+    return SweepSummary(store=str(store_path), checkpoints=len(checkpoints), units_done=done,
+                        units_reused=reused, rows_written=rows_written,
+                        wall_seconds=round(time.perf_counter() - started, 3), skipped=skipped)

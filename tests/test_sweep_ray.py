@@ -1,0 +1,212 @@
+"""`speechrank sweep --ray`: same store as the serial sweep, retried workers, resumed drivers.
+
+The Ray tests share one local cluster of 2 CPUs (module fixture: Ray starts in 10-20 s).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechrank.cli import main
+from speechrank.store import ResultStore
+from speechrank.sweep import SweepConfig, find_checkpoints, plan_units, run_name, sweep
+
+from .test_sweep import _manifest
+
+UNITS = 4  # 2 checkpoints x (rank + 1 probe)
+
+
+def _snapshot(path: Path) -> list[tuple]:
+    """Every stored value with what identifies it (exact: same computation, same numbers)."""
+    with ResultStore(path, create=False) as store:
+        return sorted((r.model, r.checkpoint, r.step, r.dataset, r.layer, r.pooling, r.metric,
+                       r.task, r.split, r.domain, r.value, r.n_rows, r.dim,
+                       tuple(sorted((k, str(v)) for k, v in r.conventions.items())))
+                      for r in store.rows())
+
+
+def _unit_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two random checkpoints, a small tone manifest, and the serial sweep's store."""
+    root = tmp_path_factory.mktemp("sweep_ray")
+    manifest = _manifest(root)
+    (root / "checkpoints.txt").write_text("random:tiny@0 0\nrandom:tiny@1 100\n")
+    (root / "sweep.toml").write_text(f"""
+[rank]
+data = "{manifest.name}"
+metrics = ["rankme", "erank_cov"]
+poolings = ["sum", "frames"]
+max_frames = 200
+
+[[probe]]
+name = "pitch"
+task = "label:pitch"
+data = "{manifest.name}"
+
+[options]
+seed = 0
+cache_dir = "{root / 'cache'}"
+""")
+    serial = root / "serial.sqlite"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray task runs: one thread, the same float sums
+    try:
+        summary = sweep(root / "checkpoints.txt", root / "sweep.toml", serial, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary.units_done == UNITS
+    return root, _snapshot(serial)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    from speechrank.sweep_ray import connect
+
+    assert connect("local", num_cpus=2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def test_plan_units_keys_and_order(setup):
+    root, _ = setup
+    cfg = SweepConfig.from_toml(root / "sweep.toml")
+    checkpoints = find_checkpoints(root / "checkpoints.txt")
+    units = plan_units(checkpoints, cfg, run_name(checkpoints, root / "checkpoints.txt"))
+    assert [(u.kind, u.checkpoint.step) for u in units] == [
+        ("rank", 0), ("probe", 0), ("rank", 100), ("probe", 100)]
+    assert len({u.key for u in units}) == UNITS
+    assert units[1].probe is not None and units[1].key.endswith("|probe|pitch")
+
+
+def test_ray_missing_fails_with_one_line(setup, tmp_path, monkeypatch, capsys):
+    root, _ = setup
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    code = main(["sweep", str(root / "checkpoints.txt"), "--config", str(root / "sweep.toml"),
+                 "--store", str(tmp_path / "s.sqlite"), "--ray", "local"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "pip install 'speechrank[ray]'" in err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_bad_resources_rejected(setup, tmp_path):
+    pytest.importorskip("ray")
+    from speechrank.errors import SpeechrankError
+    from speechrank.sweep_ray import sweep_on_ray
+
+    root, _ = setup
+    with pytest.raises(SpeechrankError, match="cpus-per-unit"):
+        sweep_on_ray(root / "checkpoints.txt", root / "sweep.toml", tmp_path / "s.sqlite",
+                     cpus_per_unit=0)
+
+
+@pytest.mark.slow
+def test_ray_sweep_equals_serial_and_resumes_as_done(setup, cluster, tmp_path):
+    from speechrank.sweep_ray import sweep_on_ray
+
+    root, serial = setup
+    store = tmp_path / "ray.sqlite"
+    lines: list[str] = []
+    summary = sweep_on_ray(root / "checkpoints.txt", root / "sweep.toml", store,
+                           log=lines.append)
+    assert (summary.units_done, summary.units_reused) == (UNITS, 0)
+    assert len(lines) == UNITS and all("on Ray" in line for line in lines)
+    assert _snapshot(store) == serial
+    again = sweep_on_ray(root / "checkpoints.txt", root / "sweep.toml", store)
+    assert (again.units_done, again.units_reused, again.rows_written) == (0, UNITS, 0)
+    assert _snapshot(store) == serial
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_unit_is_retried_nothing_lost_or_duplicated(setup, cluster, tmp_path):
+    from speechrank.sweep_ray import PausePoint, sweep_on_ray
+
+    root, serial = setup
+    cfg = SweepConfig.from_toml(root / "sweep.toml")
+    checkpoints = find_checkpoints(root / "checkpoints.txt")
+    target = plan_units(checkpoints, cfg, run_name(checkpoints, root / "checkpoints.txt"))[2]
+    pause_dir = tmp_path / "pause"
+    pause_dir.mkdir()
+    store = tmp_path / "killed.sqlite"
+    outcome: dict[str, object] = {}
+
+    def drive() -> None:
+        try:
+            outcome["summary"] = sweep_on_ray(
+                root / "checkpoints.txt", root / "sweep.toml", store,
+                pause=PausePoint(unit_key=target.key, directory=str(pause_dir)))
+        except BaseException as err:  # surfaced by the assertions below
+            outcome["error"] = err
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    started = pause_dir / "started"
+    deadline = time.monotonic() + 300  # a bound for a broken test, not a race
+    while not started.exists() and driver.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), outcome
+    victim = int(started.read_text())
+    # The paused task is mid-unit: its checkpoint is loaded, nothing of it is committed.
+    with ResultStore(store, create=False) as opened:
+        assert not opened.is_done(target.key)
+    os.kill(victim, signal.SIGKILL)
+    driver.join(timeout=300)
+    assert not driver.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert summary.units_done == UNITS
+    attempts = sorted(p.name for p in pause_dir.glob("attempt-*"))
+    assert len(attempts) == 2 and f"attempt-{victim}" in attempts  # killed, then retried
+    assert _unit_count(store) == UNITS
+    snapshot = _snapshot(store)
+    assert len(snapshot) == len(serial) == len(set(snapshot))  # nothing lost or duplicated
+    assert snapshot == serial
+
+
+@pytest.mark.slow
+def test_driver_killed_and_restarted_resumes_from_the_store(setup, cluster, tmp_path):
+    from speechrank.sweep_ray import sweep_on_ray
+
+    root, serial = setup
+    store = tmp_path / "driver.sqlite"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "speechrank", "sweep", str(root / "checkpoints.txt"),
+            "--config", str(root / "sweep.toml"), "--store", str(store), "--quiet",
+            "--ray", cluster]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and child.poll() is None and _unit_count(store) < 1:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()
+    committed = _unit_count(store)
+    assert 1 <= committed < UNITS
+
+    resumed = sweep_on_ray(root / "checkpoints.txt", root / "sweep.toml", store)
+    assert resumed.units_reused == committed
+    assert resumed.units_done == UNITS - committed
+    assert _unit_count(store) == UNITS
+    assert _snapshot(store) == serial
