@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from speechrank.errors import SpeechrankError
 from speechrank.monitor import RankMonitor
 from tests.test_monitor_core import ToyEncoder, toy_encoder, waves
 
@@ -28,6 +29,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     # Built before the process group exists: it must start sharing once it does.
     early = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), **SETTINGS)
+    clustered = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(6, seed=9),
+                            metrics="rankme,kmeans_inertia", poolings="frames", n_clusters=2)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
@@ -35,11 +38,22 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         values = monitor(step=5)
         second = monitor(step=6)
         early_values = early(step=5)
+        try:  # issue 14: the cluster row stores are not merged across processes
+            clustered(step=0)
+            refused = ""
+        except SpeechrankError as err:
+            refused = str(err)
+        protocol = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9),
+                               protocol="aldeneh2025", **SETTINGS)
+        protocol_rows = protocol.measure(step=5).rows
         report = {"values": values, "second": second, "early": early_values,
                   "early_world": early.world,
                   "my_utterances": sum(len(b.utterances)
                                  for b in monitor.heldout.batches_for(rank, world)),
-                  "world": monitor.world, "rank": monitor.rank,
+                  "world": monitor.world, "rank": monitor.rank, "refused": refused,
+                  "protocol_convergence": [("convergence" in r.conventions)
+                                           for r in protocol_rows],
+                  "protocol_names": sorted({r.conventions["protocol"] for r in protocol_rows}),
                   "n_rows": sorted({r.n_rows for r in monitor.last.rows if r.pooling == "sum"})}
         Path(out, f"rank{rank}.json").write_text(json.dumps(report))
     finally:
@@ -65,3 +79,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
         assert report["second"] == report["values"]
         assert report["early_world"] == 2
         assert all(abs(report["early"][k] - v) <= 1e-9 * abs(v) for k, v in expected.items())
+        assert "kmeans_inertia cannot be measured by a distributed monitor" in report["refused"]
+        # a protocol turns convergence on, but not across processes
+        assert report["protocol_convergence"] and not any(report["protocol_convergence"])
+        assert report["protocol_names"] == ["aldeneh2025"]

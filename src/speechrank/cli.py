@@ -424,6 +424,9 @@ def pretrain(
                                               "is logged at every checkpoint; 'auto' = the "
                                               "test manifest of a synthetic corpus, 'none' "
                                               "= off.")] = "auto",
+    monitor_protocol: Annotated[str | None, typer.Option(help="The monitor follows a "
+                                                         "published protocol: aldeneh2025 "
+                                                         "or whetten2025.")] = None,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -435,7 +438,8 @@ def pretrain(
         raise SpeechrankError("give --minutes or --steps (or both)")
     with RichProgress(enabled=not quiet) as progress:
         summary, monitor = pretrain_with_monitor(
-            data, out, monitor_data=monitor_data, minutes=minutes, steps=steps,
+            data, out, monitor_data=monitor_data, monitor_protocol=monitor_protocol,
+            minutes=minutes, steps=steps,
             save_every=save_every, size=size, seed=seed, resume=resume,
             batch_size=batch_size, progress=progress)
     console.print(f"steps {summary.start_step} -> {summary.final_step} "

@@ -24,16 +24,28 @@ Result names (the keys of the returned dict):
 - ``rankme_t/layer_<i>``: metric ``rankme`` with pooling ``sum``, the paper's RankMe-t;
 - ``<metric>_<pooling>/layer_<i>`` for every other pair, e.g. ``rankme_mean/layer_3`` or
   ``erank_cov_sum/layer_3``;
+- ``kmeans_inertia_frames/layer_<i>``, ``davies_bouldin_frames/layer_<i>``: the opt-in
+  cluster metrics (:mod:`speechrank.metrics.cluster`) of the ``frames`` pooling's rows;
 - ``collapse/layer_<i>``: 1.0 when the collapse alarm fired for that layer at this call, else
-  0.0 (see :mod:`.collapse`; the alarm watches the first metric/pooling pair unless
+  0.0 (see :mod:`.collapse`; the alarm watches the first spectral metric/pooling pair unless
   ``alarm_on`` names another).
+
+The rows (:attr:`MonitorResult.rows`, and the store) carry what ``speechrank rank`` records:
+with ``convergence`` each spectral row its values at nested seeded prefixes N/8 .. N
+(:mod:`speechrank.metrics.convergence`), and each RankMe row whether one direction dominates
+it (:mod:`speechrank.metrics.dominance`). A named ``protocol`` (``aldeneh2025``,
+``whetten2025``; :mod:`speechrank.protocols`) fills the options left at their defaults, as
+``rank --protocol`` does (:mod:`.protocol`).
 
 ``<i>`` is the layer name: ``0`` .. ``L`` by Hugging Face numbering, or ``cnn``.
 
 Under ``torch.distributed`` every process must call the monitor at the same steps: each one
 encodes its share of the held-out batches and the accumulators are summed across processes
 (:meth:`SpectralAccumulator.all_reduce`) before the metrics, so every process returns the value
-a single process would.
+a single process would. Only the Gram states are summed, as under ``torchrun`` in ``rank``: a
+distributed monitor measures no convergence and refuses the cluster metrics (their row stores
+are not merged across processes yet); ``distributed=False`` measures them on the whole
+held-out set in every process.
 """
 
 from __future__ import annotations
@@ -50,15 +62,24 @@ from typing import Any
 
 import torch
 
-from speechrank.accumulate import LayerAccumulators, frame_quotas, metric_rows
+from speechrank.accumulate import (
+    LayerAccumulators,
+    attach_convergence,
+    attach_dominance,
+    cluster_metric_rows,
+    frame_quotas,
+    metric_rows,
+)
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch, encode_padded
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
+from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES, DEFAULT_N_CLUSTERS
 from speechrank.monitor._state import preserved_modes, preserved_rng
 from speechrank.monitor.adapt import as_encoder, modules_of, unwrap
 from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
 from speechrank.monitor.heldout import CachedBatch, HeldOutSet
+from speechrank.monitor.protocol import apply_protocol
 from speechrank.options import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_MONITOR_UTTERANCES,
@@ -147,12 +168,31 @@ class RankMonitor:
         data: the held-out set: a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
             list of audio paths, or a list of 1-D waveforms at the encoder's sample rate.
         layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
-        poolings: any of ``sum`` (default, RankMe-t), ``mean``, ``frames``.
-        metrics: spectral metric names (default ``rankme``).
+        poolings: any of ``sum`` (``None``: ``sum`` alone, RankMe-t), ``mean``, ``frames``.
+        metrics: spectral metric names (``None``: ``rankme`` alone), and opt-in the cluster metrics
+            ``kmeans_inertia`` and ``davies_bouldin`` (of the ``frames`` pooling's rows; a
+            mini-batch k-means fit per layer at every call, so far slower than the Gram
+            metrics).
         max_utterances: seeded random subset of the held-out set (``None``: all of it).
         max_audio_seconds: most held-out audio in total, in seconds (``None``: no limit).
         crop_seconds: crop every utterance to its first ``crop_seconds``.
-        max_frames: row cap for the ``frames`` pooling (the RankMe paper's 25,600).
+        max_frames: row cap for the ``frames`` pooling (the RankMe paper's 25,600; ``None``:
+            every valid frame).
+        n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
+        cluster_max_rows: most frames the cluster metrics see per layer (default: the
+            ``frames`` row cap); past it, a seeded uniform sample.
+        convergence: give every spectral row its values at nested seeded prefixes N/8, N/4,
+            N/2 (``conventions["convergence"]``; up to half again the Gram-update work and
+            three more spectra per value). ``None`` (default): on when a ``protocol`` is
+            given, else off. Off in a distributed monitor.
+        protocol: a preset of :mod:`speechrank.protocols` (``aldeneh2025``, ``whetten2025``).
+            It fills ``layers``, ``poolings``, ``metrics``, ``max_utterances``,
+            ``max_audio_seconds``, ``max_frames``, ``n_clusters`` and ``cluster_max_rows``
+            wherever they are left at their defaults (``None`` for ``layers``, ``poolings``
+            and ``metrics``; for the others a value equal to the default counts as left, as
+            in ``rank``); options given explicitly win. Every row records
+            ``conventions["protocol"]`` (and ``protocol_overridden``, the options that departed
+            from it); :meth:`describe` and the store's unit metadata hold the full record.
         batch_seconds: most padded audio per forward pass.
         seed: seeds the subset and the frame choice; same seed, same numbers.
         strict: fail on an unusable held-out file instead of skipping it.
@@ -181,17 +221,18 @@ class RankMonitor:
             Face model: ``do_normalize``, ``sample_rate`` ...).
         options: a :class:`~speechrank.options.RunOptions` (``num_utterances`` is
             ``max_utterances``); when given it replaces ``max_utterances``, ``crop_seconds``,
-            ``batch_seconds``, ``max_frames`` and ``seed``.
+            ``batch_seconds``, ``max_frames`` and ``seed`` (a ``protocol`` still fills its
+            ``num_utterances`` and ``max_frames`` where they are RunOptions' defaults).
     """
 
     def __init__(self, model: Any, data: Any, *,
                  layers: str | Sequence[str] | None = None,
-                 poolings: str | Sequence[str] | None = ("sum",),
-                 metrics: str | Sequence[str] | None = ("rankme",),
+                 poolings: str | Sequence[str] | None = None,
+                 metrics: str | Sequence[str] | None = None,
                  max_utterances: int | None = DEFAULT_MAX_UTTERANCES,
                  max_audio_seconds: float | None = None,
                  crop_seconds: float | None = None,
-                 max_frames: int = DEFAULT_MAX_FRAMES,
+                 max_frames: int | None = DEFAULT_MAX_FRAMES,
                  batch_seconds: float = DEFAULT_BATCH_SECONDS,
                  seed: int = 0, strict: bool = False,
                  min_rank: float | None = 2.0, max_drop: float | None = 0.5,
@@ -201,21 +242,66 @@ class RankMonitor:
                  distributed: bool | None = None, group: Any = None,
                  inference_mode: bool = True,
                  encoder_options: dict[str, Any] | None = None,
-                 options: RunOptions | None = None) -> None:
+                 options: RunOptions | None = None,
+                 n_clusters: int = DEFAULT_N_CLUSTERS, cluster_max_rows: int | None = None,
+                 convergence: bool | None = None, protocol: str | None = None) -> None:
+        self.protocol: dict[str, Any] | None = None
+        if protocol is not None:  # issue 14: a named protocol fills defaulted options
+            base = RunOptions() if options is not None else None
+            given = {"layers": layers, "poolings": poolings, "metrics": metrics,
+                     "max_utterances": options.num_utterances if base else max_utterances,
+                     "max_audio_seconds": max_audio_seconds,
+                     "max_frames": options.max_frames if base else max_frames,
+                     "n_clusters": n_clusters, "cluster_max_rows": cluster_max_rows}
+            defaults = {"layers": None, "poolings": None, "metrics": None,
+                        "max_utterances": base.num_utterances if base
+                        else DEFAULT_MAX_UTTERANCES,
+                        "max_audio_seconds": None,
+                        "max_frames": base.max_frames if base else DEFAULT_MAX_FRAMES,
+                        "n_clusters": DEFAULT_N_CLUSTERS, "cluster_max_rows": None}
+            chosen, self.protocol = apply_protocol(protocol, given, defaults)
+            layers, poolings, metrics = chosen["layers"], chosen["poolings"], chosen["metrics"]
+            max_utterances, max_frames = chosen["max_utterances"], chosen["max_frames"]
+            max_audio_seconds, n_clusters = chosen["max_audio_seconds"], chosen["n_clusters"]
+            cluster_max_rows = chosen["cluster_max_rows"]
+            if options is not None:
+                options = options.replace(num_utterances=max_utterances,
+                                          max_frames=max_frames or options.max_frames)
+            if convergence is None:
+                convergence = True
+        elif options is not None:
+            max_frames = options.max_frames
         if options is None:
-            if max_frames < 1:
+            if max_frames is not None and max_frames < 1:
                 raise SpeechrankError(f"max_frames must be at least 1, got {max_frames}")
             options = RunOptions(num_utterances=max_utterances, crop_seconds=crop_seconds,
-                                 batch_seconds=batch_seconds, max_frames=max_frames, seed=seed)
+                                 batch_seconds=batch_seconds,
+                                 max_frames=max_frames or DEFAULT_MAX_FRAMES, seed=seed)
         self.options = options
         max_utterances, crop_seconds = options.num_utterances, options.crop_seconds
-        batch_seconds, max_frames, seed = options.batch_seconds, options.max_frames, options.seed
+        batch_seconds, seed = options.batch_seconds, options.seed
         self.encoder_options = dict(encoder_options or {})
         self.poolings = parse_choices(poolings, POOLINGS, "pooling", ("sum",))
-        self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES, "metric", ("rankme",))
+        self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES + CLUSTER_METRIC_NAMES,
+                                     "metric", ("rankme",))
+        self.spectral_metrics = [m for m in self.metrics if m not in CLUSTER_METRIC_NAMES]
+        self.cluster_metrics = [m for m in self.metrics if m in CLUSTER_METRIC_NAMES]
+        if self.cluster_metrics and "frames" not in self.poolings:
+            raise SpeechrankError(f"{', '.join(self.cluster_metrics)} cluster(s) the frames "
+                                  "pooling's rows; add frames to poolings")
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
+            raise SpeechrankError(f"n_clusters must be an integer of at least 2, got "
+                                  f"{n_clusters!r}")
+        if cluster_max_rows is not None and cluster_max_rows < 1:
+            raise SpeechrankError(
+                f"cluster_max_rows must be at least 1, got {cluster_max_rows}")
+        self.n_clusters = n_clusters
+        self.cluster_max_rows = cluster_max_rows
+        self.convergence = bool(convergence)
         self.group = group
         self.distributed = distributed
         self.rank, self.world = _distributed(distributed, group)
+        self._refuse_distributed_clusters()
         self.seed = seed
         self.max_frames = max_frames
         self.inference_mode = inference_mode
@@ -225,11 +311,18 @@ class RankMonitor:
         }
         if "frames" in self.poolings:
             self.conventions["max_frames"] = max_frames
+        if self.protocol is not None:
+            self.conventions["protocol"] = self.protocol["name"]
+            if self.protocol["overridden"]:
+                self.conventions["protocol_overridden"] = ",".join(
+                    sorted(self.protocol["overridden"]))
         self.checkpoint_format = checkpoint_format
         self.checkpoint_format.format(step=0)  # fail now on a bad format, not mid-training
-        pairs = [(metric, pooling) for metric in self.metrics for pooling in self.poolings]
+        # The collapse alarm watches a spectral value (a rank), never a cluster metric.
+        pairs = [(metric, pooling) for metric in self.spectral_metrics
+                 for pooling in self.poolings]
         prefixes = [metric_key(m, p, "").rsplit("/", 1)[0] for m, p in pairs]
-        self.alarm_on = prefixes[0] if alarm_on is None else alarm_on
+        self.alarm_on = (prefixes[0] if prefixes else "") if alarm_on is None else alarm_on
         if self.alarm_on and self.alarm_on not in prefixes:
             raise SpeechrankError(
                 f"alarm_on={self.alarm_on!r} is not measured; choose from {', '.join(prefixes)}")
@@ -274,7 +367,9 @@ class RankMonitor:
             max_audio_seconds=args["max_audio_seconds"], crop_seconds=args["crop_seconds"],
             batch_seconds=args["batch_seconds"], seed=self.seed, strict=args["strict"],
             rank=self.rank, world=self.world, name=args["name"])
-        quotas = frame_quotas([p.num_frames for p in self.heldout.planned], self.max_frames)
+        counts = [p.num_frames for p in self.heldout.planned]
+        self._frame_cap = sum(counts) if self.max_frames is None else self.max_frames
+        quotas = frame_quotas(counts, self._frame_cap)
         self._frame_quota = {p.utterance.uid: q
                              for p, q in zip(self.heldout.planned, quotas, strict=True)}
         self._model_ref = model
@@ -305,14 +400,33 @@ class RankMonitor:
         encoder = self._prepare(target) if self.heldout is None else self._encoder_for(target)
         # Looked up at every call: a monitor built before the process group shares from then on.
         self.rank, self.world = _distributed(self.distributed, self.group)
+        self._refuse_distributed_clusters()
         accumulators, bad_layers = self._accumulate(target, encoder)
+        checkpoint = self.checkpoint_format.format(step=step)
+        conventions = {**self.conventions, "num_utterances": accumulators.utterances}
         rows = metric_rows(
-            accumulators, self.metrics, model=self.run_name,
-            checkpoint=self.checkpoint_format.format(step=step), step=step,
-            dataset=self.heldout.spec,
-            extra_conventions={**self.conventions, "num_utterances": accumulators.utterances})
-        rows = [dataclasses.replace(row, value=math.nan,
-                                    conventions={**row.conventions, "non_finite_features": True})
+            accumulators, self.spectral_metrics, model=self.run_name, checkpoint=checkpoint,
+            step=step, dataset=self.heldout.spec,
+            extra_conventions=conventions) if self.spectral_metrics else []
+        rows = attach_convergence(rows, accumulators, self.spectral_metrics)  # issue 14
+        rows, _ = attach_dominance(rows, accumulators)  # issue 14
+        if self.cluster_metrics and accumulators.cluster is not None:
+            for layer in bad_layers:  # zeroed frames: nothing to cluster, the value is NaN
+                accumulators.cluster.pop(layer, None)
+            rows += cluster_metric_rows(
+                accumulators, self.cluster_metrics, n_clusters=self.n_clusters,
+                seed=self.seed, model=self.run_name, checkpoint=checkpoint, step=step,
+                dataset=self.heldout.spec, extra_conventions=conventions)
+            rows += [ResultRow(model=self.run_name, checkpoint=checkpoint, step=step,
+                               dataset=self.heldout.spec, layer=layer, pooling="frames",
+                               metric=name, value=math.nan, n_rows=0,
+                               dim=self.layer_dims[layer], conventions=dict(conventions))
+                     for layer in self.layers if layer in bad_layers
+                     for name in self.cluster_metrics]
+        rows = [dataclasses.replace(row, value=math.nan, conventions={
+                    **{k: v for k, v in row.conventions.items()
+                       if k not in ("convergence", "dominance")},
+                    "non_finite_features": True})
                 if row.layer in bad_layers else row for row in rows]
         values = {metric_key(r.metric, r.pooling, r.layer): float(r.value) for r in rows}
         alarms = self._check(step, values)
@@ -333,6 +447,11 @@ class RankMonitor:
                 "poolings": list(self.poolings), "metrics": list(self.metrics),
                 "heldout": self.heldout.describe() if self.heldout else None,
                 "conventions": dict(self.conventions),
+                "convergence": self.convergence and self.world == 1,
+                "clusters": {"n_clusters": self.n_clusters,
+                             "max_rows": self.cluster_max_rows} if self.cluster_metrics
+                else None,
+                "protocol": self.protocol,
                 "alarm": {"on": self.alarm_on, "min_rank": self.detector.min_rank,
                           "max_drop": self.detector.max_drop},
                 "distributed": {"rank": self.rank, "world": self.world}}
@@ -370,10 +489,22 @@ class RankMonitor:
         self._adapters = [(model, encoder), *self._adapters[:_KEPT_ADAPTERS - 1]]
         return encoder
 
+    def _refuse_distributed_clusters(self) -> None:
+        # As under torchrun in ``rank``: only the Gram states are summed across processes.
+        if self.world > 1 and self.cluster_metrics:
+            raise SpeechrankError(
+                f"{', '.join(self.cluster_metrics)} cannot be measured by a distributed "
+                "monitor yet (only Gram states are summed across processes); build it with "
+                "distributed=False to measure the whole held-out set in every process")
+
     def _accumulate(self, model: Any, encoder: SpeechEncoder
                     ) -> tuple[LayerAccumulators, set[str]]:
-        accumulators = LayerAccumulators(self.layer_dims, self.poolings,
-                                         frame_quota=self._frame_quota, seed=self.seed)
+        # issue 14: convergence only in one process (the prefix bins are not all-reduced)
+        accumulators = LayerAccumulators(
+            self.layer_dims, self.poolings, frame_quota=self._frame_quota, seed=self.seed,
+            cluster_rows=(self.cluster_max_rows or self._frame_cap)
+            if self.cluster_metrics else None,
+            convergence=self.convergence and self.world == 1)
         bad: set[str] = set()
         grad_mode = (torch.inference_mode() if self.inference_mode
                      and getattr(encoder, "inference_mode", True) else torch.no_grad())
@@ -434,6 +565,8 @@ class RankMonitor:
         checkpoint = self.checkpoint_format.format(step=step)
         key = f"{self.run_name}|{checkpoint}|monitor|{self.heldout.spec}"
         meta = {"source": "monitor", "step": step, "heldout": self.heldout.describe()}
+        if self.protocol is not None:
+            meta["protocol"] = self.protocol
         with self._store.unit(key, meta=meta) as unit:
             unit.add_rows(rows)
 

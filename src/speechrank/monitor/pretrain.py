@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from speechrank.errors import SpeechrankError
 from speechrank.monitor.core import RankMonitor
 from speechrank.progress import ProgressArg, as_progress
 
@@ -30,13 +31,20 @@ def pretrain_monitor(data: Any, *, max_utterances: int | None = PRETRAIN_MAX_UTT
 
     Args:
         data: the held-out set (a DATA spec, a Dataset, paths or waveforms).
-        max_utterances, max_audio_seconds: the held-out budget.
+        max_utterances, max_audio_seconds: the held-out budget. With a ``protocol`` these
+            pretraining defaults give way to the protocol's budget (10,000 utterances for
+            ``aldeneh2025``, an hour of audio for ``whetten2025``); other values still win.
         kwargs: any other :class:`RankMonitor` argument (``layers``, ``store``,
-            ``run_name`` ...).
+            ``run_name``, ``protocol`` ...).
     """
     kwargs.setdefault("checkpoint_format", "checkpoint-{step:06d}")
-    return RankMonitor(None, data, max_utterances=max_utterances,
-                       max_audio_seconds=max_audio_seconds, **kwargs)
+    budget: dict[str, Any] = {"max_utterances": max_utterances,
+                              "max_audio_seconds": max_audio_seconds}
+    if kwargs.get("protocol") is not None:
+        defaults = {"max_utterances": PRETRAIN_MAX_UTTERANCES,
+                    "max_audio_seconds": PRETRAIN_MAX_AUDIO_SECONDS}
+        budget = {k: v for k, v in budget.items() if v != defaults[k]}
+    return RankMonitor(None, data, **budget, **kwargs)
 
 
 def default_heldout(data: Any) -> str | None:
@@ -48,20 +56,26 @@ def default_heldout(data: Any) -> str | None:
 
 
 def pretrain_with_monitor(data: Any, out_dir: Any, *, monitor_data: Any = "auto",
+                          monitor_protocol: str | None = None,
                           progress: ProgressArg = None, **pretrain_options: Any
                           ) -> tuple[Any, RankMonitor | None]:
     """:func:`speechrank.pretrain.pretrain` as the ``pretrain`` command runs it: with the rank
     monitor on ``monitor_data`` (``"auto"``: :func:`default_heldout` of ``data``; ``"none"``
-    or ``None``: off). Returns the summary and the monitor (``None`` when off); what was
-    chosen is logged through ``progress``."""
+    or ``None``: off), following ``monitor_protocol`` when given (see
+    :func:`pretrain_monitor`). Returns the summary and the monitor (``None`` when off); what
+    was chosen is logged through ``progress``."""
     from speechrank.pretrain import pretrain
 
     report = as_progress(progress)
     heldout = default_heldout(data) if monitor_data == "auto" else monitor_data
     monitor = None
     if heldout is not None and not (isinstance(heldout, str) and heldout.lower() == "none"):
-        monitor = pretrain_monitor(heldout)
-        report.log(f"monitoring RankMe-t of every layer on {heldout}")
+        monitor = pretrain_monitor(heldout, protocol=monitor_protocol)
+        report.log(f"monitoring RankMe-t of every layer on {heldout}"
+                   + (f" ({monitor_protocol} protocol)" if monitor_protocol else ""))
+    elif monitor_protocol is not None:
+        raise SpeechrankError(f"the {monitor_protocol} protocol is for the rank monitor, "
+                              "which is off: give --monitor-data HELDOUT")
     elif monitor_data == "auto":
         report.log("no held-out set for the rank monitor: give --monitor-data HELDOUT")
     summary = pretrain(data, out_dir, progress=report, monitor=monitor, **pretrain_options)
