@@ -27,6 +27,7 @@ from typing import Any
 import jinja2
 
 from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate, load_rows
+from speechrank.analysis.flags import dominated, legend, not_converged
 from speechrank.analysis.progress import training_progress
 from speechrank.analysis.series import (
     Series,
@@ -320,7 +321,7 @@ def write_report(source: Any, out_dir: str | Path, *,
                         "everywhere.")
     if correlation.summary:
         _selection_sections(page, correlation)
-        _correlation_detail(page, correlation)
+        _correlation_detail(page, correlation, found)
     if monitor:
         _series_section(page, "monitor", "Rank during training (monitor)", monitor, found,
                         "Rows written by the training monitor on its held-out set.",
@@ -612,8 +613,35 @@ def _selection_cell(s: Selection | None, show_pick: bool) -> Td:
     return _cell(text, "num bad", title)
 
 
-def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
+def _flags(rows: Sequence[ResultRow]) -> tuple[str, str]:
+    """issue 14: ``*`` when any of ``rows`` is not converged in N, ``!`` when any is dominated
+    by one direction (:mod:`speechrank.analysis.flags`), and a hover text with the counts."""
+    unconverged = sum(not_converged(r) for r in rows)
+    dom = sum(dominated(r) for r in rows)
+    mark = ("*" if unconverged else "") + ("!" if dom else "")
+    parts = ([f"{unconverged} of {len(rows)} values not converged in N"] if unconverged
+             else []) + ([f"{dom} of {len(rows)} dominated by one direction"] if dom else [])
+    return mark, "; ".join(parts)
+
+
+def _flagged(td: Td, rows: Sequence[ResultRow]) -> Td:
+    """``td`` with the flags of the metric values behind it appended (text and title)."""
+    mark, why = _flags(rows)
+    if not mark:
+        return td
+    return dataclasses.replace(td, text=f"{td.text} {mark}",
+                               title="; ".join(filter(None, [td.title, why])))
+
+
+def _correlation_detail(page: _Page, report: CorrelationReport, found: SeriesSet) -> None:
     cols = pair_columns(report.pairs)
+    metric_by_key = {(s.key, s.variant): s for s in found.metric}
+
+    def layer_rows(pair: PairKey, layer: str) -> list[ResultRow]:
+        ms = metric_by_key.get(((pair.model, pair.metric, pair.pooling, pair.metric_dataset),
+                                pair.metric_variant))
+        return [] if ms is None else [r for (_, lay), r in ms.points.items() if lay == layer]
+
     page.section("correlations", "Correlations in detail",
                  f"Spearman ρ with its {report.settings.get('confidence', 0.95):.0%} percentile "
                  f"bootstrap interval ({report.settings.get('n_bootstrap')} resamples); hover "
@@ -623,10 +651,20 @@ def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
     grid: dict[PairKey, dict[str, Any]] = {}
     for c in report.within_layer:
         grid.setdefault(c.pair, {})[c.layer] = c
-    body = [[*_key_cells(p, cols), *[_corr_cell(grid.get(p, {}).get(x)) for x in layers]]
-            for p in report.pairs]
+    marks: list[str] = []
+    body = []
+    for p in report.pairs:
+        cells = []
+        for x in layers:
+            values = layer_rows(p, x)
+            marks.append(_flags(values)[0])
+            cells.append(_flagged(_corr_cell(grid.get(p, {}).get(x)), values))
+        body.append([*_key_cells(p, cols), *cells])
+    caption = legend(marks).replace("\n", "; ")
     page.add(Heading("Within each layer, across checkpoints"))
-    page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
+    page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body,
+                    caption + (" (among the metric's values in that layer; hover for counts)"
+                               if caption else "")))
 
     labels, order = _checkpoint_labels(report)
     grid = {}
@@ -663,7 +701,7 @@ def _correlation_detail(page: _Page, report: CorrelationReport) -> None:
         page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
 
 
-def _corr_cell(c: Any) -> str:
+def _corr_cell(c: Any) -> Td:
     if c is None:
         return _cell("·", "num na")
     return _rho_cell(c.spearman, c.spearman_low, c.spearman_high, c.spearman_p, c.n, c.reason)
@@ -696,10 +734,13 @@ def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series
                  "dim the embedding width. Conventions shared by every row of a series are "
                  "listed with their value; those that differ between rows only by name.")
     body = []
+    marks = []
     for s in [*found.metric, *found.score]:
         rows = s.rows
         constant, varying = _conventions_text(rows)
         kind = "monitor" if s in monitor else s.kind
+        mark, why = _flags(rows)
+        marks.append(mark)
         body.append([
             _cell(kind), _cell(_series_name(s)), _cell(str(len(rows)), "num"),
             _cell(str(len({c for c, _ in s.points})), "num"), _cell(str(len(s.layers())), "num"),
@@ -707,9 +748,11 @@ def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series
             _cell(_values_text(r.dim for r in rows), "num"),
             _cell(constant, code=True) if constant else _cell("–"),
             _cell(varying if varying else "–"),
+            _cell(f"{mark} ({why})" if mark else "–", "", why),
         ])
     page.add(_table(["kind", "series", "rows", "checkpoints", "layers", "n_rows", "dim",
-                     "conventions", "differ between rows"], body))
+                     "conventions", "differ between rows", "flags"], body,
+                    legend(marks).replace("\n", "; ")))
 
 
 def _settings_section(page: _Page, report: CorrelationReport, meta: Mapping[str, Any]) -> None:
