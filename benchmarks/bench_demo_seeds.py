@@ -63,6 +63,9 @@ def run_seed(seed: int, work: Path, threads: int) -> Path:
         "torch_threads": threads,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "stages": {k: round(v, 1) for k, v in summary.stages.items()},
+        # stages found finished in --work (a demo directory copied there): their times are
+        # not in "stages"
+        "reused": summary.reused,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "headline": [{"task": h["task"], "domain": h["domain"], "score": h["score"],

@@ -59,3 +59,15 @@ def write_tone(path: Path, seconds: float, sample_rate: int = 16_000, freq: floa
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, data.astype(np.float32), sample_rate, subtype=subtype)
     return path
+
+
+def write_csv_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    """A CSV manifest with one row per utterance (the columns of the first row)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

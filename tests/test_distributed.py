@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -18,6 +17,8 @@ from hypothesis import strategies as st
 
 from speechrank import distributed
 from speechrank.errors import SpeechrankError
+
+from .conftest import write_csv_manifest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # --standalone: a rendezvous on a free port (the default 29500 may be taken by another job)
@@ -120,12 +121,7 @@ def fsdd_manifest(tmp_path_factory, fsdd_root):
     rows = [{"path": str(fsdd_root / "recordings" / f"{d}_{spk}_{i}.wav"), "digit": str(d),
              "split": "test" if i < 1 else ("dev" if i < 2 else "train")}
             for d in range(3) for spk in ("george", "jackson", "theo") for i in range(6)]
-    manifest = root / "fsdd.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_csv_manifest(root / "fsdd.csv", rows)
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import sqlite3
@@ -17,7 +16,7 @@ from speechrank.errors import SpeechrankError
 from speechrank.store import ResultStore
 from speechrank.sweep import SweepConfig, find_checkpoints, sweep
 
-from .conftest import write_tone
+from .conftest import write_csv_manifest, write_tone
 
 
 def _manifest(root: Path) -> Path:
@@ -30,12 +29,7 @@ def _manifest(root: Path) -> Path:
         split = ("train", "train", "train", "train", "dev", "test")[i % 6]
         rows.append({"path": str(path.relative_to(root)), "pitch": label, "split": split,
                      "speaker": f"s{i % 3}"})
-    manifest = root / "data.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_csv_manifest(root / "data.csv", rows)
 
 
 @pytest.fixture(scope="module")

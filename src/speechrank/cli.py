@@ -317,6 +317,8 @@ def probe(
     seed: Annotated[int, typer.Option(help="Seeds drawn splits, caps and the CTC "
                                       "probe.")] = 0,
     strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
+    fit_workers: Annotated[int, typer.Option(min=1, help="Layers fitted at once in worker "
+                                             "processes (logistic probes).")] = 1,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -330,7 +332,7 @@ def probe(
     with RichProgress(enabled=not quiet and _is_main(job)) as progress:
         result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
                            use_cache=not no_cache, strict=strict, device=device,
-                           progress=progress)
+                           fit_workers=fit_workers, progress=progress)
     if not _leave_job(job):
         return
     info = result.info
@@ -377,6 +379,8 @@ def corpus(
                                                  "(as --snr-db), a number or LOW:HIGH "
                                                  "dB.")] = "clean",
     noise: Annotated[str, typer.Option(help="white or pink.")] = "white",
+    probe_splits: Annotated[str, typer.Option(help="TRAIN:DEV:TEST weights of the probe "
+                                              "clips (the demo uses 2:1:3).")] = "3:1:1",
     seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier corpus in OUT.")] = False,
     json_path: JsonOpt = None,
@@ -389,6 +393,11 @@ def corpus(
         options["snr_db"] = _parse_snr(snr_db)
     options["pretrain_snr_db"] = ("same" if pretrain_snr_db.strip().lower() == "same"
                                   else _parse_snr(pretrain_snr_db))
+    try:
+        options["probe_splits"] = tuple(int(part) for part in probe_splits.split(":"))
+    except ValueError as err:
+        raise SpeechrankError(f"--probe-splits: expected TRAIN:DEV:TEST integers, got "
+                              f"'{probe_splits}'") from err
     with RichProgress() as progress:
         summary = make_corpus(out, minutes=minutes, languages=tuple(languages.split(",")),
                               seed=seed, noise=noise, overwrite=overwrite, progress=progress,

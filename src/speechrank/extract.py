@@ -13,7 +13,10 @@ Everything that needs encoder features (``rank``, ``probe``, ``sweep``, the moni
   sees batches of exactly equal length;
 - the encoder runs in eval mode under ``torch.inference_mode`` (the adapter's job) and hands back
   the valid-frame lengths from its own convolution formula: padded frames never reach a
-  consumer, and no frame is repeated.
+  consumer, and no frame is repeated;
+- with a :class:`FrameMemo`, an utterance already encoded by the same model is replayed from
+  memory instead of being decoded and encoded again, so that several consumers of the same
+  audio (a sweep's rank data and its probes) share one forward pass.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from speechrank.audio.utterance import Utterance
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
 from speechrank.errors import AudioError, SpeechrankError
 from speechrank.options import DEFAULT_BATCH_SECONDS
+
+#: Default memory budget of a :class:`FrameMemo` (float32 frames of every kept layer).
+DEFAULT_MEMO_BYTES = 2 * 1024**3
 
 
 class SkipLog:
@@ -201,13 +207,110 @@ def load_planned(encoder: SpeechEncoder, item: PlannedUtterance,
     return wave
 
 
+_MemoKey = tuple[str, str, float | None, float | None, int]
+
+
+def _memo_key(item: PlannedUtterance) -> _MemoKey:
+    utt = item.utterance
+    return (utt.uid, utt.path, utt.start, utt.end, item.num_samples)
+
+
+class FrameMemo:
+    """The valid frames of utterances one model has already encoded, kept in memory.
+
+    A sweep measures several things on the same audio under the same checkpoint (the rank data
+    and the keyword, speaker and phone probes of the demo all read the same clips). Passed to
+    :func:`iter_encoded`, a memo stores each newly encoded utterance's valid frames (float32, on
+    the CPU) for the layers that pass asked for, and a later pass that needs only stored layers
+    of a stored utterance gets them back, re-padded into a batch, without decoding or encoding
+    the audio again. An utterance is identified by its uid, path, region and planned sample
+    count (which includes any crop), so a different crop is a different entry.
+
+    Replayed frames are those of the first pass, whose batch held other utterances than the
+    second pass's would: values agree with a fresh pass to float32 rounding (about 1e-7), not
+    bit for bit. A memo belongs to one model (:meth:`bind` refuses another) and holds at most
+    ``max_bytes`` of frames; past that, new utterances are encoded as usual and not stored
+    (counted in ``refused``). Written by hand because it sits between our own batching and our
+    encoder adapters; no library caches activations by utterance across consumers.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MEMO_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0  # utterances replayed
+        self.misses = 0  # utterances encoded while the memo was consulted
+        self.refused = 0  # encoded utterances not stored (budget)
+        self.replayed_seconds = 0.0
+        self._entries: dict[_MemoKey, dict[str, torch.Tensor]] = {}
+        self._owner: int | None = None
+
+    def bind(self, encoder: SpeechEncoder) -> None:
+        """Tie the memo to ``encoder`` on first use; another encoder is a programming error."""
+        if self._owner is None:
+            self._owner = id(encoder)
+        elif self._owner != id(encoder):
+            raise SpeechrankError("a FrameMemo holds one model's frames; use a new memo for "
+                                  "another model")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def has(self, item: PlannedUtterance, layers: Sequence[str]) -> bool:
+        stored = self._entries.get(_memo_key(item))
+        return stored is not None and all(layer in stored for layer in layers)
+
+    def store(self, batch: EncodedBatch, planned: Sequence[PlannedUtterance]) -> None:
+        """Keep the valid frames of every utterance of an encoded batch (within the budget)."""
+        lengths = batch.output.lengths.tolist()
+        for row, item in enumerate(planned):
+            key = _memo_key(item)
+            previous = self._entries.get(key, {})
+            added = {name: tensor[row, : lengths[row]].to("cpu", torch.float32).clone()
+                     for name, tensor in batch.output.layers.items() if name not in previous}
+            extra = sum(t.numel() * t.element_size() for t in added.values())
+            if not added:
+                continue
+            if self.bytes + extra > self.max_bytes:
+                self.refused += 1
+                continue
+            self._entries[key] = {**previous, **added}
+            self.bytes += extra
+
+    def replay(self, planned: Sequence[PlannedUtterance], layers: Sequence[str],
+               device: torch.device) -> EncodedBatch:
+        """A batch of stored utterances, zero-padded as the encoder would have returned it."""
+        stored = [self._entries[_memo_key(item)] for item in planned]
+        lengths = [int(entry[layers[0]].shape[0]) for entry in stored]
+        longest = max(lengths)
+        out: dict[str, torch.Tensor] = {}
+        for name in layers:
+            dim = stored[0][name].shape[1]
+            padded = torch.zeros(len(planned), longest, dim, dtype=torch.float32)
+            for row, entry in enumerate(stored):
+                padded[row, : lengths[row]] = entry[name]
+            out[name] = padded.to(device)
+        self.hits += len(planned)
+        samples = [item.num_samples for item in planned]
+        return EncodedBatch(
+            utterances=[item.utterance for item in planned],
+            output=EncoderOutput(layers=out,
+                                 lengths=torch.tensor(lengths, dtype=torch.long).to(device)),
+            num_samples=samples)
+
+    def describe(self) -> dict[str, Any]:
+        return {"utterances": len(self._entries), "bytes": self.bytes, "hits": self.hits,
+                "misses": self.misses, "refused": self.refused, "max_bytes": self.max_bytes}
+
+
 def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
                  layers: Sequence[str] | None = None,
                  batch_seconds: float = DEFAULT_BATCH_SECONDS,
                  max_seconds: float | None = None, strict: bool = False,
                  skips: SkipLog | None = None,
                  planned: Sequence[PlannedUtterance] | None = None,
-                 to_cpu: bool = True,
+                 to_cpu: bool = True, memo: FrameMemo | None = None,
                  progress: Callable[[float], Any] | None = None) -> Iterator[EncodedBatch]:
     """Encode ``utterances`` batch by batch, yielding float32 per-layer frames.
 
@@ -222,6 +325,9 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
         planned: the output of :func:`plan_utterances`, when the caller already has it.
         to_cpu: move the frames to the CPU (set False to keep them on the encoder's device,
             where the accumulators can consume them without a copy).
+        memo: a :class:`FrameMemo` of this encoder: utterances it holds (for every requested
+            layer) are replayed from it in batches of their own, the others are encoded and
+            stored in it.
         progress: called with the audio seconds of each finished batch (including skips'
             zero), for progress bars.
     """
@@ -232,7 +338,23 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
         planned = plan_utterances(encoder, utterances, max_seconds=max_seconds, strict=strict,
                                   skips=skips)
     layer_list = list(layers) if layers is not None else None
+    if memo is not None:
+        memo.bind(encoder)
+        wanted = layer_list if layer_list is not None else list(encoder.layer_names)
+        target = torch.device("cpu") if to_cpu else encoder.device
     for batch in group_by_length(planned, batch_seconds, encoder.sample_rate):
+        if memo is not None:
+            replayed = [item for item in batch if memo.has(item, wanted)]
+            if replayed:
+                batch = [item for item in batch if not memo.has(item, wanted)]
+                yield memo.replay(replayed, wanted, target)
+                seconds = sum(item.num_samples for item in replayed) / encoder.sample_rate
+                memo.replayed_seconds += seconds
+                if progress is not None:
+                    progress(seconds)
+            if not batch:
+                continue
+            memo.misses += len(batch)
         loaded: list[tuple[PlannedUtterance, np.ndarray]] = []
         for item in batch:
             try:
@@ -245,7 +367,10 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
         for group in groups:
             if not group:
                 continue
-            yield _encode_group(encoder, group, layer_list, to_cpu)
+            encoded = _encode_group(encoder, group, layer_list, to_cpu)
+            if memo is not None:
+                memo.store(encoded, [item for item, _ in group])
+            yield encoded
         if progress is not None:
             progress(sum(len(wave) for _, wave in loaded) / encoder.sample_rate)
 

@@ -43,7 +43,7 @@ from speechrank.audio.utterance import Dataset
 from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import PlannedUtterance, SkipLog, iter_encoded, plan_utterances
+from speechrank.extract import FrameMemo, PlannedUtterance, SkipLog, iter_encoded, plan_utterances
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
 from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES, DEFAULT_N_CLUSTERS
 from speechrank.options import (
@@ -96,6 +96,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
              n_clusters: int = DEFAULT_N_CLUSTERS, convergence: bool = True,
              cluster_max_rows: int | None = None, total_seconds: float | None = None,
              uncapped_frames: bool = False, protocol: str | None = None,
+             memo: FrameMemo | None = None,
              progress: ProgressArg = None, **option_fields: Any) -> RankResult:
     """Label-free metrics for every requested layer and pooling in one encoder pass.
 
@@ -124,6 +125,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         protocol: a preset of :mod:`speechrank.protocols` (``aldeneh2025``,
             ``whetten2025``); it fills every option left at its default here, explicit ones
             win, and both are recorded (``info["protocol"]``, ``conventions["protocol"]``).
+        memo: a :class:`~speechrank.extract.FrameMemo` of this encoder, shared with other
+            passes over the same audio (a sweep's probes).
         progress: a :class:`~speechrank.progress.Progress`; stage ``encode`` in seconds of
             audio.
     """
@@ -223,7 +226,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     for batch in iter_encoded(encoder, dataset.utterances, layers=chosen_layers,
                               batch_seconds=opts.batch_seconds, max_seconds=max_seconds,
                               strict=strict, skips=skips, planned=mine,
-                              to_cpu=encoder.device.type == "cpu",
+                              to_cpu=encoder.device.type == "cpu", memo=memo,
                               progress=lambda seconds: report.advance("encode", seconds)):
         accumulators.update(batch)
         audio_seconds += batch.audio_seconds / encoder.sample_rate

@@ -28,6 +28,12 @@ The sweep is described by a TOML file::
     [options]
     seed = 0
     batch_seconds = 32.0
+    memo_gb = 2.0               # frames kept per checkpoint for reuse (0: encode every pass)
+    fit_workers = 1             # probe layers fitted at once in worker processes
+
+Within a checkpoint, every audio file is decoded and encoded once: the units run in order
+(rank first) and share a :class:`~speechrank.extract.FrameMemo`, so a probe on the rank data's
+audio (or on another probe's) replays the frames the earlier pass computed (issue 11, item 5).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speechrank.errors import SpeechrankError
+from speechrank.extract import DEFAULT_MEMO_BYTES, FrameMemo
 from speechrank.options import DEFAULT_BATCH_SECONDS, RunOptions
 from speechrank.progress import Progress, ProgressArg, as_progress
 
@@ -81,9 +88,10 @@ def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
     ``c_grid`` replaces the logistic probe's grid of inverse L2 strengths and ``max_iter`` its
     lbfgs iteration cap (a fit that hits it is recorded as not converged); ``max_frames`` and
     ``max_audio_seconds`` cap the train split of frame and CTC probes (dev and test get
-    half as much each). Returns ``None`` when there are no options (the default recipe).
+    half as much each), or, as a table ``{train = .., dev = .., test = ..}``, each split.
+    Returns ``None`` when there are no options (the default recipe).
     """
-    from speechrank.probes.config import default_config
+    from speechrank.probes.config import SPLITS, default_config
 
     if not options:
         return None
@@ -103,9 +111,17 @@ def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
         if key in options:
             if not hasattr(config, key):
                 raise SpeechrankError(f"probe option {key} does not apply to a {kind} probe")
-            train = options[key]
-            half = train / 2 if isinstance(train, float) else train // 2
-            changes[key] = {"train": train, "dev": half, "test": half}
+            value = options[key]
+            if isinstance(value, dict):
+                if set(value) != set(SPLITS) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                        for v in value.values()):
+                    raise SpeechrankError(f"probe option {key}: a table needs positive train, "
+                                          f"dev and test values, got {value!r}")
+                changes[key] = {name: value[name] for name in SPLITS}
+                continue
+            half = value / 2 if isinstance(value, float) else value // 2
+            changes[key] = {"train": value, "dev": half, "test": half}
     return dataclasses.replace(config, **changes)
 
 
@@ -120,6 +136,8 @@ class SweepConfig:
     batch_seconds: float = DEFAULT_BATCH_SECONDS
     max_seconds: float | None = None
     cache_dir: str | None = None
+    memo_gb: float = DEFAULT_MEMO_BYTES / 1024**3
+    fit_workers: int = 1
 
     def run_options(self) -> RunOptions:
         """The ``[options]`` section as the shared :class:`~speechrank.options.RunOptions`
@@ -174,6 +192,18 @@ class SweepConfig:
                                     data=_resolve_data(str(entry["data"]), base), domain=domain,
                                     options=options))
         options = dict(raw.get("options", {}))
+        unknown_options = set(options) - {"seed", "batch_seconds", "max_seconds", "cache_dir",
+                                          "memo_gb", "fit_workers"}
+        if unknown_options:
+            raise SpeechrankError(f"sweep config [options]: unknown key(s) "
+                                  f"{sorted(unknown_options)}")
+        memo_gb = float(options.get("memo_gb", DEFAULT_MEMO_BYTES / 1024**3))
+        if not memo_gb >= 0:
+            raise SpeechrankError(f"sweep config [options]: memo_gb must be >= 0, got {memo_gb}")
+        fit_workers = options.get("fit_workers", 1)
+        if isinstance(fit_workers, bool) or not isinstance(fit_workers, int) or fit_workers < 1:
+            raise SpeechrankError(f"sweep config [options]: fit_workers must be an integer >= 1, "
+                                  f"got {fit_workers!r}")
         if rank_data is None and not probes:
             raise SpeechrankError("sweep config names neither [rank] data nor any [[probe]]")
         return cls(rank_data=_resolve_data(rank_data, base) if rank_data else None,
@@ -181,7 +211,8 @@ class SweepConfig:
                    seed=int(options.get("seed", 0)),
                    batch_seconds=float(options.get("batch_seconds", DEFAULT_BATCH_SECONDS)),
                    max_seconds=options.get("max_seconds"),
-                   cache_dir=options.get("cache_dir"))
+                   cache_dir=options.get("cache_dir"), memo_gb=memo_gb,
+                   fit_workers=fit_workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -327,15 +358,21 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
             say(f"{checkpoint.name}: all {len(units)} units already in the store")
             continue
         encoder = load_encoder(checkpoint.path, device=device)
+        memo = FrameMemo(int(cfg.memo_gb * 1024**3)) if cfg.memo_gb > 0 else None
         for unit in todo:
             unit_started = time.perf_counter()
-            rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=report)
+            rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=report,
+                                              memo=memo)
             _merge_counts(skipped, unit_skipped)
             commit_unit(store, unit, rows)
             done += 1
             rows_written += len(rows)
             say(f"{checkpoint.name} (step {checkpoint.step}): {unit.key.split('|', 2)[2]} "
                 f"-> {len(rows)} rows in {time.perf_counter() - unit_started:.1f} s")
+        if memo is not None and memo.hits:
+            say(f"{checkpoint.name}: {memo.misses} utterances encoded, {memo.hits} replayed "
+                f"from memory ({memo.replayed_seconds:.0f} s of audio not encoded again)")
+        del memo
     store.close()
     return SweepSummary(store=str(store_path), checkpoints=len(checkpoints), units_done=done,
                         units_reused=reused, rows_written=rows_written,
@@ -371,11 +408,14 @@ def plan_units(checkpoints: Sequence[Checkpoint], cfg: SweepConfig, run: str) ->
 
 
 def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
-                 progress: ProgressArg = None) -> tuple[list[Any], dict[str, int]]:
+                 progress: ProgressArg = None, memo: FrameMemo | None = None
+                 ) -> tuple[list[Any], dict[str, int]]:
     """The rows of one unit (``model`` set to the run) and its skipped files by reason.
 
     The one computation of a unit, called by the serial sweep and by the Ray task alike, so
-    both write the same rows. ``encoder`` is the unit's checkpoint, already loaded.
+    both write the same rows (to float32 rounding where a ``memo`` replays frames).
+    ``encoder`` is the unit's checkpoint, already loaded; ``memo`` holds frames earlier units
+    of the same checkpoint computed.
     """
     from speechrank.probes import run_probe
     from speechrank.rank import run_rank
@@ -384,10 +424,11 @@ def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
     skipped: dict[str, int] = {}
     if unit.kind == "rank":
         rows = _rank_unit(run_rank, encoder, cfg=cfg, checkpoint=unit.checkpoint,
-                          skipped=skipped, progress=report)
+                          skipped=skipped, progress=report, memo=memo)
     elif unit.probe is not None:
         rows = _probe_unit(run_probe, encoder, cfg=cfg, probe=unit.probe,
-                           checkpoint=unit.checkpoint, skipped=skipped, progress=report)
+                           checkpoint=unit.checkpoint, skipped=skipped, progress=report,
+                           memo=memo)
     else:
         raise SpeechrankError(f"sweep unit {unit.key}: a probe unit without its probe")
     return [dataclasses.replace(row, model=run) for row in rows], skipped
@@ -411,8 +452,8 @@ def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:
 
 
 def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
-               checkpoint: Checkpoint, skipped: dict[str, int], progress: Progress
-               ) -> list[Any]:
+               checkpoint: Checkpoint, skipped: dict[str, int], progress: Progress,
+               memo: FrameMemo | None) -> list[Any]:
     options = dict(cfg.rank_options)
     result = run_rank(
         encoder, cfg.rank_data, RunOptions.from_mapping(options, base=cfg.run_options()),
@@ -420,21 +461,22 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
         metrics=options.get("metrics"), checkpoint=checkpoint.name, step=checkpoint.step,
         n_clusters=int(options.get("n_clusters", 1024)),  # issue 14
         protocol=options.get("protocol"), total_seconds=options.get("total_seconds"),
-        progress=progress)
+        memo=memo, progress=progress)
     _count_skips(skipped, result.info["skipped"])
     return result.rows
 
 
 def _probe_unit(run_probe: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
                 probe: ProbeSpec, checkpoint: Checkpoint, skipped: dict[str, int],
-                progress: Progress) -> list[Any]:
+                progress: Progress, memo: FrameMemo | None) -> list[Any]:
     from speechrank.audio import load_dataset
     from speechrank.probes import resolve_task
 
     dataset = load_dataset(probe.data)
     config = probe_recipe(resolve_task(probe.task, dataset).kind, dict(probe.options))
     result = run_probe(encoder, dataset, probe.task, cfg.run_options(), config=config,
-                       cache_dir=cfg.cache_dir, progress=progress)
+                       cache_dir=cfg.cache_dir, memo=memo, fit_workers=cfg.fit_workers,
+                       progress=progress)
     _count_skips(skipped, result.info.get("skipped", []))
     return [dataclasses.replace(row, checkpoint=checkpoint.name,
                                 step=checkpoint.step, task=probe.name, domain=probe.domain,

@@ -32,10 +32,12 @@ learnt about speech, not about particular voices. The main language is ``languag
 (English by default); the others become ``ood_XX.jsonl``.
 
 Within a closed-set group every speaker has at least three keyword clips, dealt to train, dev
-and test, so each speaker is in every split; further clips of each kind follow a 3:1:1
-train/dev/test pattern rotated by the speaker's index, so that the splits keep those
-proportions for sentences and keywords alike. Keywords are dealt to the keyword slots of each
-split from a reshuffled deck, so every split holds every keyword about equally often.
+and test, so each speaker is in every split; further clips of each kind follow a
+train/dev/test pattern (``probe_splits``, 3:1:1 by default) rotated by the speaker's index,
+so that the splits keep those proportions for sentences and keywords alike. The demo uses
+2:1:3, so that its test scores rest on enough clips to show a gain above their noise.
+Keywords are dealt to the keyword slots of each split from a reshuffled deck, so every split
+holds every keyword about equally often.
 
 Sizes: ``minutes`` is a target for the total audio (the estimate is made from word counts
 before synthesis; the summary reports what was made). It is shared out as 35 % pretrain,
@@ -133,6 +135,40 @@ ProgressArg = Union[bool, None, Progress, Callable[["CorpusProgress"], None]]  #
 
 _FIRST_SPLITS = ("train", "dev", "test")
 _SPLIT_PATTERN = ("train", "train", "dev", "train", "test")
+#: Default train:dev:test weights of the closed-set clips after each speaker's first three.
+DEFAULT_PROBE_SPLITS: tuple[int, int, int] = (3, 1, 1)
+
+
+def split_pattern(weights: tuple[int, int, int]) -> tuple[str, ...]:
+    """The repeating train/dev/test pattern for ``weights`` (train:dev:test).
+
+    3:1:1 is the historical ``train, train, dev, train, test``; any other weights are
+    interleaved smoothly: at each position, the split furthest below its share so far
+    (ties in train, dev, test order).
+    """
+    if tuple(weights) == DEFAULT_PROBE_SPLITS:
+        return _SPLIT_PATTERN
+    total = sum(weights)
+    taken = [0, 0, 0]
+    pattern = []
+    for position in range(1, total + 1):
+        deficits = [w * position / total - taken[i] for i, w in enumerate(weights)]
+        chosen = max(range(3), key=lambda i: (deficits[i], -i))
+        taken[chosen] += 1
+        pattern.append(_FIRST_SPLITS[chosen])
+    return tuple(pattern)
+
+
+def _check_probe_splits(weights: Any) -> tuple[int, int, int]:
+    try:
+        values = tuple(weights)
+    except TypeError:
+        values = ()
+    if (len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                or v < 1 for v in values)):
+        raise SpeechrankError(f"probe_splits must be three positive integers "
+                              f"(train:dev:test), got {weights!r}")
+    return (int(values[0]), int(values[1]), int(values[2]))
 _SHARES_WITH_OOD = {"pretrain": 0.35, "probe": 0.45, "test_unseen": 0.08, "ood": 0.12}
 _SHARES_MAIN_ONLY = {"pretrain": 0.40, "probe": 0.50, "test_unseen": 0.10, "ood": 0.0}
 _KEYWORD_SHARE = {"pretrain": 0.15, "probe": 0.6, "test_unseen": 0.6, "ood": 0.6}
@@ -371,9 +407,10 @@ def _slots(group: _Group, rng: np.random.Generator) -> list[tuple[int, str, str 
     return slots
 
 
-def _splits(group: _Group, slots: list[tuple[int, str, str | None]]) -> list[str]:
+def _splits(group: _Group, slots: list[tuple[int, str, str | None]],
+            pattern: tuple[str, ...] = _SPLIT_PATTERN) -> list[str]:
     """Split of every slot: a speaker's first three keyword clips go to train, dev and test;
-    later clips of each kind follow a 3:1:1 pattern rotated by the speaker's index."""
+    later clips of each kind follow ``pattern`` rotated by the speaker's index."""
     if not group.closed_set:
         return [group.name] * len(slots)
     seen: Counter[tuple[int, str]] = Counter()
@@ -385,7 +422,7 @@ def _splits(group: _Group, slots: list[tuple[int, str, str | None]]) -> list[str
             splits.append(_FIRST_SPLITS[i])
         else:
             start = len(_FIRST_SPLITS) if kind == "keyword" else 0
-            splits.append(_SPLIT_PATTERN[(i - start + speaker) % len(_SPLIT_PATTERN)])
+            splits.append(pattern[(i - start + speaker) % len(pattern)])
     return splits
 
 
@@ -430,6 +467,7 @@ def plan_corpus(
     noise: str = "white",
     probe_speakers: int | None = None,
     pretrain_snr_db: SnrSetting | Literal["same"] = None,
+    probe_splits: tuple[int, int, int] = DEFAULT_PROBE_SPLITS,
 ) -> CorpusPlan:
     """Decide every clip of the corpus (no audio is made); see the module docstring."""
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
@@ -446,6 +484,7 @@ def plan_corpus(
     ):  # fmt: skip
         raise SpeechrankError(f"probe_speakers must be an integer >= 2, got {probe_speakers!r}")
     langs = _check_languages(languages)
+    pattern = split_pattern(_check_probe_splits(probe_splits))
     snr = _check_snr(snr_db)
     pretrain_snr = snr if pretrain_snr_db == "same" else _check_snr(pretrain_snr_db)
     seed = int(seed)
@@ -453,7 +492,7 @@ def plan_corpus(
     jobs: list[Job] = []
     for group in groups:
         slots = _slots(group, np.random.default_rng([seed, _SEED_TEXT, group.code]))
-        splits = _splits(group, slots)
+        splits = _splits(group, slots, pattern)
         keywords = _deal_keywords(group, seed, slots, splits)
         for j, ((s, kind, text), split, keyword) in enumerate(
             zip(slots, splits, keywords, strict=True)
@@ -692,6 +731,7 @@ def make_corpus(
     noise: str = "white",
     probe_speakers: int | None = None,
     pretrain_snr_db: SnrSetting | Literal["same"] = None,
+    probe_splits: tuple[int, int, int] = DEFAULT_PROBE_SPLITS,
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressArg = True,
@@ -704,7 +744,8 @@ def make_corpus(
     ``noise`` is ``white`` or ``pink``. ``pretrain_snr_db`` sets the pretraining clips'
     noise apart: ``None`` (the default) renders them clean, for the default pretraining
     recipe, which adds its own noise to the encoder's input and takes its targets from the
-    clean audio; ``"same"`` uses ``snr_db`` (what speechrank 0.1 did). ``workers``
+    clean audio; ``"same"`` uses ``snr_db`` (what speechrank 0.1 did). ``probe_splits``
+    weighs train:dev:test of the closed-set clips (see the module docstring). ``workers``
     processes render clips (default: 1 for small corpora, else up to 2). ``overwrite``
     replaces an earlier corpus in ``out`` (never a directory that holds something else).
     ``progress`` is ``True`` (a line on stderr every 10 %), ``False``/``None``, a
@@ -719,6 +760,7 @@ def make_corpus(
         noise=noise,
         probe_speakers=probe_speakers,
         pretrain_snr_db=pretrain_snr_db,
+        probe_splits=probe_splits,
     )
     if workers is None:
         workers = 1 if float(minutes) < 3 else max(1, min(2, os.cpu_count() or 1))
@@ -747,6 +789,7 @@ def make_corpus(
         "pretrain_snr": _check_snr(snr_db) if pretrain_snr_db == "same"
         else _check_snr(pretrain_snr_db),
         "noise": noise,
+        "probe_splits": _check_probe_splits(probe_splits),
     }
     try:
         version = espeak_version()
@@ -841,6 +884,7 @@ def _write_outputs(
             "main_language": languages[0],
             "snr_db": summary.to_dict()["snr_db"],
             "pretrain_snr_db": _snr_json(settings["pretrain_snr"]),
+            "probe_splits": list(settings["probe_splits"]),
             "noise": summary.noise,
             "sample_rate": SAMPLE_RATE,
             "keyword_frame_s": KEYWORD_FRAME_S,

@@ -32,7 +32,13 @@ from speechrank.audio.synthetic_espeak import phonemize
 from speechrank.audio.utterance import Dataset
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import PlannedUtterance, SkipLog, plan_utterances, select_within_seconds
+from speechrank.extract import (
+    FrameMemo,
+    PlannedUtterance,
+    SkipLog,
+    plan_utterances,
+    select_within_seconds,
+)
 from speechrank.options import RunOptions, TaskKind
 from speechrank.probes.alignment import phone_frame_labels
 from speechrank.probes.config import (
@@ -50,8 +56,8 @@ from speechrank.probes.tasks import TaskSpec
 from speechrank.progress import Progress
 from speechrank.results import ResultRow
 
-__all__ = ["DRIVERS", "CTCProbe", "FrameProbe", "ProbeContext", "ProbeDriver", "UtteranceProbe",
-           "check_splits"]
+__all__ = ["DRIVERS", "CTCProbe", "FrameProbe", "LogisticDriver", "LogisticProblem",
+           "ProbeContext", "ProbeDriver", "UtteranceProbe", "check_splits"]
 
 
 @dataclasses.dataclass
@@ -68,6 +74,7 @@ class ProbeContext:
     progress: Progress
     base_row: dict[str, Any]  # model, checkpoint, step, dataset, domain
     common: dict[str, Any]  # conventions every row records
+    memo: FrameMemo | None = None  # frames another pass of this encoder already computed
 
     def split_of(self) -> dict[str, str]:
         return {u.uid: str(u.split) for u in self.dataset.utterances}
@@ -77,7 +84,7 @@ class ProbeContext:
         return extract_features(
             self.encoder, utterances, layers, cache_dir=self.cache_dir,
             batch_seconds=self.options.batch_seconds, max_seconds=self.options.crop_seconds,
-            strict=self.strict,
+            strict=self.strict, memo=self.memo,
             on_plan=lambda seconds: self.progress.start("encode", seconds, "s audio"),
             progress=lambda seconds: self.progress.advance("encode", seconds), **kwargs)
 
@@ -157,6 +164,36 @@ def _logistic_fit_info(fit: Any, config: Any) -> dict[str, Any]:
             "converged_per_c": list(fit.converged)}
 
 
+@dataclasses.dataclass
+class LogisticProblem:
+    """One layer's logistic probe, ready to fit: the split arrays plus what its rows need
+    (``clusters[split]``: the utterance of every example, for clustered standard errors)."""
+
+    layer: str
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    clusters: dict[str, np.ndarray | None]
+
+
+class LogisticDriver(ProbeDriver):
+    """A driver whose fit is :func:`fit_logistic_probe` on arrays: :meth:`layer_problem`
+    builds them, :meth:`layer_rows` turns the fit into rows, so that
+    :func:`speechrank.probes.run.run_probe` may fit several layers in worker processes."""
+
+    def layer_problem(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
+                      ) -> LogisticProblem:
+        raise NotImplementedError
+
+    def layer_rows(self, ctx: ProbeContext, problem: LogisticProblem, fit: Any
+                   ) -> tuple[list[ResultRow], dict[str, Any]]:
+        raise NotImplementedError
+
+    def fit_layer(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
+                  ) -> tuple[list[ResultRow], dict[str, Any]]:
+        problem = self.layer_problem(ctx, entry, layer)
+        return self.layer_rows(ctx, problem,
+                               fit_logistic_probe(problem.splits, self.config.logistic))
+
+
 def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, str],
                 scores: dict[str, dict[str, float]], n_rows: dict[str, int], dim: int,
                 conventions: dict[str, Any],
@@ -175,7 +212,7 @@ def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, 
             for name in SPLITS for metric, key in metrics.items()]
 
 
-class UtteranceProbe(ProbeDriver):
+class UtteranceProbe(LogisticDriver):
     """Logistic regression on one pooled vector per utterance."""
 
     kind = "utterance"
@@ -188,8 +225,8 @@ class UtteranceProbe(ProbeDriver):
                         if self.split_of[u.uid] == "train"], ctx.task, ctx.dataset)
         return ctx.extract(ctx.dataset.utterances, layers)
 
-    def fit_layer(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
-                  ) -> tuple[list[ResultRow], dict[str, Any]]:
+    def layer_problem(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
+                      ) -> LogisticProblem:
         pooled = entry.load_pooled(layer)
         features = pooled.pooled(self.config.pooling)
         splits_idx = {name: np.array([i for i, uid in enumerate(pooled.uids)
@@ -212,12 +249,16 @@ class UtteranceProbe(ProbeDriver):
                 "chance": {name: chance_levels(train, labels[idx])
                            for name, idx in splits_idx.items()},
             }
+        return LogisticProblem(
+            layer, {name: (features[idx], labels[idx]) for name, idx in splits_idx.items()},
+            {name: None for name in SPLITS})
+
+    def layer_rows(self, ctx: ProbeContext, problem: LogisticProblem, fit: Any
+                   ) -> tuple[list[ResultRow], dict[str, Any]]:
         logistic = self.config.logistic
-        fit = fit_logistic_probe(
-            {name: (features[idx], labels[idx]) for name, idx in splits_idx.items()}, logistic)
         conventions = _logistic_row_conventions(
             fit, logistic, {**ctx.common, "pooling_over": "valid frames"})
-        rows = _split_rows(ctx, layer, self.config.pooling,
+        rows = _split_rows(ctx, problem.layer, self.config.pooling,
                            {metric: metric for metric in ctx.task.metrics}, fit.scores,
                            fit.n_rows, fit.dim, conventions,
                            {name: clustered_accuracy_se(fit.correct[name]) for name in SPLITS})
@@ -241,7 +282,7 @@ def _frame_labels(frames: FrameFeatures, phones_of: dict[str, Any], frame_rate: 
     return labels.astype(str)
 
 
-class FrameProbe(ProbeDriver):
+class FrameProbe(LogisticDriver):
     """Logistic regression on single frames labelled with the phone at their centre time."""
 
     kind = "frames"
@@ -261,12 +302,13 @@ class FrameProbe(ProbeDriver):
         utterances = [p.utterance for p in chosen]
         self.phones_of = {u.uid: u.labels[ctx.task.label] for u in utterances}
         self._labels_for: dict[tuple[bytes, bytes], np.ndarray] = {}
+
         return ctx.extract(utterances, layers, frame_plan=FramePlan(quotas=quotas,
                                                                     seed=ctx.options.seed),
                            planned=chosen)
 
-    def fit_layer(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
-                  ) -> tuple[list[ResultRow], dict[str, Any]]:
+    def layer_problem(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
+                      ) -> LogisticProblem:
         frames = entry.load_frames(layer)
         key = (frames.utt.tobytes(), frames.frame.tobytes())
         if key not in self._labels_for:  # the same rows for every layer of one extraction
@@ -290,18 +332,22 @@ class FrameProbe(ProbeDriver):
                 "chance": {name: chance_levels(labels[splits_idx["train"]], labels[idx])
                            for name, idx in splits_idx.items()},
             }
+        return LogisticProblem(
+            layer, {name: (frames.features[idx], labels[idx])
+                    for name, idx in splits_idx.items()},
+            {name: frames.utt[idx] for name, idx in splits_idx.items()})
+
+    def layer_rows(self, ctx: ProbeContext, problem: LogisticProblem, fit: Any
+                   ) -> tuple[list[ResultRow], dict[str, Any]]:
         logistic = self.config.logistic
-        fit = fit_logistic_probe(
-            {name: (frames.features[idx], labels[idx]) for name, idx in splits_idx.items()},
-            logistic)
         conventions = _logistic_row_conventions(fit, logistic, {
             **ctx.common, "max_frames": dict(self.config.max_frames),
             "max_audio_seconds": dict(self.config.max_audio_seconds),
             "frame_time": "centre (i + 0.5) / frame_rate", "silence_label":
                 self.config.silence_label})
-        se = {name: clustered_accuracy_se(fit.correct[name], frames.utt[splits_idx[name]])
+        se = {name: clustered_accuracy_se(fit.correct[name], problem.clusters[name])
               for name in SPLITS}  # frames of one utterance are not independent
-        rows = _split_rows(ctx, layer, "frames", {"frame_accuracy": "accuracy"}, fit.scores,
+        rows = _split_rows(ctx, problem.layer, "frames", {"frame_accuracy": "accuracy"}, fit.scores,
                            fit.n_rows, fit.dim, conventions, se)
         return rows, _logistic_fit_info(fit, logistic)
 

@@ -56,6 +56,7 @@ from speechrank.errors import AudioError, SpeechrankError
 from speechrank.extract import (
     DEFAULT_BATCH_SECONDS,
     EncodedBatch,
+    FrameMemo,
     PlannedUtterance,
     SkipLog,
     iter_encoded,
@@ -340,7 +341,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                      planned: Sequence[PlannedUtterance] | None = None,
                      batch_seconds: float = DEFAULT_BATCH_SECONDS,
                      max_seconds: float | None = None, strict: bool = False,
-                     content_hash: bool = False,
+                     content_hash: bool = False, memo: FrameMemo | None = None,
                      on_plan: Callable[[float], Any] | None = None,
                      progress: Callable[[float], Any] | None = None) -> FeatureEntry:
     """Make sure ``layers`` of ``utterances`` are in the cache; run the encoder only for the
@@ -356,6 +357,8 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
             caller already has it.
         batch_seconds, max_seconds, strict: as :func:`speechrank.extract.iter_encoded`.
         content_hash: fingerprint files by content instead of size and modification time.
+        memo: a :class:`~speechrank.extract.FrameMemo` of this encoder: a miss replays the
+            utterances another pass of the same model already encoded.
         on_plan: called with the total audio seconds to encode (only on a miss).
         progress: called with the audio seconds of each finished batch (only on a miss).
 
@@ -421,7 +424,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                                   batch_seconds=batch_seconds, max_seconds=max_seconds,
                                   strict=strict, skips=skips,
                                   planned=distributed.shard(planned),  # issue 12 hook
-                                  progress=progress):
+                                  memo=memo, progress=progress):
             lengths = batch.output.lengths.cpu().numpy().astype(np.int64)
             rows = np.array([position[u.uid] for u in batch.utterances], dtype=np.int64)
             if frame_plan is None:

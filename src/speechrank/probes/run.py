@@ -21,7 +21,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from speechrank.audio.utterance import Dataset
 from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import SkipLog
+from speechrank.extract import FrameMemo, SkipLog
 from speechrank.options import RunOptions, resolve_options
 from speechrank.probes.config import (
     SPLITS,
@@ -46,8 +46,15 @@ from speechrank.probes.config import (
     config_dict,
     default_config,
 )
-from speechrank.probes.drivers import DRIVERS, ProbeContext, check_splits
+from speechrank.probes.drivers import (
+    DRIVERS,
+    LogisticDriver,
+    ProbeContext,
+    ProbeDriver,
+    check_splits,
+)
 from speechrank.probes.features import resolve_cache_dir
+from speechrank.probes.linear import fit_logistic_probes
 from speechrank.probes.tasks import resolve_task
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.results import ResultRow
@@ -84,6 +91,24 @@ def _versions() -> dict[str, str]:
             "scikit-learn": sklearn.__version__}
 
 
+def _fit_layers(driver: ProbeDriver, ctx: ProbeContext, entry: Any, layers: Sequence[str],
+                workers: int) -> Iterator[tuple[str, tuple[list[ResultRow], dict[str, Any]]]]:
+    """``(layer, (rows, fit info))`` for every layer in order; logistic drivers fit
+    ``workers`` layers at a time in worker processes (their arrays are built here, so the
+    first one fills the driver's summary and checks the splits as in a serial run)."""
+    if workers <= 1 or not isinstance(driver, LogisticDriver) or len(layers) <= 1:
+        for layer in layers:
+            yield layer, driver.fit_layer(ctx, entry, layer)
+        return
+    for start in range(0, len(layers), workers):  # at most `workers` layers' arrays in memory
+        problems = [driver.layer_problem(ctx, entry, layer)
+                    for layer in layers[start:start + workers]]
+        fits = fit_logistic_probes([p.splits for p in problems], driver.config.logistic,
+                                   workers=workers)
+        for problem, fit in zip(problems, fits, strict=True):
+            yield problem.layer, driver.layer_rows(ctx, problem, fit)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
@@ -92,6 +117,7 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
               cache_dir: str | Path | None = None, use_cache: bool = True,
               strict: bool = False, device: str = "cpu", config: ProbeConfig | None = None,
               checkpoint: str | None = None, step: int | None = None,
+              memo: FrameMemo | None = None, fit_workers: int = 1,
               progress: ProgressArg = None, **option_fields: Any) -> ProbeResult:
     """Probe every requested layer of ``model`` on ``data`` for ``task``.
 
@@ -116,6 +142,11 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
             :class:`CTCProbeConfig` runs the CTC probe on transcripts even where time-aligned
             phones exist (the synthetic corpus has both).
         checkpoint, step: recorded in every row (defaults: the model name, no step).
+        memo: a :class:`~speechrank.extract.FrameMemo` of this encoder, shared with other
+            passes over the same audio (a sweep's rank data and other probes).
+        fit_workers: logistic probes (utterance and frame tasks) fit this many layers at once
+            in worker processes (:func:`speechrank.probes.linear.fit_logistic_probes`); the
+            scores do not depend on it. CTC probes always fit one layer at a time.
         progress: a :class:`~speechrank.progress.Progress`: stage ``encode`` (seconds of
             audio, only when the encoder runs) and stage ``probe`` (layers).
 
@@ -154,7 +185,7 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="speechrank-")))
         ctx = ProbeContext(
             encoder=encoder, dataset=split_ds, task=spec, options=opts, strict=strict,
-            cache_dir=root, skips=skips, progress=report,
+            cache_dir=root, skips=skips, progress=report, memo=memo,
             base_row={"model": model_name, "checkpoint": checkpoint or model_name,
                       "step": step, "dataset": dataset.spec, "domain": ""},
             common={"seed": seed, "label": spec.label,
@@ -163,9 +194,10 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
         entry = driver.prepare(ctx, chosen_layers)
         report.end("encode")
         report.start("probe", len(chosen_layers), "layers")
-        for layer in chosen_layers:
-            layer_rows, fits[layer] = driver.fit_layer(ctx, entry, layer)
+        for layer, (layer_rows, fit_info) in _fit_layers(driver, ctx, entry, chosen_layers,
+                                                         fit_workers):
             rows.extend(layer_rows)
+            fits[layer] = fit_info
             report.advance("probe", 1)
         report.end("probe")
     extra = {**driver.summary, "fits": fits}
