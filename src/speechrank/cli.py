@@ -483,12 +483,14 @@ def sweep(
     export_parquet: Annotated[Path | None, typer.Option("--parquet", help="Also export the "
                                                         "store as Parquet.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    ray: Annotated[str | None, typer.Option("--ray", help="Run the units as Ray tasks: local "
-                                            "(a cluster on this machine), auto (the one `ray "
-                                            "start` runs here) or a cluster ADDRESS.")] = None,
-    cpus_per_unit: Annotated[float, typer.Option(help="With --ray: CPUs each unit declares "
-                                                 "(and its torch threads).")] = 1.0,
-    gpus_per_unit: Annotated[float, typer.Option(help="With --ray: GPUs each unit "
+    ray: Annotated[str | None, typer.Option("--ray", help="Run each checkpoint's units as one "
+                                            "Ray task: local (a cluster on this machine), auto "
+                                            "(the one `ray start` runs here) or a cluster "
+                                            "ADDRESS.")] = None,
+    cpus_per_unit: Annotated[float, typer.Option(help="With --ray: CPUs each task (one "
+                                                 "checkpoint's units) declares (and its torch "
+                                                 "threads).")] = 1.0,
+    gpus_per_unit: Annotated[float, typer.Option(help="With --ray: GPUs each task "
                                                  "declares.")] = 0.0,
 ) -> None:
     """Rank and probes of every layer over a series of checkpoints (resumable)."""

@@ -1,21 +1,24 @@
 """``speechrank sweep --ray``: a sweep's units as Ray tasks, the store written by the driver.
 
 A sweep is a list of independent units (checkpoint x rank data, checkpoint x probe task; see
-:func:`speechrank.sweep.plan_units`). Here each unit still to do runs as one Ray remote task
-with declared resources (``num_cpus``, ``num_gpus``) on a cluster the user already runs
-(``ray start``; ``address="auto"`` or ``"HOST:PORT"``) or on a local one started for the sweep
-(``"local"``: ``ray.init`` with one CPU per core this process may use).
+:func:`speechrank.sweep.plan_units`). Here the units still to do of each checkpoint run as one
+Ray remote task, in the serial sweep's order and sharing one
+:class:`~speechrank.extract.FrameMemo` (each audio file encoded once per checkpoint, as in the
+serial sweep), with declared resources (``num_cpus``, ``num_gpus``) on a cluster the user
+already runs (``ray start``; ``address="auto"`` or ``"HOST:PORT"``) or on a local one started
+for the sweep (``"local"``: ``ray.init`` with one CPU per core this process may use).
 
 Workers only compute: each task loads its checkpoint, calls the same
-:func:`~speechrank.sweep.compute_unit` as the serial sweep, and returns plain data (the rows as
-dicts and the skipped-file counts), never an open handle. The driver alone opens the SQLite
-store and commits each unit in one transaction as its result comes back (``ray.wait``), so
-the store's guarantees hold unchanged:
+:func:`~speechrank.sweep.compute_unit` as the serial sweep for each of its units, and returns
+plain data (per unit the rows as dicts and the skipped-file counts), never an open handle. The
+driver alone opens the SQLite store and commits each unit in one transaction as its task's
+result comes back (``ray.wait``), so the store's guarantees hold unchanged:
 
 - a driver killed and started again resumes from the store: only units without a done-mark
   are submitted;
-- a worker killed mid-unit returned nothing, so nothing of that unit is in the store; Ray runs
-  the task again (``max_retries``) and the driver commits the one result it gets back;
+- a worker killed mid-task returned nothing, so nothing of that checkpoint's units is in the
+  store; Ray runs the task again (``max_retries``) and the driver commits the one result it
+  gets back;
 - a unit is committed once: one result comes back per submitted task, and a commit of a key
   replaces that key's rows in the store, never adds to them.
 
@@ -134,9 +137,10 @@ def _pause(point: PausePoint | None, key: str) -> None:
     raise SpeechrankError(f"pause point of {key}: not killed within {point.wait_seconds} s")
 
 
-def run_unit_task(unit: SweepUnit, cfg: SweepConfig, *, run: str, device: str, threads: int,
-                  pause: PausePoint | None = None) -> dict[str, Any]:
-    """The body of one Ray task: load the checkpoint, compute the unit, return plain data.
+def run_checkpoint_task(units: list[SweepUnit], cfg: SweepConfig, *, run: str, device: str,
+                        threads: int, pause: PausePoint | None = None) -> list[dict[str, Any]]:
+    """The body of one Ray task: load the checkpoint of ``units`` (all of one checkpoint),
+    compute them in order with one shared frame memo, return plain data per unit.
 
     Sets torch's intra-op threads to ``threads`` first (one per CPU the task declared), so
     two tasks on two cores do not fight over them.
@@ -144,25 +148,32 @@ def run_unit_task(unit: SweepUnit, cfg: SweepConfig, *, run: str, device: str, t
     import torch
 
     from speechrank.encoders import load_encoder
+    from speechrank.extract import FrameMemo
 
     torch.set_num_threads(threads)
-    encoder = load_encoder(unit.checkpoint.path, device=device)
-    _pause(pause, unit.key)
-    started = time.perf_counter()
-    rows, skipped = compute_unit(unit, cfg, encoder, run=run)
-    return {"key": unit.key, "rows": [row.to_dict() for row in rows], "skipped": skipped,
-            "seconds": time.perf_counter() - started, "pid": os.getpid()}
+    encoder = load_encoder(units[0].checkpoint.path, device=device)
+    memo = FrameMemo(int(cfg.memo_gb * 1024**3)) if cfg.memo_gb > 0 else None
+    results = []
+    for unit in units:
+        _pause(pause, unit.key)
+        started = time.perf_counter()
+        rows, skipped = compute_unit(unit, cfg, encoder, run=run, memo=memo)
+        results.append({"key": unit.key, "rows": [row.to_dict() for row in rows],
+                        "skipped": skipped, "seconds": time.perf_counter() - started,
+                        "pid": os.getpid()})
+    return results
 
 
-def _failure(ray: Any, unit: SweepUnit, err: Exception) -> SpeechrankError:
+def _failure(ray: Any, group: list[SweepUnit], err: Exception) -> SpeechrankError:
+    where = f"sweep task of {group[0].checkpoint.name} ({len(group)} units)"
     cause = getattr(err, "cause", None)
     if isinstance(cause, SpeechrankError):
-        return SpeechrankError(f"sweep unit {unit.key}: {cause}")
+        return SpeechrankError(f"{where}: {cause}")
     if isinstance(err, ray.exceptions.WorkerCrashedError):
-        return SpeechrankError(f"sweep unit {unit.key}: its worker died on every attempt "
+        return SpeechrankError(f"{where}: its worker died on every attempt "
                                f"(max_retries exhausted)")
     detail = " ".join(str(cause or err).split())
-    return SpeechrankError(f"sweep unit {unit.key} failed on Ray: {detail[:300]}")
+    return SpeechrankError(f"{where} failed on Ray: {detail[:300]}")
 
 
 def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
@@ -178,7 +189,8 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
         address: ``local``, ``auto`` or a cluster address (see :func:`connect`).
         device: the device each task runs its encoder on; with ``gpus_per_unit > 0`` and
             ``cpu`` given, ``cuda`` is used (Ray sets each task's visible GPUs).
-        cpus_per_unit, gpus_per_unit: the resources each task declares; torch in a task uses
+        cpus_per_unit, gpus_per_unit: the resources each task (one checkpoint's units)
+            declares; torch in a task uses
             ``max(1, floor(cpus_per_unit))`` threads.
         num_cpus: CPUs of a local cluster (default: the cores this process may use).
         max_retries: how often Ray reruns a task whose worker process died.
@@ -217,30 +229,34 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
         if todo:
             started_ray = connect(address, num_cpus=num_cpus)
             try:
-                task = ray.remote(run_unit_task).options(
+                task = ray.remote(run_checkpoint_task).options(
                     num_cpus=cpus_per_unit, num_gpus=gpus_per_unit, max_retries=max_retries,
                     retry_exceptions=False)
                 threads = max(1, int(cpus_per_unit))
-                pending = {task.remote(unit, cfg, run=run, device=device, threads=threads,
-                                       pause=pause): unit for unit in todo}
+                groups: dict[str, list[SweepUnit]] = {}
+                for unit in todo:  # plan order: rank first, as in the serial sweep
+                    groups.setdefault(unit.checkpoint.path, []).append(unit)
+                pending = {task.remote(group, cfg, run=run, device=device, threads=threads,
+                                       pause=pause): group for group in groups.values()}
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
-                    unit = pending.pop(ready[0])
+                    group = pending.pop(ready[0])
                     try:
-                        payload = ray.get(ready[0])
+                        payloads = ray.get(ready[0])
                     except Exception as err:  # a task error or a worker dead on every attempt
                         for ref in pending:
                             ray.cancel(ref, force=True)
-                        raise _failure(ray, unit, err) from err
-                    rows = [ResultRow.from_dict(row) for row in payload["rows"]]
-                    commit_unit(store, unit, rows)
-                    for reason, n in payload["skipped"].items():
-                        skipped[reason] = skipped.get(reason, 0) + n
-                    done += 1
-                    rows_written += len(rows)
-                    say(f"{unit.checkpoint.name} (step {unit.checkpoint.step}): "
-                        f"{unit.key.split('|', 2)[2]} -> {len(rows)} rows in "
-                        f"{payload['seconds']:.1f} s on Ray")
+                        raise _failure(ray, group, err) from err
+                    for unit, payload in zip(group, payloads, strict=True):
+                        rows = [ResultRow.from_dict(row) for row in payload["rows"]]
+                        commit_unit(store, unit, rows)
+                        for reason, n in payload["skipped"].items():
+                            skipped[reason] = skipped.get(reason, 0) + n
+                        done += 1
+                        rows_written += len(rows)
+                        say(f"{unit.checkpoint.name} (step {unit.checkpoint.step}): "
+                            f"{unit.key.split('|', 2)[2]} -> {len(rows)} rows in "
+                            f"{payload['seconds']:.1f} s on Ray")
             finally:
                 if started_ray:
                     ray.shutdown()
