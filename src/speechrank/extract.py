@@ -344,9 +344,10 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
         target = torch.device("cpu") if to_cpu else encoder.device
     for batch in group_by_length(planned, batch_seconds, encoder.sample_rate):
         if memo is not None:
-            replayed = [item for item in batch if memo.has(item, wanted)]
+            stored = [memo.has(item, wanted) for item in batch]
+            replayed = [item for item, hit in zip(batch, stored, strict=True) if hit]
             if replayed:
-                batch = [item for item in batch if not memo.has(item, wanted)]
+                batch = [item for item, hit in zip(batch, stored, strict=True) if not hit]
                 yield memo.replay(replayed, wanted, target)
                 seconds = sum(item.num_samples for item in replayed) / encoder.sample_rate
                 memo.replayed_seconds += seconds

@@ -139,6 +139,10 @@ class SweepConfig:
     memo_gb: float = DEFAULT_MEMO_BYTES / 1024**3
     fit_workers: int = 1
 
+    def new_memo(self) -> FrameMemo | None:
+        """A fresh frame memo for one checkpoint's units (``None`` when ``memo_gb`` is 0)."""
+        return FrameMemo(int(self.memo_gb * 1024**3)) if self.memo_gb > 0 else None
+
     def run_options(self) -> RunOptions:
         """The ``[options]`` section as the shared :class:`~speechrank.options.RunOptions`
         (a ``[rank]`` section may override its subset size, crop and frame cap)."""
@@ -358,7 +362,7 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
             say(f"{checkpoint.name}: all {len(units)} units already in the store")
             continue
         encoder = load_encoder(checkpoint.path, device=device)
-        memo = FrameMemo(int(cfg.memo_gb * 1024**3)) if cfg.memo_gb > 0 else None
+        memo = cfg.new_memo()
         for unit in todo:
             unit_started = time.perf_counter()
             rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=report,

@@ -148,11 +148,10 @@ def run_checkpoint_task(units: list[SweepUnit], cfg: SweepConfig, *, run: str, d
     import torch
 
     from speechrank.encoders import load_encoder
-    from speechrank.extract import FrameMemo
 
     torch.set_num_threads(threads)
     encoder = load_encoder(units[0].checkpoint.path, device=device)
-    memo = FrameMemo(int(cfg.memo_gb * 1024**3)) if cfg.memo_gb > 0 else None
+    memo = cfg.new_memo()
     results = []
     for unit in units:
         _pause(pause, unit.key)
