@@ -29,6 +29,8 @@ def test_demo_small_end_to_end_and_reuse(tmp_path):
     assert tasks == {("ks", "in"), ("sid", "in"), ("pr", "in"), ("ks-unseen", "out"),
                      ("sid-de", "out"), ("pr-de", "out")}
     assert {r.layer for r in rows if r.metric == "rankme"} == {"0", "1", "2", "3", "4"}
+    # every probe row says its fit ran in float32 (the demo's named variant)
+    assert {r.conventions.get("fit_dtype") for r in rows if r.task} == {"float32"}
 
     heads = headline_rows(summary.headline)
     assert {(h["task"], h["domain"]) for h in heads} == tasks

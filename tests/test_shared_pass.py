@@ -249,6 +249,15 @@ def test_probe_recipe_takes_a_table_per_split():
         probe_recipe("frames", {"max_frames": {"train": 100, "test": 5}})
 
 
+def test_probe_recipe_names_the_fit_dtype():
+    assert probe_recipe("utterance", {"fit_dtype": "float32"}).logistic.fit_dtype == "float32"
+    assert probe_recipe("frames", {"max_iter": 50}).logistic.fit_dtype == "float64"
+    with pytest.raises(SpeechrankError, match="fit_dtype"):
+        probe_recipe("utterance", {"fit_dtype": "half"})
+    with pytest.raises(SpeechrankError, match="do not apply"):
+        probe_recipe("ctc", {"fit_dtype": "float32"})
+
+
 def test_corpus_cli_rejects_bad_probe_splits_in_one_line(tmp_path, capsys):
     from speechrank.cli import main
 

@@ -24,6 +24,10 @@ The sweep is described by a TOML file::
     task = "ks"                 # ks | sid | er | pr | label:COLUMN
     data = "synthetic:corpus"
     domain = "in"               # in-domain or out-of-domain ("out")
+    # c_grid = [0.1, 1.0]       # optional recipe options (see probe_recipe)
+    # max_iter = 100
+    # fit_dtype = "float32"     # lbfgs in float32 (default "float64")
+    # max_frames = {train = 2500, dev = 1250, test = 10000}
 
     [options]
     seed = 0
@@ -68,7 +72,7 @@ class Checkpoint:
 
 
 #: Recipe options a ``[[probe]]`` table may set (see :func:`probe_recipe`).
-PROBE_OPTIONS = ("c_grid", "max_iter", "max_frames", "max_audio_seconds")
+PROBE_OPTIONS = ("c_grid", "max_iter", "fit_dtype", "max_frames", "max_audio_seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +90,8 @@ def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
     """The default recipe of a probe kind with a sweep's options applied.
 
     ``c_grid`` replaces the logistic probe's grid of inverse L2 strengths and ``max_iter`` its
-    lbfgs iteration cap (a fit that hits it is recorded as not converged); ``max_frames`` and
+    lbfgs iteration cap (a fit that hits it is recorded as not converged), ``fit_dtype``
+    (``float64`` or ``float32``) the type lbfgs works in; ``max_frames`` and
     ``max_audio_seconds`` cap the train split of frame and CTC probes (dev and test get
     half as much each), or, as a table ``{train = .., dev = .., test = ..}``, each split.
     Returns ``None`` when there are no options (the default recipe).
@@ -102,6 +107,11 @@ def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
         logistic_changes["c_grid"] = tuple(float(c) for c in options["c_grid"])
     if "max_iter" in options:
         logistic_changes["max_iter"] = int(options["max_iter"])
+    if "fit_dtype" in options:
+        if options["fit_dtype"] not in ("float64", "float32"):
+            raise SpeechrankError(f"probe option fit_dtype must be 'float64' or 'float32', "
+                                  f"got {options['fit_dtype']!r}")
+        logistic_changes["fit_dtype"] = options["fit_dtype"]
     if logistic_changes:
         if not hasattr(config, "logistic"):
             raise SpeechrankError(f"probe options {sorted(logistic_changes)} do not apply to a "

@@ -21,7 +21,10 @@ The test split is never used for a choice in any recipe.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
+
+#: The floating-point type lbfgs works in (the features are standardised in float64 first).
+FitDtype = Literal["float64", "float32"]
 
 #: Inverse L2 strengths tried on dev (scikit-learn's ``C``), smallest (strongest) first.
 DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -47,6 +50,12 @@ class LogisticConfig:
             default: probe-sized matrices gain little from threads, and OpenBLAS threads
             spin-wait, which made the FSDD keyword fits 30 times slower on a busy 2-core
             machine (70 s against 2.3 s per layer) in our measurement.
+        fit_dtype: the type lbfgs's loss and gradient are computed in. The features are
+            z-scored in float64 either way; ``float32`` then casts them, and scikit-learn's
+            lbfgs keeps float32 through its matrix products (the optimiser's own state
+            stays float64). ``float64`` (the default) is the reference; ``float32`` is a
+            named, recorded variant for time-bound runs such as the demo
+            (benchmarks/bench_probe_dtype.py measures both).
     """
 
     c_grid: tuple[float, ...] = DEFAULT_C_GRID
@@ -55,8 +64,11 @@ class LogisticConfig:
     tol: float = 1e-4
     standardise: bool = True
     blas_threads: int | None = 1
+    fit_dtype: FitDtype = "float64"
 
     def __post_init__(self) -> None:
+        if self.fit_dtype not in ("float64", "float32"):
+            raise ValueError(f"fit_dtype must be 'float64' or 'float32', got {self.fit_dtype!r}")
         if not self.c_grid or any(c <= 0 for c in self.c_grid):
             raise ValueError("c_grid must hold positive values")
         if self.selection_metric not in ("accuracy", "macro_f1"):

@@ -151,7 +151,7 @@ def _logistic_row_conventions(fit: Any, config: Any, extra: dict[str, Any]) -> d
         "probe": "logistic_regression", "solver": "lbfgs", "penalty": "l2",
         "C": fit.chosen_c, "c_grid": [float(c) for c in grid],
         "c_selection": f"best dev {config.selection_metric} (ties: smaller C)",
-        "max_iter": config.max_iter, "tol": config.tol,
+        "max_iter": config.max_iter, "tol": config.tol, "fit_dtype": config.fit_dtype,
         "standardised": config.standardise, **extra,
     }
 

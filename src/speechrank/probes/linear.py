@@ -116,7 +116,8 @@ def fit_logistic_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]],
             ``test`` is optional and never used for a choice.
         config: the recipe (defaults: :class:`LogisticConfig`).
 
-    The scaler is fitted on train only. lbfgs is deterministic, so the same inputs give the
+    The scaler is fitted on train only (in float64; lbfgs then works in
+    ``config.fit_dtype``). lbfgs is deterministic, so the same inputs give the
     same numbers; there is no random state to seed.
     """
     config = config or LogisticConfig()
@@ -153,7 +154,10 @@ def _fit_logistic_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]],
         raise ValueError("the train split holds fewer than 2 classes")
     scaler = StandardScaler(with_mean=config.standardise, with_std=config.standardise)
     scaler.fit(np.asarray(x_train, dtype=np.float64))
-    prepared = {name: (scaler.transform(np.asarray(x, dtype=np.float64)), np.asarray(y))
+    fit_dtype = np.dtype(config.fit_dtype)
+    prepared = {name: (scaler.transform(np.asarray(x, dtype=np.float64)).astype(fit_dtype,
+                                                                               copy=False),
+                       np.asarray(y))
                 for name, (x, y) in splits.items()}
     x_tr, y_tr = prepared["train"]
     x_dev, y_dev = prepared["dev"]
