@@ -19,7 +19,12 @@ from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo, iter_encoded, plan_utterances
 from speechrank.probes import run_probe
 from speechrank.probes.config import LogisticConfig
-from speechrank.probes.linear import fit_logistic_probe, fit_logistic_probes
+from speechrank.probes.linear import (
+    fit_logistic_probe,
+    fit_logistic_probes,
+    problem_digest,
+    rescore,
+)
 from speechrank.rank import run_rank
 from speechrank.store import ResultStore
 from speechrank.sweep import SweepConfig, probe_recipe, sweep
@@ -175,6 +180,63 @@ memo_gb = MEMO
     assert not any("replayed" in line for line in lines["none"])
 
 
+def test_probes_sharing_train_and_dev_share_the_fit(tones, tmp_path):
+    """A second probe whose train and dev are another's (the demo's ks and ks-unseen) reuses
+    its layer fits and scores only its own test clips, with the values of fitting again."""
+    import csv
+
+    with tones.open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] != "test"]
+    for i in range(6):  # new test clips
+        label = ("low", "mid", "high")[i % 3]
+        freq = {"low": 230.0, "mid": 540.0, "high": 1150.0}[label]
+        path = write_tone(tones.parent / "audio" / f"other{i}.wav", 0.4 + 0.05 * i, freq=freq,
+                          seed=100 + i)
+        rows.append({"path": str(path.relative_to(tones.parent)), "pitch": label,
+                     "split": "test"})
+    other = write_csv_manifest(tones.parent / "other-test.csv", rows)
+    (tmp_path / "ckpts.txt").write_text("random:tiny@0 0\n")
+    config = f"""
+[rank]
+data = "{tones}"
+poolings = ["sum"]
+metrics = ["rankme"]
+
+[[probe]]
+name = "pitch"
+task = "label:pitch"
+data = "{tones}"
+
+[[probe]]
+name = "pitch-other"
+task = "label:pitch"
+data = "{other}"
+domain = "out"
+
+[options]
+cache_dir = "{tmp_path / 'cache-MODE'}"
+memo_gb = MEMO
+"""
+    lines: dict[str, list[str]] = {}
+    values = {}
+    for mode, gb in (("memo", "1.0"), ("none", "0")):
+        path = tmp_path / f"{mode}.toml"
+        path.write_text(config.replace("MODE", mode).replace("MEMO", gb))
+        lines[mode] = []
+        sweep(tmp_path / "ckpts.txt", path, tmp_path / f"{mode}.sqlite", progress=False,
+              log=lines[mode].append)
+        with ResultStore(tmp_path / f"{mode}.sqlite", create=False) as store:
+            values[mode] = {(r.task, r.layer, r.split, r.metric): r.value
+                            for r in store.rows() if r.task}
+    assert any("5 layer fits reused" in line for line in lines["memo"]), lines["memo"]
+    assert not any("fits reused" in line for line in lines["none"])
+    assert values["memo"].keys() == values["none"].keys()
+    assert {key[2] for key in values["memo"] if key[0] == "pitch-other"} == {
+        "train", "dev", "test"}
+    for key, value in values["none"].items():
+        assert values["memo"][key] == pytest.approx(value, rel=1e-5, abs=1e-9, nan_ok=True), key
+
+
 def test_sweep_options_are_checked(tmp_path):
     for options, match in (("memo_gb = -1", "memo_gb"), ("fit_workers = 0", "fit_workers"),
                            ("fit_workers = 1.5", "fit_workers"), ("wat = 1", "wat")):
@@ -205,6 +267,26 @@ def test_fits_in_worker_processes_equal_the_serial_fits():
         assert a.dev_curve == b.dev_curve and a.converged == b.converged
         for name in a.correct:
             assert np.array_equal(a.correct[name], b.correct[name])
+
+
+@pytest.mark.parametrize("fit_dtype", ["float64", "float32"])
+def test_a_shared_fit_rescored_equals_fitting_again(fit_dtype):
+    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, fit_dtype=fit_dtype)
+    first = _problem(0)
+    second = {**first, "test": _problem(7)["test"]}  # same train and dev, other test clips
+    assert problem_digest(first, config) == problem_digest(second, config)
+    fit = fit_logistic_probe(first, config)
+    again, reused = fit_logistic_probe(second, config), rescore(fit, second)
+    assert reused.scores == again.scores and reused.chosen_c == again.chosen_c
+    assert reused.n_rows == again.n_rows and reused.dev_curve == again.dev_curve
+    for name in again.correct:
+        assert np.array_equal(reused.correct[name], again.correct[name])
+    x, y = first["train"]
+    relabelled = {**first, "train": (x, np.roll(y, 1))}
+    rescaled = {**first, "dev": (first["dev"][0] * 2, first["dev"][1])}
+    other_recipe = dataclasses.replace(config, c_grid=(1.0,))
+    assert len({problem_digest(first, config), problem_digest(relabelled, config),
+                problem_digest(rescaled, config), problem_digest(first, other_recipe)}) == 4
 
 
 def test_probe_rows_do_not_depend_on_fit_workers(encoder, tones, tmp_path):

@@ -385,7 +385,8 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
                 f"-> {len(rows)} rows in {time.perf_counter() - unit_started:.1f} s")
         if memo is not None and memo.hits:
             say(f"{checkpoint.name}: {memo.misses} utterances encoded, {memo.hits} replayed "
-                f"from memory ({memo.replayed_seconds:.0f} s of audio not encoded again)")
+                f"from memory ({memo.replayed_seconds:.0f} s of audio not encoded again)"
+                + (f", {memo.fits_reused} layer fits reused" if memo.fits_reused else ""))
         del memo
     store.close()
     return SweepSummary(store=str(store_path), checkpoints=len(checkpoints), units_done=done,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,8 @@ __all__ = [
     "classification_scores",
     "fit_logistic_probe",
     "fit_logistic_probes",
+    "problem_digest",
+    "rescore",
     "summarise_curve",
 ]
 
@@ -50,6 +53,8 @@ class LogisticProbeFit:
         dim: feature width.
         correct: ``split -> bool [n]``, whether the chosen probe got each example right (for
             standard errors, :mod:`speechrank.probes.stderr`).
+        predictor: the train scaler, the chosen model and the dtype it was fitted in, which
+            :func:`rescore` applies to other evaluation splits.
     """
 
     scores: dict[str, dict[str, float]]
@@ -60,6 +65,7 @@ class LogisticProbeFit:
     n_rows: dict[str, int]
     dim: int
     correct: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    predictor: tuple[StandardScaler, LogisticRegression, str] | None = None
 
     @property
     def chosen_converged(self) -> bool:
@@ -125,6 +131,41 @@ def fit_logistic_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]],
         return _fit_logistic_probe(splits, config)
 
 
+def problem_digest(splits: dict[str, tuple[np.ndarray, np.ndarray]],
+                   config: LogisticConfig) -> str:
+    """A digest of what decides a fit: the recipe and the train and dev arrays (values, dtype,
+    shape, labels). Two problems with the same digest get the same fit, whatever their test
+    splits hold (the keyword probe tested on the probe speakers and on unseen voices)."""
+    digest = hashlib.blake2b(repr(dataclasses.asdict(config)).encode(), digest_size=20)
+    for name in ("train", "dev"):
+        x, y = splits[name]
+        x = np.ascontiguousarray(x)
+        labels = np.asarray(y).astype(str)
+        digest.update(f"{name}|{x.dtype}|{x.shape}|{labels.shape}".encode())
+        digest.update(x.tobytes())
+        digest.update("\x1f".join(labels.tolist()).encode())
+    return digest.hexdigest()
+
+
+def rescore(fit: LogisticProbeFit, splits: dict[str, tuple[np.ndarray, np.ndarray]]
+            ) -> LogisticProbeFit:
+    """``fit`` (fitted on the same train and dev, see :func:`problem_digest`) scored on every
+    split of ``splits``: the choice of ``C`` and the model are ``fit``'s; scores, row counts
+    and per-example correctness are recomputed from ``splits``."""
+    if fit.predictor is None:
+        raise ValueError("this fit kept no predictor to rescore with")
+    scaler, model, fit_dtype = fit.predictor
+    predicted = {name: model.predict(scaler.transform(np.asarray(x, dtype=np.float64))
+                                     .astype(fit_dtype, copy=False))
+                 for name, (x, _) in splits.items()}
+    return dataclasses.replace(
+        fit, scores={name: classification_scores(np.asarray(y), predicted[name])
+                     for name, (_, y) in splits.items()},
+        n_rows={name: len(y) for name, (_, y) in splits.items()},
+        correct={name: np.asarray(predicted[name] == np.asarray(y)) for name, (_, y) in
+                 splits.items()})
+
+
 def fit_logistic_probes(problems: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]],
                         config: LogisticConfig | None = None, *, workers: int = 1
                         ) -> list[LogisticProbeFit]:
@@ -184,7 +225,8 @@ def _fit_logistic_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]],
         dev_curve=dev_curve, converged=converged, chosen_index=chosen_index,
         n_rows={name: len(y) for name, (_, y) in prepared.items()}, dim=x_tr.shape[1],
         correct={name: np.asarray(predicted[name] == y) for name, (_, y) in
-                 prepared.items()})
+                 prepared.items()},
+        predictor=(scaler, model, config.fit_dtype))
     return fit
 
 

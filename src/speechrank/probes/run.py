@@ -54,7 +54,7 @@ from speechrank.probes.drivers import (
     check_splits,
 )
 from speechrank.probes.features import resolve_cache_dir
-from speechrank.probes.linear import fit_logistic_probes
+from speechrank.probes.linear import fit_logistic_probes, problem_digest, rescore
 from speechrank.probes.tasks import resolve_task
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.results import ResultRow
@@ -93,19 +93,39 @@ def _versions() -> dict[str, str]:
 
 def _fit_layers(driver: ProbeDriver, ctx: ProbeContext, entry: Any, layers: Sequence[str],
                 workers: int) -> Iterator[tuple[str, tuple[list[ResultRow], dict[str, Any]]]]:
-    """``(layer, (rows, fit info))`` for every layer in order; logistic drivers fit
-    ``workers`` layers at a time in worker processes (their arrays are built here, so the
-    first one fills the driver's summary and checks the splits as in a serial run)."""
-    if workers <= 1 or not isinstance(driver, LogisticDriver) or len(layers) <= 1:
+    """``(layer, (rows, fit info))`` for every layer in order.
+
+    Logistic drivers fit ``workers`` layers at a time in worker processes (their arrays are
+    built here, so the first one fills the driver's summary and checks the splits as in a
+    serial run). With a frame memo (``ctx.memo``, one per checkpoint in a sweep), a layer whose
+    train and dev arrays and recipe another probe of the checkpoint already fitted reuses that
+    fit and is only scored on its own splits (:func:`~speechrank.probes.linear.rescore`): the
+    demo's keyword probe and its unseen-voice variant share train and dev.
+    """
+    if not isinstance(driver, LogisticDriver):
         for layer in layers:
             yield layer, driver.fit_layer(ctx, entry, layer)
         return
-    for start in range(0, len(layers), workers):  # at most `workers` layers' arrays in memory
+    config = driver.config.logistic
+    shared = ctx.memo.fits if ctx.memo is not None else None
+    step = max(1, workers)
+    for start in range(0, len(layers), step):  # at most `step` layers' arrays in memory
         problems = [driver.layer_problem(ctx, entry, layer)
-                    for layer in layers[start:start + workers]]
-        fits = fit_logistic_probes([p.splits for p in problems], driver.config.logistic,
-                                   workers=workers)
-        for problem, fit in zip(problems, fits, strict=True):
+                    for layer in layers[start:start + step]]
+        keys = [problem_digest(p.splits, config) if shared is not None else None
+                for p in problems]
+        todo = [i for i, key in enumerate(keys) if shared is None or key not in shared]
+        fitted = dict(zip(todo, fit_logistic_probes([problems[i].splits for i in todo],
+                                                    config, workers=workers), strict=True))
+        for i, problem in enumerate(problems):
+            if i in fitted:
+                fit = fitted[i]
+                if shared is not None:
+                    shared[keys[i]] = fit
+            else:
+                assert ctx.memo is not None and shared is not None
+                fit = rescore(shared[keys[i]], problem.splits)
+                ctx.memo.fits_reused += 1
             yield problem.layer, driver.layer_rows(ctx, problem, fit)
 
 
