@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from _record import environment
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "probe_dtype.json"
@@ -106,11 +105,7 @@ def main() -> None:
         "what": "demo checkpoints swept with the demo's config, logistic probes fitted by "
                 "lbfgs in float64 and in float32 (interleaved, one process)",
         "fit_workers": args.fit_workers,
-        "torch_threads": torch.get_num_threads(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **environment(load_before),
         "sweep_seconds_total": {d: round(sum(v), 2) for d, v in walls.items()},
         "probe_unit_seconds_total": {d: round(sum(v), 2) for d, v in probe_seconds.items()},
         "test_scores": len(differences),

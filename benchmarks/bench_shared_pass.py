@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from _record import environment
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "shared_pass.json"
@@ -96,11 +95,7 @@ def main() -> None:
                 "(memo), and the shared pass plus layer fits in worker processes (after)",
         "checkpoint": args.checkpoint,
         "fit_workers": args.fit_workers,
-        "torch_threads": torch.get_num_threads(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **environment(load_before),
         "median_seconds_per_checkpoint": {m: statistics.median(v) for m, v in by_mode.items()},
         "max_abs_difference_before_after": worst,
         "runs": runs,

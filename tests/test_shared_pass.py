@@ -144,9 +144,10 @@ def test_rank_and_probe_share_one_pass(encoder, tones, tmp_path, monkeypatch, on
         assert got.value == pytest.approx(want.value, rel=1e-5, nan_ok=True)
 
 
-def test_sweep_with_memo_matches_one_without(tones, tmp_path):
-    (tmp_path / "ckpts.txt").write_text("random:tiny@0 0\nrandom:tiny@1 10\n")
-    config = f"""
+def _memo_sweep_config(tones: Path, tmp_path: Path, extra_probe: str = "") -> str:
+    """A sweep config of RankMe plus a pitch probe on ``tones`` (and ``extra_probe``), with
+    ``MODE`` and ``MEMO`` left for :func:`_sweep_with_and_without_memo`."""
+    return f"""
 [rank]
 data = "{tones}"
 poolings = ["sum"]
@@ -156,13 +157,19 @@ metrics = ["rankme"]
 name = "pitch"
 task = "label:pitch"
 data = "{tones}"
-
+{extra_probe}
 [options]
 cache_dir = "{tmp_path / 'cache-MODE'}"
 memo_gb = MEMO
 """
+
+
+def _sweep_with_and_without_memo(config: str, tmp_path: Path
+                                 ) -> tuple[dict[str, list[str]], dict[str, dict]]:
+    """Sweep ``tmp_path/ckpts.txt`` with ``config`` (``MODE`` and ``MEMO`` filled in) once
+    with a frame memo and once without; each run's log lines and stored values by key."""
     lines: dict[str, list[str]] = {}
-    values = {}
+    values: dict[str, dict] = {}
     for mode, gb in (("memo", "1.0"), ("none", "0")):
         path = tmp_path / f"{mode}.toml"
         path.write_text(config.replace("MODE", mode).replace("MEMO", gb))
@@ -172,6 +179,13 @@ memo_gb = MEMO
         with ResultStore(tmp_path / f"{mode}.sqlite", create=False) as store:
             values[mode] = {(r.checkpoint, r.task, r.layer, r.split, r.metric): r.value
                             for r in store.rows()}
+    return lines, values
+
+
+def test_sweep_with_memo_matches_one_without(tones, tmp_path):
+    (tmp_path / "ckpts.txt").write_text("random:tiny@0 0\nrandom:tiny@1 10\n")
+    config = _memo_sweep_config(tones, tmp_path)
+    lines, values = _sweep_with_and_without_memo(config, tmp_path)
     assert values["memo"].keys() == values["none"].keys()
     for key, value in values["none"].items():
         assert values["memo"][key] == pytest.approx(value, rel=1e-5, abs=1e-9, nan_ok=True), key
@@ -196,42 +210,18 @@ def test_probes_sharing_train_and_dev_share_the_fit(tones, tmp_path):
                      "split": "test"})
     other = write_csv_manifest(tones.parent / "other-test.csv", rows)
     (tmp_path / "ckpts.txt").write_text("random:tiny@0 0\n")
-    config = f"""
-[rank]
-data = "{tones}"
-poolings = ["sum"]
-metrics = ["rankme"]
-
-[[probe]]
-name = "pitch"
-task = "label:pitch"
-data = "{tones}"
-
+    config = _memo_sweep_config(tones, tmp_path, extra_probe=f"""
 [[probe]]
 name = "pitch-other"
 task = "label:pitch"
 data = "{other}"
 domain = "out"
-
-[options]
-cache_dir = "{tmp_path / 'cache-MODE'}"
-memo_gb = MEMO
-"""
-    lines: dict[str, list[str]] = {}
-    values = {}
-    for mode, gb in (("memo", "1.0"), ("none", "0")):
-        path = tmp_path / f"{mode}.toml"
-        path.write_text(config.replace("MODE", mode).replace("MEMO", gb))
-        lines[mode] = []
-        sweep(tmp_path / "ckpts.txt", path, tmp_path / f"{mode}.sqlite", progress=False,
-              log=lines[mode].append)
-        with ResultStore(tmp_path / f"{mode}.sqlite", create=False) as store:
-            values[mode] = {(r.task, r.layer, r.split, r.metric): r.value
-                            for r in store.rows() if r.task}
+""")
+    lines, values = _sweep_with_and_without_memo(config, tmp_path)
     assert any("5 layer fits reused" in line for line in lines["memo"]), lines["memo"]
     assert not any("fits reused" in line for line in lines["none"])
     assert values["memo"].keys() == values["none"].keys()
-    assert {key[2] for key in values["memo"] if key[0] == "pitch-other"} == {
+    assert {key[3] for key in values["memo"] if key[1] == "pitch-other"} == {
         "train", "dev", "test"}
     for key, value in values["none"].items():
         assert values["memo"][key] == pytest.approx(value, rel=1e-5, abs=1e-9, nan_ok=True), key
