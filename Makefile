@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.speechrank-installed
 
-.PHONY: demo test lint bench setup clean-venv
+.PHONY: demo test lint setup clean-venv
 
 setup: $(STAMP)
 
@@ -24,9 +24,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)
