@@ -276,9 +276,9 @@ class FrameMemo:
             previous = self._entries.get(key, {})
             added = {name: tensor[row, : lengths[row]].to("cpu", torch.float32).clone()
                      for name, tensor in batch.output.layers.items() if name not in previous}
-            extra = sum(t.numel() * t.element_size() for t in added.values())
             if not added:
                 continue
+            extra = sum(t.numel() * t.element_size() for t in added.values())
             if self.bytes + extra > self.max_bytes:
                 self.refused += 1
                 continue
@@ -305,10 +305,6 @@ class FrameMemo:
             output=EncoderOutput(layers=out,
                                  lengths=torch.tensor(lengths, dtype=torch.long).to(device)),
             num_samples=samples)
-
-    def describe(self) -> dict[str, Any]:
-        return {"utterances": len(self._entries), "bytes": self.bytes, "hits": self.hits,
-                "misses": self.misses, "refused": self.refused, "max_bytes": self.max_bytes}
 
 
 def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,

@@ -377,12 +377,11 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
             unit_started = time.perf_counter()
             rows, unit_skipped = compute_unit(unit, cfg, encoder, run=run, progress=report,
                                               memo=memo)
-            _merge_counts(skipped, unit_skipped)
+            merge_skip_counts(skipped, unit_skipped)
             commit_unit(store, unit, rows)
             done += 1
             rows_written += len(rows)
-            say(f"{checkpoint.name} (step {checkpoint.step}): {unit.key.split('|', 2)[2]} "
-                f"-> {len(rows)} rows in {time.perf_counter() - unit_started:.1f} s")
+            say(unit_line(unit, len(rows), time.perf_counter() - unit_started))
         if memo is not None and memo.hits:
             say(f"{checkpoint.name}: {memo.misses} utterances encoded, {memo.hits} replayed "
                 f"from memory ({memo.replayed_seconds:.0f} s of audio not encoded again)"
@@ -456,7 +455,14 @@ def commit_unit(store: Any, unit: SweepUnit, rows: Sequence[Any]) -> None:
         work.add_rows(rows)
 
 
-def _merge_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+def unit_line(unit: SweepUnit, n_rows: int, seconds: float, where: str = "") -> str:
+    """The log line of one committed unit (serial and Ray sweeps alike)."""
+    return (f"{unit.checkpoint.name} (step {unit.checkpoint.step}): "
+            f"{unit.key.split('|', 2)[2]} -> {n_rows} rows in {seconds:.1f} s{where}")
+
+
+def merge_skip_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    """Add one unit's skipped files by reason to ``total``."""
     for reason, n in counts.items():
         total[reason] = total.get(reason, 0) + n
 

@@ -44,8 +44,10 @@ from speechrank.sweep import (
     commit_unit,
     compute_unit,
     find_checkpoints,
+    merge_skip_counts,
     plan_units,
     run_name,
+    unit_line,
 )
 
 #: The one line shown when ``--ray`` is asked for without Ray installed.
@@ -249,13 +251,10 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
                     for unit, payload in zip(group, payloads, strict=True):
                         rows = [ResultRow.from_dict(row) for row in payload["rows"]]
                         commit_unit(store, unit, rows)
-                        for reason, n in payload["skipped"].items():
-                            skipped[reason] = skipped.get(reason, 0) + n
+                        merge_skip_counts(skipped, payload["skipped"])
                         done += 1
                         rows_written += len(rows)
-                        say(f"{unit.checkpoint.name} (step {unit.checkpoint.step}): "
-                            f"{unit.key.split('|', 2)[2]} -> {len(rows)} rows in "
-                            f"{payload['seconds']:.1f} s on Ray")
+                        say(unit_line(unit, len(rows), payload["seconds"], " on Ray"))
             finally:
                 if started_ray:
                     ray.shutdown()

@@ -302,7 +302,6 @@ class FrameProbe(LogisticDriver):
         utterances = [p.utterance for p in chosen]
         self.phones_of = {u.uid: u.labels[ctx.task.label] for u in utterances}
         self._labels_for: dict[tuple[bytes, bytes], np.ndarray] = {}
-
         return ctx.extract(utterances, layers, frame_plan=FramePlan(quotas=quotas,
                                                                     seed=ctx.options.seed),
                            planned=chosen)
