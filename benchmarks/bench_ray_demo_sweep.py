@@ -43,7 +43,7 @@ def _values(store: Path) -> dict[tuple, float]:
 def main() -> None:
     from speechrank.demo import DemoSettings, sweep_config
     from speechrank.sweep import SweepConfig, sweep
-    from speechrank.sweep_ray import sweep_on_ray
+    from speechrank.sweep.ray_executor import sweep_on_ray
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, required=True, help="a finished demo directory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -289,3 +290,39 @@ def test_two_connections_share_the_file(tmp_path):
             w.add_rows([make_row()])
         assert b.is_done("x") and b.count() == 1
     assert not os.path.exists(str(path) + "-journal")
+
+
+def test_checkpoint_records_round_trip_and_replace(store):
+    from speechrank.store import CheckpointRecord
+
+    first = CheckpointRecord(run="run-a", checkpoint="checkpoint-000100", path="/x/100",
+                             format="speechrank", step=100, digest="abc",
+                             training={"loss": 2.5, "accuracy": 0.1})
+    store.record_checkpoint(first)
+    store.record_checkpoint(CheckpointRecord(run="run-a", checkpoint="checkpoint-000000",
+                                             path="/x/0", format="speechrank", step=0))
+    store.record_checkpoint(CheckpointRecord(run="run-b", checkpoint="c", path="/y",
+                                             format="huggingface", step=None))
+    assert [c.step for c in store.checkpoints("run-a")] == [0, 100]
+    assert store.checkpoints("run-a")[1] == first
+    assert store.checkpoints("run-a")[0].training == {}
+    store.record_checkpoint(dataclasses.replace(first, training={"loss": 2.0}))
+    assert store.checkpoints("run-a")[1].training == {"loss": 2.0}
+    assert len(store.checkpoints()) == 3
+
+
+def test_version_1_store_is_migrated(tmp_path):
+    """A store as schema version 1 wrote it gains the checkpoints table and keeps its rows."""
+    path = tmp_path / "v1.sqlite"
+    with ResultStore(path) as new:
+        new.add_rows([make_row()])
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE checkpoints")
+    conn.execute("DELETE FROM schema_version")
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    conn.commit()
+    conn.close()
+    with ResultStore(path) as migrated:
+        assert migrated.schema_version == SCHEMA_VERSION == 2
+        assert migrated.rows() == [make_row()]
+        assert migrated.checkpoints() == []

@@ -102,6 +102,10 @@ def test_sweep_killed_and_resumed_equals_uninterrupted(sweep_setup, tmp_path):
     rows = _snapshot(whole)
     assert {r[0] for r in rows} == {"random:tiny@0", "random:tiny@1", "random:tiny@2"}
     assert {r[5] for r in rows} == {"", "pitch"}
+    with ResultStore(whole, create=False) as store:
+        assert [(c.checkpoint, c.step, c.format) for c in store.checkpoints()] == [
+            ("random:tiny@0", 0, "random"), ("random:tiny@1", 100, "random"),
+            ("random:tiny@2", 200, "random")]
 
     # The same sweep in a child process, killed with SIGKILL at a point the child announces:
     # after its second unit is committed it prints a line and waits to be killed, so the

@@ -81,7 +81,7 @@ cache_dir = "{root / 'cache'}"
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray")
-    from speechrank.sweep_ray import connect
+    from speechrank.sweep.ray_executor import connect
 
     assert connect("local", num_cpus=2)
     yield ray.get_runtime_context().gcs_address
@@ -113,7 +113,7 @@ def test_ray_missing_fails_with_one_line(setup, tmp_path, monkeypatch, capsys):
 def test_bad_resources_rejected(setup, tmp_path):
     pytest.importorskip("ray")
     from speechrank.errors import SpeechrankError
-    from speechrank.sweep_ray import sweep_on_ray
+    from speechrank.sweep.ray_executor import sweep_on_ray
 
     root, _ = setup
     with pytest.raises(SpeechrankError, match="cpus-per-unit"):
@@ -123,7 +123,7 @@ def test_bad_resources_rejected(setup, tmp_path):
 
 @pytest.mark.slow
 def test_ray_sweep_equals_serial_and_resumes_as_done(setup, cluster, tmp_path):
-    from speechrank.sweep_ray import sweep_on_ray
+    from speechrank.sweep.ray_executor import sweep_on_ray
 
     root, serial = setup
     store = tmp_path / "ray.sqlite"
@@ -140,7 +140,7 @@ def test_ray_sweep_equals_serial_and_resumes_as_done(setup, cluster, tmp_path):
 
 @pytest.mark.slow
 def test_worker_killed_mid_unit_is_retried_nothing_lost_or_duplicated(setup, cluster, tmp_path):
-    from speechrank.sweep_ray import PausePoint, sweep_on_ray
+    from speechrank.sweep.ray_executor import PausePoint, sweep_on_ray
 
     root, serial = setup
     cfg = SweepConfig.from_toml(root / "sweep.toml")
@@ -186,7 +186,7 @@ def test_worker_killed_mid_unit_is_retried_nothing_lost_or_duplicated(setup, clu
 
 @pytest.mark.slow
 def test_driver_killed_and_restarted_resumes_from_the_store(setup, cluster, tmp_path):
-    from speechrank.sweep_ray import sweep_on_ray
+    from speechrank.sweep.ray_executor import sweep_on_ray
 
     root, serial = setup
     store = tmp_path / "driver.sqlite"

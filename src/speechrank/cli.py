@@ -499,8 +499,8 @@ def sweep(
     from speechrank.sweep import sweep as run_sweep
 
     with RichProgress(enabled=not quiet) as progress:
-        if ray is not None:  # issue 12 hook: the Ray engine (speechrank.sweep_ray)
-            from speechrank.sweep_ray import sweep_on_ray
+        if ray is not None:
+            from speechrank.sweep.ray_executor import sweep_on_ray
 
             summary = sweep_on_ray(checkpoints, config, store, address=ray, device=device,
                                    cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,

@@ -8,15 +8,21 @@ finishes. A unit that raises, or a process that is killed, leaves nothing behind
 (model, checkpoint, dataset, layer, pooling, metric, task, split, domain and a hash of the
 conventions that matter), so writing a measurement again replaces it instead of duplicating it.
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
     schema_version(version)
     results(id, model, checkpoint, step, dataset, layer, pooling, metric, value, n_rows, dim,
             task, split, domain, conventions, conventions_hash, unit, updated_at)
     units(key, status, started_at, finished_at, wall_s, n_results, meta)
     meta(key, value)
+    checkpoints(run, checkpoint, path, format, step, digest, training, recorded_at)
 
-``conventions`` and ``meta`` are JSON text. ``value`` is ``NULL`` for NaN (SQLite stores NaN
+``checkpoints`` says what each checkpoint a sweep measured is: where it lies (resolved path),
+its format, its training step, a digest of its content and its training record (loss, masked
+accuracy, learning rate where the format keeps them), so an analysis can set the label-free
+metrics beside the signals a training run gives for free. A store of version 1 is migrated on
+open (the table is added, nothing else changes). ``conventions``, ``meta`` and ``training``
+are JSON text. ``value`` is ``NULL`` for NaN (SQLite stores NaN
 as ``NULL``); reading gives NaN back. The file uses write-ahead logging and
 ``synchronous=NORMAL``: a committed unit survives a process crash, and readers never block the
 writer.
@@ -45,6 +51,7 @@ __all__ = [
     "IDENTITY_COLUMNS",
     "SCHEMA_VERSION",
     "VOLATILE_CONVENTION_KEYS",
+    "CheckpointRecord",
     "ResultStore",
     "UnitRecord",
     "UnitWork",
@@ -52,7 +59,7 @@ __all__ = [
 ]
 
 #: Version of the on-disk layout; a store written by a newer layout is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Columns (besides the conventions hash) that identify one measurement.
 IDENTITY_COLUMNS: tuple[str, ...] = (
@@ -75,6 +82,20 @@ VOLATILE_CONVENTION_KEYS: frozenset[str] = frozenset({
 _ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
 _FILTER_COLUMNS: frozenset[str] = frozenset(_ROW_FIELDS) - {"conventions"} | {"unit"}
 _EXPORT_COLUMNS: tuple[str, ...] = (*_ROW_FIELDS, "conventions_hash")
+
+#: The table added by schema version 2 (also what a version-1 store gains on migration).
+_CHECKPOINTS_SCHEMA: tuple[str, ...] = ("""
+CREATE TABLE checkpoints (
+    run TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    path TEXT NOT NULL,
+    format TEXT NOT NULL,
+    step INTEGER,
+    digest TEXT,
+    training TEXT NOT NULL DEFAULT '{}',
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (run, checkpoint)
+)""",)
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -112,7 +133,7 @@ CREATE TABLE units (
     meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""" + "".join(f"{statement};\n" for statement in _CHECKPOINTS_SCHEMA)
 
 _UPSERT = f"""
 INSERT INTO results ({", ".join(_ROW_FIELDS)}, conventions_hash, unit, updated_at)
@@ -150,6 +171,27 @@ def conventions_hash(conventions: Mapping[str, Any]) -> str:
     """
     kept = {k: v for k, v in conventions.items() if k not in VOLATILE_CONVENTION_KEYS}
     return hashlib.sha256(_to_json(kept, canonical=True).encode("ascii")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointRecord:
+    """What the store knows of one checkpoint of a run.
+
+    ``run`` and ``checkpoint`` are the ``model`` and ``checkpoint`` of the checkpoint's result
+    rows; ``path`` is where it was read (resolved), ``format`` the checkpoint format's name,
+    ``digest`` a digest of its content (``None`` where none was taken) and ``training`` its
+    training record: ``loss``, ``accuracy`` (masked-prediction accuracy) and ``learning_rate``
+    where the format keeps them (a key is absent when unknown; speechrank's own ``loss`` is the
+    mean over the steps since the previous checkpoint, so step 0 has none).
+    """
+
+    run: str
+    checkpoint: str
+    path: str
+    format: str
+    step: int | None
+    digest: str | None = None
+    training: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,9 +320,23 @@ class ResultStore:
             raise SpeechrankError(
                 f"{self.path}: results store has schema version {version}, newer than this "
                 f"speechrank understands ({SCHEMA_VERSION}); upgrade speechrank")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store of an older schema version up to :data:`SCHEMA_VERSION`, in one
+        transaction (a store that another process migrated meanwhile is left alone)."""
+        with self._transaction() as conn:
+            current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            if current >= SCHEMA_VERSION:
+                return
+            if current < 2:
+                for statement in _CHECKPOINTS_SCHEMA:
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -356,6 +412,31 @@ class ResultStore:
                 "INSERT OR REPLACE INTO units (key, status, started_at, finished_at, wall_s, "
                 "n_results, meta) VALUES (?, 'done', ?, ?, ?, ?, ?)",
                 (work.key, started_at, now, wall_s, len(params), meta_json))
+
+    def record_checkpoint(self, record: CheckpointRecord) -> None:
+        """Store (or replace) what is known of one checkpoint of a run."""
+        training = {str(k): float(v) for k, v in dict(record.training).items() if v is not None}
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (run, checkpoint, path, format, step, "
+                "digest, training, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (str(record.run), str(record.checkpoint), str(record.path), str(record.format),
+                 None if record.step is None else int(record.step), record.digest,
+                 _to_json(training), _now()))
+
+    def checkpoints(self, run: str | None = None) -> list[CheckpointRecord]:
+        """The recorded checkpoints (of one ``run``, or of all), by run and training step."""
+        query = "SELECT * FROM checkpoints"
+        params: tuple[Any, ...] = ()
+        if run is not None:
+            query += " WHERE run = ?"
+            params = (run,)
+        records = [CheckpointRecord(run=r["run"], checkpoint=r["checkpoint"], path=r["path"],
+                                    format=r["format"], step=r["step"], digest=r["digest"],
+                                    training=json.loads(r["training"]))
+                   for r in self._conn.execute(query, params)]
+        records.sort(key=lambda c: (c.run, c.step is None, c.step or 0, c.checkpoint))
+        return records
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store sweep-level metadata (any JSON-serialisable value) under ``key``."""

@@ -1,7 +1,7 @@
 """``speechrank sweep --ray``: a sweep's units as Ray tasks, the store written by the driver.
 
 A sweep is a list of independent units (checkpoint x rank data, checkpoint x probe task; see
-:func:`speechrank.sweep.plan_units`). Here the units still to do of each checkpoint run as one
+:func:`speechrank.sweep.units.plan_units`). Here the units still to do of each checkpoint run as one
 Ray remote task, in the serial sweep's order and sharing one
 :class:`~speechrank.extract.FrameMemo` (each audio file encoded once per checkpoint, as in the
 serial sweep), with declared resources (``num_cpus``, ``num_gpus``) on a cluster the user
@@ -9,10 +9,11 @@ already runs (``ray start``; ``address="auto"`` or ``"HOST:PORT"``) or on a loca
 for the sweep (``"local"``: ``ray.init`` with one CPU per core this process may use).
 
 Workers only compute: each task loads its checkpoint, calls the same
-:func:`~speechrank.sweep.compute_unit` as the serial sweep for each of its units, and returns
+:func:`~speechrank.sweep.units.compute_unit` as the serial sweep for each of its units, and returns
 plain data (per unit the rows as dicts and the skipped-file counts), never an open handle. The
-driver alone opens the SQLite store and commits each unit in one transaction as its task's
-result comes back (``ray.wait``), so the store's guarantees hold unchanged:
+:class:`RayExecutor` yields each unit as its task's result comes back (``ray.wait``), and the
+driver's :func:`~speechrank.sweep.run.run_units` alone writes the SQLite store, committing
+each unit in one transaction, so the store's guarantees hold unchanged:
 
 - a driver killed and started again resumes from the store: only units without a done-mark
   are submitted;
@@ -31,24 +32,16 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from speechrank.errors import SpeechrankError
-from speechrank.progress import ProgressArg, as_progress
-from speechrank.sweep import (
-    SweepConfig,
-    SweepSummary,
-    SweepUnit,
-    commit_unit,
-    compute_unit,
-    find_checkpoints,
-    merge_skip_counts,
-    plan_units,
-    run_name,
-    unit_line,
-)
+from speechrank.progress import Progress, ProgressArg
+from speechrank.sweep.config import SweepConfig
+from speechrank.sweep.run import SweepSummary, UnitOutcome, run_units
+from speechrank.sweep.series import find_series
+from speechrank.sweep.units import SweepUnit, compute_unit
 
 #: The one line shown when ``--ray`` is asked for without Ray installed.
 INSTALL_HINT = ("--ray needs Ray, which is not installed: pip install 'speechrank[ray]' "
@@ -177,6 +170,53 @@ def _failure(ray: Any, group: list[SweepUnit], err: Exception) -> SpeechrankErro
     return SpeechrankError(f"{where} failed on Ray: {detail[:300]}")
 
 
+@dataclasses.dataclass(frozen=True)
+class RayExecutor:
+    """Each checkpoint's units as one Ray task (see the module docstring); the cluster is
+    joined (or started) only when there is something to run, and shut down afterwards when
+    this executor started it."""
+
+    address: str = "local"
+    device: str = "cpu"
+    cpus_per_unit: float = 1.0
+    gpus_per_unit: float = 0.0
+    num_cpus: int | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    pause: PausePoint | None = None
+
+    def run(self, groups: Sequence[list[SweepUnit]], cfg: SweepConfig, *, run: str,
+            progress: Progress) -> Iterator[UnitOutcome]:
+        from speechrank.results import ResultRow
+
+        if not groups:
+            return
+        ray = _import_ray()
+        started_ray = connect(self.address, num_cpus=self.num_cpus)
+        try:
+            task = ray.remote(run_checkpoint_task).options(
+                num_cpus=self.cpus_per_unit, num_gpus=self.gpus_per_unit,
+                max_retries=self.max_retries, retry_exceptions=False)
+            threads = max(1, int(self.cpus_per_unit))
+            pending = {task.remote(group, cfg, run=run, device=self.device, threads=threads,
+                                   pause=self.pause): group for group in groups}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                group = pending.pop(ready[0])
+                try:
+                    payloads = ray.get(ready[0])
+                except Exception as err:  # a task error or a worker dead on every attempt
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    raise _failure(ray, group, err) from err
+                for unit, payload in zip(group, payloads, strict=True):
+                    rows = [ResultRow.from_dict(row) for row in payload["rows"]]
+                    yield UnitOutcome(unit, rows, payload["skipped"], payload["seconds"],
+                                      where=" on Ray")
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
 def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
                  store_path: str | Path, *, address: str = "local", device: str = "cpu",
                  cpus_per_unit: float = 1.0, gpus_per_unit: float = 0.0,
@@ -201,65 +241,16 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
         log: called with one line per committed unit.
         pause: a testing hook (see :class:`PausePoint`).
     """
-    from speechrank.results import ResultRow
-    from speechrank.store import ResultStore
-
     if cpus_per_unit <= 0:
         raise SpeechrankError("--cpus-per-unit must be positive")
     if gpus_per_unit < 0:
         raise SpeechrankError("--gpus-per-unit must not be negative")
-    ray = _import_ray()
-    started = time.perf_counter()
+    _import_ray()
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
-    checkpoints = find_checkpoints(checkpoints_spec)
-    run = run_name(checkpoints, checkpoints_spec)
-    say = log or as_progress(progress).log
     if gpus_per_unit > 0 and device == "cpu":
         device = "cuda"
-    store = ResultStore(store_path)
-    try:
-        store.set_meta("sweep_config", cfg.to_dict())
-        store.set_meta("run", run)
-        units = plan_units(checkpoints, cfg, run)
-        todo = [unit for unit in units if not store.is_done(unit.key)]
-        reused = len(units) - len(todo)
-        if reused:
-            say(f"{reused} of {len(units)} units already in the store")
-        done = rows_written = 0
-        skipped: dict[str, int] = {}
-        if todo:
-            started_ray = connect(address, num_cpus=num_cpus)
-            try:
-                task = ray.remote(run_checkpoint_task).options(
-                    num_cpus=cpus_per_unit, num_gpus=gpus_per_unit, max_retries=max_retries,
-                    retry_exceptions=False)
-                threads = max(1, int(cpus_per_unit))
-                groups: dict[str, list[SweepUnit]] = {}
-                for unit in todo:  # plan order: rank first, as in the serial sweep
-                    groups.setdefault(unit.checkpoint.path, []).append(unit)
-                pending = {task.remote(group, cfg, run=run, device=device, threads=threads,
-                                       pause=pause): group for group in groups.values()}
-                while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1)
-                    group = pending.pop(ready[0])
-                    try:
-                        payloads = ray.get(ready[0])
-                    except Exception as err:  # a task error or a worker dead on every attempt
-                        for ref in pending:
-                            ray.cancel(ref, force=True)
-                        raise _failure(ray, group, err) from err
-                    for unit, payload in zip(group, payloads, strict=True):
-                        rows = [ResultRow.from_dict(row) for row in payload["rows"]]
-                        commit_unit(store, unit, rows)
-                        merge_skip_counts(skipped, payload["skipped"])
-                        done += 1
-                        rows_written += len(rows)
-                        say(unit_line(unit, len(rows), payload["seconds"], " on Ray"))
-            finally:
-                if started_ray:
-                    ray.shutdown()
-    finally:
-        store.close()
-    return SweepSummary(store=str(store_path), checkpoints=len(checkpoints), units_done=done,
-                        units_reused=reused, rows_written=rows_written,
-                        wall_seconds=round(time.perf_counter() - started, 3), skipped=skipped)
+    executor = RayExecutor(address=address, device=device, cpus_per_unit=cpus_per_unit,
+                           gpus_per_unit=gpus_per_unit, num_cpus=num_cpus,
+                           max_retries=max_retries, pause=pause)
+    return run_units(find_series(checkpoints_spec), cfg, store_path, executor,
+                     progress=progress, log=log)
