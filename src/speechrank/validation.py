@@ -1,0 +1,63 @@
+"""One-line errors for configuration read from files and options: pydantic 2 models, checked once.
+
+Every configuration a user writes (the sweep file, a probe recipe, a pretraining recipe, the
+measurement options) is declared as a pydantic model with ``extra="forbid"`` and strict types,
+and read through :func:`validate`, so a wrong key, type or value becomes one
+:class:`~speechrank.errors.SpeechrankError` line that names where it is, the key, the value
+given and what is allowed, never a traceback. pydantic rather than checks of our own: it
+already knows how to say what a ``Literal``, a bounded number or a nested table expects, and
+the models double as the schema that the bad-input tests enumerate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import pydantic
+
+from speechrank.errors import SpeechrankError
+
+__all__ = ["STRICT", "describe_error", "validate"]
+
+#: The model configuration every user-facing schema uses: unknown keys are refused, values
+#: are not coerced between types (``"5"`` is not an integer, ``true`` is not a number), and
+#: a model is immutable once built.
+STRICT = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(error: Mapping[str, Any], where: str) -> str:
+    """One line for one pydantic error: where, the dotted key, the value and what is allowed."""
+    location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+    key = f"{where} {location}".strip() if location else where
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key"
+    if kind == "missing":
+        return f"{key}: missing (required)"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{key} = {_short(error.get('input'))}: {message}"
+
+
+def validate(model: type[Model], data: Any, *, where: str) -> Model:
+    """Build ``model`` from ``data`` or raise one :class:`SpeechrankError` line.
+
+    ``where`` names the place the data came from (``"sweep config [rank]"``, a file path); the
+    first error pydantic reports is the one shown (the others usually follow from it).
+    """
+    if not isinstance(data, Mapping):
+        raise SpeechrankError(f"{where}: expected a table of keys, got {_short(data)}")
+    try:
+        return model.model_validate(dict(data))
+    except pydantic.ValidationError as err:
+        errors = err.errors(include_url=False)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise SpeechrankError(describe_error(errors[0], where) + more) from None
