@@ -201,3 +201,12 @@ def test_unknown_paths_are_not_claimed(tmp_path):
         formats.describe(tmp_path / "notes.txt")
     with pytest.raises(SpeechrankError, match="unknown checkpoint format"):
         formats.by_name("nope")
+
+
+def test_every_format_module_is_registered_once():
+    package = SRC / "encoders" / "formats"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "base"}
+    assert sorted(formats.MODULES) == sorted(modules)
+    names = [fmt.name for fmt in formats.FORMATS]
+    assert len(set(names)) == len(names) and all(names)
+    assert all(isinstance(fmt, formats.CheckpointFormat) for fmt in formats.FORMATS)

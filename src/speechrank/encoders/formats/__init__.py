@@ -8,14 +8,15 @@ record and content digest. :func:`~speechrank.encoders.load_encoder`, the sweep'
 ``speechrank pretrain`` (its resume) and the training monitor all ask this registry, and
 nothing else in speechrank tests for a checkpoint's files.
 
-Adding a format is one module here and one line in :data:`FORMATS`.
+Adding a format is one module here (holding its ``FORMAT``) and one line in
+:data:`MODULES`, at the place in the order where it should be asked.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from speechrank.encoders.formats import fairseq, hf_trainer, huggingface, random, speechrank
 from speechrank.encoders.formats.base import (
     CheckpointFormat,
     FoundCheckpoint,
@@ -26,6 +27,7 @@ from speechrank.errors import SpeechrankError
 
 __all__ = [
     "FORMATS",
+    "MODULES",
     "CheckpointFormat",
     "FoundCheckpoint",
     "by_name",
@@ -36,15 +38,20 @@ __all__ = [
     "step_from_name",
 ]
 
-#: Every format, asked in this order: the first that claims a path owns it, so a format
-#: whose checkpoints a more general one would also claim comes before it.
-FORMATS: tuple[CheckpointFormat, ...] = (
-    speechrank.FORMAT,  # config.json naming speechrank's model type
-    hf_trainer.FORMAT,  # a model directory with trainer_state.json
-    huggingface.FORMAT,  # any other model directory
-    fairseq.FORMAT,  # .pt files
-    random.FORMAT,  # random:NAME specs
+#: The modules of this package that hold a format, in the order the formats are asked: the
+#: first that claims a path owns it, so a format whose checkpoints a more general one would
+#: also claim comes before it.
+MODULES: tuple[str, ...] = (
+    "speechrank",  # config.json naming speechrank's model type
+    "hf_trainer",  # a model directory with trainer_state.json
+    "huggingface",  # any other model directory
+    "fairseq",  # .pt files
+    "random",  # random:NAME specs
 )
+
+#: Every format, in :data:`MODULES` order.
+FORMATS: tuple[CheckpointFormat, ...] = tuple(
+    importlib.import_module(f"{__name__}.{module}").FORMAT for module in MODULES)
 
 
 def by_name(name: str) -> CheckpointFormat:
