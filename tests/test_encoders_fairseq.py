@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from speechrank.encoders import load_encoder
-from speechrank.encoders.fairseq import find_fairseq_checkpoint, parse_conv_layers
+from speechrank.encoders.fairseq import parse_conv_layers
+from speechrank.encoders.formats.fairseq import checkpoint_file
 from speechrank.errors import SpeechrankError
 
 CONV = "[(32, 10, 5)] + [(32, 3, 2)] * 2 + [(32, 2, 2)]"
@@ -160,7 +161,7 @@ def test_fairseq_checkpoint_matches_source(tmp_path, family, large):
 
 def test_namespace_args_and_directory(tmp_path):
     path, source = _write(tmp_path, "wav2vec2", False, style="args")
-    assert find_fairseq_checkpoint(tmp_path) == path
+    assert checkpoint_file(tmp_path) == path
     _assert_same(tmp_path, source)  # the directory holding one .pt
     assert load_encoder(str(tmp_path)).source["config_from"] == "args"
 

@@ -17,10 +17,10 @@ from speechrank.encoders.bestrq import (
     build_bestrq_encoder,
     config_for_size,
     init_bestrq_model,
-    is_bestrq_checkpoint,
     load_bestrq_checkpoint,
     write_model_files,
 )
+from speechrank.encoders.formats.speechrank import is_bestrq_checkpoint
 from speechrank.errors import SpeechrankError
 
 

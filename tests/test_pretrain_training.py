@@ -19,9 +19,9 @@ from speechrank.encoders.bestrq import (
     BestRqEncoder,
     config_for_size,
     init_bestrq_model,
-    is_bestrq_checkpoint,
     load_bestrq_checkpoint,
 )
+from speechrank.encoders.formats.speechrank import is_bestrq_checkpoint
 from speechrank.errors import SpeechrankError
 from speechrank.pretrain import TrainConfig, pretrain
 from speechrank.pretrain.data import (

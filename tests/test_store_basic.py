@@ -323,6 +323,6 @@ def test_version_1_store_is_migrated(tmp_path):
     conn.commit()
     conn.close()
     with ResultStore(path) as migrated:
-        assert migrated.schema_version == SCHEMA_VERSION == 2
+        assert migrated.schema_version == SCHEMA_VERSION == 3
         assert migrated.rows() == [make_row()]
         assert migrated.checkpoints() == []

@@ -81,14 +81,15 @@ def test_config_errors(tmp_path):
 
 
 def test_checkpoints_ordered_by_step(tmp_path):
-    for name, step in (("checkpoint-000200", 200), ("checkpoint-000000", 0),
-                       ("checkpoint-001000", 1000)):
+    for name in ("checkpoint-200", "checkpoint-0", "checkpoint-1000", "checkpoint-1200"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
-        (tmp_path / name / "trainer.json").write_text(json.dumps({"step": step}))
+        if name != "checkpoint-1200":  # no weights yet: incomplete, not listed
+            (tmp_path / name / "model.safetensors").write_bytes(b"weights")
     (tmp_path / "not-a-model").mkdir()
     found = find_checkpoints(tmp_path)
     assert [c.step for c in found] == [0, 200, 1000]
+    assert {c.format for c in found} == {"huggingface"}
     with pytest.raises(SpeechrankError):
         find_checkpoints(tmp_path / "nope")
 

@@ -471,8 +471,10 @@ def pretrain(
 
 @app.command()
 def sweep(
-    checkpoints: Annotated[str, typer.Argument(help="A directory of checkpoints, one model "
-                                               "directory, or a list file (PATH [STEP]).")],
+    runs: Annotated[list[str], typer.Argument(
+        metavar="RUN...", help="One or more runs, each its own model in the store: a run "
+        "directory (speechrank pretrain, Hugging Face Trainer, fairseq, ...), one checkpoint "
+        "(directory or file), or a list file (PATH [STEP] per line).")],
     config: Annotated[Path, typer.Option("--config", help="The sweep's TOML file (see the "
                                          "README).")],
     store: Annotated[Path, typer.Option("--store", help="SQLite results store (created or "
@@ -493,7 +495,7 @@ def sweep(
     gpus_per_unit: Annotated[float, typer.Option(help="With --ray: GPUs each task "
                                                  "declares.")] = 0.0,
 ) -> None:
-    """Rank and probes of every layer over a series of checkpoints (resumable)."""
+    """Rank and probes of every layer over the checkpoints of one or more runs (resumable)."""
     _threads()
     from speechrank.store import ResultStore
     from speechrank.sweep import sweep as run_sweep
@@ -502,12 +504,13 @@ def sweep(
         if ray is not None:
             from speechrank.sweep.ray_executor import sweep_on_ray
 
-            summary = sweep_on_ray(checkpoints, config, store, address=ray, device=device,
+            summary = sweep_on_ray(runs, config, store, address=ray, device=device,
                                    cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
                                    progress=progress)
         else:
-            summary = run_sweep(checkpoints, config, store, device=device, progress=progress)
-    console.print(f"{summary.checkpoints} checkpoints: {summary.units_done} units computed, "
+            summary = run_sweep(runs, config, store, device=device, progress=progress)
+    console.print(f"{summary.checkpoints} checkpoints of {len(summary.runs)} run(s) "
+                  f"({', '.join(summary.runs)}): {summary.units_done} units computed, "
                   f"{summary.units_reused} reused, {summary.rows_written} rows written to "
                   f"{summary.store} in {summary.wall_seconds:.1f} s")
     if summary.skipped:

@@ -8,7 +8,7 @@ finishes. A unit that raises, or a process that is killed, leaves nothing behind
 (model, checkpoint, dataset, layer, pooling, metric, task, split, domain and a hash of the
 conventions that matter), so writing a measurement again replaces it instead of duplicating it.
 
-Layout (schema version 2)::
+Layout (schema version 3)::
 
     schema_version(version)
     results(id, model, checkpoint, step, dataset, layer, pooling, metric, value, n_rows, dim,
@@ -20,10 +20,23 @@ Layout (schema version 2)::
 ``checkpoints`` says what each checkpoint a sweep measured is: where it lies (resolved path),
 its format, its training step, a digest of its content and its training record (loss, masked
 accuracy, learning rate where the format keeps them), so an analysis can set the label-free
-metrics beside the signals a training run gives for free. A store of version 1 is migrated on
-open (the table is added, nothing else changes). ``conventions``, ``meta`` and ``training``
-are JSON text. ``value`` is ``NULL`` for NaN (SQLite stores NaN
-as ``NULL``); reading gives NaN back. The file uses write-ahead logging and
+metrics beside the signals a training run gives for free.
+
+Identity never depends on spelling (version 3). A sweep's unit keys are
+``RUN|step:N|rank|DATA`` (the checkpoint's step, or its content digest where the step is
+unknown), DATA and the ``dataset`` column hold the resolved spelling of a DATA spec
+(:func:`speechrank.audio.datasets.resolve_spec`), and ``meta['runs']`` maps each run's name
+to the resolved path it stands for (:meth:`ResultStore.claim_run`), so a run keeps its name
+and two runs never share one. Older stores are migrated on open, in one transaction: version 1
+gains the ``checkpoints`` table; versions 1 and 2 get their sweep units rekeyed
+(``RUN|CHECKPOINT_NAME|...`` -> ``RUN|step:N|...``, from each unit's recorded step when it is
+unique in its run) and every DATA spelling resolved, relative ones against the store's
+directory, its parents, then the working directory, the first where the data lies; a dataset
+held under two spellings becomes one, the newer of two equal measurements kept (see
+:meth:`ResultStore._rekey`). A spelling that resolves nowhere is left as it was.
+
+``conventions``, ``meta`` and ``training`` are JSON text. ``value`` is ``NULL`` for NaN
+(SQLite stores NaN as ``NULL``); reading gives NaN back. The file uses write-ahead logging and
 ``synchronous=NORMAL``: a committed unit survives a process crash, and readers never block the
 writer.
 """
@@ -59,7 +72,7 @@ __all__ = [
 ]
 
 #: Version of the on-disk layout; a store written by a newer layout is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Columns (besides the conventions hash) that identify one measurement.
 IDENTITY_COLUMNS: tuple[str, ...] = (
@@ -256,6 +269,52 @@ def _sort_key(row: ResultRow) -> tuple[Any, ...]:
             row.layer)
 
 
+def _split_unit_key(key: str, run: str | None) -> tuple[str, str, str, str] | None:
+    """(run, checkpoint, kind, what) of a sweep unit key ``RUN|CHECKPOINT|KIND|WHAT``
+    (``run``, when given and a prefix, is taken whole: a run name may hold ``|``); None for
+    any other key (a monitor's unit, say)."""
+    if run is not None and key.startswith(run + "|"):
+        head, rest = run, key[len(run) + 1:]
+    else:
+        head, _, rest = key.partition("|")
+    parts = rest.split("|", 2)
+    if len(parts) != 3 or parts[1] not in ("rank", "probe") or parts[0].startswith("step:"):
+        return None
+    return head, parts[0], parts[1], parts[2]
+
+
+def _spelling_resolver(store_path: Path) -> Any:
+    """``resolve(spelling) -> resolved spelling or None`` for DATA spellings of an old
+    store: absolute ones as they are, relative ones against the store's directory, its
+    parents and then the working directory, the first where the data exists (None when it
+    exists nowhere, or the spelling is no DATA spec)."""
+    from speechrank.audio.datasets import parse_spec, resolve_spec
+
+    directory = store_path.resolve().parent
+    bases = [directory, *directory.parents, Path.cwd()]
+    cache: dict[str, str | None] = {}
+
+    def resolve(spelling: str) -> str | None:
+        if spelling in cache:
+            return cache[spelling]
+        found = None
+        try:
+            if Path(parse_spec(spelling).path).is_absolute():
+                found = resolve_spec(spelling)
+            else:
+                for base in bases:
+                    candidate = resolve_spec(spelling, base)
+                    if parse_spec(candidate).path.exists():
+                        found = candidate
+                        break
+        except SpeechrankError:
+            found = None
+        cache[spelling] = found
+        return found
+
+    return resolve
+
+
 class ResultStore:
     """An SQLite file of tidy result rows with resumable units of work.
 
@@ -336,7 +395,79 @@ class ResultStore:
             if current < 2:
                 for statement in _CHECKPOINTS_SCHEMA:
                     conn.execute(statement)
+            if current < 3:
+                self._rekey(conn)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    def _rekey(self, conn: sqlite3.Connection) -> None:
+        """Version 3's identities for a store written before them (see the module docstring).
+
+        A sweep unit ``RUN|NAME|rank|DATA`` (or ``...|probe|TASK``) whose recorded step is
+        unique among the run's checkpoints becomes ``RUN|step:N|rank|RESOLVED``; the rows
+        follow their unit. Units that end under one key are one: the latest kept, the rows of
+        all moved to it. Every ``dataset`` spelling is resolved the same way; of two rows
+        that are then one measurement, the newer stays.
+        """
+        meta = {r[0]: json.loads(r[1]) for r in conn.execute("SELECT key, value FROM meta")}
+        resolve = _spelling_resolver(self.path)
+        run_hint = meta.get("run") if isinstance(meta.get("run"), str) else None
+        parsed: list[tuple[str, str, str, str, str, dict[str, Any], str]] = []
+        for key, meta_json, finished in conn.execute(
+                "SELECT key, meta, finished_at FROM units"):
+            split = _split_unit_key(key, run_hint)
+            if split is not None:
+                parsed.append((key, *split, json.loads(meta_json or "{}"), finished))
+        steps: dict[str, dict[str, Any]] = {}
+        for _, run, name, _, _, unit_meta, _ in parsed:
+            steps.setdefault(run, {})[name] = unit_meta.get("step")
+        moves: dict[str, str] = {}
+        for key, run, name, kind, what, unit_meta, _ in parsed:
+            step = unit_meta.get("step")
+            shared = list(steps[run].values()).count(step) > 1
+            ident = f"step:{step}" if isinstance(step, int) and not shared else name
+            target = (resolve(what) or what) if kind == "rank" else what
+            new = f"{run}|{ident}|{kind}|{target}"
+            if new != key:
+                moves[key] = new
+        latest: dict[str, tuple[str, str]] = {}
+        for key, *_, finished in parsed:
+            new = moves.get(key, key)
+            if new not in latest or finished >= latest[new][1]:
+                latest[new] = (key, finished)
+        for old, new in moves.items():
+            conn.execute("UPDATE results SET unit = ? WHERE unit = ?", (new, old))
+        for new, (keep, _) in latest.items():
+            if keep != new:
+                conn.execute("DELETE FROM units WHERE key = ?", (new,))
+                conn.execute("UPDATE units SET key = ? WHERE key = ?", (new, keep))
+        for old in moves:
+            if latest.get(old, ("", ""))[0] != old:
+                conn.execute("DELETE FROM units WHERE key = ?", (old,))
+        spellings = [r[0] for r in conn.execute("SELECT DISTINCT dataset FROM results")]
+        same = " AND ".join(f"t.{c} = results.{c}" for c in (*IDENTITY_COLUMNS,
+                                                               "conventions_hash")
+                            if c != "dataset")
+        for old in spellings:
+            new = resolve(old)
+            if new is None or new == old:
+                continue
+            conn.execute(f"DELETE FROM results WHERE dataset = ? AND EXISTS (SELECT 1 FROM "
+                         f"results t WHERE t.dataset = ? AND {same} AND "
+                         f"t.updated_at >= results.updated_at)", (old, new))
+            conn.execute(f"DELETE FROM results WHERE dataset = ? AND EXISTS (SELECT 1 FROM "
+                         f"results t WHERE t.dataset = ? AND {same})", (new, old))
+            conn.execute("UPDATE results SET dataset = ? WHERE dataset = ?", (new, old))
+        conn.execute("UPDATE units SET n_results = (SELECT COUNT(*) FROM results "
+                     "WHERE results.unit = units.key)")
+        config = meta.get("sweep_config")
+        if isinstance(config, dict):
+            if isinstance(config.get("rank_data"), str):
+                config["rank_data"] = resolve(config["rank_data"]) or config["rank_data"]
+            for probe in config.get("probes") or []:
+                if isinstance(probe, dict) and isinstance(probe.get("data"), str):
+                    probe["data"] = resolve(probe["data"]) or probe["data"]
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'sweep_config'",
+                         (_to_json(config),))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -423,6 +554,43 @@ class ResultStore:
                 (str(record.run), str(record.checkpoint), str(record.path), str(record.format),
                  None if record.step is None else int(record.step), record.digest,
                  _to_json(training), _now()))
+
+    def claim_run(self, source: str, names: Iterable[str]) -> str:
+        """The name of the run that ``source`` (a resolved path) stands for in this store:
+        the one it was given before, else the first of ``names`` no other run holds (kept in
+        ``meta['runs']``). A name recorded before runs were (a migrated store's) is free to
+        the first run that asks for it."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
+            runs = json.loads(row[0]) if row else {}
+            for name, held in runs.items():
+                if held == source:
+                    return str(name)
+            for name in names:
+                if name not in runs:
+                    runs[name] = source
+                    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs', ?)",
+                                 (_to_json(runs),))
+                    return str(name)
+        raise SpeechrankError(f"{self.path}: every name of run {source} is taken")
+
+    def runs(self) -> dict[str, str]:
+        """Each run's name and the resolved path it stands for."""
+        return dict(self.get_meta("runs", {}))
+
+    def forget_checkpoint(self, run: str, checkpoint: str) -> int:
+        """Drop what was measured of one checkpoint of ``run`` (its rows and its units' done
+        marks), so the next sweep measures it again; returns the rows dropped. For a file
+        whose content changed since (a ``checkpoint_last.pt`` of a run that went on)."""
+        with self._transaction() as conn:
+            dropped = conn.execute("DELETE FROM results WHERE model = ? AND checkpoint = ?",
+                                   (run, checkpoint)).rowcount
+            for key, meta in conn.execute("SELECT key, meta FROM units").fetchall():
+                if (key.startswith(run + "|")
+                        and json.loads(meta or "{}").get("checkpoint") == checkpoint):
+                    conn.execute("DELETE FROM results WHERE unit = ?", (key,))
+                    conn.execute("DELETE FROM units WHERE key = ?", (key,))
+        return int(dropped)
 
     def checkpoints(self, run: str | None = None) -> list[CheckpointRecord]:
         """The recorded checkpoints (of one ``run``, or of all), by run and training step."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "known_formats",
     "load_dataset",
     "parse_spec",
+    "resolve_spec",
     "select_splits",
 ]
 
@@ -85,10 +86,15 @@ def _parse_options(text: str) -> dict[str, str]:
 
 def parse_spec(spec: str | os.PathLike[str]) -> DataSpec:
     """Split a DATA spec into layout, path and ``#key=value`` options (nothing is read)."""
-    text = os.fspath(spec)
+    return _parse(os.fspath(spec), Path.exists)
+
+
+def _parse(text: str, exists: Callable[[Path], bool]) -> DataSpec:
+    """:func:`parse_spec`, with ``exists`` telling whether a path is there (relative paths
+    are the caller's to place)."""
     if not text.strip():
         raise SpeechrankError("empty DATA spec")
-    if os.path.exists(os.path.expanduser(text)):
+    if exists(Path(text).expanduser()):
         return DataSpec(None, Path(text).expanduser(), {})
     head, options = text, {}
     if "#" in text:
@@ -96,7 +102,7 @@ def parse_spec(spec: str | os.PathLike[str]) -> DataSpec:
         if _OPTIONS.match(after):
             head, options = before, _parse_options(after)
     match = _FORMAT.match(head)
-    if match is not None and not os.path.exists(os.path.expanduser(head)):
+    if match is not None and not exists(Path(head).expanduser()):
         fmt = match["format"].lower()
         if fmt not in LAYOUTS:
             raise SpeechrankError(f"unknown DATA format {match['format']!r} in {text!r} "
@@ -106,6 +112,26 @@ def parse_spec(spec: str | os.PathLike[str]) -> DataSpec:
             raise SpeechrankError(f"{fmt}: no path after the colon in {text!r}")
         return DataSpec(fmt, Path(match["path"]).expanduser(), options)
     return DataSpec(None, Path(head).expanduser(), options)
+
+
+def resolve_spec(spec: str | os.PathLike[str], base: str | os.PathLike[str] | None = None,
+                 ) -> str:
+    """The one spelling of a DATA spec: its path made absolute against ``base`` (default: the
+    working directory) and resolved (``..`` and symbolic links), the layout name in lower
+    case, the options sorted: ``fsdd:../data/fsdd#split=test`` read in ``/work/x`` is
+    ``fsdd:/work/data/fsdd#split=test``. Two spellings of one dataset resolve alike, so the
+    store keys a dataset by this, never by how it was written. Resolving a resolved spec
+    changes nothing. Nothing is read beyond the path's existence.
+    """
+    root = Path(base).expanduser() if base is not None else Path.cwd()
+    parsed = _parse(os.fspath(spec), lambda p: (p if p.is_absolute() else root / p).exists())
+    path = parsed.path if parsed.path.is_absolute() else root / parsed.path
+    head = str(path.resolve())
+    if parsed.format is not None:
+        head = f"{parsed.format}:{head}"
+    if parsed.options:
+        head += "#" + "&".join(f"{k}={v}" for k, v in sorted(parsed.options.items()))
+    return head
 
 
 def _load_directory(path: Path, spec: str) -> Dataset:

@@ -1,8 +1,9 @@
 """The on-disk format of a BEST-RQ checkpoint directory, in one place.
 
 ``speechrank pretrain`` writes it (:mod:`speechrank.pretrain.checkpoint` adds the atomic
-rename and the resumable training state), :func:`speechrank.encoders.load_encoder` recognises
-it and :func:`speechrank.encoders.bestrq.load_bestrq_checkpoint` reads it. A run directory
+rename and the resumable training state), the registry's ``speechrank`` format
+(:mod:`speechrank.encoders.formats.speechrank`) recognises it and
+:func:`speechrank.encoders.bestrq.load_bestrq_checkpoint` reads it. A run directory
 holds ``checkpoint-<step:06d>/`` directories, each with:
 
 - ``config.json``: ``model_type`` = :data:`MODEL_TYPE` (what marks the directory as ours),
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,6 @@ __all__ = [
     "TRAINER_FILE",
     "TRAINING_STATE_FILE",
     "checkpoint_name",
-    "declares_bestrq",
-    "is_bestrq_checkpoint",
-    "parse_checkpoint_name",
     "read_checkpoint_config",
     "read_trainer",
     "write_model_files",
@@ -56,18 +53,9 @@ TRAINING_STATE_FILE = "training_state.pt"
 #: Prefix of the encoder's tensors in ``model.safetensors``.
 ENCODER_PREFIX = "encoder."
 
-_NAME = re.compile(r"^checkpoint-(\d{6,})$")
-
-
 def checkpoint_name(step: int) -> str:
     """``checkpoint-000100`` for step 100."""
     return f"checkpoint-{step:06d}"
-
-
-def parse_checkpoint_name(name: str) -> int | None:
-    """The step of a checkpoint directory name, or ``None`` for any other name."""
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
 
 
 def write_model_files(directory: str | os.PathLike[str], config: Any,
@@ -93,19 +81,6 @@ def write_model_files(directory: str | os.PathLike[str], config: Any,
     (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def declares_bestrq(path: str | os.PathLike[str]) -> bool:
-    """True when ``path``'s ``config.json`` names :data:`MODEL_TYPE` (weights not checked):
-    the loader's test for "this directory is ours", so a broken one gets our error."""
-    config = Path(path) / CONFIG_FILE
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("model_type") == MODEL_TYPE
-
-
 def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``config.json`` of a BEST-RQ checkpoint directory (SpeechrankError if not)."""
     directory = Path(path)
@@ -124,21 +99,6 @@ def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SpeechrankError(f"{directory}: checkpoint format {version} is newer than this "
                               f"speechrank reads ({FORMAT_VERSION}); upgrade speechrank")
     return payload
-
-
-def is_bestrq_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a directory with a speechrank BEST-RQ ``config.json`` and weights.
-
-    Optimiser state is not required: only the newest checkpoint of a run keeps it.
-    """
-    directory = Path(path)
-    if not (directory / MODEL_FILE).is_file():
-        return False
-    try:
-        read_checkpoint_config(directory)
-    except SpeechrankError:
-        return False
-    return True
 
 
 def read_trainer(directory: str | os.PathLike[str]) -> dict[str, Any]:

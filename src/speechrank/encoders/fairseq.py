@@ -100,24 +100,11 @@ _POS_G = ("encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.parametrizations.we
 _POS_V = ("encoder.pos_conv.0.weight_v", "encoder.pos_conv.0.parametrizations.weight.original1")
 
 
-def find_fairseq_checkpoint(path: Path) -> Path | None:
-    """The fairseq ``.pt`` file MODEL names: the file itself, or the only ``.pt`` in a directory
-    that has no ``config.json``; ``None`` when ``path`` is neither."""
-    if path.is_file():
-        return path if path.suffix == ".pt" else None
-    if path.is_dir() and not (path / "config.json").is_file():
-        found = sorted(path.glob("*.pt"))
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            names = ", ".join(p.name for p in found[:4])
-            raise SpeechrankError(
-                f"{path}: {len(found)} fairseq checkpoints ({names}); name the .pt file to load")
-    return None
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Unpickle a fairseq checkpoint with ``weights_only=True`` and :data:`ALLOWED_GLOBALS`.
+
+    ``mmap=True`` maps the tensors instead of reading them (zip-format files; an older
+    file is read whole): what reading a checkpoint's metadata costs then is its pickle.
 
     Raises:
         SpeechrankError: the file is unreadable, or holds a class outside the allowlist (named).
@@ -135,7 +122,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "dict/list config values")
     try:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = _load(path, mmap)
     except Exception as err:  # any unpickling failure: a bad file
         text = str(err)
         match = re.search(r"GLOBAL ([\w.]+)", text)
@@ -148,6 +135,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
         raise SpeechrankError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     return state
+
+
+def _load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # a legacy (non-zip) file cannot be mapped
+            if "mmap" not in str(err):
+                raise
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

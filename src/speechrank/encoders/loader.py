@@ -1,38 +1,29 @@
 """``load_encoder(MODEL)``: the one entry point from a MODEL string to a :class:`SpeechEncoder`.
 
-MODEL (DESIGN.md section 3) is one of
-
-- ``random:NAME`` or ``random:NAME@SEED``: a randomly initialised architecture
-  (:data:`~speechrank.encoders.architectures.RANDOM_ARCHITECTURES`), seeded, no download;
-- a checkpoint directory written by ``speechrank pretrain`` (it holds
-  ``speechrank_checkpoint.json``, or a ``config.json`` whose ``model_type`` is
-  ``speechrank-bestrq``), read by :mod:`speechrank.encoders.bestrq`;
-- a Hugging Face model directory (``config.json`` and weights);
-- a fairseq HuBERT or wav2vec 2.0 checkpoint (a ``.pt`` file, or a directory whose only
-  ``.pt`` it is), read by :mod:`speechrank.encoders.fairseq` without fairseq;
-- a Hugging Face hub id such as ``facebook/hubert-base-ls960``, read from the local cache only.
-
-Nothing is ever downloaded.
+MODEL is a checkpoint of any format of the registry (:mod:`speechrank.encoders.formats`:
+``random:NAME[@SEED]``, a ``speechrank pretrain`` checkpoint directory, a Hugging Face model
+directory or ``Trainer`` checkpoint, a fairseq HuBERT or wav2vec 2.0 ``.pt`` ...), which says
+what it is and loads it, or a Hugging Face hub id such as ``facebook/hubert-base-ls960``, read
+from the local cache only. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from speechrank.encoders import formats
 from speechrank.encoders.base import SpeechEncoder
-from speechrank.encoders.bestrq_format import declares_bestrq
+from speechrank.encoders.formats.speechrank import FORMAT as SPEECHRANK_FORMAT
 from speechrank.errors import SpeechrankError
 
 
 def is_speechrank_checkpoint(path: Path) -> bool:
-    """True for a directory written by ``speechrank pretrain`` (its ``config.json`` names the
-    BEST-RQ model type; see :mod:`speechrank.encoders.bestrq_format`)."""
-    return declares_bestrq(path)
+    """True for a directory written by ``speechrank pretrain`` (the registry's
+    ``speechrank`` format claims it)."""
+    return formats.detect(Path(path)) is SPEECHRANK_FORMAT
 
 
 #: What a Hugging Face hub id looks like: ``name`` or ``owner/name``.
@@ -44,29 +35,19 @@ def _looks_like_path(spec: str) -> bool:
     return _HUB_ID.match(spec) is None or ".." in spec
 
 
-def _load_speechrank_checkpoint(path: Path, device: torch.device,
-                                dtype: torch.dtype | None) -> SpeechEncoder:
-    try:
-        from speechrank.encoders import bestrq
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("speechrank.encoders.bestrq"):
-            raise SpeechrankError(
-                f"{path}: a speechrank checkpoint, but this install lacks the built-in encoder "
-                "(speechrank.encoders.bestrq)") from None
-        raise
-    loader = bestrq.load_bestrq_checkpoint
-    params = inspect.signature(loader).parameters
-    kwargs: dict[str, Any] = {}
-    if "device" in params:
-        kwargs["device"] = device
-    if "dtype" in params:
-        kwargs["dtype"] = dtype
-    elif dtype not in (None, torch.float32):
-        raise SpeechrankError(f"{path}: speechrank checkpoints load in float32 only")
-    encoder = loader(path, **kwargs)
-    if "device" not in params:
-        encoder = encoder.to(device)
-    return encoder
+def _unclaimed(spec: str, path: Path) -> SpeechrankError:
+    """The one line for an existing path that no format claims."""
+    if path.is_dir():
+        run = formats.run_checkpoints(path)
+        if run:
+            names = ", ".join(c.name for c in run[:4])
+            return SpeechrankError(
+                f"{spec}: a run directory with {len(run)} checkpoints ({names}"
+                f"{', ...' if len(run) > 4 else ''}); name the one to load")
+        return SpeechrankError(f"{spec}: not a model directory (no config.json)")
+    return SpeechrankError(
+        f"{spec}: is a file; MODEL must be a model directory (config.json and weights), "
+        "a fairseq .pt, a speechrank checkpoint directory, a hub id or random:NAME")
 
 
 def load_encoder(spec: str, *, device: str | torch.device = "cpu",
@@ -96,49 +77,15 @@ def load_encoder(spec: str, *, device: str | torch.device = "cpu",
     dev = resolve_device(device)
     weight_dtype = resolve_dtype(dtype)
 
-    if spec.startswith("random:"):
-        return _load_random(spec, dev, weight_dtype, normalize)
-
+    fmt = formats.detect(spec)
     path = Path(spec).expanduser()
+    if fmt is not None:
+        return fmt.load(path, device=dev, dtype=weight_dtype, normalize=normalize, name=spec)
     if path.exists():
-        # issue 14 hook: a fairseq HuBERT / wav2vec 2.0 ``.pt`` (or a directory holding one).
-        from speechrank.encoders.fairseq import find_fairseq_checkpoint, load_fairseq_encoder
-
-        fairseq_file = None if is_speechrank_checkpoint(path) else find_fairseq_checkpoint(path)
-        if fairseq_file is not None:
-            return load_fairseq_encoder(fairseq_file, device=dev, dtype=weight_dtype,
-                                        normalize=normalize, name=spec)
-        if not path.is_dir():
-            raise SpeechrankError(
-                f"{spec}: is a file; MODEL must be a model directory (config.json and weights), "
-                "a fairseq .pt, a speechrank checkpoint directory, a hub id or random:NAME")
-        if is_speechrank_checkpoint(path):
-            return _load_speechrank_checkpoint(path, dev, weight_dtype)
-        if not (path / "config.json").is_file():
-            raise SpeechrankError(
-                f"{spec}: not a model directory (no config.json)")
-    elif _looks_like_path(spec):
+        raise _unclaimed(spec, path)
+    if _looks_like_path(spec):
         raise SpeechrankError(f"model directory {spec!r} does not exist")
 
     from speechrank.encoders.huggingface import load_pretrained
 
     return load_pretrained(spec, device=dev, dtype=weight_dtype, normalize=normalize)
-
-
-def _load_random(spec: str, device: torch.device, dtype: torch.dtype | None,
-                 normalize: bool | None) -> SpeechEncoder:
-    from speechrank.encoders.architectures import build_random_model, parse_random_spec
-    from speechrank.encoders.huggingface import DEFAULT_SAMPLE_RATE, HuggingFaceEncoder
-
-    arch, seed = parse_random_spec(spec)
-    model = build_random_model(arch, seed)
-    if normalize is None:
-        do_normalize = arch.do_normalize
-        norm_source = "Wav2Vec2FeatureExtractor default for the family (random: architecture)"
-    else:
-        do_normalize, norm_source = bool(normalize), "user (normalize argument)"
-    source = {"kind": "random", "architecture": arch.name, "seed": seed,
-              "description": arch.description}
-    return HuggingFaceEncoder(model, name=spec, sample_rate=DEFAULT_SAMPLE_RATE,
-                              do_normalize=do_normalize, normalize_source=norm_source,
-                              source=source, device=device, dtype=dtype)

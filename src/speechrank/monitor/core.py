@@ -53,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -71,6 +70,7 @@ from speechrank.accumulate import (
     metric_rows,
 )
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.encoders.formats.base import step_from_name
 from speechrank.errors import SpeechrankError
 from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch, encode_padded
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
@@ -124,7 +124,7 @@ def _run_name_of(encoder: SpeechEncoder) -> str:
     """The encoder's name; for a checkpoint directory such as ``runs/a/checkpoint-000100``
     (``speechrank pretrain``, Hugging Face ``Trainer``), the run directory's name (``a``)."""
     path = Path(encoder.name)
-    if re.fullmatch(r"(checkpoint|step)[-_]?\d+", path.name) and path.parent.name:
+    if step_from_name(path.name) is not None and path.parent.name:
         return path.parent.name
     return encoder.name
 

@@ -31,14 +31,13 @@ import torch
 
 from speechrank.encoders.bestrq import BestRqConfig
 from speechrank.encoders.bestrq_format import (
-    CONFIG_FILE,
-    MODEL_FILE,
     TRAINER_FILE,
     TRAINING_STATE_FILE,
     checkpoint_name,
-    parse_checkpoint_name,
     write_model_files,
 )
+from speechrank.encoders.formats.speechrank import FORMAT as SPEECHRANK_FORMAT
+from speechrank.encoders.formats.speechrank import parse_checkpoint_name
 from speechrank.errors import SpeechrankError
 
 __all__ = [
@@ -62,27 +61,17 @@ def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
-def _complete(directory: Path) -> bool:
-    if not all((directory / name).is_file() for name in (CONFIG_FILE, MODEL_FILE,
-                                                         TRAINER_FILE)):
-        return False
-    try:
-        json.loads((directory / TRAINER_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``out_dir`` as ``(step, path)``, oldest first."""
+    """Complete checkpoints under ``out_dir`` as ``(step, path)``, oldest first (the
+    registry's ``speechrank`` format decides what is complete)."""
     root = Path(out_dir)
     if not root.is_dir():
         return []
     found = []
-    for entry in root.iterdir():
-        step = parse_checkpoint_name(entry.name)
-        if step is not None and entry.is_dir() and _complete(entry):
-            found.append((step, entry))
+    for path in SPEECHRANK_FORMAT.run_checkpoints(root):
+        step = parse_checkpoint_name(path.name)
+        if step is not None:
+            found.append((step, path))
     return sorted(found)
 
 

@@ -35,7 +35,6 @@ Probe-recipe overrides (:func:`probe_recipe`) apply to any probe kind's default 
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -212,10 +211,8 @@ class SweepConfig:
 
 
 def _resolve_data(spec: str, base: Path) -> str:
-    """Make a relative DATA path in a config file relative to that file."""
-    fmt, sep, rest = spec.partition(":")
-    if sep and re.fullmatch(r"[a-z0-9_]+", fmt) and len(fmt) > 1:
-        path = Path(rest)
-        return f"{fmt}:{path if path.is_absolute() else (base / path)}"
-    path = Path(spec)
-    return str(path if path.is_absolute() else base / path)
+    """A DATA spec of a config file in its one spelling (relative paths are relative to that
+    file; see :func:`speechrank.audio.datasets.resolve_spec`)."""
+    from speechrank.audio.datasets import resolve_spec
+
+    return resolve_spec(spec, base)

@@ -39,8 +39,7 @@ from typing import Any
 from speechrank.errors import SpeechrankError
 from speechrank.progress import Progress, ProgressArg
 from speechrank.sweep.config import SweepConfig
-from speechrank.sweep.run import SweepSummary, UnitOutcome, run_units
-from speechrank.sweep.series import find_series
+from speechrank.sweep.run import SweepSummary, UnitOutcome, find_all, run_units
 from speechrank.sweep.units import SweepUnit, compute_unit
 
 #: The one line shown when ``--ray`` is asked for without Ray installed.
@@ -217,7 +216,8 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
+def sweep_on_ray(checkpoints_spec: str | Path | Sequence[str | Path],
+                 config: SweepConfig | str | Path,
                  store_path: str | Path, *, address: str = "local", device: str = "cpu",
                  cpus_per_unit: float = 1.0, gpus_per_unit: float = 0.0,
                  num_cpus: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
@@ -252,5 +252,5 @@ def sweep_on_ray(checkpoints_spec: str | Path, config: SweepConfig | str | Path,
     executor = RayExecutor(address=address, device=device, cpus_per_unit=cpus_per_unit,
                            gpus_per_unit=gpus_per_unit, num_cpus=num_cpus,
                            max_retries=max_retries, pause=pause)
-    return run_units(find_series(checkpoints_spec), cfg, store_path, executor,
+    return run_units(find_all(checkpoints_spec), cfg, store_path, executor,
                      progress=progress, log=log)

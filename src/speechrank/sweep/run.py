@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from speechrank.errors import SpeechrankError
 from speechrank.progress import Progress, ProgressArg, as_progress
 from speechrank.sweep.config import SweepConfig
 from speechrank.sweep.series import CheckpointSeries, find_series
@@ -33,7 +34,8 @@ from speechrank.sweep.units import (
 
 @dataclasses.dataclass
 class SweepSummary:
-    """What a sweep did: units computed and reused, rows written, time taken."""
+    """What a sweep did: units computed and reused, rows written, time taken, and the runs'
+    names in the store."""
 
     store: str
     checkpoints: int
@@ -42,6 +44,7 @@ class SweepSummary:
     rows_written: int
     wall_seconds: float
     skipped: dict[str, int]
+    runs: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,58 +113,101 @@ def group_by_checkpoint(units: Sequence[SweepUnit]) -> list[list[SweepUnit]]:
     return list(groups.values())
 
 
-def run_units(series: CheckpointSeries, cfg: SweepConfig, store_path: str | Path,
-              executor: Executor, *, progress: ProgressArg = None,
+def run_units(series: CheckpointSeries | Sequence[CheckpointSeries], cfg: SweepConfig,
+              store_path: str | Path, executor: Executor, *, progress: ProgressArg = None,
               log: Callable[[str], Any] | None = None) -> SweepSummary:
-    """Measure every checkpoint of ``series`` into ``store_path`` with ``executor``.
+    """Measure every checkpoint of ``series`` (one run, or several) into ``store_path`` with
+    ``executor``.
 
-    Records the series' checkpoints in the store, skips the units already done, and commits
-    each computed unit in one transaction as the executor yields it; the store is closed
-    whatever happens. ``log`` (default: ``progress.log``) gets one line per unit.
+    Each run takes its name in the store (:meth:`~speechrank.store.ResultStore.claim_run`:
+    the one its resolved path had before, else the shortest free tail of that path), its
+    checkpoints are recorded, and a checkpoint whose content digest differs from the one
+    recorded before (a ``checkpoint_last.pt`` of a run that went on) is measured again. Then
+    the units already done are skipped and each computed unit is committed in one
+    transaction as the executor yields it; the store is closed whatever happens. ``log``
+    (default: ``progress.log``) gets one line per unit.
     """
     from speechrank.store import ResultStore
 
     started = time.perf_counter()
     report = as_progress(progress)
     say = log or report.log
+    all_series = [series] if isinstance(series, CheckpointSeries) else list(series)
     store = ResultStore(store_path)
     done = reused = rows_written = 0
     skipped: dict[str, int] = {}
+    runs: list[str] = []
     try:
         store.set_meta("sweep_config", cfg.to_dict())
-        store.set_meta("run", series.run)
-        for record in series.records():
-            store.record_checkpoint(record)
-        units = plan_units(series.checkpoints, cfg, series.run)
-        todo = [unit for unit in units if not store.is_done(unit.key)]
-        reused = len(units) - len(todo)
-        for checkpoint in series.checkpoints:
-            if not any(unit.checkpoint == checkpoint for unit in todo):
-                n = sum(unit.checkpoint == checkpoint for unit in units)
-                say(f"{checkpoint.name}: all {n} units already in the store")
-        for outcome in executor.run(group_by_checkpoint(todo), cfg, run=series.run,
-                                    progress=report):
-            commit_unit(store, outcome.unit, outcome.rows)
-            merge_skip_counts(skipped, outcome.skipped)
-            done += 1
-            rows_written += len(outcome.rows)
-            say(unit_line(outcome.unit, len(outcome.rows), outcome.seconds, outcome.where))
-            if outcome.note:
-                say(outcome.note)
+        for one in all_series:
+            one = _claim(store, one, say)
+            runs.append(one.run)
+            units = plan_units(one.checkpoints, cfg, one.run)
+            todo = [unit for unit in units if not store.is_done(unit.key)]
+            reused += len(units) - len(todo)
+            for checkpoint in one.checkpoints:
+                if not any(unit.checkpoint == checkpoint for unit in todo):
+                    n = sum(unit.checkpoint == checkpoint for unit in units)
+                    say(f"{checkpoint.name}: all {n} units already in the store")
+            for outcome in executor.run(group_by_checkpoint(todo), cfg, run=one.run,
+                                        progress=report):
+                commit_unit(store, outcome.unit, outcome.rows)
+                merge_skip_counts(skipped, outcome.skipped)
+                done += 1
+                rows_written += len(outcome.rows)
+                say(unit_line(outcome.unit, len(outcome.rows), outcome.seconds, outcome.where))
+                if outcome.note:
+                    say(outcome.note)
     finally:
         store.close()
-    return SweepSummary(store=str(store_path), checkpoints=len(series.checkpoints),
+    return SweepSummary(store=str(store_path),
+                        checkpoints=sum(len(one.checkpoints) for one in all_series),
                         units_done=done, units_reused=reused, rows_written=rows_written,
-                        wall_seconds=round(time.perf_counter() - started, 3), skipped=skipped)
+                        wall_seconds=round(time.perf_counter() - started, 3), skipped=skipped,
+                        runs=runs)
 
 
-def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_path: str | Path,
-          *, device: str = "cpu", progress: ProgressArg = None,
+def _claim(store: Any, series: CheckpointSeries, say: Callable[[str], Any]) -> CheckpointSeries:
+    """``series`` under its name in ``store``, its checkpoints recorded (and forgotten first
+    where their content changed)."""
+    run = store.claim_run(series.source, series.names) if series.source else series.run
+    series = dataclasses.replace(series, run=run)
+    store.set_meta("run", run)
+    before = {record.checkpoint: record for record in store.checkpoints(run)}
+    for record in series.records():
+        old = before.get(record.checkpoint)
+        if old is not None and old.digest and record.digest and old.digest != record.digest:
+            dropped = store.forget_checkpoint(run, record.checkpoint)
+            say(f"{record.checkpoint}: its content changed since it was measured "
+                f"({old.digest[:19]} -> {record.digest[:19]}); {dropped} rows dropped, "
+                "measured again")
+        store.record_checkpoint(record)
+    return series
+
+
+def find_all(specs: str | Path | Sequence[str | Path]) -> list[CheckpointSeries]:
+    """The series of one run spec or of several (see
+    :func:`~speechrank.sweep.series.find_series`); a run named twice is swept once."""
+    items = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    if not items:
+        raise SpeechrankError("no run to sweep")
+    found: list[CheckpointSeries] = []
+    for spec in items:
+        one = find_series(spec)
+        if all(other.source != one.source for other in found):
+            found.append(one)
+    return found
+
+
+def sweep(checkpoints_spec: str | Path | Sequence[str | Path], config: SweepConfig | str | Path,
+          store_path: str | Path, *, device: str = "cpu", progress: ProgressArg = None,
           log: Callable[[str], Any] | None = None) -> SweepSummary:
-    """Measure every checkpoint of a series into ``store_path`` (resumable), in this process.
+    """Measure every checkpoint of one run or several into ``store_path`` (resumable), in
+    this process; each run is its own model in the store.
 
     Args:
-        checkpoints_spec: see :func:`~speechrank.sweep.series.find_checkpoints`.
+        checkpoints_spec: a run, or a list of runs (see
+            :func:`~speechrank.sweep.series.find_checkpoints`).
         config: a :class:`SweepConfig` or the path of its TOML file.
         store_path: the SQLite store; created when missing, reused when present.
         device: ``cpu`` or ``cuda``.
@@ -170,5 +216,5 @@ def sweep(checkpoints_spec: str | Path, config: SweepConfig | str | Path, store_
         log: called with one line per unit of work.
     """
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
-    return run_units(find_series(checkpoints_spec), cfg, store_path,
+    return run_units(find_all(checkpoints_spec), cfg, store_path,
                      SerialExecutor(device=device), progress=progress, log=log)

@@ -15,15 +15,20 @@ from speechrank.extract import FrameMemo
 from speechrank.options import RunOptions
 from speechrank.progress import Progress, ProgressArg, as_progress
 from speechrank.sweep.config import ProbeSpec, SweepConfig, probe_recipe
-from speechrank.sweep.series import Checkpoint
+from speechrank.sweep.series import Checkpoint, checkpoint_keys
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepUnit:
     """One unit of a sweep: checkpoint x rank data, or checkpoint x probe task.
 
-    ``key`` names the unit in the store (``RUN|CHECKPOINT|rank|DATA`` or
-    ``RUN|CHECKPOINT|probe|NAME``); a unit is computed whole and committed in one transaction.
+    ``key`` names the unit in the store: ``RUN|CHECKPOINT|rank|DATA`` or
+    ``RUN|CHECKPOINT|probe|NAME``, where CHECKPOINT is the checkpoint's identity in its run
+    (``step:600``, or its content digest where the step is unknown or shared: see
+    :func:`~speechrank.sweep.series.checkpoint_keys`) and DATA the rank data in its one
+    spelling (:func:`~speechrank.audio.datasets.resolve_spec`), so neither a file's name nor
+    how a path was written changes it. A unit is computed whole and committed in one
+    transaction.
     Plain data, so it travels to a Ray worker as it is (see :mod:`speechrank.sweep.ray_executor`).
     """
 
@@ -34,16 +39,26 @@ class SweepUnit:
 
 
 def plan_units(checkpoints: Sequence[Checkpoint], cfg: SweepConfig, run: str) -> list[SweepUnit]:
-    """Every unit of a sweep, checkpoint by checkpoint (rank first, then the probes in order)."""
+    """Every unit of a sweep, checkpoint by checkpoint (rank first, then the probes in order).
+
+    Checkpoints without a :attr:`~speechrank.sweep.series.Checkpoint.key` get theirs first.
+    """
+    if any(not checkpoint.key for checkpoint in checkpoints):
+        checkpoints = checkpoint_keys(checkpoints)
     units: list[SweepUnit] = []
     for checkpoint in checkpoints:
         if cfg.rank_data:
-            units.append(SweepUnit(f"{run}|{checkpoint.name}|rank|{cfg.rank_data}", "rank",
+            units.append(SweepUnit(unit_key(run, checkpoint, "rank", cfg.rank_data), "rank",
                                    checkpoint))
         for probe in cfg.probes:
-            units.append(SweepUnit(f"{run}|{checkpoint.name}|probe|{probe.name}", "probe",
+            units.append(SweepUnit(unit_key(run, checkpoint, "probe", probe.name), "probe",
                                    checkpoint, probe))
     return units
+
+
+def unit_key(run: str, checkpoint: Checkpoint, kind: str, what: str) -> str:
+    """``RUN|CHECKPOINT KEY|KIND|WHAT`` (see :class:`SweepUnit`)."""
+    return f"{run}|{checkpoint.key}|{kind}|{what}"
 
 
 def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
@@ -76,7 +91,8 @@ def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
 def commit_unit(store: Any, unit: SweepUnit, rows: Sequence[Any]) -> None:
     """Write one unit's rows and its done-mark in one transaction of ``store``."""
     with store.unit(unit.key, meta={"checkpoint": unit.checkpoint.name,
-                                    "step": unit.checkpoint.step}) as work:
+                                    "step": unit.checkpoint.step,
+                                    "digest": unit.checkpoint.digest}) as work:
         work.add_rows(rows)
 
 
