@@ -253,16 +253,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _declared(hyper: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+def _declared(hyper: Mapping[str, Any] | None,
+              declared_by: str = "hyper_parameters") -> tuple[dict[str, Any], str]:
     """Factory arguments a checkpoint declares: its own fields over a named factory's."""
     if not hyper:
         return {}, ""
     fields: dict[str, Any] = {}
-    where = "hyper_parameters"
+    where = declared_by
     name = hyper.get("model_name")
     if isinstance(name, str) and name in FACTORIES:
         fields.update(FACTORIES[name])
-        where = f"hyper_parameters model_name {name!r} (torchaudio factory)"
+        where = f"{declared_by} model_name {name!r} (torchaudio factory)"
     for key in ("extractor_mode", "extractor_conv_layer_config", "extractor_conv_bias",
                 "encoder_embed_dim", "encoder_num_layers", "encoder_num_heads",
                 "encoder_ff_interm_features", "encoder_pos_conv_kernel",
@@ -273,7 +274,8 @@ def _declared(hyper: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
 
 
 def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | None = None,
-               hyper_parameters: Mapping[str, Any] | None = None
+               hyper_parameters: Mapping[str, Any] | None = None,
+               declared_by: str = "hyper_parameters"
                ) -> tuple[dict[str, Any], dict[str, str]]:
     """The model's fields (fairseq names, for :func:`~speechrank.encoders.fairseq.hf_config`)
     from the weights' shapes, and where each value came from.
@@ -283,7 +285,7 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
             else declares (strides of a non-default conv layout, heads of an unknown width).
     """
     arch = arch or TorchaudioArch()
-    declared, declared_where = _declared(hyper_parameters)
+    declared, declared_where = _declared(hyper_parameters, declared_by)
     source: dict[str, str] = {}
 
     def need(key: str) -> torch.Tensor:
@@ -327,14 +329,15 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
     elif layout is not None:
         try:
             strides = tuple(int(s) for _c, _k, s in layout)
-            given_kernels = tuple(int(k) for _c, k, _s in layout)
+            given = tuple((int(c), int(k)) for c, k, _s in layout)
         except (TypeError, ValueError):
             raise SpeechrankError(
                 f"extractor_conv_layer_config {layout!r} is not a list of "
                 "(channels, kernel, stride)") from None
-        if given_kernels != kernels:
-            raise SpeechrankError(f"{declared_where} declares conv kernels {given_kernels}, "
-                                  f"the weights have {kernels}")
+        have = tuple((o, k) for o, _i, k in conv)
+        if given != have:
+            raise SpeechrankError(f"{declared_where} declares conv (channels, kernel) {given}, "
+                                  f"the weights have {have}")
         source["conv_strides"] = declared_where
     elif kernels == tuple(k for k, _s in DEFAULT_CONV_LAYOUT):
         strides = tuple(s for _k, s in DEFAULT_CONV_LAYOUT)
@@ -468,7 +471,8 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
 
 def build_model(state: Mapping[str, Any], *, arch: TorchaudioArch | None = None,
                 hyper_parameters: Mapping[str, Any] | None = None,
-                family: Family | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+                family: Family | None = None, declared_by: str = "hyper_parameters"
+                ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The Hugging Face model holding a torchaudio state dict's encoder, and what was read.
 
     ``family`` (else the file's HuBERT heads, else ``hyper_parameters['model_name']``) picks
@@ -478,7 +482,8 @@ def build_model(state: Mapping[str, Any], *, arch: TorchaudioArch | None = None,
     from transformers import HubertModel, Wav2Vec2Model
 
     weights = split_state(state)
-    fields, source = infer_arch(weights.encoder, arch=arch, hyper_parameters=hyper_parameters)
+    fields, source = infer_arch(weights.encoder, arch=arch, hyper_parameters=hyper_parameters,
+                                declared_by=declared_by)
     name = str((hyper_parameters or {}).get("model_name") or "").lower()
     chosen: Family
     if family is not None:
