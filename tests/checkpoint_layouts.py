@@ -13,6 +13,13 @@
   ``trainer_state.json``, ``TrainerState.save_to_json`` of ``transformers/trainer_callback.py``:
   ``global_step``, ``log_history`` entries ``{"epoch", "grad_norm", "learning_rate", "loss",
   "step"}``).
+- torchaudio's HuBERT recipe under Lightning (pytorch/audio ``examples/hubert/train.py``: two
+  ``ModelCheckpoint`` callbacks saving ``epoch=<E>-step=<S>.ckpt`` into
+  ``checkpoints_<dataset>_<model>/``, the second's copy of a step named ``-v1``;
+  ``lightning_modules.py``: the ``HuBERTPretrainModel`` under ``model``, ``train_loss`` and
+  ``train_masked_accuracy`` logged per step and per epoch), with the ``metrics.csv`` a
+  ``CSVLogger`` keeps in ``lightning_logs/version_0/`` laid out as pytorch-lightning 2.6 writes
+  it; the checkpoint dicts are :func:`tests.test_encoders_torchaudio.lightning_checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .test_encoders_fairseq import _fairseq_state, _fields, _source
+from .test_encoders_torchaudio import HEADS, _hf_source, _pretrain_state, lightning_checkpoint
 
 
 def _meters(loss_bits: float, accuracy: float, lr: float, count: int = 4) -> list:
@@ -104,4 +112,32 @@ def write_hf_trainer_run(root: Path, steps: tuple[int, ...] = (2, 4)) -> dict[in
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
             torch.save({"state": {}}, directory / "optimizer.pt")
             models[step] = model
+    return models
+
+
+def write_lightning_run(root: Path, steps: tuple[int, ...] = (2, 4)) -> dict[int, object]:
+    """torchaudio's HuBERT recipe run by Lightning: ``epoch=0-step=<S>.ckpt`` (and the second
+    callback's ``-v1`` copy) per step, ``last.ckpt``, and ``metrics.csv`` with one row per
+    batch (``step`` = optimizer steps before it; ``train_loss`` = 5 - step / 4,
+    ``train_masked_accuracy`` = step / 10) and an epoch row. Returns the source models by step.
+    """
+    checkpoints = root / "checkpoints_librispeech_hubert_pretrain_base"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for step in steps:
+        model = _hf_source("hubert", False, seed=20 + step)
+        ckpt = lightning_checkpoint(_pretrain_state(model), step=step,
+                                    hyper={"encoder_num_heads": HEADS})
+        torch.save(ckpt, checkpoints / f"epoch=0-step={step}.ckpt")
+        shutil.copyfile(checkpoints / f"epoch=0-step={step}.ckpt",
+                        checkpoints / f"epoch=0-step={step}-v1.ckpt")
+        models[step] = model
+    shutil.copyfile(checkpoints / f"epoch=0-step={max(steps)}.ckpt", checkpoints / "last.ckpt")
+    logs = root / "lightning_logs" / "version_0"
+    logs.mkdir(parents=True)
+    lines = ["epoch,step,train_loss_epoch,train_loss_step,train_masked_accuracy_epoch,"
+             "train_masked_accuracy_step"]
+    lines += [f"0,{step},,{5 - step / 4},,{step / 10}" for step in range(max(steps))]
+    lines.append(f"0,{max(steps) - 1},4.5,,0.15,")
+    (logs / "metrics.csv").write_text("\n".join(lines) + "\n")
     return models

@@ -2,8 +2,9 @@
 its own model in one store, with the steps and losses the run kept, and a rerun spelled
 another way from another directory computes nothing and adds no row.
 
-The runs are built by :mod:`tests.checkpoint_layouts` (fairseq and transformers key and file
-names cited there) from tiny random models; the data is a few FSDD recordings."""
+The runs are built by :mod:`tests.checkpoint_layouts` (fairseq, transformers, torchaudio and
+Lightning key and file names cited there) from tiny random models; the data is a few FSDD
+recordings."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from speechrank.cli import main
 from speechrank.store import ResultStore
 
-from .checkpoint_layouts import write_fairseq_run, write_hf_trainer_run
+from .checkpoint_layouts import write_fairseq_run, write_hf_trainer_run, write_lightning_run
 from .conftest import require_fsdd
 
 #: One entry per run layout: (directory name, writer, expected (checkpoint, step, format,
@@ -26,6 +27,9 @@ RUNS = (
                                                       4.25)]),
     ("hf-output", lambda root: write_hf_trainer_run(root, steps=(2, 4)),
      [("checkpoint-2", 2, "hf-trainer", 2.8), ("checkpoint-4", 4, "hf-trainer", 2.6)]),
+    ("lightning-exp", write_lightning_run,
+     [("epoch=0-step=2.ckpt", 2, "torchaudio", 4.5),
+      ("epoch=0-step=4.ckpt", 4, "torchaudio", 4.25)]),
 )
 
 
@@ -56,8 +60,8 @@ def test_sweep_of_several_runs_and_a_rerun_spelled_otherwise(runs, tmp_path, mon
     names = [directory for directory, _, _ in RUNS]
     assert main(["sweep", *names, "--config", "sweep.toml", "--store", "s.sqlite",
                  "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert f"{2 * len(RUNS)} units computed" in out.replace("\n", " ")
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert f"{2 * len(RUNS)} units computed" in out
     store = runs / "s.sqlite"
     with ResultStore(store, create=False) as opened:
         for directory, _, expected in RUNS:
@@ -77,6 +81,6 @@ def test_sweep_of_several_runs_and_a_rerun_spelled_otherwise(runs, tmp_path, mon
     monkeypatch.chdir(elsewhere)
     assert main(["sweep", *[str(runs / n) for n in reversed(names)], "--config",
                  str(runs / "sweep.toml"), "--store", str(store), "--quiet"]) == 0
-    out = capsys.readouterr().out.replace("\n", " ")
+    out = " ".join(capsys.readouterr().out.split())
     assert "0 units computed" in out and f"{2 * len(RUNS)} reused" in out
     assert _rows(store) == before

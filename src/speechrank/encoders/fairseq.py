@@ -61,7 +61,6 @@ Family = Literal["hubert", "wav2vec2"]
 
 #: The only non-tensor classes a fairseq checkpoint may make ``torch.load`` construct.
 ALLOWED_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
-_ALLOWED_NAMES = frozenset(f"{cls.__module__}.{cls.__qualname__}" for cls in ALLOWED_GLOBALS)
 
 #: fairseq's default ``conv_feature_layers`` (every base and large model uses it).
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"
@@ -100,38 +99,53 @@ _POS_G = ("encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.parametrizations.we
 _POS_V = ("encoder.pos_conv.0.weight_v", "encoder.pos_conv.0.parametrizations.weight.original1")
 
 
-def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """Unpickle a fairseq checkpoint with ``weights_only=True`` and :data:`ALLOWED_GLOBALS`.
+def load_weights_only(path: str | Path, allowed: tuple[type, ...] = ALLOWED_GLOBALS, *,
+                      mmap: bool = False) -> Any:
+    """Unpickle ``path`` with ``weights_only=True``, letting it construct only tensors,
+    containers and the classes in ``allowed``; any other class is refused by name before the
+    file is unpickled (``torch.serialization.get_unsafe_globals_in_checkpoint``).
 
     ``mmap=True`` maps the tensors instead of reading them (zip-format files; an older
     file is read whole): what reading a checkpoint's metadata costs then is its pickle.
 
     Raises:
-        SpeechrankError: the file is unreadable, or holds a class outside the allowlist (named).
+        SpeechrankError: the file is unreadable, or holds a class outside ``allowed`` (named).
     """
     path = Path(path)
+    names = frozenset(f"{cls.__module__}.{cls.__qualname__}" for cls in allowed)
+    allowed_text = ", ".join(sorted(names)) or "none"
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # legacy (non-zip) files: the weights_only load decides below
         unsafe = []
-    refused = [name for name in unsafe if name not in _ALLOWED_NAMES]
+    refused = [name for name in unsafe if name not in names]
     if refused:
         raise SpeechrankError(
-            f"{path}: refusing to unpickle class {refused[0]} (allowed: "
-            f"{', '.join(sorted(_ALLOWED_NAMES))}); re-save the checkpoint with plain "
-            "dict/list config values")
+            f"{path}: refusing to unpickle class {refused[0]} (allowed: {allowed_text}); "
+            "re-save the checkpoint with plain dict/list values")
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
-            state = _load(path, mmap)
+        with torch.serialization.safe_globals(list(allowed)):
+            return _load(path, mmap)
     except Exception as err:  # any unpickling failure: a bad file
         text = str(err)
         match = re.search(r"GLOBAL ([\w.]+)", text)
         if match:
             raise SpeechrankError(
-                f"{path}: refusing to unpickle class {match.group(1)} (allowed: "
-                f"{', '.join(sorted(_ALLOWED_NAMES))})") from None
+                f"{path}: refusing to unpickle class {match.group(1)} "
+                f"(allowed: {allowed_text})") from None
         first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         raise SpeechrankError(f"{path}: cannot read the checkpoint ({first})") from None
+
+
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Unpickle a fairseq checkpoint with ``weights_only=True`` and :data:`ALLOWED_GLOBALS`
+    (:func:`load_weights_only`).
+
+    Raises:
+        SpeechrankError: the file is unreadable, holds a class outside the allowlist (named),
+            or has no ``model`` state dict.
+    """
+    state = load_weights_only(path, mmap=mmap)
     if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
         raise SpeechrankError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     return state

@@ -45,7 +45,9 @@ MODULES: tuple[str, ...] = (
     "speechrank",  # config.json naming speechrank's model type
     "hf_trainer",  # a model directory with trainer_state.json
     "huggingface",  # any other model directory
-    "fairseq",  # .pt files
+    "espnet",  # .pth beside an ESPnet HuBERT config.yaml
+    "torchaudio",  # torchaudio state dicts (.pt, .pth) and Lightning .ckpt, by their keys
+    "fairseq",  # any other .pt
     "random",  # random:NAME specs
 )
 
