@@ -233,8 +233,9 @@ def _leave_job(job: Any) -> bool:
 
 # ----------------------------------------------------------------------------- rank
 
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable "
-                                              "result (tidy rows plus what was measured).")]
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", dir_okay=False,  # refused before the work, not after it
+    help="Write the machine-readable result (tidy rows plus what was measured).")]
 
 
 @app.command()
@@ -319,20 +320,25 @@ def probe(
     strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
     fit_workers: Annotated[int, typer.Option(min=1, help="Layers fitted at once in worker "
                                              "processes (logistic probes).")] = 1,
+    recipe: Annotated[Path | None, typer.Option(help="TOML file of probe recipe keys (c_grid, "
+                                                "max_iter, max_frames ...; those of a "
+                                                "sweep's [[probe]] table).")] = None,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Downstream probes (linear, on frozen features) of every layer."""
     from speechrank.options import RunOptions
     from speechrank.probes import run_probe
+    from speechrank.probes.recipes import read_recipe
 
     _threads()
     options = RunOptions(crop_seconds=max_seconds, batch_seconds=batch_seconds, seed=seed)
+    table = read_recipe(recipe) if recipe is not None else None
     job, device = _join_job(device)
     with RichProgress(enabled=not quiet and _is_main(job)) as progress:
         result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
                            use_cache=not no_cache, strict=strict, device=device,
-                           fit_workers=fit_workers, progress=progress)
+                           config=table, fit_workers=fit_workers, progress=progress)
     if not _leave_job(job):
         return
     info = result.info

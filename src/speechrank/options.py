@@ -13,6 +13,7 @@ The named variants that used to be bare strings are typed here too: :data:`Pooli
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -76,15 +77,19 @@ class RunOptions:
             raise SpeechrankError(
                 f"num_utterances (--num-utterances, the monitor's max_utterances) must be "
                 f"at least 1, got {n!r}")
-        if self.crop_seconds is not None and not self.crop_seconds > 0:
-            raise SpeechrankError(f"--max-seconds must be positive, got {self.crop_seconds}")
-        if not self.batch_seconds > 0:
+        if self.crop_seconds is not None and not _positive(self.crop_seconds):
+            raise SpeechrankError(f"--max-seconds must be a positive number, got "
+                                  f"{self.crop_seconds!r}")
+        if not _positive(self.batch_seconds):
             raise SpeechrankError(
-                f"--batch-seconds must be positive, got {self.batch_seconds}")
-        if isinstance(self.max_frames, bool) or self.max_frames < 1:
-            raise SpeechrankError(f"--max-frames must be at least 1, got {self.max_frames}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise SpeechrankError(f"seed must be an integer, got {self.seed!r}")
+                f"--batch-seconds must be a positive number, got {self.batch_seconds!r}")
+        if (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int)
+                or self.max_frames < 1):
+            raise SpeechrankError(f"--max-frames must be an integer of at least 1, got "
+                                  f"{self.max_frames!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            # numpy's generators take seeds of 0 and above
+            raise SpeechrankError(f"seed must be an integer of at least 0, got {self.seed!r}")
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (checked again)."""
@@ -103,6 +108,12 @@ class RunOptions:
         if "max_seconds" in values and "crop_seconds" not in values:
             changes["crop_seconds"] = values["max_seconds"]
         return base.replace(**changes)
+
+
+def _positive(value: Any) -> bool:
+    """A finite number above zero (an infinite crop or batch is a mistake, not "no limit")."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 def check_pooling(name: str) -> Pooling:

@@ -19,6 +19,7 @@ Poolings (each a named option, never silently mixed):
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import time
 from collections.abc import Sequence
@@ -159,8 +160,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
             uncapped_frames = chosen["max_frames"] is None
             if not uncapped_frames:
                 opts = opts.replace(max_frames=chosen["max_frames"])
-    if total_seconds is not None and not total_seconds > 0:
-        raise SpeechrankError("--total-seconds must be positive")
+    if total_seconds is not None and not (math.isfinite(total_seconds) and total_seconds > 0):
+        raise SpeechrankError(f"--total-seconds must be a positive number, got {total_seconds}")
     num_utterances = opts.num_utterances
     max_frames: int | None = None if uncapped_frames else opts.max_frames
     max_seconds, seed = opts.crop_seconds, opts.seed

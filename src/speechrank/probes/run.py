@@ -21,7 +21,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from speechrank.probes.drivers import (
 )
 from speechrank.probes.features import resolve_cache_dir
 from speechrank.probes.linear import fit_logistic_probes, problem_digest, rescore
+from speechrank.probes.recipes import recipe_with
 from speechrank.probes.tasks import resolve_task
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.results import ResultRow
@@ -135,7 +136,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
               options: RunOptions | None = None, *,
               layers: str | Sequence[str] | None = None,
               cache_dir: str | Path | None = None, use_cache: bool = True,
-              strict: bool = False, device: str = "cpu", config: ProbeConfig | None = None,
+              strict: bool = False, device: str = "cpu",
+              config: ProbeConfig | Mapping[str, Any] | None = None,
               checkpoint: str | None = None, step: int | None = None,
               memo: FrameMemo | None = None, fit_workers: int = 1,
               progress: ProgressArg = None, **option_fields: Any) -> ProbeResult:
@@ -160,7 +162,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
         config: the recipe (default: :func:`speechrank.probes.config.default_config` of the
             task's kind); its type must match the kind. For ``pr`` it also picks the kind: a
             :class:`CTCProbeConfig` runs the CTC probe on transcripts even where time-aligned
-            phones exist (the synthetic corpus has both).
+            phones exist (the synthetic corpus has both). A mapping is a table of recipe
+            keys (:mod:`speechrank.probes.recipes`) applied to the kind's default recipe.
         checkpoint, step: recorded in every row (defaults: the model name, no step).
         memo: a :class:`~speechrank.extract.FrameMemo` of this encoder, shared with other
             passes over the same audio (a sweep's rank data and other probes).
@@ -184,6 +187,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
     spec = resolve_task(task, dataset, pr_kind=pr_kind)
     chosen_layers = parse_layers(layers, encoder.layer_names)
     recipe = config if config is not None else default_config(spec.kind)
+    if isinstance(recipe, Mapping):
+        recipe = recipe_with(default_config(spec.kind), recipe, kind=spec.kind)
     driver_type = DRIVERS[spec.kind]
     if not isinstance(recipe, driver_type.config_type):
         raise SpeechrankError(f"task {spec.name} needs a {driver_type.config_type.__name__}, "
