@@ -6,8 +6,8 @@ choices. :class:`RunOptions` holds those five knobs under one name each (the com
 its historical flags: ``--num-utterances``, ``--max-seconds`` for ``crop_seconds``); the
 constants below are the only place their defaults are written.
 
-The named variants that used to be bare strings are typed here too: :data:`Pooling`,
-:data:`TaskKind` and :data:`FeatureNorm`.
+The named variants that used to be bare strings are typed here too: :data:`Pooling` and
+:data:`FeatureNorm` (the probe kinds are :data:`speechrank.probes.drivers.TaskKind`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ __all__ = [
     "FeatureNorm",
     "Pooling",
     "RunOptions",
-    "TaskKind",
     "check_pooling",
     "resolve_options",
 ]
@@ -45,8 +44,6 @@ DEFAULT_MONITOR_UTTERANCES = 1000
 #: How a layer's frames become rows: ``sum`` (RankMe-t), ``mean`` or ``frames``.
 Pooling = Literal["sum", "mean", "frames"]
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
-#: How a probe reads a layer: one pooled vector per utterance, frame labels, or CTC.
-TaskKind = Literal["utterance", "frames", "ctc"]
 #: How the BEST-RQ encoder normalises its log-mel features: with statistics of the training
 #: data (``global``) or of each utterance (``utterance``).
 FeatureNorm = Literal["global", "utterance"]

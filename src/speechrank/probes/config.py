@@ -184,17 +184,6 @@ class CTCProbeConfig:
 ProbeConfig = UtteranceProbeConfig | FrameProbeConfig | CTCProbeConfig
 
 
-def default_config(kind: str) -> ProbeConfig:
-    """The recipe for a probe kind: ``utterance``, ``frames`` or ``ctc``."""
-    if kind == "utterance":
-        return UtteranceProbeConfig()
-    if kind == "frames":
-        return FrameProbeConfig()
-    if kind == "ctc":
-        return CTCProbeConfig()
-    raise ValueError(f"unknown probe kind '{kind}'")
-
-
 def config_dict(config: ProbeConfig) -> dict[str, Any]:
     """The recipe as a JSON-ready dict (goes into the output's conventions)."""
     return dataclasses.asdict(config)

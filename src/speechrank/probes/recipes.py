@@ -30,14 +30,8 @@ import pydantic
 from pydantic import BeforeValidator
 
 from speechrank.errors import SpeechrankError
-from speechrank.probes.config import (
-    CTCProbeConfig,
-    FrameCaps,
-    FrameProbeConfig,
-    ProbeConfig,
-    SecondCaps,
-    UtteranceProbeConfig,
-)
+from speechrank.probes.config import FrameCaps, ProbeConfig, SecondCaps
+from speechrank.probes.drivers import DRIVERS
 from speechrank.validation import STRICT, validate
 
 if sys.version_info >= (3, 11):
@@ -106,7 +100,7 @@ def table_model(config_types: Iterable[type], name: str = "RecipeTable"
 
 
 #: Every key a probe recipe table may hold, with its checks (the union over probe kinds).
-RecipeTable = table_model((UtteranceProbeConfig, FrameProbeConfig, CTCProbeConfig))
+RecipeTable = table_model(driver.config_type for driver in DRIVERS.values())
 
 
 def _fields_of(config: Any) -> dict[str, Any]:

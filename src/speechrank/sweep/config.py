@@ -133,7 +133,7 @@ def probe_recipe(kind: str, options: dict[str, Any], where: str = "probe options
     """The default recipe of a probe kind with a table of recipe keys applied
     (:func:`speechrank.probes.recipes.recipe_with`); ``None`` when the table is empty (the
     default recipe)."""
-    from speechrank.probes.config import default_config
+    from speechrank.probes.drivers import default_config
 
     if not options:
         return None
