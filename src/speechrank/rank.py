@@ -45,8 +45,8 @@ from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo, PlannedUtterance, SkipLog, iter_encoded, plan_utterances
-from speechrank.metrics import SPECTRAL_METRIC_NAMES
-from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES, DEFAULT_N_CLUSTERS
+from speechrank.metrics import LAYER_METRIC_NAMES, METRICS, SPECTRAL_METRIC_NAMES
+from speechrank.metrics.cluster import DEFAULT_N_CLUSTERS
 from speechrank.options import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_NUM_UTTERANCES,
@@ -170,17 +170,18 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     dataset = load_dataset(data) if isinstance(data, str) else data
     chosen_layers = parse_layers(layers, encoder.layer_names)
     chosen_poolings = parse_choices(poolings, POOLINGS, "pooling", DEFAULT_POOLINGS)
-    chosen_metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES + CLUSTER_METRIC_NAMES,
-                                   "metric", SPECTRAL_METRIC_NAMES)
-    # issue 14: cluster metrics run on the frames pooling's rows, not on a Gram accumulator.
-    chosen_cluster = [m for m in chosen_metrics if m in CLUSTER_METRIC_NAMES]
-    chosen_spectral = [m for m in chosen_metrics if m not in CLUSTER_METRIC_NAMES]
+    chosen_metrics = parse_choices(metrics, LAYER_METRIC_NAMES, "metric", SPECTRAL_METRIC_NAMES)
+    # metrics of stored rows (the cluster ones) run on the frames pooling's rows, not on a Gram
+    # accumulator (each metric declares its input)
+    chosen_cluster = [m for m in chosen_metrics if METRICS[m].input == "rows"]
+    chosen_spectral = [m for m in chosen_metrics if METRICS[m].input == "gram"]
     if distributed.current() is not None:
-        # under torchrun only the Gram states are merged across processes; the prefix bins and
-        # the cluster row stores are not (yet), so they are left out rather than computed from
-        # one process's share
-        if chosen_cluster:
-            raise SpeechrankError(f"{', '.join(chosen_cluster)} cannot run under torchrun yet; "
+        # under torchrun only states that merge by addition are merged across processes (each
+        # metric declares how its state merges); the prefix bins and the stored rows are not
+        # (yet), so they are left out rather than computed from one process's share
+        unmerged = [m for m in chosen_metrics if METRICS[m].merge != "sum"]
+        if unmerged:
+            raise SpeechrankError(f"{', '.join(unmerged)} cannot run under torchrun yet; "
                                   "run them in one process")
         convergence = False
     if chosen_cluster and "frames" not in chosen_poolings:

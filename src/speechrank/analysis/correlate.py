@@ -51,6 +51,7 @@ from speechrank.analysis.flags import series_flags
 from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.errors import SpeechrankError
+from speechrank.metrics.registry import METRICS
 from speechrank.results import ResultRow
 
 __all__ = [
@@ -73,13 +74,10 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
 #: Below this many points a percentile bootstrap interval is flagged as rough in the notes.
 _FEW_POINTS = 8
 
-#: Label-free metrics whose direction is not "higher = richer representation".
+#: Label-free metrics whose direction is not "higher = richer representation": read from the
+#: metric registry, where each metric declares its direction (speechrank.metrics.METRICS).
 METRIC_ORIENTATION: dict[str, int] = {
-    "alpha_req": -1,
-    # issue 14: lower k-means inertia / Davies-Bouldin = tighter, better separated clusters
-    # (Whetten et al. 2025; see speechrank.metrics.cluster for the sign convention).
-    "kmeans_inertia": -1, "davies_bouldin": -1,
-}
+    name: spec.orientation for name, spec in METRICS.items() if spec.orientation < 0}
 
 def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = None) -> int:
     """+1 if a larger ``name`` is better, -1 if smaller is better (``kind``: metric or score)."""
@@ -89,7 +87,8 @@ def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = N
             raise SpeechrankError(f"orientation of {name!r} must be +1 or -1, not {value}")
         return value
     if kind == "metric":
-        return METRIC_ORIENTATION.get(name, 1)
+        spec = METRICS.get(name)
+        return spec.orientation if spec is not None else 1
     return -1 if name.lower() in LOWER_IS_BETTER else 1
 
 

@@ -47,8 +47,7 @@ from pydantic import BeforeValidator, Field
 
 from speechrank.errors import SpeechrankError
 from speechrank.extract import DEFAULT_MEMO_BYTES, FrameMemo
-from speechrank.metrics import SPECTRAL_METRIC_NAMES
-from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES
+from speechrank.metrics import LAYER_METRIC_NAMES
 from speechrank.options import DEFAULT_BATCH_SECONDS, Pooling, RunOptions
 from speechrank.probes.config import Count, NonNegative, Positive, Text
 from speechrank.probes.recipes import RecipeTable, recipe_with
@@ -68,7 +67,7 @@ def _comma_list(value: Any) -> Any:
 
 #: A list of names, or the same as one comma-separated string.
 Names = Annotated[list[Any], BeforeValidator(_comma_list), Field(min_length=1)]
-MetricName = Literal[(*SPECTRAL_METRIC_NAMES, *CLUSTER_METRIC_NAMES, "all")]  # type: ignore[valid-type]
+MetricName = Literal[(*LAYER_METRIC_NAMES, "all")]  # type: ignore[valid-type]
 
 
 class RankTable(pydantic.BaseModel):
