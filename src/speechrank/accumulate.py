@@ -1,8 +1,8 @@
 """Accumulation: encoded batches in, one spectral accumulator per (layer, pooling) out.
 
-DESIGN.md section 4 puts this beside :mod:`speechrank.extract`: ``rank``, ``sweep`` and the
-training monitor all turn the encoder's per-layer frames into rows the same way, through
-:class:`LayerAccumulators`, and turn the accumulators into tidy rows through
+It sits beside :mod:`speechrank.extract` in the pass layer (docs/design.md, "Layers"): ``rank``,
+``sweep`` and the training monitor all turn the encoder's per-layer frames into rows the same
+way, through :class:`LayerAccumulators`, and turn the accumulators into tidy rows through
 :func:`metric_rows`.
 
 Poolings (each a named option, never silently mixed; :data:`speechrank.options.Pooling`):
@@ -73,7 +73,9 @@ def frame_quotas(frame_counts: Sequence[int], max_frames: int) -> list[int]:
 
 
 def uid_generator(seed: int, uid: str) -> np.random.Generator:
-    """A generator seeded by ``seed`` and the utterance id alone (not its batch or order)."""
+    """A generator seeded by ``(seed, sha256(uid))``: an utterance's random choices (the
+    ``frames`` pooling's frames, a probe's capped frames) depend on neither batch order nor
+    which other utterances are present."""
     digest = hashlib.sha256(uid.encode("utf-8")).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 

@@ -1,4 +1,6 @@
-"""The ``speechrank`` command line: a thin layer over the Python API (DESIGN.md section 3).
+"""The ``speechrank`` command line: a thin layer over the Python API.
+
+See docs/design.md, "Commands, MODEL and DATA".
 
 Every command parses its options, calls one API function, prints a table and optionally writes
 ``--json``. A :class:`~speechrank.errors.SpeechrankError` (a user mistake: a missing path, an

@@ -3,7 +3,8 @@
 RankMe-t (Aldeneh et al., ICASSP 2025, arXiv 2409.10787) is RankMe (Garrido et al., ICML 2023)
 of the matrix whose rows are the per-utterance *time sums* of a layer's valid frames. This
 module feeds one :class:`~speechrank.metrics.SpectralAccumulator` per (layer, pooling) from a
-single pass of the encoder and turns each into the tidy rows of DESIGN.md section 2.
+single pass of the encoder and turns each into the tidy rows (docs/design.md, "Rows and layer
+names").
 
 Poolings (each a named option, never silently mixed):
 

@@ -11,9 +11,10 @@ using Rank", ICASSP 2025, arXiv 2409.10787), asked of a results store:
   layer's score minus the picked layer's score) when it is not (the paper: often not);
 * **checkpoint selection, per layer** -- does the checkpoint with the highest metric have the
   best score, and the regret otherwise;
-* **per phase of training** -- DESIGN.md section 5 found that much of the agreement is the
-  shared early collapse and recovery, so within every layer the checkpoints are also split at
-  the step where the metric is lowest, and the statistics computed on each side.
+* **per phase of training** -- much of the agreement over a run can be the shared early
+  collapse and recovery of metric and score (as in early runs of the built-in encoder), so
+  within every layer the checkpoints are also split at the step where the metric is lowest,
+  and the statistics computed on each side.
 
 A *pair* is one label-free metric series (model, metric, pooling, dataset) against one probe
 score series (model, task, score metric, domain, dataset, probe pooling, split); the points

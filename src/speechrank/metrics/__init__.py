@@ -2,7 +2,7 @@
 
 Streaming accumulators (:class:`SpectralAccumulator`, :class:`LidarAccumulator`) keep float64
 sufficient statistics of any number of rows in O(D^2) memory and merge by addition across
-batches, shards and processes; the metrics of DESIGN.md section 1 are computed from them or
+batches, shards and processes; the metrics (docs/design.md, "The metrics") are computed from them or
 directly from an (N, D) matrix:
 
 ==========================  ==========================================================

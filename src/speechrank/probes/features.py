@@ -49,6 +49,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from speechrank import __version__, distributed
+from speechrank.accumulate import uid_generator
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.utterance import Utterance
 from speechrank.encoders.base import SpeechEncoder
@@ -62,7 +63,7 @@ from speechrank.extract import (
     iter_encoded,
     plan_utterances,
 )
-from speechrank.probes.alignment import even_frame_indices, uid_rng
+from speechrank.probes.alignment import even_frame_indices
 
 __all__ = [
     "CACHE_ENV",
@@ -134,7 +135,7 @@ class FramePlan:
     """Which frames of each utterance to keep for a frame-level probe.
 
     ``quotas[uid]`` is the number of frames to keep (``None``: all of them, as CTC needs);
-    the kept frames are spread evenly with a random phase from ``uid_rng(seed, uid)``
+    the kept frames are spread evenly with a random phase from ``uid_generator(seed, uid)``
     (:func:`speechrank.probes.alignment.even_frame_indices`).
     """
 
@@ -147,7 +148,7 @@ class FramePlan:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def indices(self, uid: str, num_valid: int) -> np.ndarray:
-        return even_frame_indices(num_valid, self.quotas.get(uid), uid_rng(self.seed, uid))
+        return even_frame_indices(num_valid, self.quotas.get(uid), uid_generator(self.seed, uid))
 
 
 def _layer_file(directory: Path, layer: str) -> Path:
