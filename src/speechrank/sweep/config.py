@@ -65,8 +65,7 @@ def _comma_list(value: Any) -> Any:
     return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
 
 
-#: A list of names, or the same as one comma-separated string.
-Names = Annotated[list[Any], BeforeValidator(_comma_list), Field(min_length=1)]
+#: A metric the sweep may measure per layer (or ``all``).
 MetricName = Literal[(*LAYER_METRIC_NAMES, "all")]  # type: ignore[valid-type]
 
 
