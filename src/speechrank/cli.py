@@ -163,7 +163,7 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
 
     groups: dict[str, list[str]] = {}
     cells: dict[tuple[str, str, str], str] = {}
-    marks: dict[tuple[str, str, str], str] = {}  # issue 14: * not converged, ! dominated
+    marks: dict[tuple[str, str, str], str] = {}  # * not converged, ! dominated
     for row in rows:
         group = str(getattr(row, group_key))
         metrics = groups.setdefault(group, [])
@@ -210,7 +210,7 @@ def _threads() -> None:
 
 
 def _join_job(device: str) -> tuple[Any, str]:
-    """Under torchrun, join the process group (issue 12 hook; see speechrank.distributed).
+    """Under torchrun, join the process group (see speechrank.distributed).
 
     Returns the job (``None`` in one process) and the device this process encodes on.
     """

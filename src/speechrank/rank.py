@@ -135,7 +135,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     started = time.perf_counter()
     opts = resolve_options(options, **option_fields)
     protocol_record = None
-    if protocol is not None:  # issue 14 hook: a named protocol fills defaulted options
+    if protocol is not None:  # a named protocol fills the options left at their defaults
         from speechrank.protocols import resolve
 
         base = RunOptions()
@@ -199,7 +199,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         encoder, dataset.utterances, max_seconds=max_seconds, strict=strict, skips=skips)
     if not planned:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
-    if total_seconds is not None:  # issue 14: a seeded draw of whole utterances
+    if total_seconds is not None:  # a seeded draw of whole utterances
         order = np.random.default_rng(seed).permutation(len(planned))
         budget, kept = total_seconds * encoder.sample_rate, []
         for i in order:
@@ -218,7 +218,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
                                      cluster_rows=(cluster_max_rows or frame_cap)
                                      if chosen_cluster else None,
                                      convergence=convergence)
-    mine = distributed.shard(planned)  # issue 12 hook: under torchrun, this process's share
+    mine = distributed.shard(planned)  # under torchrun, this process's share
     report.start("encode", sum(p.num_samples for p in mine) / encoder.sample_rate,
                  "s audio")
 
@@ -235,7 +235,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         audio_seconds += batch.audio_seconds / encoder.sample_rate
     encode_seconds = time.perf_counter() - encode_started
     report.end("encode")
-    if job is not None:  # issue 12 hook: sum the Gram states, counts and decode-time skips
+    if job is not None:  # under torchrun: sum the Gram states, counts and decode-time skips
         distributed.reduce_accumulators(accumulators.accumulators)
         accumulators.utterances, audio_seconds = distributed.sum_values(
             [accumulators.utterances, audio_seconds])
@@ -256,8 +256,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     rows = metric_rows(accumulators, chosen_spectral, model=model_name,
                        checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
                        extra_conventions=conventions) if chosen_spectral else []
-    rows = attach_convergence(rows, accumulators, chosen_spectral)  # issue 14
-    rows, dominance = attach_dominance(rows, accumulators)  # issue 14
+    rows = attach_convergence(rows, accumulators, chosen_spectral)
+    rows, dominance = attach_dominance(rows, accumulators)
     cluster_started = time.perf_counter()
     rows += cluster_metric_rows(accumulators, chosen_cluster, n_clusters=n_clusters, seed=seed,
                                 model=model_name, checkpoint=checkpoint or model_name,
@@ -292,7 +292,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
         "cluster_seconds": round(cluster_seconds, 3),
-        "dominance": dominance,  # issue 14: per layer, per pooling
+        "dominance": dominance,  # per layer, per pooling
         "protocol": protocol_record,
     }
     return RankResult(rows=rows, info=info, accumulators=accumulators)

@@ -308,7 +308,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
     metric_series, score_series = found.metric, found.score
 
     report = CorrelationReport([], [], [], [], [], [], {}, notes)
-    # issue 14: values not converged in N, or dominated by one direction, noted per series.
+    # values not converged in N, or dominated by one direction, noted per series.
     flag_counts: dict[str, Any] = {}
     for ms in metric_series:
         flag_notes, counts = series_flags(ms.label, ms.points.values())
@@ -380,7 +380,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                   "metric is lowest (that checkpoint is in both phases)",
         "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
                    "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
-        "flags": flag_counts,  # issue 14
+        "flags": flag_counts,
     }
     return report
 

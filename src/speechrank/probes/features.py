@@ -330,7 +330,7 @@ def _pooled_rows(batch: EncodedBatch, layer: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _gather_layer(spool: _Spool, layer: str) -> np.ndarray:
-    """Under torchrun: one layer's rows from every process, in rank order (issue 12 hook)."""
+    """Under torchrun: one layer's rows from every process, in rank order."""
     local = spool.collect(layer) if spool.parts[layer] or spool.chunks[layer] else None
     return np.concatenate([rows for rows in distributed.gather(local) if rows is not None],
                           axis=0)
@@ -385,7 +385,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         if skips is not None:
             stored[layer] = skips
     missing = [layer for layer in layers if layer not in stored]
-    if distributed.current() is not None:  # issue 12 hook: encode what any process misses
+    if distributed.current() is not None:  # under torchrun: encode what any process misses
         anywhere = {layer for share in distributed.gather(missing) for layer in share}
         missing = [layer for layer in layers if layer in anywhere]
         stored = {layer: stored[layer] for layer in layers if layer not in anywhere}
@@ -424,7 +424,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         for batch in iter_encoded(encoder, utterances, layers=missing,
                                   batch_seconds=batch_seconds, max_seconds=max_seconds,
                                   strict=strict, skips=skips,
-                                  planned=distributed.shard(planned),  # issue 12 hook
+                                  planned=distributed.shard(planned),  # this process's share
                                   memo=memo, progress=progress):
             lengths = batch.output.lengths.cpu().numpy().astype(np.int64)
             rows = np.array([position[u.uid] for u in batch.utterances], dtype=np.int64)
@@ -447,7 +447,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                 spool.add(layer, np.concatenate(taken, axis=0).astype(np.float32, copy=False))
         entry.encode_seconds = time.perf_counter() - started
         collect: Callable[[str], np.ndarray] = spool.collect
-        if distributed.current() is not None:  # issue 12 hook: gather every process's share
+        if distributed.current() is not None:  # under torchrun: gather every process's share
             index_rows, count_rows, frame_rows, decoded = (
                 [item for share in shares for item in share]
                 for shares in zip(*distributed.gather(

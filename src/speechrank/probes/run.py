@@ -268,7 +268,7 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
                         "test_split": "never used for a choice"},
         "versions": _versions(),
         "device": str(encoder.device),
-        # issue 12 hook: the torchrun job that extracted the features (world_size 1 if none)
+        # the torchrun job that extracted the features (world_size 1 if none)
         "distributed": (distributed.current().describe() if distributed.current() is not None
                         else dict(distributed.SINGLE_PROCESS)),
         "wall_seconds": round(wall, 3),
