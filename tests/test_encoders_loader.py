@@ -139,7 +139,7 @@ def test_file_instead_of_directory(tmp_path: Path) -> None:
     with pytest.raises(SpeechrankError) as err:
         load_encoder(str(path))
     assert "is a file" in _one_line(err)
-    # a .pt file is read as a fairseq checkpoint (issue 14): an empty one is one line too
+    # a .pt file is read as a fairseq checkpoint: an empty one is one line too
     path = tmp_path / "model.pt"
     path.write_bytes(b"")
     with pytest.raises(SpeechrankError) as err:

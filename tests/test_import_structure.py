@@ -1,13 +1,59 @@
-"""The package's shape (DESIGN.md section 4): no import cycle between modules, rich only in
-the command line. Imports are read with ``ast`` (those inside functions count too); nothing
-is imported or run."""
+"""The package's shape (docs/design.md, "Layers"): every import goes to the same or a lower
+layer, as the document lists them; no import cycle between modules; rich only in the command
+line. Imports are read with ``ast`` (those inside functions count too); nothing is imported or
+run."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "speechrank"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "speechrank"
+DESIGN = REPO / "docs" / "design.md"
+
+
+def _layers(text: str) -> list[tuple[str, list[str]]]:
+    """The ``layers`` block of the design document: ``(name, modules)`` lowest first, each
+    module as a full dotted name (``__init__`` is the package itself)."""
+    found = re.search(r"^```layers\n(.*?)^```", text, re.S | re.M)
+    assert found, "docs/design.md has no ```layers block"
+    layers = []
+    for line in found.group(1).splitlines():
+        if line.strip():
+            name, _, members = line.partition(":")
+            layers.append((name.strip(), [
+                "speechrank" if m == "__init__" else f"speechrank.{m}" for m in members.split()]))
+    return layers
+
+
+def _layer_of(module: str, layers: list[tuple[str, list[str]]]) -> int | None:
+    """The index of the layer holding ``module`` (its longest listed prefix)."""
+    best: tuple[int, int] | None = None
+    for index, (_, members) in enumerate(layers):
+        for member in members:
+            inside = module == member or (
+                member != "speechrank" and module.startswith(member + "."))
+            if inside and (best is None or len(member) > best[1]):
+                best = (index, len(member))
+    return best[0] if best else None
+
+
+def _upward(layers: list[tuple[str, list[str]]]) -> list[str]:
+    """Every import of a module from a later layer than its own."""
+    mods = _modules()
+    found = []
+    for name, path in mods.items():
+        own = _layer_of(name, layers)
+        for target in _imports(name, path, mods):
+            theirs = _layer_of(target, layers)
+            if theirs is not None and own is not None and theirs > own:
+                found.append(f"{name} ({layers[own][0]}) imports {target} "
+                             f"({layers[theirs][0]})")
+    return sorted(found)
 
 
 def _modules() -> dict[str, Path]:
@@ -106,3 +152,25 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 def test_rich_only_in_the_cli() -> None:
     assert _rich_users(_modules()) == {"speechrank.cli"}
+
+
+def test_the_layers_of_the_design_document_hold():
+    mods = _modules()
+    layers = _layers(DESIGN.read_text(encoding="utf-8"))
+    listed = [member for _, members in layers for member in members]
+    assert len(listed) == len(set(listed)), "a module is listed in two layers"
+    assert not [m for m in listed if m not in mods], "the document lists a module that is gone"
+    unplaced = sorted(m for m in mods if _layer_of(m, layers) is None)
+    assert not unplaced, f"modules in no layer of docs/design.md: {unplaced}"
+    upward = _upward(layers)
+    assert not upward, "imports upwards:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_finds_upward_imports():
+    layers = _layers(DESIGN.read_text(encoding="utf-8"))
+    assert _layer_of("speechrank.probes.drivers", layers) == _layer_of("speechrank.rank", layers)
+    assert _layer_of("speechrank", layers) == 0
+    assert _layer_of("speechrank.nowhere", layers) is None
+    assert any("speechrank.cli" in line for line in _upward(layers[::-1]))
+    with pytest.raises(AssertionError, match="no ```layers block"):
+        _layers("# nothing here\n")

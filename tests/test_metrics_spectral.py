@@ -288,7 +288,7 @@ def test_non_matrices_are_refused(bad):
 def test_registry_order_and_result_type():
     assert SPECTRAL_METRIC_NAMES == ("rankme", "rankme_centered", "erank_cov", "alpha_req",
                                      "stable_rank", "participation_ratio", "numerical_rank")
-    assert list(METRICS) == [*SPECTRAL_METRIC_NAMES, "lidar"]
+    assert list(METRICS) == [*SPECTRAL_METRIC_NAMES, "lidar", "kmeans_inertia", "davies_bouldin"]
     x = np.random.default_rng(1).standard_normal((200, 8))
     res = compute_metric("rankme", x)
     assert isinstance(res, MetricResult) and float(res) == res.value == rankme(x)

@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         values = monitor(step=5)
         second = monitor(step=6)
         early_values = early(step=5)
-        try:  # issue 14: the cluster row stores are not merged across processes
+        try:  # the cluster row stores are not merged across processes
             clustered(step=0)
             refused = ""
         except SpeechrankError as err:

@@ -1,4 +1,4 @@
-"""RankMonitor with the issue-14 additions: protocols, cluster metrics, convergence."""
+"""RankMonitor with protocols, cluster metrics and convergence."""
 
 from __future__ import annotations
 

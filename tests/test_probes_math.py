@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from speechrank.accumulate import uid_generator
 from speechrank.probes.alignment import (
     even_frame_indices,
     frame_centres,
     parse_phones,
     phone_frame_labels,
-    uid_rng,
 )
 from speechrank.probes.config import CTCProbeConfig, LogisticConfig
 from speechrank.probes.ctc import fit_ctc_probe, greedy_decode
@@ -116,9 +116,9 @@ def test_even_frame_indices(num_valid, quota, seed):
 
 
 def test_even_frame_indices_all_and_seeded():
-    assert even_frame_indices(5, None, uid_rng(0, "u")).tolist() == [0, 1, 2, 3, 4]
-    a = even_frame_indices(100, 7, uid_rng(3, "utt-1"))
-    b = even_frame_indices(100, 7, uid_rng(3, "utt-1"))
+    assert even_frame_indices(5, None, uid_generator(0, "u")).tolist() == [0, 1, 2, 3, 4]
+    a = even_frame_indices(100, 7, uid_generator(3, "utt-1"))
+    b = even_frame_indices(100, 7, uid_generator(3, "utt-1"))
     assert a.tolist() == b.tolist()
 
 

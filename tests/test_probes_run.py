@@ -232,7 +232,7 @@ def test_task_errors(encoder, tmp_path):
     with pytest.raises(SpeechrankError, match="task ks needs a UtteranceProbeConfig, got "
                                               "FrameProbeConfig"):
         run_probe(encoder, data, "ks", config=FrameProbeConfig(), progress=False)
-    with pytest.raises(SpeechrankError, match="--max-seconds must be positive"):
+    with pytest.raises(SpeechrankError, match="--max-seconds must be a positive number"):
         run_probe(encoder, data, "ks", max_seconds=0, progress=False)
 
 

@@ -1,4 +1,4 @@
-"""`rank` with the issue-14 additions: cluster metrics, convergence, protocols, dominance."""
+"""`rank` with cluster metrics, convergence, protocols and dominance."""
 
 from __future__ import annotations
 

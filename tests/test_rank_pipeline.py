@@ -171,7 +171,7 @@ def test_cli_error_in_a_real_process(tmp_path):
 
 @pytest.mark.slow
 def test_fsdd_hubert_base_13_layers(fsdd_root, tmp_path):
-    """The issue's done-when, scaled down: random:hubert-base on FSDD prints 13 layers."""
+    """A real architecture end to end, scaled down: random:hubert-base on FSDD prints 13 layers."""
     out = tmp_path / "r.json"
     code = main(["rank", "random:hubert-base", f"fsdd:{fsdd_root}", "--num-utterances", "24",
                  "--metrics", "rankme", "--pooling", "sum", "--json", str(out), "--quiet"])

@@ -1,4 +1,4 @@
-"""The report marks flagged label-free values per cell (issue 14): ``*`` not converged in N,
+"""The report marks flagged label-free values per cell: ``*`` not converged in N,
 ``!`` dominated by one direction, in the within-layer correlation table and per series."""
 
 from __future__ import annotations

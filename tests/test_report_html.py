@@ -242,7 +242,7 @@ def test_chromium_check_catches_a_broken_image(report_dir, tmp_path):
 
 
 def test_report_opens_with_rank_and_score_over_training_per_task(report_dir):
-    """Issue 11 item 4: per probe task one figure of RankMe-t (top) and the main score
+    """Per probe task one figure of RankMe-t (top) and the main score
     (bottom) over training for every layer, before the headline table and the long lists."""
     text = (report_dir / "index.html").read_text(encoding="utf-8")
     overview = re.findall(r'<img src="(img/overview-[a-z0-9-]+\.png)"', text)

@@ -1,5 +1,5 @@
 """One encoder pass shared by rank and probes (FrameMemo), layer fits in worker processes,
-the corpus's train:dev:test weights and per-split probe caps (issue 11)."""
+the corpus's train:dev:test weights and per-split probe caps."""
 
 from __future__ import annotations
 

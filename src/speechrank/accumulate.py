@@ -1,8 +1,8 @@
 """Accumulation: encoded batches in, one spectral accumulator per (layer, pooling) out.
 
-DESIGN.md section 4 puts this beside :mod:`speechrank.extract`: ``rank``, ``sweep`` and the
-training monitor all turn the encoder's per-layer frames into rows the same way, through
-:class:`LayerAccumulators`, and turn the accumulators into tidy rows through
+It sits beside :mod:`speechrank.extract` in the pass layer (docs/design.md, "Layers"): ``rank``,
+``sweep`` and the training monitor all turn the encoder's per-layer frames into rows the same
+way, through :class:`LayerAccumulators`, and turn the accumulators into tidy rows through
 :func:`metric_rows`.
 
 Poolings (each a named option, never silently mixed; :data:`speechrank.options.Pooling`):
@@ -73,7 +73,9 @@ def frame_quotas(frame_counts: Sequence[int], max_frames: int) -> list[int]:
 
 
 def uid_generator(seed: int, uid: str) -> np.random.Generator:
-    """A generator seeded by ``seed`` and the utterance id alone (not its batch or order)."""
+    """A generator seeded by ``(seed, sha256(uid))``: an utterance's random choices (the
+    ``frames`` pooling's frames, a probe's capped frames) depend on neither batch order nor
+    which other utterances are present."""
     digest = hashlib.sha256(uid.encode("utf-8")).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
@@ -88,9 +90,9 @@ class LayerAccumulators:
             utterances missing from it give all their frames.
         seed: seeds the per-utterance frame choice.
         cluster_rows: keep up to this many of the ``frames`` rows per layer for the
-            cluster metrics (issue 14; ``None``: keep none).
+            cluster metrics (``None``: keep none).
         convergence: also feed nested seeded prefixes (N/8, N/4, N/2) of every accumulator's
-            rows (issue 14, :mod:`speechrank.metrics.convergence`).
+            rows (:mod:`speechrank.metrics.convergence`).
     """
 
     def __init__(self, layer_dims: dict[str, int], poolings: Sequence[Pooling], *,
@@ -113,13 +115,13 @@ class LayerAccumulators:
             key: [] for key in self._accumulators}
         self._pending_rows: dict[tuple[str, str], int] = dict.fromkeys(self._accumulators, 0)
         self.utterances = 0
-        # issue 14 hook: a bounded, seeded store of the frames pooling's rows per layer, for
+        # a bounded, seeded store of the frames pooling's rows per layer, for
         # the cluster metrics (the Gram accumulator does not keep rows past D/2).
         self.cluster: dict[str, ClusterRows] | None = None
         if cluster_rows is not None and "frames" in self.poolings:
             self.cluster = {layer: ClusterRows(dim, cluster_rows)
                             for layer, dim in layer_dims.items()}
-        # issue 14 hook: prefix bins beside each accumulator, fed with each row's seeded key.
+        # prefix bins beside each accumulator, fed with each row's seeded key.
         self.prefix: dict[tuple[str, str], PrefixAccumulators] | None = None
         self._pending_keys: dict[tuple[str, str], list[np.ndarray]] = {
             key: [] for key in self._accumulators}
@@ -153,7 +155,7 @@ class LayerAccumulators:
             with single_threaded_lapack():
                 rows = torch.cat(self._pending[key], dim=0)
                 self._accumulators[key].update(rows)
-                if self.prefix is not None:  # issue 14: the rows with key < 1/2, by bin
+                if self.prefix is not None:  # the rows with key < 1/2, by bin
                     self.prefix[key].update(rows, np.concatenate(self._pending_keys[key]))
             self._pending[key] = []
             self._pending_keys[key] = []
@@ -197,11 +199,11 @@ class LayerAccumulators:
                       for b, utt in enumerate(batch.utterances)]
             picked = torch.cat([torch.from_numpy(index + b * width)
                                 for b, index in enumerate(chosen)]).to(device)
-            if self.cluster is not None or self.prefix is not None:  # issue 14: row keys
+            if self.cluster is not None or self.prefix is not None:  # the rows' seeded keys
                 picked_keys = np.concatenate([row_keys(self.seed, utt.uid, index)
                                               for utt, index in zip(batch.utterances, chosen,
                                                                     strict=True)])
-        utt_keys = None if self.prefix is None else np.concatenate(  # issue 14
+        utt_keys = None if self.prefix is None else np.concatenate(
             [row_keys(self.seed, utt.uid) for utt in batch.utterances])
         for layer in layers:
             frames = batch.output.layers[layer]
@@ -264,7 +266,7 @@ def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, mode
 
 def attach_convergence(rows: list[ResultRow], accumulators: LayerAccumulators,
                        metrics: Sequence[str]) -> list[ResultRow]:
-    """issue 14: each spectral row gains ``conventions["convergence"]``: the metric at the
+    """Each spectral row gains ``conventions["convergence"]``: the metric at the
     nested seeded prefixes N/8, N/4, N/2 and at N (see :func:`convergence_record`)."""
     if accumulators.prefix is None or not rows:
         return rows
@@ -296,7 +298,7 @@ def attach_convergence(rows: list[ResultRow], accumulators: LayerAccumulators,
 
 def attach_dominance(rows: list[ResultRow], accumulators: LayerAccumulators
                      ) -> tuple[list[ResultRow], dict[str, dict[str, Any]]]:
-    """issue 14: ``conventions["dominance"]`` on every RankMe row (first direction's share of
+    """``conventions["dominance"]`` on every RankMe row (first direction's share of
     the raw spectrum, the mean's share of the rows' norm, flagged past 0.9), and the same per
     layer and pooling for the JSON's top level."""
     table: dict[str, dict[str, Any]] = {}
@@ -313,7 +315,7 @@ def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str],
                         n_clusters: int, seed: int, model: str, checkpoint: str,
                         step: int | None, dataset: str,
                         extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
-    """issue 14: the cluster metrics of every layer's stored ``frames`` rows as tidy rows."""
+    """The cluster metrics of every layer's stored ``frames`` rows as tidy rows."""
     rows: list[ResultRow] = []
     if accumulators.cluster is None or not metrics:
         return rows

@@ -1,4 +1,6 @@
-"""The ``speechrank`` command line: a thin layer over the Python API (DESIGN.md section 3).
+"""The ``speechrank`` command line: a thin layer over the Python API.
+
+See docs/design.md, "Commands, MODEL and DATA".
 
 Every command parses its options, calls one API function, prints a table and optionally writes
 ``--json``. A :class:`~speechrank.errors.SpeechrankError` (a user mistake: a missing path, an
@@ -161,7 +163,7 @@ def rows_tables(rows: Sequence[ResultRow], title: str, *,
 
     groups: dict[str, list[str]] = {}
     cells: dict[tuple[str, str, str], str] = {}
-    marks: dict[tuple[str, str, str], str] = {}  # issue 14: * not converged, ! dominated
+    marks: dict[tuple[str, str, str], str] = {}  # * not converged, ! dominated
     for row in rows:
         group = str(getattr(row, group_key))
         metrics = groups.setdefault(group, [])
@@ -208,7 +210,7 @@ def _threads() -> None:
 
 
 def _join_job(device: str) -> tuple[Any, str]:
-    """Under torchrun, join the process group (issue 12 hook; see speechrank.distributed).
+    """Under torchrun, join the process group (see speechrank.distributed).
 
     Returns the job (``None`` in one process) and the device this process encodes on.
     """
@@ -233,8 +235,9 @@ def _leave_job(job: Any) -> bool:
 
 # ----------------------------------------------------------------------------- rank
 
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable "
-                                              "result (tidy rows plus what was measured).")]
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", dir_okay=False,  # refused before the work, not after it
+    help="Write the machine-readable result (tidy rows plus what was measured).")]
 
 
 @app.command()
@@ -319,20 +322,25 @@ def probe(
     strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
     fit_workers: Annotated[int, typer.Option(min=1, help="Layers fitted at once in worker "
                                              "processes (logistic probes).")] = 1,
+    recipe: Annotated[Path | None, typer.Option(help="TOML file of probe recipe keys (c_grid, "
+                                                "max_iter, max_frames ...; those of a "
+                                                "sweep's [[probe]] table).")] = None,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Downstream probes (linear, on frozen features) of every layer."""
     from speechrank.options import RunOptions
     from speechrank.probes import run_probe
+    from speechrank.probes.recipes import read_recipe
 
     _threads()
     options = RunOptions(crop_seconds=max_seconds, batch_seconds=batch_seconds, seed=seed)
+    table = read_recipe(recipe) if recipe is not None else None
     job, device = _join_job(device)
     with RichProgress(enabled=not quiet and _is_main(job)) as progress:
         result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
                            use_cache=not no_cache, strict=strict, device=device,
-                           fit_workers=fit_workers, progress=progress)
+                           config=table, fit_workers=fit_workers, progress=progress)
     if not _leave_job(job):
         return
     info = result.info

@@ -9,7 +9,8 @@ The in-domain probes use the corpus's closed set of probe speakers (train/dev/te
 language). Two out-of-domain views:
 
 - ``ks-unseen``: keyword probes trained on the probe speakers and tested on held-out voices
-  (``test_unseen``), the "unseen accents or voices" of DESIGN.md section 5;
+  (``test_unseen``): voices the probe never heard, where clean in-domain keywords are
+  too easy to show what training adds;
 - ``*-de``: speaker and phone probes on German, a language the encoder never heard.
 
 The label-free metrics are measured on the probe speakers' utterances (they are unlabelled

@@ -6,13 +6,14 @@ choices. :class:`RunOptions` holds those five knobs under one name each (the com
 its historical flags: ``--num-utterances``, ``--max-seconds`` for ``crop_seconds``); the
 constants below are the only place their defaults are written.
 
-The named variants that used to be bare strings are typed here too: :data:`Pooling`,
-:data:`TaskKind` and :data:`FeatureNorm`.
+The named variants that used to be bare strings are typed here too: :data:`Pooling` and
+:data:`FeatureNorm` (the probe kinds are :data:`speechrank.probes.drivers.TaskKind`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -27,7 +28,6 @@ __all__ = [
     "FeatureNorm",
     "Pooling",
     "RunOptions",
-    "TaskKind",
     "check_pooling",
     "resolve_options",
 ]
@@ -44,8 +44,6 @@ DEFAULT_MONITOR_UTTERANCES = 1000
 #: How a layer's frames become rows: ``sum`` (RankMe-t), ``mean`` or ``frames``.
 Pooling = Literal["sum", "mean", "frames"]
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
-#: How a probe reads a layer: one pooled vector per utterance, frame labels, or CTC.
-TaskKind = Literal["utterance", "frames", "ctc"]
 #: How the BEST-RQ encoder normalises its log-mel features: with statistics of the training
 #: data (``global``) or of each utterance (``utterance``).
 FeatureNorm = Literal["global", "utterance"]
@@ -76,15 +74,19 @@ class RunOptions:
             raise SpeechrankError(
                 f"num_utterances (--num-utterances, the monitor's max_utterances) must be "
                 f"at least 1, got {n!r}")
-        if self.crop_seconds is not None and not self.crop_seconds > 0:
-            raise SpeechrankError(f"--max-seconds must be positive, got {self.crop_seconds}")
-        if not self.batch_seconds > 0:
+        if self.crop_seconds is not None and not _positive(self.crop_seconds):
+            raise SpeechrankError(f"--max-seconds must be a positive number, got "
+                                  f"{self.crop_seconds!r}")
+        if not _positive(self.batch_seconds):
             raise SpeechrankError(
-                f"--batch-seconds must be positive, got {self.batch_seconds}")
-        if isinstance(self.max_frames, bool) or self.max_frames < 1:
-            raise SpeechrankError(f"--max-frames must be at least 1, got {self.max_frames}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise SpeechrankError(f"seed must be an integer, got {self.seed!r}")
+                f"--batch-seconds must be a positive number, got {self.batch_seconds!r}")
+        if (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int)
+                or self.max_frames < 1):
+            raise SpeechrankError(f"--max-frames must be an integer of at least 1, got "
+                                  f"{self.max_frames!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            # numpy's generators take seeds of 0 and above
+            raise SpeechrankError(f"seed must be an integer of at least 0, got {self.seed!r}")
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (checked again)."""
@@ -103,6 +105,12 @@ class RunOptions:
         if "max_seconds" in values and "crop_seconds" not in values:
             changes["crop_seconds"] = values["max_seconds"]
         return base.replace(**changes)
+
+
+def _positive(value: Any) -> bool:
+    """A finite number above zero (an infinite crop or batch is a mistake, not "no limit")."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 def check_pooling(name: str) -> Pooling:

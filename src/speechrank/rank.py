@@ -3,7 +3,8 @@
 RankMe-t (Aldeneh et al., ICASSP 2025, arXiv 2409.10787) is RankMe (Garrido et al., ICML 2023)
 of the matrix whose rows are the per-utterance *time sums* of a layer's valid frames. This
 module feeds one :class:`~speechrank.metrics.SpectralAccumulator` per (layer, pooling) from a
-single pass of the encoder and turns each into the tidy rows of DESIGN.md section 2.
+single pass of the encoder and turns each into the tidy rows (docs/design.md, "Rows and layer
+names").
 
 Poolings (each a named option, never silently mixed):
 
@@ -19,6 +20,7 @@ Poolings (each a named option, never silently mixed):
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import time
 from collections.abc import Sequence
@@ -44,8 +46,8 @@ from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo, PlannedUtterance, SkipLog, iter_encoded, plan_utterances
-from speechrank.metrics import SPECTRAL_METRIC_NAMES
-from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES, DEFAULT_N_CLUSTERS
+from speechrank.metrics import LAYER_METRIC_NAMES, METRICS, SPECTRAL_METRIC_NAMES
+from speechrank.metrics.cluster import DEFAULT_N_CLUSTERS
 from speechrank.options import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_NUM_UTTERANCES,
@@ -133,7 +135,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     started = time.perf_counter()
     opts = resolve_options(options, **option_fields)
     protocol_record = None
-    if protocol is not None:  # issue 14 hook: a named protocol fills defaulted options
+    if protocol is not None:  # a named protocol fills the options left at their defaults
         from speechrank.protocols import resolve
 
         base = RunOptions()
@@ -159,8 +161,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
             uncapped_frames = chosen["max_frames"] is None
             if not uncapped_frames:
                 opts = opts.replace(max_frames=chosen["max_frames"])
-    if total_seconds is not None and not total_seconds > 0:
-        raise SpeechrankError("--total-seconds must be positive")
+    if total_seconds is not None and not (math.isfinite(total_seconds) and total_seconds > 0):
+        raise SpeechrankError(f"--total-seconds must be a positive number, got {total_seconds}")
     num_utterances = opts.num_utterances
     max_frames: int | None = None if uncapped_frames else opts.max_frames
     max_seconds, seed = opts.crop_seconds, opts.seed
@@ -169,17 +171,18 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     dataset = load_dataset(data) if isinstance(data, str) else data
     chosen_layers = parse_layers(layers, encoder.layer_names)
     chosen_poolings = parse_choices(poolings, POOLINGS, "pooling", DEFAULT_POOLINGS)
-    chosen_metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES + CLUSTER_METRIC_NAMES,
-                                   "metric", SPECTRAL_METRIC_NAMES)
-    # issue 14: cluster metrics run on the frames pooling's rows, not on a Gram accumulator.
-    chosen_cluster = [m for m in chosen_metrics if m in CLUSTER_METRIC_NAMES]
-    chosen_spectral = [m for m in chosen_metrics if m not in CLUSTER_METRIC_NAMES]
+    chosen_metrics = parse_choices(metrics, LAYER_METRIC_NAMES, "metric", SPECTRAL_METRIC_NAMES)
+    # metrics of stored rows (the cluster ones) run on the frames pooling's rows, not on a Gram
+    # accumulator (each metric declares its input)
+    chosen_cluster = [m for m in chosen_metrics if METRICS[m].input == "rows"]
+    chosen_spectral = [m for m in chosen_metrics if METRICS[m].input == "gram"]
     if distributed.current() is not None:
-        # under torchrun only the Gram states are merged across processes; the prefix bins and
-        # the cluster row stores are not (yet), so they are left out rather than computed from
-        # one process's share
-        if chosen_cluster:
-            raise SpeechrankError(f"{', '.join(chosen_cluster)} cannot run under torchrun yet; "
+        # under torchrun only states that merge by addition are merged across processes (each
+        # metric declares how its state merges); the prefix bins and the stored rows are not
+        # (yet), so they are left out rather than computed from one process's share
+        unmerged = [m for m in chosen_metrics if METRICS[m].merge != "sum"]
+        if unmerged:
+            raise SpeechrankError(f"{', '.join(unmerged)} cannot run under torchrun yet; "
                                   "run them in one process")
         convergence = False
     if chosen_cluster and "frames" not in chosen_poolings:
@@ -196,7 +199,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         encoder, dataset.utterances, max_seconds=max_seconds, strict=strict, skips=skips)
     if not planned:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
-    if total_seconds is not None:  # issue 14: a seeded draw of whole utterances
+    if total_seconds is not None:  # a seeded draw of whole utterances
         order = np.random.default_rng(seed).permutation(len(planned))
         budget, kept = total_seconds * encoder.sample_rate, []
         for i in order:
@@ -215,7 +218,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
                                      cluster_rows=(cluster_max_rows or frame_cap)
                                      if chosen_cluster else None,
                                      convergence=convergence)
-    mine = distributed.shard(planned)  # issue 12 hook: under torchrun, this process's share
+    mine = distributed.shard(planned)  # under torchrun, this process's share
     report.start("encode", sum(p.num_samples for p in mine) / encoder.sample_rate,
                  "s audio")
 
@@ -232,7 +235,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         audio_seconds += batch.audio_seconds / encoder.sample_rate
     encode_seconds = time.perf_counter() - encode_started
     report.end("encode")
-    if job is not None:  # issue 12 hook: sum the Gram states, counts and decode-time skips
+    if job is not None:  # under torchrun: sum the Gram states, counts and decode-time skips
         distributed.reduce_accumulators(accumulators.accumulators)
         accumulators.utterances, audio_seconds = distributed.sum_values(
             [accumulators.utterances, audio_seconds])
@@ -253,8 +256,8 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
     rows = metric_rows(accumulators, chosen_spectral, model=model_name,
                        checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
                        extra_conventions=conventions) if chosen_spectral else []
-    rows = attach_convergence(rows, accumulators, chosen_spectral)  # issue 14
-    rows, dominance = attach_dominance(rows, accumulators)  # issue 14
+    rows = attach_convergence(rows, accumulators, chosen_spectral)
+    rows, dominance = attach_dominance(rows, accumulators)
     cluster_started = time.perf_counter()
     rows += cluster_metric_rows(accumulators, chosen_cluster, n_clusters=n_clusters, seed=seed,
                                 model=model_name, checkpoint=checkpoint or model_name,
@@ -289,7 +292,7 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
         "cluster_seconds": round(cluster_seconds, 3),
-        "dominance": dominance,  # issue 14: per layer, per pooling
+        "dominance": dominance,  # per layer, per pooling
         "protocol": protocol_record,
     }
     return RankResult(rows=rows, info=info, accumulators=accumulators)

@@ -1,4 +1,4 @@
-"""The tidy result row every part of speechrank produces (DESIGN.md section 2).
+"""The tidy result row every part of speechrank produces (docs/design.md, "Rows and layer names").
 
 One row is one number: a metric or probe score of one layer of one checkpoint on one dataset,
 together with the conventions that produced it. ``rank``, ``probe``, ``sweep``, the store,

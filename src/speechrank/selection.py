@@ -1,9 +1,9 @@
 """Choosing layers and named variants from user text (``--layers``, ``--pooling``,
 ``--metrics``), shared by ``rank``, ``probe``, ``sweep`` and the training monitor.
 
-Layer names follow DESIGN.md section 2: ``"0"`` is the input of the first transformer layer
-(Hugging Face ``hidden_states[0]``), ``"i"`` the output of layer ``i``, ``cnn`` the convolutional
-feature encoder's output where an encoder offers it.
+Layer names follow docs/design.md, "Rows and layer names": ``"0"`` is the input of the first
+transformer layer (Hugging Face ``hidden_states[0]``), ``"i"`` the output of layer ``i``,
+``cnn`` the convolutional feature encoder's output where an encoder offers it.
 """
 
 from __future__ import annotations

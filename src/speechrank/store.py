@@ -88,7 +88,7 @@ VOLATILE_CONVENTION_KEYS: frozenset[str] = frozenset({
     "transformers_version", "device", "threads", "num_threads", "batch_size", "batch_seconds",
     # outcomes carried beside a value (its uncertainty), not part of what was measured
     "standard_error", "standard_error_method",
-    # issue 14: measured by-products carried beside a value, not part of its identity
+    # measured by-products carried beside a value, not part of its identity
     "convergence", "dominance",
 })
 

@@ -18,14 +18,16 @@ import pydantic
 
 from speechrank.errors import SpeechrankError
 
-__all__ = ["STRICT", "describe_error", "validate"]
+__all__ = ["STRICT", "STRICT_DATACLASS", "describe_error", "validate"]
 
 #: The model configuration every user-facing schema uses: unknown keys are refused, values
 #: are not coerced between types (``"5"`` is not an integer, ``true`` is not a number), and
 #: a model is immutable once built.
 STRICT = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+#: The same for a pydantic dataclass (which is frozen by its decorator, not its config).
+STRICT_DATACLASS = pydantic.ConfigDict(extra="forbid", strict=True)
 
-Model = TypeVar("Model", bound=pydantic.BaseModel)
+Model = TypeVar("Model")
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -38,26 +40,34 @@ def describe_error(error: Mapping[str, Any], where: str) -> str:
     location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
     key = f"{where} {location}".strip() if location else where
     kind = error.get("type", "")
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"{key}: unknown key"
-    if kind == "missing":
+    if kind in ("missing", "missing_argument"):
         return f"{key}: missing (required)"
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    # the words of the files users write (TOML arrays and tables), not Python's
+    message = message.replace("a valid tuple", "a list").replace("a valid dictionary", "a table")
     return f"{key} = {_short(error.get('input'))}: {message}"
 
 
 def validate(model: type[Model], data: Any, *, where: str) -> Model:
-    """Build ``model`` from ``data`` or raise one :class:`SpeechrankError` line.
+    """Build ``model`` (a pydantic model or dataclass) from ``data`` or raise one
+    :class:`SpeechrankError` line.
 
     ``where`` names the place the data came from (``"sweep config [rank]"``, a file path); the
-    first error pydantic reports is the one shown (the others usually follow from it).
+    first error pydantic reports is the one shown (the others usually follow from it; errors
+    about the keys that enclose the first one are not counted as more).
     """
     if not isinstance(data, Mapping):
         raise SpeechrankError(f"{where}: expected a table of keys, got {_short(data)}")
     try:
-        return model.model_validate(dict(data))
+        if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+            return model.model_validate(dict(data))  # type: ignore[return-value]
+        return model(**{str(key): value for key, value in data.items()})
     except pydantic.ValidationError as err:
         errors = err.errors(include_url=False)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        first = tuple(errors[0].get("loc", ()))
+        others = [e for e in errors[1:] if first[:len(e.get("loc", ()))] != tuple(e["loc"])]
+        more = f" (and {len(others)} more)" if others else ""
         raise SpeechrankError(describe_error(errors[0], where) + more) from None

@@ -11,9 +11,10 @@ using Rank", ICASSP 2025, arXiv 2409.10787), asked of a results store:
   layer's score minus the picked layer's score) when it is not (the paper: often not);
 * **checkpoint selection, per layer** -- does the checkpoint with the highest metric have the
   best score, and the regret otherwise;
-* **per phase of training** -- DESIGN.md section 5 found that much of the agreement is the
-  shared early collapse and recovery, so within every layer the checkpoints are also split at
-  the step where the metric is lowest, and the statistics computed on each side.
+* **per phase of training** -- much of the agreement over a run can be the shared early
+  collapse and recovery of metric and score (as in early runs of the built-in encoder), so
+  within every layer the checkpoints are also split at the step where the metric is lowest,
+  and the statistics computed on each side.
 
 A *pair* is one label-free metric series (model, metric, pooling, dataset) against one probe
 score series (model, task, score metric, domain, dataset, probe pooling, split); the points
@@ -51,6 +52,7 @@ from speechrank.analysis.flags import series_flags
 from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.errors import SpeechrankError
+from speechrank.metrics.registry import METRICS
 from speechrank.results import ResultRow
 
 __all__ = [
@@ -73,13 +75,10 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
 #: Below this many points a percentile bootstrap interval is flagged as rough in the notes.
 _FEW_POINTS = 8
 
-#: Label-free metrics whose direction is not "higher = richer representation".
+#: Label-free metrics whose direction is not "higher = richer representation": read from the
+#: metric registry, where each metric declares its direction (speechrank.metrics.METRICS).
 METRIC_ORIENTATION: dict[str, int] = {
-    "alpha_req": -1,
-    # issue 14: lower k-means inertia / Davies-Bouldin = tighter, better separated clusters
-    # (Whetten et al. 2025; see speechrank.metrics.cluster for the sign convention).
-    "kmeans_inertia": -1, "davies_bouldin": -1,
-}
+    name: spec.orientation for name, spec in METRICS.items() if spec.orientation < 0}
 
 def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = None) -> int:
     """+1 if a larger ``name`` is better, -1 if smaller is better (``kind``: metric or score)."""
@@ -89,7 +88,8 @@ def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = N
             raise SpeechrankError(f"orientation of {name!r} must be +1 or -1, not {value}")
         return value
     if kind == "metric":
-        return METRIC_ORIENTATION.get(name, 1)
+        spec = METRICS.get(name)
+        return spec.orientation if spec is not None else 1
     return -1 if name.lower() in LOWER_IS_BETTER else 1
 
 
@@ -308,7 +308,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
     metric_series, score_series = found.metric, found.score
 
     report = CorrelationReport([], [], [], [], [], [], {}, notes)
-    # issue 14: values not converged in N, or dominated by one direction, noted per series.
+    # values not converged in N, or dominated by one direction, noted per series.
     flag_counts: dict[str, Any] = {}
     for ms in metric_series:
         flag_notes, counts = series_flags(ms.label, ms.points.values())
@@ -380,7 +380,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                   "metric is lowest (that checkpoint is in both phases)",
         "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
                    "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
-        "flags": flag_counts,  # issue 14
+        "flags": flag_counts,
     }
     return report
 

@@ -1,4 +1,4 @@
-"""Flags carried by label-free values (issue 14): not converged in N, dominated by one direction.
+"""Flags carried by label-free values: not converged in N, dominated by one direction.
 
 ``rank`` records ``conventions["convergence"]`` (the value at nested prefixes N/8 .. N; see
 :mod:`speechrank.metrics.convergence`) and, on RankMe rows, ``conventions["dominance"]`` (see

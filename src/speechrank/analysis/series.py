@@ -24,10 +24,10 @@ __all__ = ["Point", "Series", "SeriesSet", "checkpoint_order", "collect_series",
 
 Point = tuple[str, str]  # (checkpoint, layer)
 
-#: Display order of the built-in label-free metrics (DESIGN.md section 1); others follow.
+#: Display order of the built-in label-free metrics (docs/design.md, "The metrics"); others follow.
 METRIC_ORDER = ("rankme", "rankme_centered", "erank_cov", "alpha_req", "stable_rank",
                 "participation_ratio", "numerical_rank", "lidar",
-                "kmeans_inertia", "davies_bouldin")  # issue 14: cluster metrics
+                "kmeans_inertia", "davies_bouldin")  # the cluster metrics
 POOLING_ORDER = ("sum", "mean", "frames")
 DOMAIN_ORDER = ("in", "out")
 

@@ -51,8 +51,8 @@ Each clip is 16 kHz mono 16-bit PCM. Keyword clips are 1 s long (longer words ke
 length); sentences are mostly 1-7 s. How the audio is levelled, padded and mixed with noise is
 described in :mod:`.synthetic_render`. Noise (``snr_db``: ``None`` for clean speech, a number,
 or a ``(low, high)`` range drawn uniformly per clip) matters: clean synthetic keywords are so
-easy that keyword probes saturate from random initialisation on (DESIGN.md section 5), hence
-the default of :data:`DEFAULT_SNR_DB`. The pretraining clips are clean by default
+easy that keyword probes score near 1 from random initialisation on, leaving training nothing
+to show, hence the default of :data:`DEFAULT_SNR_DB`. The pretraining clips are clean by default
 (``pretrain_snr_db``): the default pretraining recipe adds noise to the encoder's input on the
 fly and predicts targets made from the clean audio (:mod:`speechrank.pretrain.recipe`), so the
 probes keep their noise while the encoder learns to see through it. The SNR of every clip is
@@ -577,24 +577,6 @@ def _reporter(report: Progress) -> Callable[[CorpusProgress], None]:
     return show
 
 
-def _printer() -> Callable[[CorpusProgress], None]:
-    state = {"next": 0.0}
-
-    def show(p: CorpusProgress) -> None:
-        fraction = p.done / max(p.total, 1)
-        if fraction + 1e-9 < state["next"] and p.done != p.total:
-            return
-        state["next"] = fraction + 0.1
-        print(
-            f"corpus: {p.done}/{p.total} clips, {p.audio_seconds / 60:.1f} min of audio, "
-            f"{p.realtime_factor:.0f}x real time",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
-
-
 def _records(jobs: Sequence[Job], root: str, workers: int) -> Iterator[dict[str, Any]]:
     """Records of ``jobs`` in order, rendered here or by ``workers`` worker processes.
 
@@ -734,7 +716,7 @@ def make_corpus(
     probe_splits: tuple[int, int, int] = DEFAULT_PROBE_SPLITS,
     workers: int | None = None,
     overwrite: bool = False,
-    progress: ProgressArg = True,
+    progress: ProgressArg | Callable[[CorpusProgress], Any] = None,
 ) -> CorpusSummary:
     """Generate the synthetic corpus into ``out``; see the module docstring for its design.
 
@@ -748,9 +730,9 @@ def make_corpus(
     weighs train:dev:test of the closed-set clips (see the module docstring). ``workers``
     processes render clips (default: 1 for small corpora, else up to 2). ``overwrite``
     replaces an earlier corpus in ``out`` (never a directory that holds something else).
-    ``progress`` is ``True`` (a line on stderr every 10 %), ``False``/``None``, a
-    :class:`speechrank.progress.Progress` (stage ``corpus``, in clips) or a callable taking
-    :class:`CorpusProgress`.
+    ``progress`` is a :class:`speechrank.progress.Progress` (stage ``corpus``, in clips), a
+    callable taking :class:`CorpusProgress`, or silence (``None``, ``False`` and ``True``, as
+    everywhere in the library: it never draws or prints itself).
     """
     plan = plan_corpus(
         minutes=minutes,
@@ -766,10 +748,8 @@ def make_corpus(
         workers = 1 if float(minutes) < 3 else max(1, min(2, os.cpu_count() or 1))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SpeechrankError(f"workers must be a positive integer, got {workers!r}")
-    callback: Callable[[CorpusProgress], None] | None
-    if progress is True:
-        callback = _printer()
-    elif progress is None or progress is False:
+    callback: Callable[[CorpusProgress], Any] | None
+    if progress is None or isinstance(progress, bool):
         callback = None
     elif isinstance(progress, Progress):
         callback = _reporter(progress)

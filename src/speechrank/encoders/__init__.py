@@ -7,8 +7,8 @@
   object directly (the training monitor's route);
 - :func:`configure_cpu_threads` sizes torch's CPU thread pool to the cores this process may use.
 
-Layer names follow DESIGN.md section 2: ``"0"`` is the input of the first transformer layer,
-``"i"`` the output of layer i, ``"cnn"`` the convolutional front end.
+Layer names follow docs/design.md, "Rows and layer names": ``"0"`` is the input of the first
+transformer layer, ``"i"`` the output of layer i, ``"cnn"`` the convolutional front end.
 """
 
 from speechrank.encoders.architectures import RANDOM_ARCHITECTURES, RandomArchitecture

@@ -3,10 +3,10 @@
 Every model speechrank measures (Hugging Face checkpoints, ``random:`` architectures, our own
 pretrained encoder, any ``torch.nn.Module``) is wrapped in a :class:`SpeechEncoder`. The
 contract follows s3prl's ``S3PRLUpstream`` (waveforms and lengths in, a list of per-layer
-``[B, T, D]`` tensors and lengths out), with layer numbering from DESIGN.md section 2: ``"0"``
-is the input of the first transformer layer (Hugging Face ``hidden_states[0]``), ``"i"`` the
-output of transformer layer i, and ``"cnn"`` the convolutional feature extractor's output
-where an encoder offers it.
+``[B, T, D]`` tensors and lengths out), with the layer numbering of docs/design.md, "Rows and
+layer names": ``"0"`` is the input of the first transformer layer (Hugging Face
+``hidden_states[0]``), ``"i"`` the output of transformer layer i, and ``"cnn"`` the
+convolutional feature extractor's output where an encoder offers it.
 """
 
 from __future__ import annotations

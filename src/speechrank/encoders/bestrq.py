@@ -32,10 +32,10 @@ to train on two CPU cores:
   position convolution (whose zero padding then matches an unpadded utterance) and are masked out
   of attention. A padded batch therefore gives the same valid frames as one utterance at a time.
 
-Layer numbering follows DESIGN.md section 2 (Hugging Face ``hidden_states``): layer ``"0"`` is
-the input of the first transformer layer (projected features plus positions), layer ``"i"`` the
-output of transformer layer ``i``; the last layer is taken after the final layer norm, as
-Hugging Face does for its pre-LN ("stable layer norm") models.
+Layer numbering follows docs/design.md, "Rows and layer names" (Hugging Face ``hidden_states``):
+layer ``"0"`` is the input of the first transformer layer (projected features plus positions),
+layer ``"i"`` the output of transformer layer ``i``; the last layer is taken after the final
+layer norm, as Hugging Face does for its pre-LN ("stable layer norm") models.
 
 Checkpoint directories written by ``speechrank pretrain`` hold ``config.json`` (with
 ``"model_type": "speechrank-bestrq"``), ``model.safetensors`` (the encoder under ``encoder.``, the
@@ -176,8 +176,8 @@ class BestRqConfig:
         return cls(**dict(data))
 
 
-#: Named model sizes. ``tiny`` is the default (about 3.3 M encoder parameters, the size
-#: DESIGN.md section 5 measured); ``micro`` exists for tests and quick looks.
+#: Named model sizes. ``tiny`` is the default (about 3.3 M encoder parameters, small enough to
+#: train in minutes on two CPU cores); ``micro`` exists for tests and quick looks.
 SIZES: dict[str, dict[str, Any]] = {
     "micro": {"dim": 64, "num_layers": 2, "num_heads": 2, "ffn_dim": 256,
               "pos_conv_kernel": 15, "pos_conv_groups": 8, "codebook_size": 256},

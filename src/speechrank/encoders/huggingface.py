@@ -1,7 +1,7 @@
 """Hugging Face waveform encoders (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, and any
 ``AutoModel`` that takes ``input_values`` and returns ``hidden_states``).
 
-Layers follow DESIGN.md section 2 and the library's own numbering: ``"0"`` is
+Layers follow docs/design.md, "Rows and layer names" and the library's own numbering: ``"0"`` is
 ``hidden_states[0]``, the input of the first transformer layer (after the positional
 convolution, and after the encoder LayerNorm in post-LN "base" models); ``"i"`` is the output
 of transformer layer i; in pre-LN (``do_stable_layer_norm``) models ``"L"`` is taken before the

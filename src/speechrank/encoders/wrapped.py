@@ -195,8 +195,8 @@ def wrap_module(module: torch.nn.Module, *, sample_rate: int,
             length formula).
         name: what results call it (default: the module's class name).
         layer_names: names for a sequence output, in order (default ``"0"``, ``"1"``, ...;
-            by DESIGN.md section 2, ``"0"`` should be the input of the first transformer layer
-            and a convolutional front end ``"cnn"``).
+            by docs/design.md, "Rows and layer names", ``"0"`` should be the input of the
+            first transformer layer and a convolutional front end ``"cnn"``).
         forward: ``forward(module, waveforms [B, S], lengths [B])`` returning the output; the
             default calls ``module(waveforms)``. Use it to pass masks or
             ``output_hidden_states=True``.

@@ -1,6 +1,6 @@
 """Streaming float64 Gram matrix: one pass, O(D^2) memory, exact merges.
 
-Every spectral metric of DESIGN.md section 1 needs only the spectrum of the row matrix X
+Every spectral metric (docs/design.md, "The metrics") needs only the spectrum of the row matrix X
 (N x D), raw or column-centred, and those follow exactly from three sums over the rows: the
 Gram matrix X^T X, the column sums and the row count (see :mod:`speechrank.metrics.spectrum`).
 :class:`SpectralAccumulator` keeps these sums in float64, so any number of rows, batches,

@@ -1,4 +1,7 @@
-"""Public entry points: the metric registry, ``compute_metric(s)`` and one function per metric.
+"""Public entry points: ``compute_metric(s)`` and one function per metric.
+
+The metrics themselves are registered in :mod:`speechrank.metrics.registry` (:data:`METRICS`:
+each declares its input, its direction and how its state merges across processes).
 
 Every metric accepts either an (N, D) matrix (numpy array or torch tensor, any float dtype,
 CPU or CUDA) or an accumulator, and routes both through the same float64 Gram computation, so
@@ -10,10 +13,8 @@ computes each spectrum once for all the metrics asked for.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -21,59 +22,26 @@ import torch
 from speechrank.metrics import _inputs
 from speechrank.metrics.accumulator import SpectralAccumulator
 from speechrank.metrics.errors import MetricInputError
-from speechrank.metrics.lidar import DEFAULT_DELTA, LidarAccumulator, lidar_result
-from speechrank.metrics.result import MetricResult
-from speechrank.metrics.spectral import (
-    DEFAULT_EPS,
-    DEFAULT_FIT_RANGE,
-    alpha_req_result,
-    erank_cov_result,
-    numerical_rank_result,
-    participation_ratio_result,
-    rankme_centered_result,
-    rankme_result,
-    stable_rank_result,
+from speechrank.metrics.lidar import DEFAULT_DELTA, LidarAccumulator
+from speechrank.metrics.registry import (
+    GROUP_METRIC_NAMES,
+    LAYER_METRIC_NAMES,
+    METRICS,
+    ROW_METRIC_NAMES,
+    SPECTRAL_METRIC_NAMES,
+    MetricSpec,
+    direction,
 )
+from speechrank.metrics.result import MetricResult
+from speechrank.metrics.spectral import DEFAULT_EPS, DEFAULT_FIT_RANGE
 from speechrank.metrics.spectrum import single_threaded_lapack
 
-
-@dataclasses.dataclass(frozen=True)
-class MetricSpec:
-    """A registered metric: its name, implementation, options and whether it needs groups."""
-
-    name: str
-    compute: Callable[..., MetricResult]
-    options: tuple[str, ...]
-    needs_groups: bool
-    summary: str
-
-
-_SPECS = (
-    MetricSpec("rankme", rankme_result, ("eps",), False,
-               "RankMe: exp-entropy of the raw singular values (Garrido et al. 2023)"),
-    MetricSpec("rankme_centered", rankme_centered_result, ("eps",), False,
-               "RankMe of the column-centred rows"),
-    MetricSpec("erank_cov", erank_cov_result, ("eps",), False,
-               "effective rank of the covariance eigenvalues (reptrix's 'RankMe')"),
-    MetricSpec("alpha_req", alpha_req_result, ("fit_range",), False,
-               "power-law decay exponent of the covariance eigenvalues (Agrawal et al. 2022)"),
-    MetricSpec("stable_rank", stable_rank_result, (), False,
-               "sum / max of the covariance eigenvalues"),
-    MetricSpec("participation_ratio", participation_ratio_result, (), False,
-               "(sum l)^2 / sum l^2 of the covariance eigenvalues"),
-    MetricSpec("numerical_rank", numerical_rank_result, ("rtol",), False,
-               "count of singular values above rtol times the largest"),
-    MetricSpec("lidar", lidar_result, ("delta", "eps"), True,
-               "LiDAR: effective rank of the LDA matrix of grouped rows (Thilak et al. 2024)"),
-)
-
-#: Every metric by name, in the canonical order (the spectral ones, then ``lidar``).
-METRICS: Mapping[str, MetricSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
-#: The metrics that need only the rows' spectrum, in the canonical order.
-SPECTRAL_METRIC_NAMES: tuple[str, ...] = tuple(s.name for s in _SPECS if not s.needs_groups)
-#: Metrics that need group ids (surrogate classes).
-GROUP_METRIC_NAMES: tuple[str, ...] = tuple(s.name for s in _SPECS if s.needs_groups)
-
+# Re-exported: the registry lived here before it had a torch-free module of its own.
+__all__ = ["GROUP_METRIC_NAMES", "LAYER_METRIC_NAMES", "METRICS", "ROW_METRIC_NAMES",
+           "SPECTRAL_METRIC_NAMES", "MetricSpec", "alpha_req", "as_accumulator",
+           "as_lidar_accumulator", "compute_metric", "compute_metrics", "compute_metrics_many",
+           "direction", "erank_cov", "lidar", "numerical_rank", "participation_ratio", "rankme",
+           "rankme_centered", "stable_rank"]
 
 def _spec(name: str) -> MetricSpec:
     try:
@@ -150,11 +118,22 @@ def compute_metric(name: str, source: Any, *, groups: Any = None, **options: Any
     """
     spec = _spec(name)
     _check_options([name], options)
-    if spec.needs_groups:
+    if spec.input == "groups":
         return spec.compute(as_lidar_accumulator(source, groups), **options)
     if groups is not None:
         raise MetricInputError(f"{name} takes no groups")
+    if spec.input == "rows":
+        return spec.compute(_as_rows(source, name), **options)
     return spec.compute(as_accumulator(source).spectra(), **options)
+
+
+def _as_rows(source: Any, name: str) -> Any:
+    if isinstance(source, (SpectralAccumulator, LidarAccumulator)):
+        raise MetricInputError(f"{name} needs the rows themselves, not an accumulator")
+    array = _inputs.as_array(source, "the matrix")
+    if array.ndim != 2:
+        raise MetricInputError(f"{name} takes an (N, D) matrix, got shape {tuple(array.shape)}")
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
 
 
 def compute_metrics(
@@ -190,8 +169,10 @@ def compute_metrics(
     for name in selected:
         spec = METRICS[name]
         own = {k: v for k, v in options.items() if k in spec.options}
-        if spec.needs_groups:
+        if spec.input == "groups":
             results[name] = spec.compute(lidar_acc, **own)
+        elif spec.input == "rows":
+            results[name] = spec.compute(_as_rows(source, name), **own)
         else:
             if spectra is None:
                 spectra = as_accumulator(spectral_source).spectra()

@@ -1,4 +1,4 @@
-"""The spectral metrics of DESIGN.md section 1 as functions of a :class:`Spectra`.
+"""The spectral metrics (docs/design.md, "The metrics") as functions of a :class:`Spectra`.
 
 Each function picks its spectrum, applies its formula from :mod:`speechrank.metrics.formulas`
 and returns a :class:`MetricResult` whose ``conventions`` record everything that produced the

@@ -2,10 +2,10 @@
 
 Dimensional collapse (the embeddings of a self-supervised model spanning only a few directions)
 is what RankMe was made to see (Garrido et al., ICML 2023, arXiv 2210.02885): a collapsed layer
-has a RankMe near 1. In speech SSL training the deep layers' rank can also fall sharply early
-in training and then recover (Aldeneh et al., ICASSP 2025, arXiv 2409.10787; DESIGN.md
-section 5 saw layer 4 of a small BEST-RQ encoder go from about 145 to 40-55 within two
-minutes). So there are two rules, each optional:
+has a RankMe near 1. In speech SSL training the deep layers' rank can also fall sharply early in
+training and then recover (Aldeneh et al., ICASSP 2025, arXiv 2409.10787; in early runs of the
+built-in BEST-RQ encoder, layer 4 went from about 145 to 40-55 within two minutes). So there are
+two rules, each optional:
 
 - ``min_rank``: the value is below an absolute floor (default 2: at most about two effective
   directions left);

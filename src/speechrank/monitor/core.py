@@ -246,7 +246,7 @@ class RankMonitor:
                  n_clusters: int = DEFAULT_N_CLUSTERS, cluster_max_rows: int | None = None,
                  convergence: bool | None = None, protocol: str | None = None) -> None:
         self.protocol: dict[str, Any] | None = None
-        if protocol is not None:  # issue 14: a named protocol fills defaulted options
+        if protocol is not None:  # a named protocol fills the options left at their defaults
             base = RunOptions() if options is not None else None
             given = {"layers": layers, "poolings": poolings, "metrics": metrics,
                      "max_utterances": options.num_utterances if base else max_utterances,
@@ -408,8 +408,8 @@ class RankMonitor:
             accumulators, self.spectral_metrics, model=self.run_name, checkpoint=checkpoint,
             step=step, dataset=self.heldout.spec,
             extra_conventions=conventions) if self.spectral_metrics else []
-        rows = attach_convergence(rows, accumulators, self.spectral_metrics)  # issue 14
-        rows, _ = attach_dominance(rows, accumulators)  # issue 14
+        rows = attach_convergence(rows, accumulators, self.spectral_metrics)
+        rows, _ = attach_dominance(rows, accumulators)
         if self.cluster_metrics and accumulators.cluster is not None:
             for layer in bad_layers:  # zeroed frames: nothing to cluster, the value is NaN
                 accumulators.cluster.pop(layer, None)
@@ -499,7 +499,7 @@ class RankMonitor:
 
     def _accumulate(self, model: Any, encoder: SpeechEncoder
                     ) -> tuple[LayerAccumulators, set[str]]:
-        # issue 14: convergence only in one process (the prefix bins are not all-reduced)
+        # convergence only in one process (the prefix bins are not all-reduced)
         accumulators = LayerAccumulators(
             self.layer_dims, self.poolings, frame_quota=self._frame_quota, seed=self.seed,
             cluster_rows=(self.cluster_max_rows or self._frame_cap)

@@ -2,7 +2,10 @@
 
 - :func:`run_probe`: the whole command as a function, returning tidy rows per layer and split;
 - :mod:`~speechrank.probes.tasks`: ``ks``, ``sid``, ``er``, ``pr`` and ``label:COLUMN``;
+- :mod:`~speechrank.probes.drivers`: the probe protocol and :data:`DRIVERS`, the registry of
+  probe kinds (each driver declares its kind, recipe, metrics and pooling);
 - :mod:`~speechrank.probes.config`: one recipe dataclass per probe kind, every hyperparameter;
+  :mod:`~speechrank.probes.recipes`: a recipe from a flat TOML table;
 - :mod:`~speechrank.probes.features`: one encoder pass, every layer, cached on disk;
 - :mod:`~speechrank.probes.linear`, :mod:`~speechrank.probes.ctc`: the probes on arrays;
 - :mod:`~speechrank.probes.alignment`, :mod:`~speechrank.probes.edit_distance`: frame labels
@@ -14,9 +17,9 @@ from speechrank.probes.config import (
     FrameProbeConfig,
     LogisticConfig,
     UtteranceProbeConfig,
-    default_config,
 )
 from speechrank.probes.ctc import fit_ctc_probe
+from speechrank.probes.drivers import DRIVERS, TaskKind, default_config
 from speechrank.probes.edit_distance import edit_distance, phone_error_rate
 from speechrank.probes.features import resolve_cache_dir
 from speechrank.probes.linear import fit_logistic_probe
@@ -24,11 +27,13 @@ from speechrank.probes.run import ProbeResult, run_probe
 from speechrank.probes.tasks import TASK_NAMES, TaskSpec, resolve_task
 
 __all__ = [
+    "DRIVERS",
     "TASK_NAMES",
     "CTCProbeConfig",
     "FrameProbeConfig",
     "LogisticConfig",
     "ProbeResult",
+    "TaskKind",
     "TaskSpec",
     "UtteranceProbeConfig",
     "default_config",

@@ -14,14 +14,12 @@ half-open interval ``[start, end)`` covers its centre, or the silence class if n
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["even_frame_indices", "frame_centres", "parse_phones", "phone_frame_labels",
-           "uid_rng"]
+__all__ = ["even_frame_indices", "frame_centres", "parse_phones", "phone_frame_labels"]
 
 
 def frame_centres(num_frames: int, frame_rate: float) -> np.ndarray:
@@ -79,13 +77,6 @@ def phone_frame_labels(phones: Sequence[Any], num_frames: int, frame_rate: float
     candidate = np.searchsorted(starts, centres, side="right") - 1
     covered = (candidate >= 0) & (centres < ends[np.clip(candidate, 0, None)])
     return [names[c] if ok else silence for c, ok in zip(candidate, covered, strict=True)]
-
-
-def uid_rng(seed: int, uid: str) -> np.random.Generator:
-    """A generator seeded by ``(seed, sha256(uid))``: an utterance's random choices do not
-    depend on batch order or on which other utterances are present."""
-    digest = hashlib.sha256(uid.encode("utf-8")).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
 def even_frame_indices(num_valid: int, quota: int | None, rng: np.random.Generator

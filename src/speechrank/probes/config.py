@@ -16,15 +16,35 @@ up to 200k steps per task).
   phone error rate.
 
 The test split is never used for a choice in any recipe.
+
+Every recipe is a pydantic dataclass checked by type and range when it is built (strict: no
+coercion between types, so ``"5"`` is not a count and ``true`` is not a number), whether in
+Python or from a TOML table (:mod:`speechrank.probes.recipes`), so a bad value never reaches
+a fit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import AfterValidator, Field
+
+from speechrank.validation import STRICT_DATACLASS
 
 #: The floating-point type lbfgs works in (the features are standardised in float64 first).
 FitDtype = Literal["float64", "float32"]
+#: A split's name.
+Split = Literal["train", "dev", "test"]
+#: A count of at least one (steps, iterations, threads, frames).
+Count = Annotated[int, Field(ge=1)]
+#: A finite number above zero.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: A finite number of at least zero.
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: A string with something in it.
+Text = Annotated[str, Field(min_length=1)]
 
 #: Inverse L2 strengths tried on dev (scikit-learn's ``C``), smallest (strongest) first.
 DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -33,7 +53,21 @@ DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 
-@dataclasses.dataclass(frozen=True)
+def _every_split(caps: dict[str, Any]) -> dict[str, Any]:
+    if set(caps) != set(SPLITS):
+        raise ValueError(f"a table needs train, dev and test values, got {sorted(caps)}")
+    return {name: caps[name] for name in SPLITS}
+
+
+#: Frames per split (a table of train, dev and test).
+FrameCaps = Annotated[dict[Split, Count], AfterValidator(_every_split)]
+#: Seconds of audio per split (a table of train, dev and test).
+SecondCaps = Annotated[dict[Split, Positive], AfterValidator(_every_split)]
+#: Inverse L2 strengths (a list from TOML is taken as the tuple).
+CGrid = Annotated[tuple[Positive, ...], Field(min_length=1, strict=False)]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=STRICT_DATACLASS)
 class LogisticConfig:
     """Multinomial logistic regression on standardised features.
 
@@ -58,24 +92,16 @@ class LogisticConfig:
             (benchmarks/bench_probe_dtype.py measures both).
     """
 
-    c_grid: tuple[float, ...] = DEFAULT_C_GRID
-    selection_metric: str = "accuracy"
-    max_iter: int = 1000
-    tol: float = 1e-4
+    c_grid: CGrid = DEFAULT_C_GRID
+    selection_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    max_iter: Count = 1000
+    tol: Positive = 1e-4
     standardise: bool = True
-    blas_threads: int | None = 1
+    blas_threads: Count | None = 1
     fit_dtype: FitDtype = "float64"
 
-    def __post_init__(self) -> None:
-        if self.fit_dtype not in ("float64", "float32"):
-            raise ValueError(f"fit_dtype must be 'float64' or 'float32', got {self.fit_dtype!r}")
-        if not self.c_grid or any(c <= 0 for c in self.c_grid):
-            raise ValueError("c_grid must hold positive values")
-        if self.selection_metric not in ("accuracy", "macro_f1"):
-            raise ValueError("selection_metric must be 'accuracy' or 'macro_f1'")
 
-
-@dataclasses.dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=STRICT_DATACLASS)
 class UtteranceProbeConfig:
     """Utterance classification (``ks``, ``sid``, ``er``, ``label:COLUMN``).
 
@@ -84,15 +110,11 @@ class UtteranceProbeConfig:
         logistic: the classifier.
     """
 
-    pooling: str = "mean"
+    pooling: Literal["mean", "sum"] = "mean"
     logistic: LogisticConfig = dataclasses.field(default_factory=LogisticConfig)
 
-    def __post_init__(self) -> None:
-        if self.pooling not in ("mean", "sum"):
-            raise ValueError("pooling must be 'mean' or 'sum'")
 
-
-@dataclasses.dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=STRICT_DATACLASS)
 class FrameProbeConfig:
     """Frame-level phone classification (``pr`` where time-aligned ``phones`` exist).
 
@@ -113,14 +135,14 @@ class FrameProbeConfig:
     """
 
     logistic: LogisticConfig = dataclasses.field(default_factory=LogisticConfig)
-    max_frames: dict[str, int] = dataclasses.field(
+    max_frames: FrameCaps = dataclasses.field(
         default_factory=lambda: {"train": 20_000, "dev": 5_000, "test": 5_000})
-    max_audio_seconds: dict[str, float] = dataclasses.field(
+    max_audio_seconds: SecondCaps = dataclasses.field(
         default_factory=lambda: {"train": 3_600.0, "dev": 900.0, "test": 900.0})
-    silence_label: str = "sil"
+    silence_label: Text = "sil"
 
 
-@dataclasses.dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=STRICT_DATACLASS)
 class CTCProbeConfig:
     """Linear CTC phone recogniser (``pr`` where only transcripts exist).
 
@@ -147,34 +169,19 @@ class CTCProbeConfig:
             machine one thread ran a 300-step probe in 9 s against 20 s with two.
     """
 
-    steps: int = 600
-    eval_every: int = 100
-    batch_size: int = 16
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    max_audio_seconds: dict[str, float] = dataclasses.field(
+    steps: Count = 600
+    eval_every: Count = 100
+    batch_size: Count = 16
+    lr: Positive = 1e-2
+    weight_decay: NonNegative = 0.0
+    grad_clip: NonNegative = 1.0
+    max_audio_seconds: SecondCaps = dataclasses.field(
         default_factory=lambda: {"train": 1_200.0, "dev": 300.0, "test": 300.0})
-    language: str = "en-us"
-    torch_threads: int | None = 1
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1:
-            raise ValueError("steps, eval_every and batch_size must be at least 1")
+    language: Text = "en-us"
+    torch_threads: Count | None = 1
 
 
 ProbeConfig = UtteranceProbeConfig | FrameProbeConfig | CTCProbeConfig
-
-
-def default_config(kind: str) -> ProbeConfig:
-    """The recipe for a probe kind: ``utterance``, ``frames`` or ``ctc``."""
-    if kind == "utterance":
-        return UtteranceProbeConfig()
-    if kind == "frames":
-        return FrameProbeConfig()
-    if kind == "ctc":
-        return CTCProbeConfig()
-    raise ValueError(f"unknown probe kind '{kind}'")
 
 
 def config_dict(config: ProbeConfig) -> dict[str, Any]:

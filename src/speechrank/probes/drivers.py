@@ -1,4 +1,4 @@
-"""The one probe protocol behind every kind of probe (:data:`speechrank.options.TaskKind`).
+"""The one probe protocol behind every kind of probe, and the registry of kinds.
 
 A driver does three things, in order, for :func:`speechrank.probes.run.run_probe`:
 
@@ -10,11 +10,18 @@ A driver does three things, in order, for :func:`speechrank.probes.run.run_probe
 3. :attr:`ProbeDriver.summary`: the counts, classes and chance levels the JSON output records,
    set by the first :meth:`~ProbeDriver.fit_layer`.
 
+Each driver class declares what its kind is, once: ``kind`` (its :data:`TaskKind`),
+``config_type`` (its recipe, whose defaults are the kind's defaults), ``metrics`` (the rows'
+metric names), ``pooling`` (the rows' pooling), ``reads`` (the label column it needs whatever
+the task, if any) and ``fitting`` (how :func:`~speechrank.probes.run.run_probe` fits its
+layers). :data:`DRIVERS` registers them; the task resolver (:mod:`speechrank.probes.tasks`),
+the recipe tables (:mod:`speechrank.probes.recipes`) and ``run_probe`` read it.
+
 The three kinds: :class:`UtteranceProbe` (``ks``, ``sid``, ``er``, ``label:COLUMN``; logistic
 regression on mean-pooled features), :class:`FrameProbe` (``pr`` with time-aligned phones;
 logistic regression on single frames) and :class:`CTCProbe` (``pr`` with transcripts; a linear
-CTC read-out). A new kind is a new driver class here plus its name in ``TaskKind`` and
-:data:`DRIVERS`.
+CTC read-out). A new kind is a new driver class here, its name in :data:`TaskKind` and its
+entry in :data:`DRIVERS` (docs/design.md, "Adding a probe kind").
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
@@ -39,7 +46,7 @@ from speechrank.extract import (
     plan_utterances,
     select_within_seconds,
 )
-from speechrank.options import RunOptions, TaskKind
+from speechrank.options import RunOptions
 from speechrank.probes.alignment import phone_frame_labels
 from speechrank.probes.config import (
     SPLITS,
@@ -52,12 +59,59 @@ from speechrank.probes.ctc import fit_ctc_probe
 from speechrank.probes.features import FeatureEntry, FrameFeatures, FramePlan, extract_features
 from speechrank.probes.linear import chance_levels, fit_logistic_probe, summarise_curve
 from speechrank.probes.stderr import SE_METHOD, clustered_accuracy_se
-from speechrank.probes.tasks import TaskSpec
 from speechrank.progress import Progress
 from speechrank.results import ResultRow
 
-__all__ = ["DRIVERS", "CTCProbe", "FrameProbe", "LogisticDriver", "LogisticProblem",
-           "ProbeContext", "ProbeDriver", "UtteranceProbe", "check_splits"]
+__all__ = [
+    "DRIVERS",
+    "CTCProbe",
+    "Fitting",
+    "FrameProbe",
+    "LogisticDriver",
+    "LogisticProblem",
+    "ProbeContext",
+    "ProbeDriver",
+    "TaskKind",
+    "TaskSpec",
+    "UtteranceProbe",
+    "check_splits",
+    "default_config",
+    "driver_for_config",
+]
+
+#: How a probe reads a layer: one pooled vector per utterance, frame labels, or CTC. One name
+#: per driver of :data:`DRIVERS` (checked when this module loads).
+TaskKind = Literal["utterance", "frames", "ctc"]
+#: How :func:`~speechrank.probes.run.run_probe` fits a driver's layers: ``per_layer`` calls
+#: :meth:`ProbeDriver.fit_layer` for each; ``logistic`` builds each layer's arrays
+#: (:meth:`LogisticDriver.layer_problem`) and fits several at once, sharing fits between
+#: probes whose train and dev are equal.
+Fitting = Literal["per_layer", "logistic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A resolved task (:func:`speechrank.probes.tasks.resolve_task`).
+
+    Attributes:
+        name: the task as the user wrote it (``ks``, ``label:accent`` ...).
+        label: the label column it reads.
+        kind: the probe kind that runs it (its driver in :data:`DRIVERS`).
+    """
+
+    name: str
+    label: str
+    kind: TaskKind
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric names of the rows (declared by the kind's driver)."""
+        return DRIVERS[self.kind].metrics
+
+    @property
+    def pooling(self) -> str:
+        """The pooling the rows record by default (declared by the kind's driver)."""
+        return DRIVERS[self.kind].pooling
 
 
 @dataclasses.dataclass
@@ -114,10 +168,25 @@ _AFTER_SKIPS = " after skipping unusable files"
 
 
 class ProbeDriver:
-    """The protocol (see the module docstring); subclasses implement the three steps."""
+    """The protocol (see the module docstring); subclasses implement the three steps.
+
+    Attributes (declared by every driver class):
+        kind: the driver's :data:`TaskKind`.
+        config_type: its recipe (:mod:`speechrank.probes.config`); ``config_type()`` is the
+            kind's default recipe.
+        metrics: the metric names of its rows, in order.
+        pooling: the pooling its rows record (an utterance probe's recipe may choose ``sum``).
+        reads: the label column the kind needs whatever the task (``None``: the task's own
+            label); a task with several kinds (``pr``) takes the first whose column exists.
+        fitting: how its layers are fitted (:data:`Fitting`).
+    """
 
     kind: ClassVar[TaskKind]
     config_type: ClassVar[type]
+    metrics: ClassVar[tuple[str, ...]]
+    pooling: ClassVar[str]
+    reads: ClassVar[str | None] = None
+    fitting: ClassVar[Fitting] = "per_layer"
 
     def __init__(self, config: ProbeConfig) -> None:
         if not isinstance(config, self.config_type):
@@ -179,6 +248,8 @@ class LogisticDriver(ProbeDriver):
     builds them, :meth:`layer_rows` turns the fit into rows, so that
     :func:`speechrank.probes.run.run_probe` may fit several layers in worker processes."""
 
+    fitting = "logistic"
+
     def layer_problem(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
                       ) -> LogisticProblem:
         raise NotImplementedError
@@ -215,8 +286,10 @@ def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, 
 class UtteranceProbe(LogisticDriver):
     """Logistic regression on one pooled vector per utterance."""
 
-    kind = "utterance"
+    kind: ClassVar[Literal["utterance"]] = "utterance"
     config_type = UtteranceProbeConfig
+    metrics = ("accuracy", "macro_f1")
+    pooling = "mean"
 
     def prepare(self, ctx: ProbeContext, layers: list[str]) -> FeatureEntry:
         self.split_of = ctx.split_of()
@@ -259,7 +332,7 @@ class UtteranceProbe(LogisticDriver):
         conventions = _logistic_row_conventions(
             fit, logistic, {**ctx.common, "pooling_over": "valid frames"})
         rows = _split_rows(ctx, problem.layer, self.config.pooling,
-                           {metric: metric for metric in ctx.task.metrics}, fit.scores,
+                           {metric: metric for metric in self.metrics}, fit.scores,
                            fit.n_rows, fit.dim, conventions,
                            {name: clustered_accuracy_se(fit.correct[name]) for name in SPLITS})
         return rows, _logistic_fit_info(fit, logistic)
@@ -285,8 +358,11 @@ def _frame_labels(frames: FrameFeatures, phones_of: dict[str, Any], frame_rate: 
 class FrameProbe(LogisticDriver):
     """Logistic regression on single frames labelled with the phone at their centre time."""
 
-    kind = "frames"
+    kind: ClassVar[Literal["frames"]] = "frames"
     config_type = FrameProbeConfig
+    metrics = ("frame_accuracy",)
+    pooling = "frames"
+    reads = "phones"
 
     def prepare(self, ctx: ProbeContext, layers: list[str]) -> FeatureEntry:
         self.split_of, chosen = self._budgeted(ctx)
@@ -346,16 +422,19 @@ class FrameProbe(LogisticDriver):
                 self.config.silence_label})
         se = {name: clustered_accuracy_se(fit.correct[name], problem.clusters[name])
               for name in SPLITS}  # frames of one utterance are not independent
-        rows = _split_rows(ctx, problem.layer, "frames", {"frame_accuracy": "accuracy"}, fit.scores,
-                           fit.n_rows, fit.dim, conventions, se)
+        rows = _split_rows(ctx, problem.layer, self.pooling, {"frame_accuracy": "accuracy"},
+                           fit.scores, fit.n_rows, fit.dim, conventions, se)
         return rows, _logistic_fit_info(fit, logistic)
 
 
 class CTCProbe(ProbeDriver):
     """A linear CTC read-out of phone sequences from transcripts (scored by PER)."""
 
-    kind = "ctc"
+    kind: ClassVar[Literal["ctc"]] = "ctc"
     config_type = CTCProbeConfig
+    metrics = ("per",)
+    pooling = "frames"
+    reads = "transcript"
 
     def prepare(self, ctx: ProbeContext, layers: list[str]) -> FeatureEntry:
         self.split_of, chosen = self._budgeted(ctx)
@@ -408,7 +487,7 @@ class CTCProbe(ProbeDriver):
             "language": config.language, **ctx.common,
         }
         per = {name: {"per": value} for name, value in fit.per.items()}
-        rows = _split_rows(ctx, layer, "frames", {"per": "per"}, per, fit.n_rows, fit.dim,
+        rows = _split_rows(ctx, layer, self.pooling, {"per": "per"}, per, fit.n_rows, fit.dim,
                            conventions)
         info = {"best_step": fit.best_step,
                 "dev_curve": [{"step": st, "dev": v} for st, v in fit.dev_curve],
@@ -416,6 +495,24 @@ class CTCProbe(ProbeDriver):
         return rows, info
 
 
-#: The driver of each :data:`~speechrank.options.TaskKind`.
-DRIVERS: dict[str, type[ProbeDriver]] = {
-    "utterance": UtteranceProbe, "frames": FrameProbe, "ctc": CTCProbe}
+#: The registry of probe kinds: the driver of each :data:`TaskKind`, in the order a task with
+#: several kinds (``pr``) tries them.
+DRIVERS: dict[TaskKind, type[ProbeDriver]] = {
+    driver.kind: driver for driver in (UtteranceProbe, FrameProbe, CTCProbe)}
+if set(DRIVERS) != set(get_args(TaskKind)):  # pragma: no cover - a kind added halfway
+    raise ImportError(f"probe kinds {sorted(get_args(TaskKind))} and drivers "
+                      f"{sorted(DRIVERS)} differ")
+
+
+def default_config(kind: TaskKind) -> ProbeConfig:
+    """The default recipe of a probe kind (its driver's ``config_type()``)."""
+    try:
+        return DRIVERS[kind].config_type()
+    except KeyError:
+        raise SpeechrankError(f"unknown probe kind '{kind}'; known: "
+                              f"{', '.join(DRIVERS)}") from None
+
+
+def driver_for_config(config: Any) -> type[ProbeDriver] | None:
+    """The driver whose recipe type ``config`` is (``None`` for anything else)."""
+    return next((d for d in DRIVERS.values() if type(config) is d.config_type), None)

@@ -49,6 +49,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from speechrank import __version__, distributed
+from speechrank.accumulate import uid_generator
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.utterance import Utterance
 from speechrank.encoders.base import SpeechEncoder
@@ -62,7 +63,7 @@ from speechrank.extract import (
     iter_encoded,
     plan_utterances,
 )
-from speechrank.probes.alignment import even_frame_indices, uid_rng
+from speechrank.probes.alignment import even_frame_indices
 
 __all__ = [
     "CACHE_ENV",
@@ -134,7 +135,7 @@ class FramePlan:
     """Which frames of each utterance to keep for a frame-level probe.
 
     ``quotas[uid]`` is the number of frames to keep (``None``: all of them, as CTC needs);
-    the kept frames are spread evenly with a random phase from ``uid_rng(seed, uid)``
+    the kept frames are spread evenly with a random phase from ``uid_generator(seed, uid)``
     (:func:`speechrank.probes.alignment.even_frame_indices`).
     """
 
@@ -147,7 +148,7 @@ class FramePlan:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def indices(self, uid: str, num_valid: int) -> np.ndarray:
-        return even_frame_indices(num_valid, self.quotas.get(uid), uid_rng(self.seed, uid))
+        return even_frame_indices(num_valid, self.quotas.get(uid), uid_generator(self.seed, uid))
 
 
 def _layer_file(directory: Path, layer: str) -> Path:
@@ -329,7 +330,7 @@ def _pooled_rows(batch: EncodedBatch, layer: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _gather_layer(spool: _Spool, layer: str) -> np.ndarray:
-    """Under torchrun: one layer's rows from every process, in rank order (issue 12 hook)."""
+    """Under torchrun: one layer's rows from every process, in rank order."""
     local = spool.collect(layer) if spool.parts[layer] or spool.chunks[layer] else None
     return np.concatenate([rows for rows in distributed.gather(local) if rows is not None],
                           axis=0)
@@ -384,7 +385,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         if skips is not None:
             stored[layer] = skips
     missing = [layer for layer in layers if layer not in stored]
-    if distributed.current() is not None:  # issue 12 hook: encode what any process misses
+    if distributed.current() is not None:  # under torchrun: encode what any process misses
         anywhere = {layer for share in distributed.gather(missing) for layer in share}
         missing = [layer for layer in layers if layer in anywhere]
         stored = {layer: stored[layer] for layer in layers if layer not in anywhere}
@@ -423,7 +424,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         for batch in iter_encoded(encoder, utterances, layers=missing,
                                   batch_seconds=batch_seconds, max_seconds=max_seconds,
                                   strict=strict, skips=skips,
-                                  planned=distributed.shard(planned),  # issue 12 hook
+                                  planned=distributed.shard(planned),  # this process's share
                                   memo=memo, progress=progress):
             lengths = batch.output.lengths.cpu().numpy().astype(np.int64)
             rows = np.array([position[u.uid] for u in batch.utterances], dtype=np.int64)
@@ -446,7 +447,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                 spool.add(layer, np.concatenate(taken, axis=0).astype(np.float32, copy=False))
         entry.encode_seconds = time.perf_counter() - started
         collect: Callable[[str], np.ndarray] = spool.collect
-        if distributed.current() is not None:  # issue 12 hook: gather every process's share
+        if distributed.current() is not None:  # under torchrun: gather every process's share
             index_rows, count_rows, frame_rows, decoded = (
                 [item for share in shares for item in share]
                 for shares in zip(*distributed.gather(

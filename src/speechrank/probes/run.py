@@ -21,7 +21,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +38,20 @@ from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo, SkipLog
 from speechrank.options import RunOptions, resolve_options
-from speechrank.probes.config import (
-    SPLITS,
-    CTCProbeConfig,
-    FrameProbeConfig,
-    ProbeConfig,
-    config_dict,
-    default_config,
-)
+from speechrank.probes.config import SPLITS, ProbeConfig, config_dict
 from speechrank.probes.drivers import (
     DRIVERS,
+    Fitting,
     LogisticDriver,
     ProbeContext,
     ProbeDriver,
     check_splits,
+    default_config,
+    driver_for_config,
 )
 from speechrank.probes.features import resolve_cache_dir
 from speechrank.probes.linear import fit_logistic_probes, problem_digest, rescore
+from speechrank.probes.recipes import recipe_with
 from speechrank.probes.tasks import resolve_task
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.results import ResultRow
@@ -91,8 +88,15 @@ def _versions() -> dict[str, str]:
             "scikit-learn": sklearn.__version__}
 
 
-def _fit_layers(driver: ProbeDriver, ctx: ProbeContext, entry: Any, layers: Sequence[str],
-                workers: int) -> Iterator[tuple[str, tuple[list[ResultRow], dict[str, Any]]]]:
+def _fit_each(driver: ProbeDriver, ctx: ProbeContext, entry: Any, layers: Sequence[str],
+              workers: int) -> Iterator[tuple[str, tuple[list[ResultRow], dict[str, Any]]]]:
+    """``(layer, (rows, fit info))`` for every layer in order, one fit at a time."""
+    for layer in layers:
+        yield layer, driver.fit_layer(ctx, entry, layer)
+
+
+def _fit_logistic(driver: LogisticDriver, ctx: ProbeContext, entry: Any, layers: Sequence[str],
+                  workers: int) -> Iterator[tuple[str, tuple[list[ResultRow], dict[str, Any]]]]:
     """``(layer, (rows, fit info))`` for every layer in order.
 
     Logistic drivers fit ``workers`` layers at a time in worker processes (their arrays are
@@ -102,10 +106,6 @@ def _fit_layers(driver: ProbeDriver, ctx: ProbeContext, entry: Any, layers: Sequ
     fit and is only scored on its own splits (:func:`~speechrank.probes.linear.rescore`): the
     demo's keyword probe and its unseen-voice variant share train and dev.
     """
-    if not isinstance(driver, LogisticDriver):
-        for layer in layers:
-            yield layer, driver.fit_layer(ctx, entry, layer)
-        return
     config = driver.config.logistic
     shared = ctx.memo.fits if ctx.memo is not None else None
     step = max(1, workers)
@@ -129,13 +129,19 @@ def _fit_layers(driver: ProbeDriver, ctx: ProbeContext, entry: Any, layers: Sequ
             yield problem.layer, driver.layer_rows(ctx, problem, fit)
 
 
+#: How the layers of each :data:`~speechrank.probes.drivers.Fitting` are fitted (a driver
+#: declares its own).
+_FITTERS: dict[Fitting, Any] = {"per_layer": _fit_each, "logistic": _fit_logistic}
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
               options: RunOptions | None = None, *,
               layers: str | Sequence[str] | None = None,
               cache_dir: str | Path | None = None, use_cache: bool = True,
-              strict: bool = False, device: str = "cpu", config: ProbeConfig | None = None,
+              strict: bool = False, device: str = "cpu",
+              config: ProbeConfig | Mapping[str, Any] | None = None,
               checkpoint: str | None = None, step: int | None = None,
               memo: FrameMemo | None = None, fit_workers: int = 1,
               progress: ProgressArg = None, **option_fields: Any) -> ProbeResult:
@@ -157,10 +163,11 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
         use_cache: ``False`` extracts into a temporary directory removed afterwards.
         strict: fail on the first unusable file instead of skipping it.
         device: ``cpu`` or ``cuda`` for the encoder.
-        config: the recipe (default: :func:`speechrank.probes.config.default_config` of the
+        config: the recipe (default: :func:`speechrank.probes.drivers.default_config` of the
             task's kind); its type must match the kind. For ``pr`` it also picks the kind: a
             :class:`CTCProbeConfig` runs the CTC probe on transcripts even where time-aligned
-            phones exist (the synthetic corpus has both).
+            phones exist (the synthetic corpus has both). A mapping is a table of recipe
+            keys (:mod:`speechrank.probes.recipes`) applied to the kind's default recipe.
         checkpoint, step: recorded in every row (defaults: the model name, no step).
         memo: a :class:`~speechrank.extract.FrameMemo` of this encoder, shared with other
             passes over the same audio (a sweep's rank data and other probes).
@@ -180,10 +187,13 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
     report = as_progress(progress)
     encoder = load_encoder(model, device=device) if isinstance(model, str) else model
     dataset = load_dataset(data) if isinstance(data, str) else data
-    pr_kind = {FrameProbeConfig: "frames", CTCProbeConfig: "ctc"}.get(type(config))
+    chosen_driver = driver_for_config(config)
+    pr_kind = chosen_driver.kind if chosen_driver is not None and chosen_driver.reads else None
     spec = resolve_task(task, dataset, pr_kind=pr_kind)
     chosen_layers = parse_layers(layers, encoder.layer_names)
     recipe = config if config is not None else default_config(spec.kind)
+    if isinstance(recipe, Mapping):
+        recipe = recipe_with(default_config(spec.kind), recipe, kind=spec.kind)
     driver_type = DRIVERS[spec.kind]
     if not isinstance(recipe, driver_type.config_type):
         raise SpeechrankError(f"task {spec.name} needs a {driver_type.config_type.__name__}, "
@@ -214,8 +224,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
         entry = driver.prepare(ctx, chosen_layers)
         report.end("encode")
         report.start("probe", len(chosen_layers), "layers")
-        for layer, (layer_rows, fit_info) in _fit_layers(driver, ctx, entry, chosen_layers,
-                                                         fit_workers):
+        for layer, (layer_rows, fit_info) in _FITTERS[driver.fitting](
+                driver, ctx, entry, chosen_layers, fit_workers):
             rows.extend(layer_rows)
             fits[layer] = fit_info
             report.advance("probe", 1)
@@ -258,7 +268,7 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
                         "test_split": "never used for a choice"},
         "versions": _versions(),
         "device": str(encoder.device),
-        # issue 12 hook: the torchrun job that extracted the features (world_size 1 if none)
+        # the torchrun job that extracted the features (world_size 1 if none)
         "distributed": (distributed.current().describe() if distributed.current() is not None
                         else dict(distributed.SINGLE_PROCESS)),
         "wall_seconds": round(wall, 3),

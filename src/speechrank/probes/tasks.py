@@ -6,21 +6,23 @@
 - ``er`` emotion recognition: ``emotion``; utterance probe; accuracy and macro-F1.
 - ``label:COLUMN``: any label column (of a manifest, say); utterance probe; accuracy and
   macro-F1.
-- ``pr`` phoneme recognition: ``phones`` (time-aligned) with a frame classification probe
-  scored by frame accuracy; else ``transcript`` with a linear CTC probe scored by phone error
-  rate.
+- ``pr`` phoneme recognition: a phone probe, of the first kind in :data:`DRIVERS` whose label
+  column the dataset has: ``phones`` (time-aligned) for the frame classification probe scored
+  by frame accuracy, else ``transcript`` for the linear CTC probe scored by phone error rate.
 
 The first three and ``pr`` are the SUPERB tasks the speech-rank paper probes (Aldeneh et al.,
-ICASSP 2025) plus SUPERB's emotion task (Yang et al., Interspeech 2021).
+ICASSP 2025) plus SUPERB's emotion task (Yang et al., Interspeech 2021). Which kind runs a task,
+and what that kind reads, measures and pools, is declared by the kind's driver
+(:mod:`speechrank.probes.drivers`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
 from speechrank.audio.utterance import Dataset, Utterance
 from speechrank.errors import SpeechrankError
+from speechrank.probes.drivers import DRIVERS, TaskKind, TaskSpec
 
 __all__ = ["TASK_NAMES", "TaskSpec", "available_labels", "has_label", "resolve_task"]
 
@@ -32,34 +34,9 @@ _UTTERANCE_LABELS: dict[str, tuple[str, ...]] = {
     "sid": ("speaker",),
     "er": ("emotion",),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """A resolved task.
-
-    Attributes:
-        name: the task as the user wrote it (``ks``, ``label:accent`` ...).
-        label: the label column it reads.
-        kind: ``utterance`` (pooled classification), ``frames`` (frame phone classification)
-            or ``ctc`` (phone recognition from transcripts).
-    """
-
-    name: str
-    label: str
-    kind: str
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        if self.kind == "utterance":
-            return ("accuracy", "macro_f1")
-        if self.kind == "frames":
-            return ("frame_accuracy",)
-        return ("per",)
-
-    @property
-    def pooling(self) -> str:
-        return "frames" if self.kind in ("frames", "ctc") else "mean"
+#: The kinds of the phone task, in the order they are tried: those whose driver reads a
+#: column of its own (time-aligned phones, transcripts).
+_PHONE_KINDS: tuple[TaskKind, ...] = tuple(k for k, d in DRIVERS.items() if d.reads)
 
 
 def has_label(utt: Utterance, label: str) -> bool:
@@ -87,11 +64,11 @@ def _missing(dataset: Dataset, wanted: str, available: list[str]) -> SpeechrankE
     return SpeechrankError(f"dataset {dataset.spec} has no {wanted} labels; available: {listed}")
 
 
-def resolve_task(task: str, dataset: Dataset, *, pr_kind: str | None = None) -> TaskSpec:
+def resolve_task(task: str, dataset: Dataset, *, pr_kind: TaskKind | None = None) -> TaskSpec:
     """Check ``task`` and find the label column it reads in ``dataset``.
 
     ``pr_kind`` (``frames`` or ``ctc``) forces the phone probe's kind; by default ``pr`` uses
-    time-aligned ``phones`` where they exist and transcripts otherwise.
+    the first phone kind whose column (``phones``, then ``transcript``) the dataset has.
 
     Raises a one-line :class:`SpeechrankError` for an unknown task or a dataset without the
     needed labels (naming the labels it does have).
@@ -113,14 +90,13 @@ def resolve_task(task: str, dataset: Dataset, *, pr_kind: str | None = None) -> 
         wanted = " or ".join(f"'{c}'" for c in candidates)
         raise _missing(dataset, wanted, available)
     if name == "pr":
-        if pr_kind not in (None, "frames", "ctc"):
-            raise ValueError(f"pr_kind must be 'frames' or 'ctc', got {pr_kind!r}")
-        if "phones" in available and pr_kind != "ctc":
-            return TaskSpec(name="pr", label="phones", kind="frames")
-        if "transcript" in available and pr_kind != "frames":
-            return TaskSpec(name="pr", label="transcript", kind="ctc")
-        wanted = {None: "'phones' or 'transcript'", "frames": "time-aligned 'phones'",
-                  "ctc": "'transcript'"}[pr_kind]
-        raise _missing(dataset, wanted, available)
+        if pr_kind is not None and pr_kind not in _PHONE_KINDS:
+            raise ValueError(f"pr_kind must be one of {_PHONE_KINDS}, got {pr_kind!r}")
+        kinds = (pr_kind,) if pr_kind is not None else _PHONE_KINDS
+        for kind in kinds:
+            column = DRIVERS[kind].reads
+            if column in available:
+                return TaskSpec(name="pr", label=str(column), kind=kind)
+        raise _missing(dataset, " or ".join(f"'{DRIVERS[k].reads}'" for k in kinds), available)
     raise SpeechrankError(
         f"unknown task '{task}'; choose from {', '.join(TASK_NAMES)} or label:COLUMN")

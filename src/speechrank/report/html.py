@@ -614,7 +614,7 @@ def _selection_cell(s: Selection | None, show_pick: bool) -> Td:
 
 
 def _flags(rows: Sequence[ResultRow]) -> tuple[str, str]:
-    """issue 14: ``*`` when any of ``rows`` is not converged in N, ``!`` when any is dominated
+    """``*`` when any of ``rows`` is not converged in N, ``!`` when any is dominated
     by one direction (:mod:`speechrank.analysis.flags`), and a hover text with the counts."""
     unconverged = sum(not_converged(r) for r in rows)
     dom = sum(dominated(r) for r in rows)

@@ -28,8 +28,11 @@ The sweep is described by a TOML file::
     memo_gb = 2.0               # frames kept per checkpoint for reuse (0: encode every pass)
     fit_workers = 1             # probe layers fitted at once in worker processes
 
-Probe-recipe overrides (:func:`probe_recipe`) apply to any probe kind's default recipe, so
-``speechrank probe`` can take them as well as a sweep.
+Every section is a strict pydantic model (:data:`SECTIONS`), checked once when the file is
+read: a wrong key, type or value is one line naming the section, the key, the value and what
+is allowed. A ``[[probe]]`` table may also set any key of its kind's recipe
+(:mod:`speechrank.probes.recipes`: ``c_grid``, ``max_iter``, ``max_frames`` ...), the same
+keys ``speechrank probe --recipe`` reads.
 """
 
 from __future__ import annotations
@@ -37,11 +40,19 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BeforeValidator, Field
 
 from speechrank.errors import SpeechrankError
 from speechrank.extract import DEFAULT_MEMO_BYTES, FrameMemo
-from speechrank.options import DEFAULT_BATCH_SECONDS, RunOptions
+from speechrank.metrics import LAYER_METRIC_NAMES
+from speechrank.options import DEFAULT_BATCH_SECONDS, Pooling, RunOptions
+from speechrank.probes.config import Count, NonNegative, Positive, Text
+from speechrank.probes.recipes import RecipeTable, recipe_with
+from speechrank.protocols import ProtocolName
+from speechrank.validation import STRICT, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,8 +60,60 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-#: Recipe options a ``[[probe]]`` table may set (see :func:`probe_recipe`).
-PROBE_OPTIONS = ("c_grid", "max_iter", "fit_dtype", "max_frames", "max_audio_seconds")
+def _comma_list(value: Any) -> Any:
+    """``"sum,mean"`` as ``["sum", "mean"]`` (the command line's spelling of a list)."""
+    return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+
+
+#: A metric the sweep may measure per layer (or ``all``).
+MetricName = Literal[(*LAYER_METRIC_NAMES, "all")]  # type: ignore[valid-type]
+
+
+class RankTable(pydantic.BaseModel):
+    """``[rank]``: the label-free metrics (the options of ``speechrank rank``)."""
+
+    model_config = STRICT
+    data: Text
+    num_utterances: Count | None = None
+    max_seconds: Positive | None = None
+    poolings: Annotated[list[Pooling], BeforeValidator(_comma_list), Field(min_length=1)] | None \
+        = None
+    metrics: Annotated[list[MetricName], BeforeValidator(_comma_list),
+                       Field(min_length=1)] | None = None
+    layers: Text | Annotated[list[Text | int], Field(min_length=1)] | None = None
+    max_frames: Count | None = None
+    n_clusters: Annotated[int, Field(ge=2)] | None = None
+    protocol: ProtocolName | None = None
+    total_seconds: Positive | None = None
+
+
+class ProbeTable(RecipeTable):  # type: ignore[valid-type,misc]
+    """``[[probe]]``: one probe task, plus any key of its recipe (see :data:`RecipeTable`)."""
+
+    name: Text | None = None
+    task: Text
+    data: Text
+    domain: Literal["in", "out"] = "in"
+
+
+class OptionsTable(pydantic.BaseModel):
+    """``[options]``: what every unit shares."""
+
+    model_config = STRICT
+    seed: Annotated[int, Field(ge=0)] = 0
+    batch_seconds: Positive = DEFAULT_BATCH_SECONDS
+    max_seconds: Positive | None = None
+    cache_dir: Text | None = None
+    memo_gb: NonNegative = DEFAULT_MEMO_BYTES / 1024**3
+    fit_workers: Count = 1
+
+
+#: The sections of a sweep file and their schemas.
+SECTIONS: dict[str, type[pydantic.BaseModel]] = {
+    "rank": RankTable, "probe": ProbeTable, "options": OptionsTable}
+#: Recipe keys a ``[[probe]]`` table may set (see :mod:`speechrank.probes.recipes`).
+PROBE_OPTIONS: tuple[str, ...] = tuple(RecipeTable.model_fields)
+_PROBE_KEYS = tuple(name for name in ProbeTable.model_fields if name not in PROBE_OPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,53 +127,15 @@ class ProbeSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-def probe_recipe(kind: str, options: dict[str, Any]) -> Any:
-    """The default recipe of a probe kind with a sweep's options applied.
-
-    ``c_grid`` replaces the logistic probe's grid of inverse L2 strengths and ``max_iter`` its
-    lbfgs iteration cap (a fit that hits it is recorded as not converged), ``fit_dtype``
-    (``float64`` or ``float32``) the type lbfgs works in; ``max_frames`` and
-    ``max_audio_seconds`` cap the train split of frame and CTC probes (dev and test get
-    half as much each), or, as a table ``{train = .., dev = .., test = ..}``, each split.
-    Returns ``None`` when there are no options (the default recipe).
-    """
-    from speechrank.probes.config import SPLITS, default_config
+def probe_recipe(kind: str, options: dict[str, Any], where: str = "probe options") -> Any:
+    """The default recipe of a probe kind with a table of recipe keys applied
+    (:func:`speechrank.probes.recipes.recipe_with`); ``None`` when the table is empty (the
+    default recipe)."""
+    from speechrank.probes.drivers import default_config
 
     if not options:
         return None
-    config = default_config(kind)
-    changes: dict[str, Any] = {}
-    logistic_changes = {}
-    if "c_grid" in options:
-        logistic_changes["c_grid"] = tuple(float(c) for c in options["c_grid"])
-    if "max_iter" in options:
-        logistic_changes["max_iter"] = int(options["max_iter"])
-    if "fit_dtype" in options:
-        if options["fit_dtype"] not in ("float64", "float32"):
-            raise SpeechrankError(f"probe option fit_dtype must be 'float64' or 'float32', "
-                                  f"got {options['fit_dtype']!r}")
-        logistic_changes["fit_dtype"] = options["fit_dtype"]
-    if logistic_changes:
-        if not hasattr(config, "logistic"):
-            raise SpeechrankError(f"probe options {sorted(logistic_changes)} do not apply to a "
-                                  f"{kind} probe")
-        changes["logistic"] = dataclasses.replace(config.logistic, **logistic_changes)
-    for key in ("max_frames", "max_audio_seconds"):
-        if key in options:
-            if not hasattr(config, key):
-                raise SpeechrankError(f"probe option {key} does not apply to a {kind} probe")
-            value = options[key]
-            if isinstance(value, dict):
-                if set(value) != set(SPLITS) or not all(
-                        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                        for v in value.values()):
-                    raise SpeechrankError(f"probe option {key}: a table needs positive train, "
-                                          f"dev and test values, got {value!r}")
-                changes[key] = {name: value[name] for name in SPLITS}
-                continue
-            half = value / 2 if isinstance(value, float) else value // 2
-            changes[key] = {"train": value, "dev": half, "test": half}
-    return dataclasses.replace(config, **changes)
+    return recipe_with(default_config(kind), options, kind=kind, where=where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,67 +169,49 @@ class SweepConfig:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as err:
             raise SpeechrankError(f"sweep config not found: {path}") from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpeechrankError(f"cannot read sweep config {path}: {err}") from err
         except tomllib.TOMLDecodeError as err:
             raise SpeechrankError(f"{path}: not valid TOML ({err})") from err
         return cls.from_dict(raw, base=path.parent)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path | None = None) -> SweepConfig:
+        """Check ``raw`` against :data:`SECTIONS` (one line per mistake) and build the config;
+        relative DATA paths are taken relative to ``base``."""
         base = base or Path(".")
-        known = {"rank", "probe", "options"}
-        unknown = set(raw) - known
+        unknown = set(raw) - set(SECTIONS)
         if unknown:
             raise SpeechrankError(f"sweep config: unknown section(s) {sorted(unknown)}; "
-                                  f"expected {sorted(known)}")
-        rank = dict(raw.get("rank", {}))
-        rank_data = rank.pop("data", None)
-        allowed_rank = {"num_utterances", "max_seconds", "poolings", "metrics", "layers",
-                        "max_frames", "n_clusters", "protocol", "total_seconds"}  # issue 14
-        bad = set(rank) - allowed_rank
-        if bad:
-            raise SpeechrankError(f"sweep config [rank]: unknown key(s) {sorted(bad)}")
-        probes = []
-        names: set[str] = set()
-        for i, entry in enumerate(raw.get("probe", [])):
-            missing = {"task", "data"} - set(entry)
-            if missing:
-                raise SpeechrankError(f"sweep config [[probe]] #{i + 1}: missing "
-                                      f"{sorted(missing)}")
-            name = str(entry.get("name", entry["task"]))
-            if name in names:
+                                  f"expected {sorted(SECTIONS)}")
+        rank = (validate(RankTable, raw["rank"], where="sweep config [rank]")
+                if "rank" in raw else None)
+        entries = raw.get("probe", [])
+        if not isinstance(entries, list):
+            raise SpeechrankError("sweep config probe: expected [[probe]] tables, got "
+                                  f"{entries!r}"[:120])
+        probes: list[ProbeSpec] = []
+        for i, entry in enumerate(entries):
+            where = f"sweep config [[probe]] #{i + 1}"
+            table = validate(ProbeTable, entry, where=where)
+            name = table.name or table.task
+            if name in {probe.name for probe in probes}:
                 raise SpeechrankError(f"sweep config: probe name '{name}' used twice")
-            names.add(name)
-            domain = str(entry.get("domain", "in"))
-            unknown_keys = set(entry) - {"name", "task", "data", "domain", *PROBE_OPTIONS}
-            if unknown_keys:
-                raise SpeechrankError(f"sweep config [[probe]] '{name}': unknown key(s) "
-                                      f"{sorted(unknown_keys)}")
-            options = tuple((key, entry[key]) for key in PROBE_OPTIONS if key in entry)
-            probes.append(ProbeSpec(name=name, task=str(entry["task"]),
-                                    data=_resolve_data(str(entry["data"]), base), domain=domain,
+            options = tuple((key, value) for key, value in
+                            table.model_dump(exclude_unset=True).items()
+                            if key not in _PROBE_KEYS)
+            probes.append(ProbeSpec(name=name, task=table.task,
+                                    data=_resolve_data(table.data, base), domain=table.domain,
                                     options=options))
-        options = dict(raw.get("options", {}))
-        unknown_options = set(options) - {"seed", "batch_seconds", "max_seconds", "cache_dir",
-                                          "memo_gb", "fit_workers"}
-        if unknown_options:
-            raise SpeechrankError(f"sweep config [options]: unknown key(s) "
-                                  f"{sorted(unknown_options)}")
-        memo_gb = float(options.get("memo_gb", DEFAULT_MEMO_BYTES / 1024**3))
-        if not memo_gb >= 0:
-            raise SpeechrankError(f"sweep config [options]: memo_gb must be >= 0, got {memo_gb}")
-        fit_workers = options.get("fit_workers", 1)
-        if isinstance(fit_workers, bool) or not isinstance(fit_workers, int) or fit_workers < 1:
-            raise SpeechrankError(f"sweep config [options]: fit_workers must be an integer >= 1, "
-                                  f"got {fit_workers!r}")
-        if rank_data is None and not probes:
+        options = validate(OptionsTable, raw.get("options", {}), where="sweep config [options]")
+        if rank is None and not probes:
             raise SpeechrankError("sweep config names neither [rank] data nor any [[probe]]")
-        return cls(rank_data=_resolve_data(rank_data, base) if rank_data else None,
-                   rank_options=rank, probes=tuple(probes),
-                   seed=int(options.get("seed", 0)),
-                   batch_seconds=float(options.get("batch_seconds", DEFAULT_BATCH_SECONDS)),
-                   max_seconds=options.get("max_seconds"),
-                   cache_dir=options.get("cache_dir"), memo_gb=memo_gb,
-                   fit_workers=fit_workers)
+        rank_options = rank.model_dump(exclude_unset=True, exclude={"data"}) if rank else {}
+        return cls(rank_data=_resolve_data(rank.data, base) if rank else None,
+                   rank_options=rank_options, probes=tuple(probes), seed=options.seed,
+                   batch_seconds=options.batch_seconds, max_seconds=options.max_seconds,
+                   cache_dir=options.cache_dir, memo_gb=options.memo_gb,
+                   fit_workers=options.fit_workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -121,7 +121,7 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
         encoder, cfg.rank_data, RunOptions.from_mapping(options, base=cfg.run_options()),
         layers=options.get("layers"), poolings=options.get("poolings"),
         metrics=options.get("metrics"), checkpoint=checkpoint.name, step=checkpoint.step,
-        n_clusters=int(options.get("n_clusters", 1024)),  # issue 14
+        n_clusters=int(options.get("n_clusters", 1024)),
         protocol=options.get("protocol"), total_seconds=options.get("total_seconds"),
         memo=memo, progress=progress)
     _count_skips(skipped, result.info["skipped"])

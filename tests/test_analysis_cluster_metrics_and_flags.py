@@ -1,4 +1,4 @@
-"""correlate and the report with the issue-14 metrics and flags (cluster metrics oriented
+"""correlate and the report with the cluster metrics and flags (cluster metrics oriented
 lower-is-better; not-converged and dominated values noted)."""
 
 from __future__ import annotations
