@@ -1,12 +1,17 @@
 """The redesign keeps the numbers: `rank` and `probe` on FSDD (random:tiny, seed 0) against
 golden JSON files written before it (tests/golden/).
 
-Rank values must agree to 1e-9 relative, probe scores exactly; wall times, paths and versions
-are not compared, nor the conventions that describe a value's outcome rather than how it was
-made (the store's volatile keys, e.g. a probe score's standard error). The golden files were
-written with one torch thread, and a float32 forward on two threads moves RankMe by ~1e-8, so
-the comparison runs on one thread too. Regenerate a golden file only for an intended change of
-numbers, with the command recorded in its test below.
+Rank values must agree to 1e-6 relative, probe scores to 1e-4 absolute; wall times, paths and
+versions are not compared, nor the conventions that describe a value's outcome rather than how
+it was made (the store's volatile keys, e.g. a probe score's standard error). The golden files
+were written with one torch thread, and a float32 forward on two threads moves RankMe by ~1e-8,
+so the comparison runs on one thread too. The tolerances are those of the float32 forward
+pass, not of the metrics: on another processor torch and OpenBLAS take other SIMD kernels,
+which moved RankMe by 1.2e-8 relative and a probe's train macro-F1 by 4e-6 (an lbfgs path
+turning on the last bits of the features) while every count-based score stayed identical; a
+change of method moves these values by orders of magnitude more. (Rank conventions near zero,
+such as an alpha-ReQ intercept of 0.0099, also get 1e-7 absolute.) Regenerate a golden file
+only for an intended change of numbers, with the command recorded in its test below.
 """
 
 from __future__ import annotations
@@ -37,21 +42,35 @@ def _rows(path: Path) -> dict[tuple, dict]:
     return keyed
 
 
-def _compare(golden: Path, fresh: Path, *, rel: float) -> None:
+def _close(a, b, *, rel: float, abs_tol: float) -> bool:
+    """Equal structure, equal non-float leaves, floats within the tolerance (NaN equals NaN)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel=rel, abs_tol=abs_tol)
+                                            for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel=rel, abs_tol=abs_tol)
+                                        for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        if math.isnan(a):
+            return math.isnan(b)
+        return b == pytest.approx(a, rel=rel, abs=abs_tol)
+    return a == b
+
+
+def _compare(golden: Path, fresh: Path, *, rel: float = 0.0, abs_tol: float = 0.0) -> None:
     want, got = _rows(golden), _rows(fresh)
     assert sorted(got) == sorted(want)
     for key, row in want.items():
         new = got[key]
         for field in ("n_rows", "dim", "model", "checkpoint", "step"):
             assert new[field] == row[field], (key, field)
-        assert _kept(new["conventions"]) == _kept(row["conventions"]), key
+        assert _close(_kept(row["conventions"]), _kept(new["conventions"]), rel=rel,
+                      abs_tol=abs_tol), key
         a, b = row["value"], new["value"]
         if a is None or (isinstance(a, float) and math.isnan(a)):
             assert b is None or math.isnan(b), key
-        elif rel == 0.0:
-            assert b == a, (key, a, b)
         else:
-            assert b == pytest.approx(a, rel=rel, abs=0.0), key
+            assert b == pytest.approx(a, rel=rel, abs=abs_tol), key
 
 
 def _fsdd_spec(fsdd_root: Path) -> str:
@@ -64,7 +83,7 @@ def test_rank_golden(fsdd_root, tmp_path, monkeypatch):
     out = tmp_path / "rank.json"
     assert main(["rank", "random:tiny", _fsdd_spec(fsdd_root), "--num-utterances", "200",
                  "--max-frames", "2000", "--seed", "0", "--quiet", "--json", str(out)]) == 0
-    _compare(GOLDEN / "rank_fsdd_tiny.json", out, rel=1e-9)
+    _compare(GOLDEN / "rank_fsdd_tiny.json", out, rel=1e-6, abs_tol=1e-7)
     summary = json.loads(out.read_text())
     golden = json.loads((GOLDEN / "rank_fsdd_tiny.json").read_text())
     assert summary["counts"] == golden["counts"]
@@ -80,7 +99,13 @@ def test_probe_golden(task, fsdd_root, tmp_path, monkeypatch):
                  "--layers", "0,2", "--max-seconds", "1.0", "--no-cache", "--seed", "0",
                  "--quiet", "--json", str(out)]) == 0
     golden = GOLDEN / f"probe_{task}_fsdd_tiny.json"
-    _compare(golden, out, rel=0.0)
+    _compare(golden, out, abs_tol=1e-4)
     summary, want = json.loads(out.read_text()), json.loads(golden.read_text())
-    for field in ("counts", "classes", "chance", "fits", "splits", "train_class_counts"):
+    for field in ("counts", "classes", "chance", "splits", "train_class_counts"):
         assert summary[field] == want[field], field
+    # The chosen C and convergence exactly; the dev curve within one dev clip, since at a C
+    # that was not chosen another processor's float path may flip a clip.
+    assert _close(want["fits"], summary["fits"], rel=0.0,
+                  abs_tol=1.0 / want["counts"]["dev"] + 1e-9)
+    for layer, fit in want["fits"].items():
+        assert summary["fits"][layer]["C"] == fit["C"], layer
