@@ -9,7 +9,9 @@ best layer and 1 when it is the worst (NaN when every layer scores the same).
 
 Selectors:
 
-* ``last layer``: the deepest layer the probe measured;
+* ``last layer``: the deepest layer the probe measured (and ``first layer``, the shallowest,
+  as the other label-free default: a selector that is constant across layers picks it too,
+  by the tie rule);
 * every label-free metric series of the same model (``rankme/sum`` is RankMe-t, whose highest
   layer Aldeneh et al., ICASSP 2025, found does not reliably pick the best one): its highest
   layer on oriented values;
@@ -40,7 +42,8 @@ __all__ = ["FEATURED", "LayerChoice", "LayerChoiceSummary", "layer_choices"]
 #: The selectors every report shows: the paper's negative result, the default, and the
 #: published isotropy alternative (frames pooling first, the frame representations that
 #: isotropy studies of speech models measure).
-FEATURED = ("rankme/sum", "isoscore/frames", "isoscore/mean", "isoscore/sum", "last layer")
+FEATURED = ("rankme/sum", "isoscore/frames", "isoscore/mean", "isoscore/sum", "last layer",
+            "first layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,14 +144,16 @@ def layer_choices(found: SeriesSet, *, metric_orientation: Callable[[str], int],
             if math.isfinite(row.value):
                 by_checkpoint[c][layer] = sign * row.value
         selectors: list[tuple[str, Series | None, Callable[[Any], float] | None]] = [
-            ("last layer", None, None), *_selector_series(found, model, metric_orientation)]
+            ("last layer", None, None), ("first layer", None, None),
+            *_selector_series(found, model, metric_orientation)]
         for name, series, value_of in selectors:
             fractions: list[float] = []
             n_best = 0
             for checkpoint in checkpoints:
                 scores = by_checkpoint[checkpoint]
                 if series is None:
-                    values = {layer: float(i) for i, layer in
+                    depth = 1.0 if name == "last layer" else -1.0
+                    values = {layer: depth * i for i, layer in
                               enumerate(sorted(scores, key=layer_order))}
                 else:
                     values = {layer: value_of(series.points[(checkpoint, layer)])

@@ -374,8 +374,8 @@ def _layer_choice_table(report: CorrelationReport) -> TextTable | None:
         caption="median over checkpoints of (best − chosen) / (best − worst) probe score over "
                 "the layers; in brackets, checkpoints where the choice was a best layer. "
                 "rankme/sum: RankMe-t's highest layer; isoscore: IsoScore's (Rudman et al. "
-                "2022, (PR − 1)/(D − 1) of the participation ratio PR); last layer: the "
-                "deepest.")
+                "2022, (PR − 1)/(D − 1) of the participation ratio PR); last layer, first "
+                "layer: the deepest, the shallowest.")
     table.add_column("probe", overflow="fold", min_width=8)
     for name in selectors:
         table.add_column(name, justify="right", no_wrap=True)
