@@ -206,7 +206,7 @@ def test_without_records_the_loss_is_unavailable_not_an_error(tmp_path):
     (v,) = rep.verdicts
     assert not v.loss_available and math.isnan(v.loss_rho) and math.isnan(v.regret_loss)
     assert math.isfinite(v.step_rho) and math.isfinite(v.partial)
-    assert "told nothing the step did not" in v.sentence
+    assert "told nothing the step did not" in v.sentence and "(no loss recorded)" in v.sentence
     assert any("no checkpoint records" in n for n in rep.notes)
     payload = json.loads(dumps_json(rep.to_dict()))
     assert payload["verdict"][0]["outcome"] == "nothing_more"
@@ -250,3 +250,18 @@ def test_bootstrap_intervals_depend_only_on_the_seed_and_the_data():
     assert (a.partial_low, a.partial_high) == (b.partial_low, b.partial_high)
     c = correlate(rows, checkpoints=records, n_bootstrap=200, seed=4).verdicts[0]
     assert (a.partial_low, a.partial_high) != (c.partial_low, c.partial_high)
+
+
+def test_a_metric_the_step_determines_tells_nothing_beyond_it():
+    """A metric that rises with every step has nothing left given the step: its partial
+    rho is 0 (the formula's 0/0), in the sample and in the resamples, and the verdict says
+    nothing more."""
+    rows, records = _training_store("more")
+    monotone = [ResultRow(**{**r.to_dict(), "value": float(r.step) + int(r.layer)})
+                if not r.task else r for r in rows]
+    rep = correlate(monotone, checkpoints=records, n_bootstrap=200)
+    (v,) = rep.verdicts
+    assert all(b.partial == 0.0 for b in rep.baselines)
+    assert (v.partial, v.partial_low, v.partial_high) == (0.0, 0.0, 0.0)
+    assert v.metric_rho == pytest.approx(v.step_rho)
+    assert v.outcome == "nothing_more"

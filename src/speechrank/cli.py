@@ -642,6 +642,8 @@ def demo(
     with RichProgress(enabled=not quiet) as progress:
         summary = run_demo(settings, progress=progress)
     console.print(to_rich(headline_table(summary)))
+    for sentence in summary.verdicts:
+        console.print(sentence, markup=False, highlight=False)
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary.stages.items())
     console.print(f"time: {stages}" + (f" (reused: {', '.join(summary.reused)})"
                                        if summary.reused else ""))

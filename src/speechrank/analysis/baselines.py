@@ -11,7 +11,11 @@ pair (label-free metric series x probe score series) and layer this module repor
   residualised on the step's ranks by least squares and the residuals correlated, i.e.
   ``(r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2))`` on the ranks' correlations
   (Yule 1907; for ranks, Kendall & Stuart, *The Advanced Theory of Statistics*, vol. 2). It is
-  near 0 when the metric tracks the score only as far as both follow training time;
+  near 0 when the metric tracks the score only as far as both follow training time, and taken
+  as 0 when the step's ranks determine the metric's or the score's (the formula's 0/0: given
+  the step there is nothing left to tell), in the sample and in every resample alike, so
+  that a resample where a layer is step-determined counts as "nothing beyond the step"
+  instead of dropping out of the median;
 * the **regret as a fraction of the score range** over the layer's checkpoints of choosing the
   checkpoint by the metric (its highest value), by the last checkpoint and by the lowest loss
   (checkpoints without a loss are not candidates for that choice): ``(best - chosen) /
@@ -216,6 +220,18 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, se
 
 
+def _beyond_step(r_xy: Any, r_xz: Any, r_yz: Any) -> np.ndarray:
+    """The partial rho given the step, 0 where the step determines the metric's or the
+    score's ranks (|rho| = 1 with the step): nothing is left for the metric to tell, which is
+    the question asked, where the partial correlation itself is 0/0. NaN stays NaN (a series
+    constant in a resample)."""
+    partial = partial_from_correlations(r_xy, r_xz, r_yz)
+    r_xy, r_xz, r_yz = (np.asarray(v, dtype=np.float64) for v in (r_xy, r_xz, r_yz))
+    determined = (np.isfinite(r_xy) & np.isfinite(r_xz) & np.isfinite(r_yz)
+                  & ((1.0 - r_xz ** 2) * (1.0 - r_yz ** 2) <= 1e-12))
+    return np.where(determined, 0.0, partial)
+
+
 # ------------------------------------------------------------------------------- choices
 def _regret(scores: Sequence[float], chosen: int | None) -> float:
     """(best - chosen) / (best - worst) of oriented ``scores``; NaN when undefined."""
@@ -310,10 +326,9 @@ def _layer(key: PairKey, layer: str, cells: Mapping[Point, tuple[float, float, f
             rz = res.ranks(("step",), idx, [float(s.step) for s in sig])  # type: ignore[union-attr]
             step_rho, draws["step"] = _corr(ry, rz, w)
             r_xz, b_xz = _corr(rx, rz, w)
-            partial = float(partial_from_correlations(metric_rho, r_xz, step_rho))
+            partial = float(_beyond_step(metric_rho, r_xz, step_rho))
             if draws["metric"] is not None and b_xz is not None:
-                draws["partial"] = partial_from_correlations(draws["metric"], b_xz,
-                                                             draws["step"])
+                draws["partial"] = _beyond_step(draws["metric"], b_xz, draws["step"])
                 p_low, p_high = _interval(draws["partial"], confidence)
         else:
             reason = "checkpoints without a training step"
@@ -427,8 +442,8 @@ def verdict_sentence(v: Verdict, *, reason: str = "") -> str:
     free = "the step and the loss" if v.loss_available else "the step"
     if v.outcome == "undefined":
         return f"{task}: {name} could not be judged against {free} ({reason})."
-    loss = (f"{_f(v.loss_rho)} for minus the loss" if v.loss_available
-            else "the loss unavailable")
+    loss = (f" and {_f(v.loss_rho)} for minus the loss" if v.loss_available
+            else " (no loss recorded)")
     interval = (f" [{_f(v.partial_low)}, {_f(v.partial_high)}]"
                 if math.isfinite(v.partial_low) else "")
     choice = (f"choosing each layer's checkpoint by it loses {_f(v.regret_metric, signed=False)}"
@@ -448,5 +463,5 @@ def verdict_sentence(v: Verdict, *, reason: str = "") -> str:
     else:
         head = f"{name} told nothing {free} did not"
     return (f"{task}: {head}: median within-layer rho {_f(v.metric_rho)} against "
-            f"{_f(v.step_rho)} for the step and {loss}; given the step, {_f(v.partial)}"
+            f"{_f(v.step_rho)} for the step{loss}; given the step, {_f(v.partial)}"
             f"{interval}; {choice}.")
