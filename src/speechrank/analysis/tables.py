@@ -308,8 +308,9 @@ def _verdict_tables(report: CorrelationReport, varying: Sequence[str], detail: b
     name = metric_name(*focus) if focus else "the metric"
     sentences = TextTable(title=f"Does {name} tell more than the step and the loss?")
     sentences.add_column("verdict per task", overflow="fold")
+    several = len({v.model for v in headline}) > 1
     for v in headline:
-        sentences.add_row(Cell.of(v.sentence))
+        sentences.add_row(Cell.of((f"{v.model}: " if several else "") + v.sentence))
     compact = [c for c in varying if c in ("model", "metric_variant", "score_variant")]
     groups = [["ρ", "ρ step", "ρ −loss", "given step", "interval", "regret", "last",
                "low loss", "verdict"]]

@@ -402,12 +402,15 @@ def _verdict_section(page: _Page, report: CorrelationReport) -> None:
         "the score range than taking the last checkpoint or the lowest loss, by more than "
         "the standard error over layers. \"Nothing more\" is a finding, not a failure of "
         "the analysis.")
+    several = len({v.model for v in headline}) > 1
     page.add(RichList([[(_OUTCOME[v.outcome][0].capitalize() + ". ", True),
-                        (v.sentence, False)] for v in headline], "headline"))
+                        ((f"{v.model}: " if several else "") + v.sentence, False)]
+                       for v in headline], "headline"))
     body = []
     for v in main_score_verdicts(report):
         text, cls = _OUTCOME[v.outcome]
         body.append([
+            *([_cell(v.model)] if several else []),
             _cell(f"{v.metric}/{v.pooling}" + (" (−)" if v.metric_orientation < 0 else "")),
             _cell(f"{v.task}: {v.score}" + (" (−)" if v.score_orientation < 0 else "")),
             _cell(v.domain or "-"), _cell(str(v.n_checkpoints), "num"),
@@ -420,7 +423,8 @@ def _verdict_section(page: _Page, report: CorrelationReport) -> None:
             _regret_cell(v.regret_loss), _cell(text, cls, v.sentence)])
     page.add(Heading("Beside every metric"))
     page.add(_table(
-        ["metric", "probe", "domain", "ckpts", "layers", "ρ metric", "ρ step", "ρ −loss",
+        [*(["run"] if several else []), "metric", "probe", "domain", "ckpts", "layers",
+         "ρ metric", "ρ step", "ρ −loss",
          "ρ given step", "regret", "regret last", "regret low loss", "verdict"], body,
         "ρ: median over layers of the within-layer Spearman ρ with the task's main score "
         "(below: the 95 % interval of that median over resampled checkpoints); ρ given step: "
