@@ -155,6 +155,7 @@ class _Resamples:
                 [seed, int.from_bytes(digest[:8], "big")]))
             self.counts = resample_counts(rng, n, n_bootstrap)
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._corr: dict[Any, tuple[float, np.ndarray | None]] = {}
 
     def ranks(self, tag: Any, idx: tuple[int, ...], values: Sequence[float]
               ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -171,6 +172,17 @@ class _Resamples:
 
     def weights(self, idx: tuple[int, ...]) -> np.ndarray | None:
         return None if self.counts is None else self.counts[:, list(idx)]
+
+    def corr(self, a: tuple[Any, Sequence[float]], b: tuple[Any, Sequence[float]],
+             idx: tuple[int, ...]) -> tuple[float, np.ndarray | None]:
+        """Spearman's rho of series ``a`` and ``b`` ((tag, values) at checkpoints ``idx``)
+        in the sample and in every resample, computed once per pair of series."""
+        key = (a[0], b[0], idx)
+        hit = self._corr.get(key)
+        if hit is None:
+            hit = self._corr[key] = _corr(self.ranks(a[0], idx, a[1]),
+                                          self.ranks(b[0], idx, b[1]), self.weights(idx))
+        return hit
 
 
 def _corr(a: tuple[np.ndarray, np.ndarray | None], b: tuple[np.ndarray, np.ndarray | None],
@@ -318,14 +330,11 @@ def _layer(key: PairKey, layer: str, cells: Mapping[Point, tuple[float, float, f
     p_low = p_high = nan
     loss_n = 0
     if len(names) >= MIN_POINTS:
-        w = res.weights(idx)
-        rx = res.ranks(metric_tag, idx, x)
-        ry = res.ranks(score_tag, idx, y)
-        metric_rho, draws["metric"] = _corr(rx, ry, w)
+        metric_rho, draws["metric"] = res.corr((metric_tag, x), (score_tag, y), idx)
         if all(s is not None and s.step is not None for s in sig):
-            rz = res.ranks(("step",), idx, [float(s.step) for s in sig])  # type: ignore[union-attr]
-            step_rho, draws["step"] = _corr(ry, rz, w)
-            r_xz, b_xz = _corr(rx, rz, w)
+            z = ("step",), [float(s.step) for s in sig]  # type: ignore[union-attr]
+            step_rho, draws["step"] = res.corr((score_tag, y), z, idx)
+            r_xz, b_xz = res.corr((metric_tag, x), z, idx)
             partial = float(_beyond_step(metric_rho, r_xz, step_rho))
             if draws["metric"] is not None and b_xz is not None:
                 draws["partial"] = _beyond_step(draws["metric"], b_xz, draws["step"])
@@ -339,10 +348,10 @@ def _layer(key: PairKey, layer: str, cells: Mapping[Point, tuple[float, float, f
             if len(keep) < MIN_POINTS:
                 continue
             sub = tuple(idx[i] for i in keep)
-            ry_s = res.ranks(score_tag, sub, [y[i] for i in keep])
-            rs = res.ranks((signal,), sub,
-                           [SIGNALS[signal] * sig[i].value(signal) for i in keep])  # type: ignore[union-attr,operator]
-            value, draws[target] = _corr(ry_s, rs, res.weights(sub))
+            value, draws[target] = res.corr(
+                (score_tag, [y[i] for i in keep]),
+                ((signal,), [SIGNALS[signal] * sig[i].value(signal)  # type: ignore[union-attr,operator]
+                             for i in keep]), sub)
             if signal == "loss":
                 loss_rho = value
             else:
