@@ -17,9 +17,12 @@ pair (label-free metric series x probe score series) and layer this module repor
   that a resample where a layer is step-determined counts as "nothing beyond the step"
   instead of dropping out of the median;
 * the **regret as a fraction of the score range** over the layer's checkpoints of choosing the
-  checkpoint by the metric (its highest value), by the last checkpoint and by the lowest loss
-  (checkpoints without a loss are not candidates for that choice): ``(best - chosen) /
-  (best - worst)``, 0 when the choice is the best checkpoint, 1 when it is the worst.
+  checkpoint by the metric (its highest value), by the last checkpoint, by the first and by
+  the lowest loss (checkpoints without a loss are not candidates for that choice):
+  ``(best - chosen) / (best - worst)``, 0 when the choice is the best checkpoint, 1 when it is
+  the worst. The step can be read both ways: the last checkpoint is what a user takes, the
+  first is what a metric that cannot tell the checkpoints apart picks (by the tie rule), and
+  it is the best choice for a probe that training makes worse (speaker identity, here).
 
 **Bootstrap.** Checkpoints are the units that are resampled (with replacement), once per
 model: every series of the model is read on the same resamples, so a resample's median over
@@ -30,13 +33,15 @@ All statistics of all resamples come from rank matrices computed once per series
 (:func:`speechrank.analysis.stats.centred_ranks`), so the bootstrap costs a few array
 operations per layer.
 
-**Verdict per pair.** The metric *told more than the baselines* when the percentile interval
-of its median partial rho lies above 0 (it is oriented, so above 0 means "higher metric,
-better score, beyond what the step says"), or when its checkpoint choice beats both baselines'
-(the last checkpoint, the lowest loss) by more than the standard error over layers of the
-paired difference of regrets. An interval below 0 says the metric carries something beyond
-the step, but against the score: a user following it would be misled, so that is not "told
-more" (outcome ``against``). Without a loss in the store the regret comparison is against the
+**Verdict per pair.** The metric *told more than the baselines* when the percentile interval of
+its median partial rho lies above 0 (it is oriented, so above 0 means "higher metric, better
+score, beyond what the step says"), or when its checkpoint choice beats every baseline's (the
+last checkpoint, the first, the lowest loss) by more than the standard error over layers of the
+paired difference of regrets. Beating the last checkpoint alone is no evidence: on a probe that
+is best at initialisation, any rule that picks early does, including a metric that is the same
+at every checkpoint. An interval below 0 says the metric carries something beyond the step, but
+against the score: a user following it would be misled, so that is not "told more" (outcome
+``against``). Without a loss in the store the regret comparison is against the first and the
 last checkpoint only, and the sentence says so.
 """
 
@@ -88,6 +93,7 @@ class BaselineLayer(PairKey):
     partial_high: float
     regret_metric: float
     regret_last: float
+    regret_first: float
     regret_loss: float
     picked: str
     last: str
@@ -103,9 +109,10 @@ class Verdict(PairKey):
     ``*_rho`` are medians over layers of the within-layer Spearman rho, each with the
     percentile interval of that median over resampled checkpoints; ``partial`` is the median
     partial rho given the step. ``regret_*`` are means over layers of the regret fraction;
-    ``regret_metric_se`` the standard error of the metric's; ``margin_last`` / ``margin_loss``
-    the mean paired difference (baseline's regret minus the metric's; positive: the metric
-    chose better) and ``*_se`` its standard error over layers.
+    ``regret_metric_se`` the standard error of the metric's; ``margin_last``,
+    ``margin_first`` and ``margin_loss`` the mean paired difference (baseline's regret minus
+    the metric's; positive: the metric chose better) and ``*_se`` its standard error over
+    layers.
     """
 
     n_checkpoints: int
@@ -127,9 +134,12 @@ class Verdict(PairKey):
     regret_metric: float
     regret_metric_se: float
     regret_last: float
+    regret_first: float
     regret_loss: float
     margin_last: float
     margin_last_se: float
+    margin_first: float
+    margin_first_se: float
     margin_loss: float
     margin_loss_se: float
     outcome: str
@@ -370,6 +380,7 @@ def _layer(key: PairKey, layer: str, cells: Mapping[Point, tuple[float, float, f
         step_rho=step_rho, loss_rho=loss_rho, loss_n=loss_n, train_accuracy_rho=acc_rho,
         partial=partial, partial_low=p_low, partial_high=p_high,
         regret_metric=_regret(y, picked), regret_last=_regret(y, last),
+        regret_first=_regret(y, 0 if names else None),
         regret_loss=_regret(y, lowest),
         picked=names[picked] if picked is not None else "",
         last=names[last] if last is not None else "",
@@ -390,8 +401,11 @@ def _verdict(key: PairKey, per_layer: Sequence[tuple[BaselineLayer, dict[str, An
     loss_available = any(r.loss_n > 0 for r in records)
     regret_metric, regret_metric_se = _mean_se([r.regret_metric for r in records])
     regret_last = _mean_se([r.regret_last for r in records])[0]
+    regret_first = _mean_se([r.regret_first for r in records])[0]
     regret_loss = _mean_se([r.regret_loss for r in records])[0]
     margin_last, margin_last_se = _mean_se([r.regret_last - r.regret_metric for r in records])
+    margin_first, margin_first_se = _mean_se([r.regret_first - r.regret_metric
+                                              for r in records])
     margin_loss, margin_loss_se = _mean_se([r.regret_loss - r.regret_metric for r in records])
     n_checkpoints = max((r.n for r in records), default=0)
 
@@ -402,7 +416,8 @@ def _verdict(key: PairKey, per_layer: Sequence[tuple[BaselineLayer, dict[str, An
     def beats(margin: float, se: float) -> bool:
         return math.isfinite(margin) and math.isfinite(se) and margin > se
 
-    by_regret = beats(margin_last, margin_last_se) and (
+    by_regret = beats(margin_last, margin_last_se) and beats(
+        margin_first, margin_first_se) and (
         not loss_available or beats(margin_loss, margin_loss_se))
     decidable = math.isfinite(partial) or math.isfinite(margin_last)
     if not decidable:
@@ -424,8 +439,9 @@ def _verdict(key: PairKey, per_layer: Sequence[tuple[BaselineLayer, dict[str, An
         train_accuracy_rho=_median([r.train_accuracy_rho for r in records]),
         partial=partial, partial_low=p_low, partial_high=p_high,
         regret_metric=regret_metric, regret_metric_se=regret_metric_se,
-        regret_last=regret_last, regret_loss=regret_loss,
+        regret_last=regret_last, regret_first=regret_first, regret_loss=regret_loss,
         margin_last=margin_last, margin_last_se=margin_last_se,
+        margin_first=margin_first, margin_first_se=margin_first_se,
         margin_loss=margin_loss, margin_loss_se=margin_loss_se,
         outcome=outcome, told_more=told, grounds=grounds, sentence="")
     reason = next((r.reason for r in records if r.reason), "no layer with 3 checkpoints")
@@ -456,7 +472,8 @@ def verdict_sentence(v: Verdict, *, reason: str = "") -> str:
     interval = (f" [{_f(v.partial_low)}, {_f(v.partial_high)}]"
                 if math.isfinite(v.partial_low) else "")
     choice = (f"choosing each layer's checkpoint by it loses {_f(v.regret_metric, signed=False)}"
-              f" of the score range, the last checkpoint {_f(v.regret_last, signed=False)}")
+              f" of the score range, the last checkpoint {_f(v.regret_last, signed=False)}, "
+              f"the first {_f(v.regret_first, signed=False)}")
     choice += (f" and the lowest loss {_f(v.regret_loss, signed=False)}" if v.loss_available
                else "")
     if v.outcome == "told_more":

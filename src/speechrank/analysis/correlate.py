@@ -469,9 +469,9 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                          "every series of a model; intervals of the median over layers",
             "regret_fraction": "(best - chosen) / (best - worst) score over the candidates",
             "verdict": "told more when the interval of the median partial rho lies above 0, "
-                       "or the mean regret fraction beats both the last checkpoint's and the "
-                       "lowest loss's by more than the standard error over layers of the "
-                       "paired difference",
+                       "or the mean regret fraction beats the last checkpoint's, the first's "
+                       "and the lowest loss's by more than the standard error over layers of "
+                       "the paired difference",
         },
         "layer_choice": "regret fraction over layers per checkpoint; isoscore = "
                         "(participation_ratio - 1) / (dim - 1) (Rudman et al. 2022)",

@@ -276,12 +276,12 @@ _BASELINE_CAPTION = (
     "ρ, ρ step, ρ −loss: median over layers of the Spearman ρ across checkpoints of the "
     "metric, the training step and minus the pretraining loss with the score (the task's "
     "main score); given step: the median partial ρ of the metric given the step, with its "
-    "95 % interval over resampled checkpoints; regret, last, low loss: mean over layers of "
-    "the score lost, as a fraction of the layer's score range over checkpoints, by choosing "
-    "the checkpoint with the highest metric, the last checkpoint and the one with the lowest "
-    "loss (± the standard error of the metric's); verdict: more when the interval lies above "
-    "0 or the metric's regret beats both baselines' by more than the standard error of the "
-    "difference, against when the interval lies below 0.")
+    "95 % interval over resampled checkpoints; regret, last, first, low loss: mean over "
+    "layers of the score lost, as a fraction of the layer's score range over checkpoints, by "
+    "choosing the checkpoint with the highest metric, the last checkpoint, the first and the "
+    "one with the lowest loss (± the standard error of the metric's); verdict: more when the "
+    "interval lies above 0 or the metric's regret beats every baseline's by more than the "
+    "standard error of the difference, against when the interval lies below 0.")
 
 _OUTCOME_CELLS = {"told_more": ("more", "green bold"), "nothing_more": ("nothing more", ""),
                   "against": ("against", "red"), "undefined": ("–", "dim")}
@@ -313,10 +313,10 @@ def _verdict_tables(report: CorrelationReport, varying: Sequence[str], detail: b
         sentences.add_row(Cell.of((f"{v.model}: " if several else "") + v.sentence))
     compact = [c for c in varying if c in ("model", "metric_variant", "score_variant")]
     groups = [["ρ", "ρ step", "ρ −loss", "given step", "interval", "regret", "last",
-               "low loss", "verdict"]]
+               "first", "low loss", "verdict"]]
     if width is not None and width < 150:
         groups = [["ρ", "ρ step", "ρ −loss", "given step", "interval"],
-                  ["regret", "last", "low loss", "verdict"]]
+                  ["regret", "last", "first", "low loss", "verdict"]]
     rows: list[Verdict] = main_score_verdicts(report) if detail else headline
     tables_b = []
     for i, group in enumerate(groups):
@@ -332,6 +332,7 @@ def _verdict_tables(report: CorrelationReport, varying: Sequence[str], detail: b
                      "interval": Cell.of(_interval_text(v.partial_low, v.partial_high)),
                      "regret": Cell.of(_regret_text(v.regret_metric, v.regret_metric_se)),
                      "last": Cell.of(_regret_text(v.regret_last)),
+                     "first": Cell.of(_regret_text(v.regret_first)),
                      "low loss": Cell.of(_regret_text(v.regret_loss)),
                      "verdict": Cell.of(text, style)}
             table.add_row(*_key_cells(v, compact), *[cells[c] for c in group])

@@ -399,8 +399,8 @@ def _verdict_section(page: _Page, report: CorrelationReport) -> None:
         "layer, across checkpoints, the label-free metric earns its cost only if it tracks "
         "the probe score beyond them: a partial Spearman ρ given the step whose 95 % interval "
         "(over resampled checkpoints) lies above 0, or a checkpoint choice that loses less of "
-        "the score range than taking the last checkpoint or the lowest loss, by more than "
-        "the standard error over layers. \"Nothing more\" is a finding, not a failure of "
+        "the score range than taking the last checkpoint, the first or the lowest loss, by "
+        "more than the standard error over layers. \"Nothing more\" is a finding, not a failure of "
         "the analysis.")
     several = len({v.model for v in headline}) > 1
     page.add(RichList([[(_OUTCOME[v.outcome][0].capitalize() + ". ", True),
@@ -420,17 +420,19 @@ def _verdict_section(page: _Page, report: CorrelationReport) -> None:
             _rho_cell(v.loss_rho, v.loss_rho_low, v.loss_rho_high),
             _rho_cell(v.partial, v.partial_low, v.partial_high),
             _regret_cell(v.regret_metric, v.regret_metric_se), _regret_cell(v.regret_last),
-            _regret_cell(v.regret_loss), _cell(text, cls, v.sentence)])
+            _regret_cell(v.regret_first), _regret_cell(v.regret_loss),
+            _cell(text, cls, v.sentence)])
     page.add(Heading("Beside every metric"))
     page.add(_table(
         [*(["run"] if several else []), "metric", "probe", "domain", "ckpts", "layers",
          "ρ metric", "ρ step", "ρ −loss",
-         "ρ given step", "regret", "regret last", "regret low loss", "verdict"], body,
+         "ρ given step", "regret", "regret last", "regret first", "regret low loss",
+         "verdict"], body,
         "ρ: median over layers of the within-layer Spearman ρ with the task's main score "
         "(below: the 95 % interval of that median over resampled checkpoints); ρ given step: "
         "the median partial ρ; regret: mean over layers of (best − chosen) / (best − worst) "
         "score over the layer's checkpoints when choosing by the metric (± standard error), "
-        "the last checkpoint, the lowest loss. Hover a verdict for its sentence."))
+        "the last checkpoint, the first, the lowest loss. Hover a verdict for its sentence."))
 
 
 def _layer_choice_section(page: _Page, report: CorrelationReport) -> None:
