@@ -265,3 +265,23 @@ def test_a_metric_the_step_determines_tells_nothing_beyond_it():
     assert (v.partial, v.partial_low, v.partial_high) == (0.0, 0.0, 0.0)
     assert v.metric_rho == pytest.approx(v.step_rho)
     assert v.outcome == "nothing_more"
+
+
+def test_a_constant_metric_does_not_beat_the_step_on_a_probe_training_makes_worse():
+    """Speaker identity falls as training goes on: a metric equal at every checkpoint picks
+    the first by the tie rule and beats the last checkpoint, but not the first one, so it
+    tells nothing the step does not."""
+    rng = np.random.default_rng(5)
+    metric, score = {}, {}
+    for j, layer in enumerate(LAYERS):
+        for i, s in enumerate(STEPS):
+            score[(s, layer)] = 0.9 - 0.05 * i + 0.01 * rng.normal() + 0.01 * j
+            metric[(s, layer)] = 7.0
+    losses = {s: 10.0 - i for i, s in enumerate(STEPS)}
+    rep = correlate(_rows(metric, score, task="sid"), checkpoints=_records(losses),
+                    n_bootstrap=100)
+    (v,) = rep.verdicts
+    assert v.regret_metric == pytest.approx(v.regret_first)
+    assert v.regret_last > 0.9 and v.margin_last > v.margin_last_se
+    assert v.outcome == "nothing_more" and v.grounds == ""
+    assert "the first 0.0" in v.sentence
