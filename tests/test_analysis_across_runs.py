@@ -76,6 +76,7 @@ def test_runs_compared_at_the_last_shared_step(tmp_path):
     assert "step" not in {r.signal for r in result.records}  # one step: no step baseline
     payload = json.loads(dumps_json(result.to_dict()))
     assert payload["step"] == 200 and len(payload["runs"]) == 5
+    assert any("5 runs: a bootstrap interval" in n for n in result.notes)
 
 
 def test_each_runs_last_checkpoint_and_a_chosen_step(tmp_path):

@@ -44,6 +44,9 @@ from speechrank.errors import SpeechrankError
 
 __all__ = ["AcrossRuns", "AcrossRunsRecord", "AcrossRunsSummary", "RunPoint", "compare_runs"]
 
+#: Below this many runs the bootstrap interval over runs is flagged as rough in the notes.
+_FEW_RUNS = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class RunPoint:
@@ -308,6 +311,10 @@ def compare_runs(source: Any, checkpoints: Sequence[Any] | None = None, *,
                 out.append(_record(key, layer, cells, n_bootstrap=n_bootstrap, seed=seed,
                                    confidence=confidence))
     summary = _summaries(out)
+    if n_bootstrap and len(points) < _FEW_RUNS:
+        notes.append(f"{len(points)} runs: a bootstrap interval over fewer than {_FEW_RUNS} runs "
+                     "is rough, and a perfectly monotone series gets the interval [1, 1]; read "
+                     "the rho and the regret, not the interval")
     settings = {
         "step": step, "n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence,
         "probe_split": probe_split,
