@@ -310,18 +310,21 @@ def test_to_dict_is_strict_json_and_tables_render():
     score = {(s, layer): 0.5 for s in STEPS for layer in "01"}  # constant: NaN statistics
     rep = correlate(table(metric, score, task="pr", score="per"), n_bootstrap=10)
     payload = json.loads(dumps_json(rep.to_dict()))
-    assert set(payload) == {"settings", "notes", "summary", "within_layer", "across_layers",
-                            "phases", "best_layer", "best_checkpoint"}
+    assert set(payload) == {"settings", "notes", "verdict", "verdicts", "baselines",
+                            "layer_choice_summary", "layer_choice", "summary", "within_layer",
+                            "across_layers", "phases", "best_layer", "best_checkpoint"}
+    assert payload["verdict"][0]["outcome"] == "undefined"  # a constant score
     assert payload["within_layer"][0]["spearman"] is None
     assert payload["best_layer"][0]["best"] == ["0", "1"]
     console = Console(record=True, width=200)
     tables = render_tables(rep)
-    assert len(tables) == 5
+    # verdict, baselines, layer choice, headline, and the four pivots
+    assert len(tables) == 8
     for t in tables:
         console.print(to_rich(t))
     text = console.export_text()
     assert "Rank vs probes: headline" in text and "per (−)" in text
-    assert len(render_tables(rep, detail=False)) == 1
+    assert len(render_tables(rep, detail=False)) == 4
 
 
 def test_tables_never_read_names_as_markup():

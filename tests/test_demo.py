@@ -36,12 +36,17 @@ def test_demo_small_end_to_end_and_reuse(tmp_path):
     assert {(h["task"], h["domain"]) for h in heads} == tasks
     for h in heads:
         assert h["within_n"] >= 1
+    # one verdict per task: RankMe-t beside the step and the loss the sweep recorded
+    assert len(summary.verdicts) == len(tasks)
+    assert all("RankMe-t" in v for v in summary.verdicts)
+    assert not any("no loss recorded" in v for v in summary.verdicts)
 
     # A rerun in the same directory reuses every stage and every unit of the sweep.
     again = run_demo(settings, progress=False, log=lines.append)
     assert "corpus" in again.reused and "pretrain" in again.reused
     assert any(item.startswith("sweep") for item in again.reused)
     assert again.headline == summary.headline
+    assert again.verdicts == summary.verdicts
 
 
 def test_demo_refuses_a_foreign_directory(tmp_path, capsys):

@@ -84,9 +84,11 @@ class _Collector(HTMLParser):
 
 
 EXPECTED_SECTIONS = [
+    "Does RankMe-t tell more than the step and the loss?",
     "Headline numbers", "Did training improve the probes?",
     "Metric vs probe score, layer by layer", "Label-free metrics over "
-    "training", "Probe scores over training (test split)", "Best layer: does the "
+    "training", "Probe scores over training (test split)", "Choosing a layer without labels",
+    "Best layer: does the "
     "highest-metric layer have the best score?", "Checkpoint selection within each layer",
     "Correlations in detail", "Rank during training (monitor)",
     "Conventions and counts behind every number", "Analysis settings, notes and sweep metadata",
@@ -241,16 +243,24 @@ def test_chromium_check_catches_a_broken_image(report_dir, tmp_path):
     assert broken == [f"img/{victim.name}"]
 
 
-def test_report_opens_with_rank_and_score_over_training_per_task(report_dir):
-    """Per probe task one figure of RankMe-t (top) and the main score
-    (bottom) over training for every layer, before the headline table and the long lists."""
+def test_report_opens_with_the_verdict_then_rank_and_score_over_training(report_dir):
+    """The page opens with the verdict per task (does RankMe-t tell more than the step and
+    the loss?); then, per probe task, one figure of RankMe-t (top) and the main score (bottom)
+    over training for every layer, before the headline table and the long lists."""
     text = (report_dir / "index.html").read_text(encoding="utf-8")
+    first_h2 = text.index("<h2")
+    assert text.index('<h2 id="verdict">') == first_h2
     overview = re.findall(r'<img src="(img/overview-[a-z0-9-]+\.png)"', text)
     # ks (in), ks (out), pr (in: its main score is PER) and the XSS-named task
     assert len(overview) == 4 and len(set(overview)) == 4
     for src in overview:
         assert (report_dir / src).stat().st_size > 1000
-    first_table = text.index("<table")
-    assert all(text.index(src) < first_table for src in overview)
-    assert text.index(overview[0]) > text.index('<h2 id="headline">')
+    headline = text.index('<h2 id="headline">')
+    first_table_after = text.index("<table", headline)
+    assert all(headline < text.index(src) < first_table_after for src in overview)
     assert "RankMe-t on unlabelled&amp;data (top)" in text
+    # one verdict sentence per task, the store has no training records: no loss
+    verdict = text[first_h2:headline]
+    for task in ("ks (in", "ks (out", "pr (in", html.escape(XSS)):
+        assert task in verdict
+    assert "RankMe-t told" in verdict and "no checkpoint records" in verdict

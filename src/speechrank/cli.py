@@ -544,23 +544,55 @@ def correlate(
     seed: Annotated[int, typer.Option(help="Seeds the bootstrap.")] = 0,
     detail: Annotated[bool, typer.Option(help="Also print per-layer and per-checkpoint "
                                          "tables.")] = True,
+    across: Annotated[str, typer.Option(help="checkpoints: within each run, across its "
+                                        "checkpoints and layers; runs: the store's runs "
+                                        "compared at one step.")] = "checkpoints",
+    step: Annotated[str | None, typer.Option(help="With --across runs: the training step to "
+                                             "compare at (default: the last one every run "
+                                             "has), or 'last' (each run's last).")] = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """Agreement between label-free metrics and probe scores, per layer and domain."""
+    """Agreement between label-free metrics and probe scores, per layer and domain, beside the
+    step and the loss; or, with --across runs, which run each signal would pick."""
     from speechrank.analysis import correlate as run_correlate
     from speechrank.analysis import render_tables
     from speechrank.store import ResultStore
 
+    if across not in ("checkpoints", "runs"):
+        raise SpeechrankError(f"--across must be checkpoints or runs, not {across!r}")
+    if step is not None and across != "runs":
+        raise SpeechrankError("--step needs --across runs")
     if not store.exists():
         raise SpeechrankError(f"store not found: {store}")
+    chosen_metrics = metrics.split(",") if metrics else None
+    if across == "runs":
+        from speechrank.analysis.across_runs import compare_runs
+        from speechrank.analysis.tables import render_across_runs
+
+        at: int | str | None = None
+        if step is not None:
+            if step != "last" and not step.lstrip("-").isdigit():
+                raise SpeechrankError(f"--step must be a training step or 'last', not {step!r}")
+            at = step if step == "last" else int(step)
+        with ResultStore(store, create=False) as opened:
+            result = compare_runs(opened, step=at, metrics=chosen_metrics,  # type: ignore[arg-type]
+                                  probe_split=probe_split, n_bootstrap=bootstrap, seed=seed)
+        for table in render_across_runs(result, detail=detail):
+            console.print(to_rich(table))
+        for note in result.notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+        write_json(json_path, {"command": "correlate", "across": "runs", "store": str(store),
+                               **result.to_dict()})
+        return
     with ResultStore(store, create=False) as opened:
-        report = run_correlate(opened, metrics=metrics.split(",") if metrics else None,
-                               n_bootstrap=bootstrap, seed=seed, probe_split=probe_split)
+        report = run_correlate(opened, metrics=chosen_metrics, n_bootstrap=bootstrap,
+                               seed=seed, probe_split=probe_split)
     for table in render_tables(report, detail=detail, width=console.width):
         console.print(to_rich(table))
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
-    write_json(json_path, {"command": "correlate", "store": str(store), **report.to_dict()})
+    write_json(json_path, {"command": "correlate", "across": "checkpoints",
+                           "store": str(store), **report.to_dict()})
 
 
 @app.command()
@@ -610,6 +642,8 @@ def demo(
     with RichProgress(enabled=not quiet) as progress:
         summary = run_demo(settings, progress=progress)
     console.print(to_rich(headline_table(summary)))
+    for sentence in summary.verdicts:
+        console.print(sentence, markup=False, highlight=False)
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary.stages.items())
     console.print(f"time: {stages}" + (f" (reused: {', '.join(summary.reused)})"
                                        if summary.reused else ""))

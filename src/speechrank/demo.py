@@ -69,6 +69,8 @@ class DemoSummary:
     reused: list[str]
     #: did the probes improve over training? (:func:`speechrank.analysis.progress`)
     progress: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: per task, does RankMe-t tell more than the step and the loss? (one sentence each)
+    verdicts: list[str] = dataclasses.field(default_factory=list)
 
 
 #: The demo's frame phone probe: 2,500 training frames, a 2-point C grid and lbfgs capped at
@@ -125,6 +127,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
     receives every stage's progress and, unless ``log`` is given, one line per finished step.
     """
     from speechrank.analysis import correlate
+    from speechrank.analysis.correlate import headline_verdicts
     from speechrank.analysis.progress import training_progress
     from speechrank.audio.synthetic import make_corpus
     from speechrank.pretrain import pretrain
@@ -192,7 +195,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
     stages["report"] = time.perf_counter() - started
     headline = [dict(s.to_dict()) for s in report.summary]
     return DemoSummary(out=str(out), report=str(page), store=str(store_path),
-                       headline=headline, stages=stages, reused=reused, progress=moved)
+                       headline=headline, stages=stages, reused=reused, progress=moved,
+                       verdicts=[v.sentence for v in headline_verdicts(report)])
 
 
 def check_output_dir(out: Path) -> None:

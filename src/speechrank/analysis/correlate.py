@@ -14,7 +14,13 @@ using Rank", ICASSP 2025, arXiv 2409.10787), asked of a results store:
 * **per phase of training** -- much of the agreement over a run can be the shared early
   collapse and recovery of metric and score (as in early runs of the built-in encoder), so
   within every layer the checkpoints are also split at the step where the metric is lowest,
-  and the statistics computed on each side.
+  and the statistics computed on each side;
+* **against the free baselines** -- the step and the pretraining loss of each checkpoint
+  (:mod:`.training`, from the store's checkpoint records) beside every metric: their own
+  within-layer rho, the metric's partial rho given the step, the regret of choosing the
+  checkpoint by the last step or the lowest loss, and a verdict per pair (:mod:`.baselines`);
+* **layers chosen without labels** -- the last layer, each metric's highest layer and
+  IsoScore's, with the regret as a fraction of the score range (:mod:`.layers`).
 
 A *pair* is one label-free metric series (model, metric, pooling, dataset) against one probe
 score series (model, task, score metric, domain, dataset, probe pooling, split); the points
@@ -29,7 +35,9 @@ always means "the metric says better when the probe says better" and "the metric
 faster-decaying spectrum, i.e. fewer effective dimensions, the opposite of a larger rank), and
 so are ``kmeans_inertia`` and ``davies_bouldin`` (lower is tighter, better separated clusters).
 Each record carries ``metric_orientation`` and ``score_orientation`` (+1 or -1). Regrets are
-in the score's own units and never negative (for PER: picked PER minus best PER).
+in the score's own units and never negative (for PER: picked PER minus best PER);
+``regret_fraction`` divides them by the score's range over the candidates (best minus worst),
+so that 0 is the best choice and 1 the worst whatever the score's scale.
 
 **Ties.** When several candidates share the highest metric, the first in order is the pick
 (lowest layer; earliest checkpoint) and ``picked_ties`` counts them; every candidate sharing
@@ -48,15 +56,20 @@ from typing import Any
 
 import numpy as np
 
+from speechrank.analysis.baselines import BaselineLayer, Verdict, analyse_baselines
 from speechrank.analysis.flags import series_flags
+from speechrank.analysis.layers import LayerChoice, LayerChoiceSummary, layer_choices
+from speechrank.analysis.pairs import PairKey
 from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
+from speechrank.analysis.training import checkpoint_signals
 from speechrank.errors import SpeechrankError
 from speechrank.metrics.registry import METRICS
 from speechrank.results import ResultRow
 
 __all__ = [
     "LOWER_IS_BETTER",
+    "MAIN_SCORES",
     "METRIC_ORIENTATION",
     "Correlation",
     "CorrelationReport",
@@ -64,8 +77,16 @@ __all__ = [
     "Selection",
     "Summary",
     "correlate",
+    "focus_metric",
+    "headline_verdicts",
+    "load_source",
+    "main_score",
+    "main_score_verdicts",
     "orientation",
 ]
+
+#: The score a task is summed up by, in order of preference (the first one a task has).
+MAIN_SCORES: tuple[str, ...] = ("frame_accuracy", "accuracy", "per")
 
 #: Probe score names where lower is better; their values are negated before any statistic.
 LOWER_IS_BETTER: frozenset[str] = frozenset({
@@ -94,35 +115,6 @@ def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = N
 
 
 # ---------------------------------------------------------------------------------- records
-@dataclasses.dataclass(frozen=True)
-class PairKey:
-    """One label-free metric series against one probe score series."""
-
-    model: str
-    metric: str
-    pooling: str
-    metric_dataset: str
-    metric_variant: str
-    metric_orientation: int
-    task: str
-    score: str
-    domain: str
-    probe_dataset: str
-    probe_pooling: str
-    split: str
-    score_variant: str
-    score_orientation: int
-
-    @property
-    def pair(self) -> PairKey:
-        """The bare key of this record (drops the record's own fields)."""
-        return PairKey(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PairKey)})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
-
-
 @dataclasses.dataclass(frozen=True)
 class Correlation(PairKey):
     """Rank correlation of one pair on one slice.
@@ -157,7 +149,9 @@ class Selection(PairKey):
 
     ``scope="layer"``: the metric picks a layer at ``checkpoint``. ``scope="checkpoint"``: it
     picks a checkpoint within ``layer``. ``best`` lists every candidate with the best score;
-    ``regret`` is the best score minus the pick's score, in score units (>= 0).
+    ``regret`` is the best score minus the pick's score, in score units (>= 0), and
+    ``regret_fraction`` that over the best minus the worst candidate's score (NaN when every
+    candidate scores the same).
     """
 
     scope: str
@@ -173,6 +167,7 @@ class Selection(PairKey):
     picked_score: float
     best_score: float
     regret: float
+    regret_fraction: float
     reason: str
 
 
@@ -193,9 +188,11 @@ class Summary(PairKey):
     best_layer_agreement: float
     best_layer_n: int
     best_layer_regret_mean: float
+    best_layer_regret_fraction_mean: float
     checkpoint_agreement: float
     checkpoint_n: int
     checkpoint_regret_mean: float
+    checkpoint_regret_fraction_mean: float
     collapse_rho_median: float
     collapse_n: int
     recovery_rho_median: float
@@ -214,13 +211,24 @@ class CorrelationReport:
     best_checkpoint: list[Selection]
     settings: dict[str, Any]
     notes: list[str]
+    #: the free baselines per pair and layer, and the verdict per pair (:mod:`.baselines`)
+    baselines: list[BaselineLayer] = dataclasses.field(default_factory=list)
+    verdicts: list[Verdict] = dataclasses.field(default_factory=list)
+    #: layers chosen without labels (:mod:`.layers`)
+    layer_choice: list[LayerChoice] = dataclasses.field(default_factory=list)
+    layer_choice_summary: list[LayerChoiceSummary] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN stays float; :func:`speechrank.results.dumps_json` maps it
-        to ``null``)."""
+        to ``null``). ``verdict`` holds the headline verdicts (:func:`headline_verdicts`)."""
         return {
             "settings": self.settings,
             "notes": list(self.notes),
+            "verdict": [v.to_dict() for v in headline_verdicts(self)],
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "baselines": [r.to_dict() for r in self.baselines],
+            "layer_choice_summary": [r.to_dict() for r in self.layer_choice_summary],
+            "layer_choice": [r.to_dict() for r in self.layer_choice],
             "summary": [r.to_dict() for r in self.summary],
             "within_layer": [r.to_dict() for r in self.within_layer],
             "across_layers": [r.to_dict() for r in self.across_layers],
@@ -235,7 +243,60 @@ class CorrelationReport:
         return [s.pair for s in self.summary]
 
 
+def main_score(scores: Iterable[str]) -> str:
+    """The score a task is summed up by: the first of :data:`MAIN_SCORES` among ``scores``,
+    else the first in alphabetical order."""
+    names = sorted(set(scores))
+    rank = {s: i for i, s in enumerate(MAIN_SCORES)}
+    return min(names, key=lambda s: (rank.get(s, len(rank)), s))
+
+
+def main_score_verdicts(report: CorrelationReport) -> list[Verdict]:
+    """The verdicts of every metric against each task's main score (:func:`main_score`)."""
+    scores: dict[tuple[Any, ...], set[str]] = {}
+    for v in report.verdicts:
+        scores.setdefault(_task_key(v), set()).add(v.score)
+    main = {k: main_score(v) for k, v in scores.items()}
+    return [v for v in report.verdicts if v.score == main[_task_key(v)]]
+
+
+def focus_metric(report: CorrelationReport) -> tuple[str, str] | None:
+    """RankMe-t (``rankme``, ``sum``) when the report has it, else the first metric."""
+    present = [(s.metric, s.pooling) for s in report.summary]
+    if not present:
+        return None
+    return ("rankme", "sum") if ("rankme", "sum") in present else present[0]
+
+
+def headline_verdicts(report: CorrelationReport, metric: str | None = None,
+                      pooling: str | None = None) -> list[Verdict]:
+    """One verdict per probe task (and domain, data, probe pooling, variant): the focus
+    metric's (:func:`focus_metric` unless given) against the task's main score."""
+    focus = (metric, pooling) if metric and pooling else focus_metric(report)
+    return [v for v in main_score_verdicts(report) if (v.metric, v.pooling) == focus]
+
+
+def _task_key(v: Any) -> tuple[Any, ...]:
+    return (v.model, v.task, v.domain, v.probe_dataset, v.probe_pooling, v.score_variant)
+
+
 # ---------------------------------------------------------------------------------- loading
+def load_source(source: Any, checkpoints: Sequence[Any] | None = None
+                ) -> tuple[list[ResultRow], list[Any]]:
+    """Rows and checkpoint records from a :class:`~speechrank.store.ResultStore`, a store path
+    or an iterable of rows (whose records, if any, are ``checkpoints``)."""
+    from speechrank.store import ResultStore
+
+    if isinstance(source, ResultStore):
+        return source.rows(), list(checkpoints) if checkpoints is not None else \
+            source.checkpoints()
+    if isinstance(source, (str, Path)):
+        with ResultStore(source, create=False) as store:
+            return store.rows(), list(checkpoints) if checkpoints is not None else \
+                store.checkpoints()
+    return load_rows(source), list(checkpoints or [])
+
+
 def load_rows(source: Any) -> list[ResultRow]:
     """Rows from a :class:`~speechrank.store.ResultStore`, a store path or an iterable of rows."""
     from speechrank.store import ResultStore
@@ -252,7 +313,7 @@ def load_rows(source: Any) -> list[ResultRow]:
     return rows
 
 
-def _rng(seed: int, x: Sequence[float], y: Sequence[float]) -> np.random.Generator:
+def bootstrap_rng(seed: int, x: Sequence[float], y: Sequence[float]) -> np.random.Generator:
     """The bootstrap stream of one correlation: a function of the seed and its own data only,
     so neither what else is analysed nor names and paths (a dataset spec holds its directory)
     change an interval."""
@@ -276,7 +337,8 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
               tasks: Sequence[str] | None = None, poolings: Sequence[str] | None = None,
               n_bootstrap: int = 1000, seed: int = 0, probe_split: str = "test",
               confidence: float = 0.95,
-              orientations: Mapping[str, int] | None = None) -> CorrelationReport:
+              orientations: Mapping[str, int] | None = None,
+              checkpoints: Sequence[Any] | None = None) -> CorrelationReport:
     """Measure how well label-free metrics agree with probe scores (see the module docstring).
 
     Args:
@@ -291,6 +353,9 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
         probe_split: the probe split whose scores are used.
         confidence: level of the percentile bootstrap interval.
         orientations: +1/-1 overrides by metric or score name.
+        checkpoints: the checkpoint records (:class:`~speechrank.store.CheckpointRecord`)
+            giving each checkpoint's step and training record; default: the store's own
+            (none for rows).
 
     Returns:
         A :class:`CorrelationReport`.
@@ -299,7 +364,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
         raise SpeechrankError(f"n_bootstrap must be >= 0, not {n_bootstrap}")
     if not 0.0 < confidence < 1.0:
         raise SpeechrankError(f"confidence must be between 0 and 1, not {confidence}")
-    rows = load_rows(source)
+    rows, records = load_source(source, checkpoints)
 
     found = collect_series(rows, probe_split=probe_split, metrics=metrics, tasks=tasks,
                            poolings=poolings)
@@ -316,6 +381,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
         if flag_notes:
             flag_counts[ms.label] = counts
     pairs_seen = 0
+    analysed: list[tuple[PairKey, dict[Point, tuple[float, float, float]]]] = []
     for ms in metric_series:
         model, metric, pooling, mdata = ms.key
         for ss in score_series:
@@ -345,6 +411,7 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                 notes.append(f"{_label(key)}: {dropped} cell(s) with a non-finite metric or "
                              "score left out")
             pairs_seen += 1
+            analysed.append((key, cells))
             _analyse_pair(report, key, cells, steps, n_bootstrap=n_bootstrap, seed=seed,
                           confidence=confidence)
     for ms in metric_series:
@@ -355,6 +422,16 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                    for s in report.summary) and score_series:
             notes.append(f"metric {'/'.join(ms.key)}: no probe score on the same checkpoints "
                          "and layers")
+
+    signals = checkpoint_signals(rows, records)
+    report.baselines, report.verdicts, baseline_notes = analyse_baselines(
+        analysed, signals, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
+    notes.extend(baseline_notes)
+    report.layer_choice, report.layer_choice_summary = layer_choices(
+        found, metric_orientation=lambda m: orientation(m, kind="metric",
+                                                        overrides=orientations),
+        score_orientation=lambda s: orientation(s, kind="score", overrides=orientations),
+        probe_split=probe_split)
 
     small = [c.n for c in report.within_layer + report.across_layers
              if math.isfinite(c.spearman) and c.n < _FEW_POINTS]
@@ -381,8 +458,30 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
         "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
                    "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
         "flags": flag_counts,
+        "baselines": {
+            "signals": "step and training record (loss, masked-prediction accuracy) of each "
+                       "checkpoint, from the store's checkpoint records; the step falls back "
+                       "to the rows' step column",
+            "checkpoint_records": len(records),
+            "partial": "Spearman of metric and score given the step: ranks residualised on "
+                       "the step's ranks, Pearson of the residuals",
+            "bootstrap": "checkpoints resampled with replacement, the same resamples for "
+                         "every series of a model; intervals of the median over layers",
+            "regret_fraction": "(best - chosen) / (best - worst) score over the candidates",
+            "verdict": "told more when the interval of the median partial rho lies above 0, "
+                       "or the mean regret fraction beats the last checkpoint's, the first's "
+                       "and the lowest loss's by more than the standard error over layers of "
+                       "the paired difference",
+        },
+        "layer_choice": "regret fraction over layers per checkpoint; isoscore = "
+                        "(participation_ratio - 1) / (dim - 1) (Rudman et al. 2022)",
     }
     return report
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as a flat dict (no deep copy: the values are immutable)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
 def _label(key: PairKey) -> str:
@@ -396,10 +495,9 @@ def _correlation(key: PairKey, *, scope: str, layer: str, checkpoint: str, step:
         stat = RankCorrelation.undefined(len(x), reason)
     else:
         stat = rank_correlation(np.asarray(x), np.asarray(y), n_bootstrap=n_bootstrap,
-                                rng=_rng(seed, x, y), confidence=confidence)
-    return Correlation(**dataclasses.asdict(key), scope=scope, layer=layer,
-                       checkpoint=checkpoint, step=step, phase=phase,
-                       **dataclasses.asdict(stat))
+                                rng=bootstrap_rng(seed, x, y), confidence=confidence)
+    return Correlation(**_fields(key), scope=scope, layer=layer,
+                       checkpoint=checkpoint, step=step, phase=phase, **_fields(stat))
 
 
 def _selection(key: PairKey, *, scope: str, layer: str, checkpoint: str, step: int | None,
@@ -407,11 +505,12 @@ def _selection(key: PairKey, *, scope: str, layer: str, checkpoint: str, step: i
     """``candidates``: (name, step, oriented metric, oriented score, raw score), in order."""
     nan = math.nan
     if len(candidates) < 2:
-        return Selection(**dataclasses.asdict(key), scope=scope, layer=layer,
+        return Selection(**_fields(key), scope=scope, layer=layer,
                          checkpoint=checkpoint, step=step, n_candidates=len(candidates),
                          picked=candidates[0][0] if candidates else "",
                          picked_step=candidates[0][1] if candidates else None, picked_ties=0,
                          best=(), agree=None, picked_score=nan, best_score=nan, regret=nan,
+                         regret_fraction=nan,
                          reason=f"fewer than 2 candidates ({len(candidates)})")
     top_metric = max(c[2] for c in candidates)
     tied = [c for c in candidates if c[2] == top_metric]
@@ -419,11 +518,13 @@ def _selection(key: PairKey, *, scope: str, layer: str, checkpoint: str, step: i
     top_score = max(c[3] for c in candidates)
     best = [c for c in candidates if c[3] == top_score]
     regret = top_score - pick[3]
-    return Selection(**dataclasses.asdict(key), scope=scope, layer=layer, checkpoint=checkpoint,
+    spread = top_score - min(c[3] for c in candidates)
+    return Selection(**_fields(key), scope=scope, layer=layer, checkpoint=checkpoint,
                      step=step, n_candidates=len(candidates), picked=pick[0],
                      picked_step=pick[1], picked_ties=len(tied), best=tuple(c[0] for c in best),
                      agree=pick[0] in {c[0] for c in best}, picked_score=pick[4],
-                     best_score=best[0][4], regret=float(regret), reason="")
+                     best_score=best[0][4], regret=float(regret),
+                     regret_fraction=float(regret / spread) if spread > 0 else nan, reason="")
 
 
 def _analyse_pair(report: CorrelationReport, key: PairKey,
@@ -468,20 +569,20 @@ def _analyse_pair(report: CorrelationReport, key: PairKey,
     report.best_layer.extend(layer_sel)
     report.best_checkpoint.extend(ck_sel)
 
-    def rate(selections: list[Selection]) -> tuple[float, int, float]:
+    def rate(selections: list[Selection]) -> tuple[float, int, float, float]:
         decided = [s for s in selections if s.agree is not None]
         if not decided:
-            return math.nan, 0, math.nan
+            return math.nan, 0, math.nan, math.nan
         return (sum(s.agree for s in decided) / len(decided), len(decided),
-                _mean(s.regret for s in decided))
+                _mean(s.regret for s in decided), _mean(s.regret_fraction for s in decided))
 
-    bl_rate, bl_n, bl_regret = rate(layer_sel)
-    ck_rate, ck_n, ck_regret = rate(ck_sel)
+    bl_rate, bl_n, bl_regret, bl_fraction = rate(layer_sel)
+    ck_rate, ck_n, ck_regret, ck_fraction = rate(ck_sel)
     within_rho = [c.spearman for c in within if math.isfinite(c.spearman)]
     collapse = [c.spearman for c in phases if c.phase == "collapse"]
     recovery = [c.spearman for c in phases if c.phase == "recovery"]
     report.summary.append(Summary(
-        **dataclasses.asdict(key), n_checkpoints=len(checkpoints), n_layers=len(layers),
+        **_fields(key), n_checkpoints=len(checkpoints), n_layers=len(layers),
         n_points=len(cells), within_rho_median=_median(within_rho),
         within_rho_min=min(within_rho) if within_rho else math.nan,
         within_rho_max=max(within_rho) if within_rho else math.nan,
@@ -489,7 +590,9 @@ def _analyse_pair(report: CorrelationReport, key: PairKey,
         across_rho_median=_median(c.spearman for c in across),
         across_n=sum(math.isfinite(c.spearman) for c in across),
         best_layer_agreement=bl_rate, best_layer_n=bl_n, best_layer_regret_mean=bl_regret,
+        best_layer_regret_fraction_mean=bl_fraction,
         checkpoint_agreement=ck_rate, checkpoint_n=ck_n, checkpoint_regret_mean=ck_regret,
+        checkpoint_regret_fraction_mean=ck_fraction,
         collapse_rho_median=_median(collapse),
         collapse_n=sum(math.isfinite(v) for v in collapse),
         recovery_rho_median=_median(recovery),

@@ -103,3 +103,30 @@ def power_law_fit(values: np.ndarray, first: int, last: int) -> PowerLawFit:
         else float("nan")
     )
     return PowerLawFit(alpha=float(-slope), intercept=float(intercept), r2=r2, r2_weighted=r2_w)
+
+
+def isoscore(values: np.ndarray, dim: int) -> float:
+    """IsoScore of a point cloud in R^dim from its covariance eigenvalues l.
+
+    Rudman, Gillman, Rayne and Eickhoff, "IsoScore: Measuring the Uniformity of Embedding
+    Space Utilization", Findings of ACL 2022: the variances along the principal axes are
+    scaled to norm sqrt(dim), their distance to the all-ones vector becomes the isotropy
+    defect delta, and IsoScore = ((dim - delta^2 (dim - sqrt(dim)))^2 - dim) / (dim (dim - 1)).
+    Expanding delta^2 = |sqrt(dim) l / |l| - 1|^2 / (2 (dim - sqrt(dim))) gives
+    dim - delta^2 (dim - sqrt(dim)) = sqrt(dim) sum(l) / |l|, so
+
+        IsoScore = (PR - 1) / (dim - 1),  PR = (sum l)^2 / sum l^2,
+
+    the participation ratio mapped onto [0, 1]: 0 when one direction holds all the variance, 1
+    when every one of the dim directions holds the same. The eigenvalues beyond min(N - 1, dim)
+    are 0 and change neither sum. NaN for an empty or all-zero spectrum or dim < 2.
+    """
+    return isoscore_from_ratio(participation_ratio(values), dim)
+
+
+def isoscore_from_ratio(ratio: float, dim: int) -> float:
+    """IsoScore ``(PR - 1) / (dim - 1)`` from a participation ratio measured in R^dim (see
+    :func:`isoscore`); NaN for a non-finite ratio or dim < 2."""
+    if dim < 2 or not np.isfinite(ratio):
+        return float("nan")
+    return float((ratio - 1.0) / (dim - 1.0))

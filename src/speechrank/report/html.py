@@ -26,7 +26,15 @@ from typing import Any
 
 import jinja2
 
-from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate, load_rows
+from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate
+from speechrank.analysis.baselines import metric_name
+from speechrank.analysis.correlate import (
+    focus_metric,
+    headline_verdicts,
+    load_source,
+    main_score,
+    main_score_verdicts,
+)
 from speechrank.analysis.flags import dominated, legend, not_converged
 from speechrank.analysis.progress import training_progress
 from speechrank.analysis.series import (
@@ -36,7 +44,7 @@ from speechrank.analysis.series import (
     collect_series,
     is_monitor_row,
 )
-from speechrank.analysis.tables import fmt, pair_columns
+from speechrank.analysis.tables import fmt, layer_choice_rows, pair_columns
 from speechrank.errors import SpeechrankError
 from speechrank.report import plots
 from speechrank.results import ResultRow, layer_sort_key
@@ -293,12 +301,12 @@ def write_report(source: Any, out_dir: str | Path, *,
     elif isinstance(source, (str, Path)):
         with ResultStore(source, create=False) as store:
             meta = store.meta()
-    rows = load_rows(source)
+    rows, records = load_source(source)
     if probe_split is None:
         probe_split = correlation.settings.get("probe_split", "test") if correlation else "test"
     if correlation is None:
         correlation = correlate(rows, n_bootstrap=n_bootstrap, seed=seed,
-                                probe_split=probe_split)
+                                probe_split=probe_split, checkpoints=records)
     found = collect_series(rows, probe_split=probe_split)
     page = _Page(out_dir)
 
@@ -306,6 +314,7 @@ def write_report(source: Any, out_dir: str | Path, *,
     metric_series = [s for s in found.metric if s not in monitor]
     focus = _focus(correlation, scatter)
 
+    _verdict_section(page, correlation)
     _headline(page, correlation, focus, rows, found)
     _progress_section(page, rows, probe_split)
     if focus:
@@ -320,6 +329,8 @@ def write_report(source: Any, out_dir: str | Path, *,
                         "better (PER) use a reversed colour map, so brighter is better "
                         "everywhere.")
     if correlation.summary:
+        _layer_choice_section(page, correlation)
+        _across_runs_section(page, rows, records, correlation)
         _selection_sections(page, correlation)
         _correlation_detail(page, correlation, found)
     if monitor:
@@ -354,6 +365,167 @@ def _focus(report: CorrelationReport, scatter: Sequence[tuple[str, str]] | None
 # ------------------------------------------------------------------------------ sections
 #: The probe score each kind of task is summed up by (the demo's headline uses the same).
 MAIN_SCORES = ("accuracy", "frame_accuracy", "per")
+
+_OUTCOME = {"told_more": ("told more", "num good"), "nothing_more": ("nothing more", "num"),
+            "against": ("against the score", "num bad"), "undefined": ("–", "num na")}
+
+
+def _interval_cell(low: float, high: float) -> Td:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return _cell("–", "num na")
+    return _cell(f"[{low:+.2f}, {high:+.2f}]", "num")
+
+
+def _regret_cell(value: float, se: float = math.nan) -> Td:
+    if not math.isfinite(value):
+        return _cell("–", "num na")
+    return _cell(f"{value:.2f}" + (f" ± {se:.2f}" if math.isfinite(se) else ""), "num")
+
+
+def _verdict_section(page: _Page, report: CorrelationReport) -> None:
+    """The page's opening: per task, did the focus metric tell more than the step and the
+    loss? One sentence each, the numbers behind them, then the same beside every metric."""
+    headline = headline_verdicts(report)
+    if not headline:
+        return
+    focus = focus_metric(report)
+    name = metric_name(*focus) if focus else "the metric"
+    loss = any(v.loss_available for v in headline)
+    page.section(
+        "verdict", f"Does {name} tell more than the step and the loss?",
+        "Every training run says two things about a checkpoint for free: how far training "
+        "has gone (the step) and the pretraining loss" + ("" if loss else
+        " (not in this store: it has no checkpoint records with a loss)") + ". Within each "
+        "layer, across checkpoints, the label-free metric earns its cost only if it tracks "
+        "the probe score beyond them: a partial Spearman ρ given the step whose 95 % interval "
+        "(over resampled checkpoints) lies above 0, or a checkpoint choice that loses less of "
+        "the score range than taking the last checkpoint, the first or the lowest loss, by "
+        "more than the standard error over layers. \"Nothing more\" is a finding, not a failure of "
+        "the analysis.")
+    several = len({v.model for v in headline}) > 1
+    page.add(RichList([[(_OUTCOME[v.outcome][0].capitalize() + ". ", True),
+                        ((f"{v.model}: " if several else "") + v.sentence, False)]
+                       for v in headline], "headline"))
+    body = []
+    for v in main_score_verdicts(report):
+        text, cls = _OUTCOME[v.outcome]
+        body.append([
+            *([_cell(v.model)] if several else []),
+            _cell(f"{v.metric}/{v.pooling}" + (" (−)" if v.metric_orientation < 0 else "")),
+            _cell(f"{v.task}: {v.score}" + (" (−)" if v.score_orientation < 0 else "")),
+            _cell(v.domain or "-"), _cell(str(v.n_checkpoints), "num"),
+            _cell(str(v.n_layers), "num"),
+            _rho_cell(v.metric_rho, v.metric_rho_low, v.metric_rho_high),
+            _rho_cell(v.step_rho, v.step_rho_low, v.step_rho_high),
+            _rho_cell(v.loss_rho, v.loss_rho_low, v.loss_rho_high),
+            _rho_cell(v.partial, v.partial_low, v.partial_high),
+            _regret_cell(v.regret_metric, v.regret_metric_se), _regret_cell(v.regret_last),
+            _regret_cell(v.regret_first), _regret_cell(v.regret_loss),
+            _cell(text, cls, v.sentence)])
+    page.add(Heading("Beside every metric"))
+    page.add(_table(
+        [*(["run"] if several else []), "metric", "probe", "domain", "ckpts", "layers",
+         "ρ metric", "ρ step", "ρ −loss",
+         "ρ given step", "regret", "regret last", "regret first", "regret low loss",
+         "verdict"], body,
+        "ρ: median over layers of the within-layer Spearman ρ with the task's main score "
+        "(below: the 95 % interval of that median over resampled checkpoints); ρ given step: "
+        "the median partial ρ; regret: mean over layers of (best − chosen) / (best − worst) "
+        "score over the layer's checkpoints when choosing by the metric (± standard error), "
+        "the last checkpoint, the first, the lowest loss. Hover a verdict for its sentence."))
+
+
+def _layer_choice_section(page: _Page, report: CorrelationReport) -> None:
+    selectors, rows = layer_choice_rows(report)
+    if not rows:
+        return
+    page.section(
+        "layer-choice", "Choosing a layer without labels",
+        "At every checkpoint, the layer each rule picks without labels, scored by the probe: "
+        "the regret as a fraction of the score range over the layers, (best − chosen) / "
+        "(best − worst), 0 for the best layer and 1 for the worst. rankme/sum: RankMe-t's "
+        "highest layer (which Aldeneh et al., ICASSP 2025, found unreliable for this); "
+        "isoscore: the most isotropic layer by IsoScore (Rudman et al., Findings of ACL 2022), "
+        "(PR − 1)/(D − 1) of the covariance spectrum's participation ratio PR; last layer: "
+        "the deepest, what most users take; first layer: the shallowest (a rule that "
+        "cannot tell the layers apart picks it too).")
+    body = []
+    for label, by_selector in rows:
+        cells = []
+        for name in selectors:
+            s = by_selector.get(name)
+            if s is None or not s.n_checkpoints:
+                cells.append(_cell("–", "num na"))
+                continue
+            cells.append(_cell(f"{s.regret_fraction_median:.2f}", "num",
+                               f"mean {s.regret_fraction_mean:.2f}"
+                               + (f" ± {s.regret_fraction_se:.2f}"
+                                  if math.isfinite(s.regret_fraction_se) else "")
+                               + f" over {s.n_checkpoints} checkpoints",
+                               note=f"best at {s.n_best}/{s.n_checkpoints}"))
+        body.append([_cell(label), *cells])
+    page.add(_table(["probe", *selectors], body,
+                    "median over checkpoints (hover: mean ± standard error); below: the "
+                    "checkpoints where the rule picked a best layer"))
+    others = sorted({s.selector for s in report.layer_choice_summary} - set(selectors))
+    if others:
+        body = []
+        for label, by_selector in rows:
+            cells = [_num(by_selector[n].regret_fraction_median) if n in by_selector
+                     else _cell("–", "num na") for n in others]
+            body.append([_cell(label), *cells])
+        page.add(Heading("Every label-free metric's highest layer"))
+        page.add(_table(["probe", *others], body, "median regret fraction over checkpoints"))
+
+
+def _across_runs_section(page: _Page, rows: Sequence[ResultRow], records: Sequence[Any],
+                         report: CorrelationReport) -> None:
+    """Across runs at one step, when the store holds more than one run."""
+    models = {s.model for s in report.summary}
+    if len(models) < 2:
+        return
+    from speechrank.analysis.across_runs import compare_runs
+
+    page.section("across-runs", "Across runs: does the signal pick the better run?",
+                 "The runs compared at one training step each (the last one they all "
+                 "measured): per layer, the Spearman ρ across runs of each signal with the "
+                 "probe score, and the regret of choosing the run with the highest signal, as "
+                 "a fraction of the score range over the runs. Across runs the loss may not be "
+                 "comparable (other targets, other codebooks): this is where a label-free "
+                 "metric can say what the loss cannot.")
+    try:
+        result = compare_runs(rows, records, n_bootstrap=report.settings.get("n_bootstrap",
+                                                                               1000),
+                              seed=report.settings.get("seed", 0),
+                              probe_split=report.settings.get("probe_split", "test"))
+    except SpeechrankError as exc:
+        page.add(Paragraph(f"Not compared: {exc}"))
+        return
+    page.add(_table(["run", "checkpoint", "step", "loss", "masked accuracy"],
+                    [[_cell(p.run), _cell(p.checkpoint), _cell(p.step, "num"),
+                      _num(p.loss if p.loss is not None else math.nan, 3),
+                      _num(p.train_accuracy if p.train_accuracy is not None else math.nan, 3)]
+                     for p in result.runs]))
+    scores: dict[tuple[str, ...], set[str]] = {}
+    for s in result.summary:
+        scores.setdefault((s.task, s.domain, s.probe_dataset), set()).add(s.score)
+    body = []
+    for s in sorted(result.summary, key=lambda s: (s.task, s.domain, s.kind != "training",
+                                                   s.signal)):
+        if s.score != main_score(scores[(s.task, s.domain, s.probe_dataset)]):
+            continue
+        body.append([_cell(s.signal + (" (−)" if s.metric_orientation < 0 else "")),
+                     _cell(f"{s.task}: {s.score}"), _cell(s.domain or "-"),
+                     _rho_cell(s.rho_median, s.rho_min, s.rho_max),
+                     _cell(f"{s.n_significant}/{s.n_layers}", "num"),
+                     _regret_cell(s.regret_fraction_mean, s.regret_fraction_se),
+                     _cell(f"{s.n_best}/{s.n_layers}", "num")])
+    page.add(_table(["signal", "probe", "domain", "ρ across runs", "layers with interval "
+                     "excluding 0", "regret", "best run chosen"], body,
+                    "ρ: median over layers (below: min and max over layers); regret: mean "
+                    "over layers ± standard error"))
+    if result.notes:
+        page.add(RichList([[(n, False)] for n in result.notes], "muted"))
 
 
 def _layer_lines(series: Series, checkpoints: Sequence[str], x_axis: plots.XAxis
