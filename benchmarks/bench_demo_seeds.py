@@ -82,6 +82,36 @@ def _finite(values: list[float]) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
+#: The verdict fields kept per (seed, task) in the JSON (see speechrank.analysis.baselines).
+VERDICT_FIELDS = ("task", "domain", "score", "metric_rho", "step_rho", "loss_rho", "partial",
+                  "partial_low", "partial_high", "regret_metric", "regret_metric_se",
+                  "regret_last", "regret_first", "regret_loss", "outcome", "told_more",
+                  "sentence")
+#: The label-free layer choices kept per (seed, task): RankMe-t's highest layer (the paper's
+#: negative result), IsoScore's most isotropic layer (Rudman et al. 2022), the last and the
+#: first layer.
+LAYER_SELECTORS = ("rankme/sum", "isoscore/frames", "last layer", "first layer")
+
+
+def seed_verdicts(work: Path, seed: int) -> dict[str, Any]:
+    """RankMe-t (sum) against the step and the loss, and the label-free layer choices, on one
+    seed's store: ``speechrank correlate``'s headline verdicts, as the CLI computes them."""
+    from speechrank.analysis import correlate
+    from speechrank.analysis.correlate import headline_verdicts
+
+    report = correlate(work / f"seed-{seed}" / "results.sqlite", seed=0)
+    layers = [r.to_dict() for r in report.layer_choice_summary]
+    return {
+        "seed": seed,
+        "verdicts": [{k: v.to_dict()[k] for k in VERDICT_FIELDS}
+                     for v in headline_verdicts(report)],
+        "layer_choice": [{k: r[k] for k in ("task", "domain", "selector", "n_checkpoints",
+                                             "n_best", "regret_fraction_median",
+                                             "regret_fraction_mean", "regret_fraction_se")}
+                         for r in layers if r["selector"] in LAYER_SELECTORS],
+    }
+
+
 def collect(work: Path) -> dict[str, Any]:
     seeds = [json.loads(p.read_text()) for p in sorted(work.glob("seed-*.json"))]
     if not seeds:
@@ -123,6 +153,8 @@ def collect(work: Path) -> dict[str, Any]:
                     "python": platform.python_version(), "torch": torch.__version__},
         "seeds": seeds,
         "spread": spread,
+        "verdicts": [seed_verdicts(work, s["seed"]) for s in seeds
+                     if (work / f"seed-{s['seed']}" / "results.sqlite").is_file()],
         "wall_seconds_median": statistics.median(s["wall_seconds"] for s in seeds),
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
