@@ -448,6 +448,10 @@ def pretrain(
     monitor_protocol: Annotated[str | None, typer.Option(help="The monitor follows a "
                                                          "published protocol: aldeneh2025 "
                                                          "or whetten2025.")] = None,
+    stop_on_collapse: Annotated[bool, typer.Option(help="End the run at the checkpoint where "
+                                                   "the monitor's collapse alarm fires (a "
+                                                   "layer's RankMe-t below 2 or half its "
+                                                   "best).")] = False,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -468,12 +472,14 @@ def pretrain(
     with RichProgress(enabled=not quiet) as progress:
         summary, monitor = pretrain_with_monitor(
             data, out, monitor_data=monitor_data, monitor_protocol=monitor_protocol,
-            minutes=minutes, steps=steps,
+            stop_on_collapse=stop_on_collapse, minutes=minutes, steps=steps,
             save_every=save_every, size=size, seed=seed, resume=resume,
             batch_size=batch_size, config=config, progress=progress)
     console.print(f"steps {summary.start_step} -> {summary.final_step} "
                   f"({summary.stopped_by}), {summary.steps_per_second:.2f} steps/s, "
                   f"{summary.audio_seconds_per_second:.0f} s audio/s")
+    if summary.stop_reason:
+        console.print(summary.stop_reason, markup=False, highlight=False)
     if summary.final_loss is not None:
         console.print(f"final loss {summary.final_loss:.3f}, masked-prediction accuracy "
                       f"{summary.final_accuracy:.3f}")
