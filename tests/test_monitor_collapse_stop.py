@@ -312,3 +312,13 @@ def test_stopping_on_collapse_needs_the_monitor(corpus: Path, tmp_path: Path) ->
     with pytest.raises(SpeechrankError, match="needs the rank monitor"):
         pretrain_with_monitor(str(corpus), tmp_path / "run", monitor_data="none",
                               stop_on_collapse=True, steps=1, config=TrainConfig(**FAST))
+
+
+def test_the_command_line_refuses_a_stop_without_the_monitor(corpus: Path,  # noqa: F811
+                                                             tmp_path: Path, capsys) -> None:
+    from speechrank.cli import main
+
+    code = main(["pretrain", str(corpus), str(tmp_path / "run"), "--steps", "1", "--quiet",
+                 "--size", "micro", "--monitor-data", "none", "--stop-on-collapse"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs the rank monitor" in err[0]
