@@ -352,18 +352,31 @@ def collapse_block(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def across_runs_block(store_path: Path) -> dict[str, Any]:
-    """Across runs at the last shared step: per metric and task, rho with its interval and
-    the regret of choosing the best run (the ``correlate --across runs`` analysis)."""
-    try:
-        from speechrank.analysis.across_runs import compare_runs
-    except ImportError:
-        return {"pending": "speechrank.analysis.across_runs.compare_runs is not available in "
-                           "this checkout"}
+    """Across runs at step 600, per signal (metric/pooling, or the loss) and task, on the
+    probe's main test score: rho with its bootstrap interval and the regret of choosing the
+    best run, per layer and over layers (:func:`compare_runs`, the ``correlate --across runs``
+    analysis)."""
+    from speechrank.analysis.across_runs import compare_runs
     from speechrank.store import ResultStore
 
     with ResultStore(store_path, create=False) as store:
-        result = compare_runs(store)
-    return result.to_dict() if hasattr(result, "to_dict") else result
+        result = compare_runs(store, step=STEPS, metrics=list(METRICS), tasks=list(TASKS))
+    full = result.to_dict()
+
+    def main_score(entry: dict[str, Any]) -> bool:
+        return MAIN_SCORE.get(entry["task"]) == entry["score"]
+
+    summary_keys = ("signal", "task", "score", "n_layers", "rho_median", "rho_min", "rho_max",
+                    "n_significant", "regret_fraction_mean", "regret_fraction_se", "n_best")
+    record_keys = ("signal", "task", "layer", "n_runs", "spearman", "spearman_low",
+                   "spearman_high", "picked", "best", "picked_score", "best_score", "regret",
+                   "regret_fraction")
+    return {
+        "step": full["step"], "runs": full["runs"], "left_out": full["left_out"],
+        "settings": full["settings"], "notes": full["notes"],
+        "summary": [{k: e[k] for k in summary_keys} for e in full["summary"] if main_score(e)],
+        "records": [{k: e[k] for k in record_keys} for e in full["records"] if main_score(e)],
+    }
 
 
 def collect(work: Path, note: str) -> None:
