@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _runs import training_summary
+
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "pretrain_recipes.json"
 
@@ -97,21 +99,10 @@ def probe(run: Path, corpus: Path, steps: list[int], cache: Path) -> None:
 
 
 def _run_record(run: Path) -> dict[str, Any]:
-    config = json.loads((run / "checkpoint-000000" / "config.json").read_text())
-    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    trains = [r for r in log if r["event"] == "train"]
-    start = next(r for r in log if r["event"] in ("start", "resume"))
     probes_path = run / "probes.json"
     return {
         "run": run.name,
-        "recipe": config.get("pretraining", {}),
-        "targets": start.get("targets"),
-        "torch_threads": start.get("torch_threads"),
-        "steps": trains[-1]["step"] if trains else 0,
-        "steps_per_second_median": sorted(r["steps_per_second"] for r in trains)[
-            len(trains) // 2] if trains else None,
-        "final_masked_accuracy": trains[-1]["accuracy"] if trains else None,
-        "final_majority_accuracy": trains[-1]["majority_accuracy"] if trains else None,
+        **training_summary(run),
         "test_scores_by_step": json.loads(probes_path.read_text())
         if probes_path.is_file() else {},
     }

@@ -91,3 +91,26 @@ def test_pretrainer_loss_starts_near_log_codebook_and_trains_the_encoder_only() 
 def test_warmup_inverse_sqrt(step: int, factor: float) -> None:
     assert WarmupInverseSqrt(100)(step) == pytest.approx(factor)
     assert WarmupInverseSqrt(0)(step) == 1.0
+
+
+def test_shuffled_targets_keep_their_counts_but_not_their_frames() -> None:
+    torch.manual_seed(0)
+    model = BestRqPretrainer(init_bestrq_model(config_for_size("micro"), 0), 1)
+    waves = torch.randn(3, 8000) * 0.1
+    lengths = torch.tensor([8000, 6000, 3000])
+    common = {"mask_prob": 1.0, "mask_span": 1, "noise_std": 0.1}
+
+    @torch.no_grad()
+    def run(shuffle: np.random.Generator | None):
+        return model(waves, lengths, rng=np.random.default_rng(0),
+                     noise_generator=torch.Generator().manual_seed(0), shuffle=shuffle,
+                     **common)
+
+    plain = run(None)
+    shuffled = run(np.random.default_rng(5))
+    again = run(np.random.default_rng(5))
+    # every valid frame is masked: the same targets, counted the same, in another order
+    assert np.array_equal(plain.target_counts, shuffled.target_counts)
+    assert shuffled.masked_frames == plain.masked_frames
+    assert float(shuffled.loss) == float(again.loss)
+    assert float(shuffled.loss) != float(plain.loss)

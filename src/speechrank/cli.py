@@ -437,6 +437,10 @@ def pretrain(
     seed: Annotated[int | None, typer.Option(help="Same seed, same run (CPU).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Crops per step.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="A TOML file of recipe fields "
+                                                "(targets, learning_rate, mask_prob ...; "
+                                                "see the README); the options above "
+                                                "win.")] = None,
     monitor_data: Annotated[str, typer.Option(help="Held-out DATA whose RankMe-t per layer "
                                               "is logged at every checkpoint; 'auto' = the "
                                               "test manifest of a synthetic corpus, 'none' "
@@ -444,24 +448,38 @@ def pretrain(
     monitor_protocol: Annotated[str | None, typer.Option(help="The monitor follows a "
                                                          "published protocol: aldeneh2025 "
                                                          "or whetten2025.")] = None,
+    stop_on_collapse: Annotated[bool, typer.Option(help="End the run at the checkpoint where "
+                                                   "the monitor's collapse alarm fires (a "
+                                                   "layer's RankMe-t below 2 or half its "
+                                                   "best).")] = False,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train the built-in small BEST-RQ encoder, saving checkpoints."""
+    """Pretrain the built-in small encoder on CPU, saving checkpoints.
+
+    The default recipe: HuBERT-style targets (k-means, K = 50, on the audio's own log-mel
+    frames), denoising (noise at 0-20 dB SNR on the input, clean targets), 200 ms masks,
+    AdamW to a peak learning rate of 2e-3 with linear decay; --recipe FILE changes any of it
+    (BEST-RQ targets: targets = "bestrq").
+    """
     _threads()
     from speechrank.monitor.pretrain import pretrain_with_monitor
+    from speechrank.pretrain.recipe import load_recipe
 
     if minutes is None and steps is None:
         raise SpeechrankError("give --minutes or --steps (or both)")
+    config = load_recipe(recipe) if recipe is not None else None
     with RichProgress(enabled=not quiet) as progress:
         summary, monitor = pretrain_with_monitor(
             data, out, monitor_data=monitor_data, monitor_protocol=monitor_protocol,
-            minutes=minutes, steps=steps,
+            stop_on_collapse=stop_on_collapse, minutes=minutes, steps=steps,
             save_every=save_every, size=size, seed=seed, resume=resume,
-            batch_size=batch_size, progress=progress)
+            batch_size=batch_size, config=config, progress=progress)
     console.print(f"steps {summary.start_step} -> {summary.final_step} "
                   f"({summary.stopped_by}), {summary.steps_per_second:.2f} steps/s, "
                   f"{summary.audio_seconds_per_second:.0f} s audio/s")
+    if summary.stop_reason:
+        console.print(summary.stop_reason, markup=False, highlight=False)
     if summary.final_loss is not None:
         console.print(f"final loss {summary.final_loss:.3f}, masked-prediction accuracy "
                       f"{summary.final_accuracy:.3f}")

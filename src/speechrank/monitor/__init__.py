@@ -2,13 +2,19 @@
 
 :class:`RankMonitor` measures RankMe-t (Aldeneh et al., ICASSP 2025) and the other label-free
 metrics of chosen layers on a fixed held-out set, from inside a training loop; it raises a
-:class:`RankCollapseWarning` when a layer collapses. Framework callbacks build on it, each
-importing its framework only when used: :mod:`speechrank.monitor.lightning`
-(``RankMonitorCallback``) and :mod:`speechrank.monitor.hf` (``RankMonitorTrainerCallback``);
-:func:`pretrain_monitor` is the monitor of ``speechrank pretrain --monitor-data``.
+:class:`RankCollapseWarning` when a layer collapses, and can end training when asked
+(:class:`CollapseStop`). Framework callbacks build on it, each importing its framework only
+when used: :mod:`speechrank.monitor.lightning` (``RankMonitorCallback``) and
+:mod:`speechrank.monitor.hf` (``RankMonitorTrainerCallback``); :func:`pretrain_monitor` is the
+monitor of ``speechrank pretrain --monitor-data``.
 """
 
-from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
+from speechrank.monitor.collapse import (
+    CollapseAlarm,
+    CollapseDetector,
+    CollapseStop,
+    RankCollapseWarning,
+)
 from speechrank.monitor.core import DEFAULT_MAX_UTTERANCES, MonitorResult, RankMonitor, metric_key
 from speechrank.monitor.pretrain import pretrain_monitor, pretrain_with_monitor
 
@@ -16,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_UTTERANCES",
     "CollapseAlarm",
     "CollapseDetector",
+    "CollapseStop",
     "MonitorResult",
     "RankCollapseWarning",
     "RankMonitor",

@@ -17,15 +17,22 @@ a layer collapsed gives a :class:`CollapseAlarm` (and a ``collapse/layer_<i>`` f
 the monitor's values); only a layer that *enters* the collapsed state, at its first collapsed
 check or after a healthy one, also gives a :class:`RankCollapseWarning` (``alarm.new``), so a
 layer that stays collapsed for a thousand checks warns once.
+
+The alarm can end training, opt-in: a :class:`CollapseStop` (given to the Lightning and Hugging
+Face callbacks as ``stop_on_collapse``, and behind ``speechrank pretrain --stop-on-collapse``)
+says stop once a layer has been collapsed at ``patience`` consecutive checks; a plain loop reads
+:attr:`MonitorResult.should_stop <speechrank.monitor.core.MonitorResult.should_stop>` (the
+alarm fired at this check) or asks a :class:`CollapseStop` about the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["CollapseAlarm", "CollapseDetector", "RankCollapseWarning"]
+__all__ = ["CollapseAlarm", "CollapseDetector", "CollapseStop", "RankCollapseWarning"]
 
 
 class RankCollapseWarning(UserWarning):
@@ -38,7 +45,8 @@ class CollapseAlarm:
 
     ``reason`` is ``below_min_rank``, ``dropped`` or ``non_finite``; ``best`` is the best value
     before this step (``None`` at the first check); ``new`` is true when the layer was not
-    collapsed at the previous check.
+    collapsed at the previous check; ``streak`` counts the consecutive checks, this one
+    included, at which the layer has been collapsed.
     """
 
     step: int | None
@@ -48,6 +56,7 @@ class CollapseAlarm:
     best: float | None
     reason: str
     new: bool = True
+    streak: int = 1
 
     def message(self) -> str:
         at = f"step {self.step}" if self.step is not None else "this check"
@@ -76,6 +85,7 @@ class CollapseDetector:
         self.max_drop = max_drop
         self.best: dict[str, float] = {}
         self.collapsed: set[str] = set()
+        self.streak: dict[str, int] = {}
 
     def check(self, step: int | None, values: Mapping[str, tuple[str, float]]
               ) -> list[CollapseAlarm]:
@@ -92,11 +102,62 @@ class CollapseDetector:
                   and value < (1.0 - self.max_drop) * best):
                 reason = "dropped"
             if reason is not None:
+                self.streak[key] = self.streak.get(key, 0) + 1
                 alarms.append(CollapseAlarm(step, key, layer, value, best, reason,
-                                            new=key not in self.collapsed))
+                                            new=key not in self.collapsed,
+                                            streak=self.streak[key]))
                 self.collapsed.add(key)
             else:
                 self.collapsed.discard(key)
+                self.streak.pop(key, None)
             if math.isfinite(value) and (best is None or value > best):
                 self.best[key] = value
         return alarms
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseStop:
+    """When the collapse alarm ends training: once a layer has been collapsed at ``patience``
+    consecutive checks (1: at the first alarm). A healthy run's deep layers can lose half
+    their rank early in training and recover (see the module docstring); a larger
+    ``patience`` waits that out at the price of stopping a real collapse later.
+
+    Call it with a :class:`~speechrank.monitor.core.MonitorResult` or a list of alarms: the
+    answer is whether to stop; :meth:`reasons` gives the alarms that decide it.
+    """
+
+    patience: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) \
+                or self.patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
+
+    @classmethod
+    def of(cls, choice: bool | CollapseStop | None) -> CollapseStop | None:
+        """A callback's ``stop_on_collapse``: ``True`` is ``CollapseStop()``, ``False`` or
+        ``None`` is no stop."""
+        if choice is None or choice is False:
+            return None
+        if choice is True:
+            return cls()
+        if isinstance(choice, cls):
+            return choice
+        raise ValueError(f"stop_on_collapse must be a bool or a CollapseStop, got {choice!r}")
+
+    def reasons(self, alarms: Iterable[CollapseAlarm] | Any) -> list[CollapseAlarm]:
+        """The alarms (of a result, or given) whose layer has been collapsed long enough."""
+        alarms = getattr(alarms, "alarms", alarms)
+        return [alarm for alarm in alarms if alarm.streak >= self.patience]
+
+    def __call__(self, alarms: Iterable[CollapseAlarm] | Any) -> bool:
+        return bool(self.reasons(alarms))
+
+    def message(self, alarms: Iterable[CollapseAlarm] | Any) -> str:
+        """One line: why training stops."""
+        chosen = self.reasons(alarms)
+        if not chosen:
+            return "no collapse"
+        layers = ", ".join(alarm.layer for alarm in chosen)
+        wait = (f" at {self.patience} consecutive checks" if self.patience > 1 else "")
+        return f"stopping on rank collapse (layer {layers}{wait}): {chosen[0].message()}"

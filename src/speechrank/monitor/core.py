@@ -119,6 +119,14 @@ class MonitorResult:
     alarms: list[CollapseAlarm]
     seconds: float
 
+    @property
+    def should_stop(self) -> bool:
+        """Whether the collapse alarm fired at this call: a loop that acts on collapse stops
+        here (``if monitor.measure(model, step).should_stop: break``). To wait until a layer
+        has stayed collapsed for several checks, ask a
+        :class:`~speechrank.monitor.collapse.CollapseStop` instead."""
+        return bool(self.alarms)
+
 
 def _run_name_of(encoder: SpeechEncoder) -> str:
     """The encoder's name; for a checkpoint directory such as ``runs/a/checkpoint-000100``

@@ -16,6 +16,11 @@ each evaluation (``on_evaluate``, default on) and, if asked, at each checkpoint 
 (``on_save``). A model with a head (``Wav2Vec2ForPreTraining``, ``HubertForCTC``) is measured
 through its base model.
 
+With ``stop_on_collapse`` (``True`` or a :class:`~speechrank.monitor.collapse.CollapseStop`),
+a measurement at which the collapse alarm asks to stop sets ``control.should_training_stop``:
+the Trainer ends the run after the current step, and
+:attr:`RankMonitorTrainerCallback.stop_reason` says at which step and why.
+
 Where the values go: a ``TrainerCallback`` is not given the trainer, so
 
 - once :meth:`RankMonitorTrainerCallback.attach` has given it the trainer, the values go
@@ -35,6 +40,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from speechrank.monitor.collapse import CollapseStop, RankCollapseWarning
 from speechrank.monitor.core import RankMonitor
 from speechrank.monitor.schedule import ModelChoice, StepSchedule
 
@@ -56,13 +62,17 @@ class RankMonitorTrainerCallback(TrainerCallback):
             path of the Trainer's model such as ``"wav2vec2"``; or a function of it (see
             :mod:`speechrank.monitor.schedule`).
         trainer: the Trainer to log through (or call :meth:`attach` later).
+        stop_on_collapse: end training when the collapse alarm fires (``True``) or when a
+            layer has stayed collapsed for a :class:`CollapseStop`'s ``patience`` checks;
+            ``False`` (default) only logs and warns.
     """
 
     def __init__(self, monitor: RankMonitor, *, every_n_steps: int | None = None,
                  on_evaluate: bool = True, on_save: bool = False, at_start: bool = False,
-                 model: ModelChoice = None, trainer: Any = None) -> None:
+                 model: ModelChoice = None, trainer: Any = None,
+                 stop_on_collapse: bool | CollapseStop = False) -> None:
         self.schedule = StepSchedule(monitor, every_n_steps=every_n_steps, at_start=at_start,
-                                     model=model)
+                                     model=model, stop=CollapseStop.of(stop_on_collapse))
         self.monitor = monitor
         self.measure_on_evaluate = on_evaluate
         self.measure_on_save = on_save
@@ -73,6 +83,11 @@ class RankMonitorTrainerCallback(TrainerCallback):
     def history(self) -> list[tuple[int, dict[str, float]]]:
         """``(step, values)`` of every measurement."""
         return self.schedule.history
+
+    @property
+    def stop_reason(self) -> tuple[int, str] | None:
+        """``(step, reason)`` of the measurement that stopped training (``None``: none)."""
+        return self.schedule.stop_reason
 
     def attach(self, trainer: Any) -> RankMonitorTrainerCallback:
         """Log through ``trainer`` and add this callback to it (once); returns self."""
@@ -94,13 +109,27 @@ class RankMonitorTrainerCallback(TrainerCallback):
             if planned is not None:
                 control.should_log = planned
                 self.trainer.control.should_log = planned
+        else:
+            state.log_history.append({**values, "step": step})
+        if self.schedule.should_stop():
+            self._stop(state, control)
+        if self.trainer is not None:
             return
-        state.log_history.append({**values, "step": step})
         if not self._warned and state.is_world_process_zero:
             self._warned = True
             warnings.warn("RankMonitorTrainerCallback has no trainer: its values are only in "
                           "state.log_history; call .attach(trainer) to send them to the "
                           "reporting integrations too", stacklevel=3)
+
+    def _stop(self, state: Any, control: Any) -> None:
+        already = control is not None and control.should_training_stop
+        if not already and state.is_world_process_zero:
+            warnings.warn(self.schedule.stop.message(self.schedule.last),  # type: ignore
+                          RankCollapseWarning, stacklevel=4)
+        # the Trainer acts on its own control object, which trainer.log may have replaced
+        for target in (control, getattr(self.trainer, "control", None)):
+            if target is not None:
+                target.should_training_stop = True
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        **kwargs: Any) -> None:

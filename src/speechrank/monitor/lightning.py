@@ -24,6 +24,11 @@ Values are named as :class:`~speechrank.monitor.RankMonitor` names them (``rankm
 - ``at_start``: once before the first step (step 0), written to the loggers only, as the
   baseline that early collapse is measured against.
 
+With ``stop_on_collapse`` (``True`` or a :class:`~speechrank.monitor.collapse.CollapseStop`),
+a measurement at which the collapse alarm asks to stop sets ``trainer.should_stop``: Lightning
+ends the run after the current step (running its usual end-of-training hooks, checkpoints
+included), and :attr:`RankMonitorCallback.stop_reason` says at which step and why.
+
 Under DDP every process runs the callback at the same steps and the monitor shares the
 held-out set between them (see :mod:`speechrank.monitor.core`).
 
@@ -32,8 +37,10 @@ Lightning is imported only when this module is: ``pip install 'speechrank[lightn
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from speechrank.monitor.collapse import CollapseStop, RankCollapseWarning
 from speechrank.monitor.core import RankMonitor
 from speechrank.monitor.schedule import ModelChoice, StepSchedule
 
@@ -64,14 +71,19 @@ class RankMonitorCallback(Callback):
             LightningModule such as ``"encoder"`` or ``"model.wav2vec2"``; or a function of
             it (see :mod:`speechrank.monitor.schedule`).
         prog_bar: show the values in the progress bar too.
+        stop_on_collapse: end training when the collapse alarm fires (``True``) or when a
+            layer has stayed collapsed for a :class:`CollapseStop`'s ``patience`` checks;
+            ``False`` (default) only logs and warns.
     """
 
     def __init__(self, monitor: RankMonitor, *, every_n_train_steps: int | None = None,
                  on_validation: bool = True, at_start: bool = False,
-                 model: ModelChoice = None, prog_bar: bool = False) -> None:
+                 model: ModelChoice = None, prog_bar: bool = False,
+                 stop_on_collapse: bool | CollapseStop = False) -> None:
         super().__init__()
         self.schedule = StepSchedule(monitor, every_n_steps=every_n_train_steps,
-                                     at_start=at_start, model=model)
+                                     at_start=at_start, model=model,
+                                     stop=CollapseStop.of(stop_on_collapse))
         self.monitor = monitor
         self.on_validation = on_validation
         self.prog_bar = prog_bar
@@ -81,8 +93,19 @@ class RankMonitorCallback(Callback):
         """``(step, values)`` of every measurement."""
         return self.schedule.history
 
+    @property
+    def stop_reason(self) -> tuple[int, str] | None:
+        """``(step, reason)`` of the measurement that stopped training (``None``: none)."""
+        return self.schedule.stop_reason
+
     def _measure(self, trainer: Any, pl_module: Any) -> dict[str, float]:
-        return self.schedule.measure(pl_module, int(trainer.global_step))[0]
+        values, fresh = self.schedule.measure(pl_module, int(trainer.global_step))
+        if fresh and self.schedule.should_stop():
+            if not trainer.should_stop and trainer.is_global_zero:
+                warnings.warn(self.schedule.stop.message(self.schedule.last),  # type: ignore
+                              RankCollapseWarning, stacklevel=3)
+            trainer.should_stop = True
+        return values
 
     @staticmethod
     def _to_loggers(trainer: Any, values: dict[str, float]) -> None:

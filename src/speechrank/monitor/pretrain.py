@@ -5,6 +5,10 @@ step)`` after each checkpoint save, so this monitor is built without a model and
 held-out set at the first call (step 0). Its rows are named the way ``speechrank sweep`` names
 the same checkpoints (``model`` = the run directory, ``checkpoint`` = ``checkpoint-000100``),
 so with a store the report shows them beside the sweep's probe results.
+
+With ``stop_on_collapse`` the collapse alarm ends the run at the checkpoint where it fires
+(``speechrank pretrain --stop-on-collapse``): that checkpoint is saved and resumable, and the
+summary says ``stopped_by="monitor"`` with the alarm's reason.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from speechrank.errors import SpeechrankError
+from speechrank.monitor.collapse import CollapseStop
 from speechrank.monitor.core import RankMonitor
 from speechrank.progress import ProgressArg, as_progress
 
@@ -57,13 +62,16 @@ def default_heldout(data: Any) -> str | None:
 
 def pretrain_with_monitor(data: Any, out_dir: Any, *, monitor_data: Any = "auto",
                           monitor_protocol: str | None = None,
+                          stop_on_collapse: bool | CollapseStop = False,
                           progress: ProgressArg = None, **pretrain_options: Any
                           ) -> tuple[Any, RankMonitor | None]:
     """:func:`speechrank.pretrain.pretrain` as the ``pretrain`` command runs it: with the rank
     monitor on ``monitor_data`` (``"auto"``: :func:`default_heldout` of ``data``; ``"none"``
     or ``None``: off), following ``monitor_protocol`` when given (see
-    :func:`pretrain_monitor`). Returns the summary and the monitor (``None`` when off); what
-    was chosen is logged through ``progress``."""
+    :func:`pretrain_monitor`), and, with ``stop_on_collapse`` (``True`` or a
+    :class:`CollapseStop`), ending the run when the collapse alarm says so. Returns the
+    summary and the monitor (``None`` when off); what was chosen is logged through
+    ``progress``."""
     from speechrank.pretrain import pretrain
 
     report = as_progress(progress)
@@ -78,5 +86,26 @@ def pretrain_with_monitor(data: Any, out_dir: Any, *, monitor_data: Any = "auto"
                               "which is off: give --monitor-data HELDOUT")
     elif monitor_data == "auto":
         report.log("no held-out set for the rank monitor: give --monitor-data HELDOUT")
-    summary = pretrain(data, out_dir, progress=report, monitor=monitor, **pretrain_options)
+    rule = CollapseStop.of(stop_on_collapse)
+    stop = None
+    if rule is not None:
+        if monitor is None:
+            raise SpeechrankError("stopping on collapse needs the rank monitor, which is off: "
+                                  "give --monitor-data HELDOUT")
+        stop = _collapse_stop(monitor, rule)
+    summary = pretrain(data, out_dir, progress=report, monitor=monitor, stop=stop,
+                       **pretrain_options)
     return summary, monitor
+
+
+def _collapse_stop(monitor: RankMonitor, rule: CollapseStop) -> Any:
+    """The ``stop`` hook of :func:`speechrank.pretrain.pretrain`: the reason to stop when the
+    monitor's measurement at this step asks for it."""
+
+    def stop(step: int) -> str | None:
+        last = monitor.last
+        if last is None or last.step != step or not rule(last):
+            return None
+        return rule.message(last)
+
+    return stop

@@ -7,6 +7,9 @@ same things the same way here, so that each argument has one meaning:
   ``at_start``'s job);
 - one measurement per step: a second request at the step just measured (an evaluation right
   after a scheduled step, several accumulated batches ending on one step) reuses the values;
+- ``stop``: a :class:`~speechrank.monitor.collapse.CollapseStop` (``stop_on_collapse``) asks
+  each new measurement whether the collapse alarm should end training (:meth:`should_stop`);
+  ``stop_reason`` keeps the step and the reason of the first that said yes;
 - ``model``: what to measure. ``None``: the model the monitor was built with, or, for a monitor
   built without one, the model the framework hands the callback (the LightningModule, the
   Trainer's model); a string: an attribute path of the framework's model (``"encoder"``,
@@ -20,7 +23,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from speechrank.monitor.core import RankMonitor
+from speechrank.monitor.collapse import CollapseStop
+from speechrank.monitor.core import MonitorResult, RankMonitor
 
 __all__ = ["ModelChoice", "StepSchedule"]
 
@@ -35,7 +39,12 @@ class StepSchedule:
     every_n_steps: int | None = None
     at_start: bool = False
     model: ModelChoice = None
+    stop: CollapseStop | None = None
     history: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)
+    #: the newest measurement's full result (rows and alarms)
+    last: MonitorResult | None = None
+    #: ``(step, message)`` of the measurement at which ``stop`` first said stop
+    stop_reason: tuple[int, str] | None = None
 
     def __post_init__(self) -> None:
         n = self.every_n_steps
@@ -62,6 +71,13 @@ class StepSchedule:
         """The values at ``step`` and whether they are new (``False``: reused)."""
         if self.measured_at(step):
             return dict(self.history[-1][1]), False
-        values = self.monitor(self.target(framework_model), step)
-        self.history.append((step, dict(values)))
-        return values, True
+        result = self.monitor.measure(self.target(framework_model), step)
+        self.last = result
+        self.history.append((step, dict(result.values)))
+        if self.stop_reason is None and self.should_stop():
+            self.stop_reason = (step, self.stop.message(result))  # type: ignore[union-attr]
+        return dict(result.values), True
+
+    def should_stop(self) -> bool:
+        """Whether the newest measurement asks training to stop (never without ``stop``)."""
+        return self.stop is not None and self.last is not None and self.stop(self.last)

@@ -1,19 +1,24 @@
-"""Pretraining speechrank's own small self-supervised encoder (BEST-RQ) on CPU.
+"""Pretraining speechrank's own small self-supervised encoder on CPU.
 
 ``pretrain(DATA, OUT, minutes=..., steps=...)`` is the Python side of
-``speechrank pretrain DATA OUT``: it trains :class:`speechrank.encoders.bestrq.BestRqModel` with
-the BEST-RQ objective and writes checkpoint directories that ``speechrank rank``, ``probe`` and
-``sweep`` read as MODEL (:func:`speechrank.encoders.bestrq.load_bestrq_checkpoint`).
+``speechrank pretrain DATA OUT``: it trains :class:`speechrank.encoders.bestrq.BestRqModel` by
+masked prediction (by default of HuBERT-style k-means targets under input noise; BEST-RQ's
+random-projection targets on request; see :mod:`speechrank.pretrain.recipe`) and writes
+checkpoint directories that ``speechrank rank``, ``probe`` and ``sweep`` read as MODEL
+(:func:`speechrank.encoders.bestrq.load_bestrq_checkpoint`). :func:`load_recipe` reads a recipe
+file (``speechrank pretrain --recipe FILE``).
 """
 
+from speechrank.pretrain.recipe import load_recipe
 from speechrank.pretrain.trainer import (
     LOG_FILE,
     Monitor,
     PretrainSummary,
+    StopHook,
     TrainConfig,
     WarmupInverseSqrt,
     pretrain,
 )
 
-__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
-           "pretrain"]
+__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "StopHook", "TrainConfig",
+           "WarmupInverseSqrt", "load_recipe", "pretrain"]

@@ -191,16 +191,25 @@ class BestRqPretrainer(nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, *, mask_prob: float,
                 mask_span: int, noise_std: float, rng: np.random.Generator,
                 noise_generator: torch.Generator, snr_db: torch.Tensor | None = None,
-                unmasked_weight: float = 0.0) -> MaskedPrediction:
+                unmasked_weight: float = 0.0,
+                shuffle: np.random.Generator | None = None) -> MaskedPrediction:
         """The loss of one batch.
 
         ``snr_db`` (``[B]``, optional) adds white noise to each row's input at that SNR while
         the targets come from the un-augmented waveforms. The loss is the cross-entropy on
         masked frames plus ``unmasked_weight`` times the cross-entropy on the valid unmasked
         frames (HuBERT's ``alpha``/``1 - alpha`` weighting; 0 = masked frames only).
+        ``shuffle`` (a control, not a recipe) permutes the targets across the batch's valid
+        frames with that generator: they keep their frequencies but say nothing about the input.
         """
         features, frames = self.encoder.frontend(waveforms, lengths)
         targets = self.quantizer(features)
+        if shuffle is not None:
+            valid = torch.arange(targets.shape[1], device=targets.device)[None, :] < frames[:, None]
+            kept = targets[valid]
+            order = torch.from_numpy(shuffle.permutation(kept.numel())).to(kept.device)
+            targets = targets.clone()
+            targets[valid] = kept[order]
         if snr_db is not None:
             noisy = add_noise(waveforms, lengths, snr_db, noise_generator)
             features, _ = self.encoder.frontend(noisy, lengths)

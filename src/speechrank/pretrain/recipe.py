@@ -26,24 +26,43 @@ tried and what each gave):
 
 Checkpoints of speechrank 0.1 recorded no ``targets`` field; :meth:`TrainConfig.from_dict`
 reads them with :data:`LEGACY_RECIPE`, the BEST-RQ recipe they were trained with.
+
+A recipe file (``speechrank pretrain --recipe FILE``) is a TOML table of these fields, read by
+:func:`load_recipe` and checked once, by type and range, against :class:`RecipeFile`; fields it
+leaves out keep the defaults above::
+
+    # BEST-RQ targets at a lower peak learning rate
+    targets = "bestrq"
+    learning_rate = 1e-3
+    input_snr_db = false   # no input noise (TOML has no null)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from collections.abc import Mapping
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 
-from speechrank.encoders.bestrq import config_for_size
+from speechrank.encoders.bestrq import SIZES, config_for_size
 from speechrank.errors import SpeechrankError
 from speechrank.pretrain.data import DEFAULT_MAX_PRELOAD_SECONDS
 from speechrank.pretrain.objective import TargetKind
+from speechrank.validation import STRICT, validate
 
-__all__ = ["LEGACY_RECIPE", "Schedule", "TrainConfig", "WarmupInverseSqrt", "WarmupLinear",
-           "derive_seed"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["LEGACY_RECIPE", "RecipeFile", "Schedule", "TrainConfig", "WarmupInverseSqrt",
+           "WarmupLinear", "derive_seed", "load_recipe"]
 
 Schedule = Literal["inverse_sqrt", "linear"]
 
@@ -61,7 +80,7 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 12
     crop_seconds: float = 2.56
-    learning_rate: float = 2e-3  # peak, reached at the end of warm-up
+    learning_rate: float = 2e-3  # peak, reached at the end of warm-up (0: weights never move)
     warmup_steps: int = 60
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.98)
@@ -86,14 +105,17 @@ class TrainConfig:
     # or "inverse_sqrt" (warm-up, then 1/sqrt(step), for runs with no step budget)
     schedule: Schedule = "linear"
     decay_steps: int | None = None
+    # a control, not a recipe: each step's targets are permuted across the batch's frames, so
+    # they say nothing about the input and the loss can only fall to the entropy of the codes
+    shuffle_targets: bool = False
 
     def __post_init__(self) -> None:
         checks = [
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.crop_seconds >= 0.1, f"crop seconds must be at least 0.1, "
                                        f"got {self.crop_seconds}"),
-            (self.learning_rate > 0, f"learning rate must be positive, "
-                                     f"got {self.learning_rate}"),
+            (self.learning_rate >= 0, f"learning rate must be >= 0, "
+                                      f"got {self.learning_rate}"),
             (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
             (0 < self.mask_prob <= 1, f"mask probability must be in (0, 1], "
                                       f"got {self.mask_prob}"),
@@ -168,6 +190,93 @@ LEGACY_RECIPE: dict[str, Any] = {
     "targets": "bestrq", "input_snr_db": None, "unmasked_weight": 0.0,
     "schedule": "inverse_sqrt", "decay_steps": None,
 }
+
+
+_Float = Annotated[float, pydantic.Strict()]
+
+
+class RecipeFile(pydantic.BaseModel):
+    """The schema of a recipe file: :class:`TrainConfig`'s fields with their types and ranges
+    (every key optional; what a file leaves out keeps :class:`TrainConfig`'s default)."""
+
+    model_config = pydantic.ConfigDict(**STRICT, allow_inf_nan=False)
+
+    size: Literal[tuple(SIZES)] = "tiny"  # type: ignore[valid-type]
+    seed: int = pydantic.Field(0, ge=0)
+    batch_size: int = pydantic.Field(12, ge=1)
+    crop_seconds: float = pydantic.Field(2.56, ge=0.1)
+    learning_rate: float = pydantic.Field(2e-3, ge=0.0)
+    warmup_steps: int = pydantic.Field(60, ge=0)
+    weight_decay: float = pydantic.Field(0.01, ge=0.0)
+    # TOML has no tuples: a two-number array, each number strictly a number
+    adam_betas: Annotated[tuple[Annotated[_Float, pydantic.Field(ge=0.0, lt=1.0)],
+                                Annotated[_Float, pydantic.Field(ge=0.0, lt=1.0)]],
+                          pydantic.Field(strict=False)] = (0.9, 0.98)
+    adam_eps: float = pydantic.Field(1e-8, gt=0.0)
+    grad_clip: float = pydantic.Field(1.0, gt=0.0)
+    mask_prob: float = pydantic.Field(0.08, gt=0.0, le=1.0)
+    mask_span: int = pydantic.Field(10, ge=1)
+    noise_std: float = pydantic.Field(0.1, ge=0.0)
+    max_preload_seconds: float = pydantic.Field(DEFAULT_MAX_PRELOAD_SECONDS, gt=0.0)
+    targets: TargetKind = "hubert"
+    num_clusters: int = pydantic.Field(50, ge=2)
+    kmeans_frames: int = pydantic.Field(50_000, ge=2)
+    kmeans_deltas: bool = False
+    # TOML has no null: ``false`` switches the input noise off
+    input_snr_db: (Annotated[tuple[_Float, _Float], pydantic.Field(strict=False)]
+                   | Literal[False] | None) = (0.0, 20.0)
+    unmasked_weight: float = pydantic.Field(0.5, ge=0.0)
+    schedule: Schedule = "linear"
+    decay_steps: int | None = pydantic.Field(None, ge=1)
+    shuffle_targets: bool = False
+
+    # cross-field rules are checked on the later field, so the error names a key
+    @pydantic.field_validator("kmeans_frames")
+    @classmethod
+    def _enough_frames(cls, value: int, info: pydantic.ValidationInfo) -> int:
+        clusters = info.data.get("num_clusters")
+        if clusters is not None and value < clusters:
+            raise ValueError(f"must be at least num_clusters ({clusters})")
+        return value
+
+    @pydantic.field_validator("input_snr_db")
+    @classmethod
+    def _ordered(cls, value: Any) -> Any:
+        if value and value[0] > value[1]:
+            raise ValueError("must be [low, high] with low <= high (dB), or false for none")
+        return value
+
+    @pydantic.field_validator("decay_steps")
+    @classmethod
+    def _after_warmup(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:
+        warmup = info.data.get("warmup_steps")
+        if (value is not None and warmup is not None
+                and info.data.get("schedule", "linear") == "linear" and value <= warmup):
+            raise ValueError(f"must be greater than warmup_steps ({warmup}) for the linear "
+                             "schedule")
+        return value
+
+    def to_config(self) -> TrainConfig:
+        """The :class:`TrainConfig` of the keys the file gave (the rest at its defaults)."""
+        values = {name: getattr(self, name) for name in self.model_fields_set}
+        if values.get("input_snr_db") is False:
+            values["input_snr_db"] = None
+        return TrainConfig(**values)
+
+
+def load_recipe(path: str | os.PathLike[str]) -> TrainConfig:
+    """The :class:`TrainConfig` of a recipe file (TOML; see :class:`RecipeFile`), or one
+    :class:`SpeechrankError` line naming the file, the key, the value and what is allowed."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpeechrankError(f"recipe {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpeechrankError(f"recipe {path}: cannot be read ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpeechrankError(f"recipe {path}: not valid TOML ({err})") from None
+    return validate(RecipeFile, raw, where=f"recipe {path}").to_config()
 
 
 class WarmupInverseSqrt:

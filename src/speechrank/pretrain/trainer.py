@@ -1,4 +1,4 @@
-"""The pretraining loop behind ``speechrank pretrain DATA OUT`` (BEST-RQ on CPU).
+"""The pretraining loop behind ``speechrank pretrain DATA OUT`` (masked prediction on CPU).
 
 The recipe (model size, crops, masking, optimiser, schedule) is a :class:`TrainConfig`
 (:mod:`speechrank.pretrain.recipe`); the data pipeline is :mod:`speechrank.pretrain.data`, the
@@ -10,7 +10,8 @@ steps, at each of ``save_steps`` and at the last step (see
 one JSON object per line with an ``event`` of ``start``, ``train`` (every ``log_every`` steps:
 loss, masked-prediction accuracy, the accuracy of always guessing the most frequent target
 code, the perplexity of the targets, learning rate, gradient norm, steps/s, audio seconds/s),
-``checkpoint``, ``monitor`` (what the ``monitor`` hook returned), ``monitor_error`` or ``end``.
+``checkpoint``, ``monitor`` (what the ``monitor`` hook returned), ``monitor_error``, ``stop``
+(the ``stop`` hook ended the run, with its reason) or ``end``.
 
 Determinism: for a seed, on CPU, with the same number of threads, two runs give identical
 weights; a run resumed from a checkpoint gives the weights an uninterrupted run would. Every
@@ -75,8 +76,8 @@ from speechrank.pretrain.reporting import ProgressBar, RunLog, Window, json_safe
 from speechrank.pretrain.targets import fit_kmeans_centroids, frontend_frames
 from speechrank.progress import ProgressArg
 
-__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "TrainConfig", "WarmupInverseSqrt",
-           "pretrain"]
+__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "StopHook", "TrainConfig",
+           "WarmupInverseSqrt", "pretrain"]
 
 LOG_FILE = "train_log.jsonl"
 #: Checkpoint interval when neither ``save_every`` nor ``save_steps`` is given.
@@ -85,6 +86,9 @@ DEFAULT_SAVE_EVERY = 100
 #: ``monitor(encoder, step) -> dict`` called after each checkpoint is saved; ``encoder`` wraps
 #: the live model (its ``encode`` runs in eval mode and restores train mode).
 Monitor = Callable[[BestRqEncoder, int], "Mapping[str, Any] | None"]
+#: ``stop(step) -> reason`` called after each checkpoint's save and monitor call: a reason (a
+#: non-empty string) ends the run at that checkpoint.
+StopHook = Callable[[int], "str | None"]
 
 _STREAM_MASK = 11
 _STREAM_NOISE = 12
@@ -92,6 +96,7 @@ _STREAM_QUANTIZER = 13
 _STREAM_TORCH = 14
 _STREAM_SNR = 15
 _STREAM_KMEANS = 16
+_STREAM_SHUFFLE = 17
 
 
 @dataclasses.dataclass
@@ -101,7 +106,7 @@ class PretrainSummary:
     out_dir: str
     start_step: int
     final_step: int
-    stopped_by: str  # "steps" or "minutes"
+    stopped_by: str  # "steps", "minutes" or "monitor" (the stop hook, see stop_reason)
     resumed_from: str | None
     checkpoints: list[str]  # written by this call, oldest first
     final_loss: float | None  # mean over the steps since the previous checkpoint
@@ -116,6 +121,7 @@ class PretrainSummary:
     skipped: list[dict[str, str]]
     recipe: dict[str, Any]
     model: dict[str, Any]
+    stop_reason: str | None = None  # what the stop hook said, when it ended the run
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,10 +203,10 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
              learning_rate: float | None = None, warmup_steps: int | None = None,
              max_preload_seconds: float | None = None, config: TrainConfig | None = None,
              progress: ProgressArg = None, log_every: int = 10,
-             monitor: Monitor | None = None,
+             monitor: Monitor | None = None, stop: StopHook | None = None,
              keep_training_state: str = "last",
              num_threads: int | None = None) -> PretrainSummary:
-    """Train speechrank's BEST-RQ encoder on ``data``, writing checkpoints into ``out_dir``.
+    """Train speechrank's small encoder on ``data``, writing checkpoints into ``out_dir``.
 
     Args:
         data: a :class:`Dataset` or a DATA spec (directory of audio, manifest,
@@ -216,7 +222,7 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
             always saved.
         size, seed, batch_size, crop_seconds, learning_rate, warmup_steps,
             max_preload_seconds: the recipe (defaults in :class:`TrainConfig`: ``tiny``, 0,
-            12, 2.56 s, 1e-3, 200, 7200 s); ``config`` gives all of it at once. On resume the
+            12, 2.56 s, 2e-3, 60, 7200 s); ``config`` gives all of it at once. On resume the
             checkpoint's recipe is used and a different explicit value is an error.
         resume: continue from the newest complete checkpoint of ``out_dir`` (a fresh start
             when there is none).
@@ -227,6 +233,10 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
             values go to ``train_log.jsonl`` and the checkpoint's ``trainer.json``. It runs
             with the global random generators saved and restored around it, so it cannot
             change the training trajectory; an exception in it is logged and warned about.
+        stop: ``stop(step) -> reason`` called after every checkpoint (after ``monitor``): a
+            reason ends the run at that checkpoint (saved, resumable), with ``stopped_by``
+            ``"monitor"`` and the reason in the summary and the log (the rank monitor's
+            collapse alarm: :func:`speechrank.monitor.pretrain.pretrain_with_monitor`).
         keep_training_state: ``"last"`` keeps optimiser state in the newest checkpoint only
             (older checkpoints keep weights, config and trainer.json); ``"all"`` keeps it in
             every checkpoint.
@@ -281,7 +291,7 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
     fingerprint = bank.fingerprint()
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, recipe, model_config, dataset, bank, fingerprint, monitor,
-               keep_training_state, save_every, save_at, log_every)
+               keep_training_state, save_every, save_at, log_every, stop)
     with preserved_rng(), _algorithms(True), _threads(num_threads):
         return run.execute(resume_from, minutes=minutes, steps=steps, progress=progress)
 
@@ -292,7 +302,7 @@ class _Run:
     def __init__(self, out: Path, recipe: TrainConfig, model_config: BestRqConfig,
                  dataset: Dataset, bank: AudioBank, fingerprint: str, monitor: Monitor | None,
                  keep_training_state: str, save_every: int | None,
-                 save_at: frozenset[int], log_every: int) -> None:
+                 save_at: frozenset[int], log_every: int, stop: StopHook | None = None) -> None:
         self.out = out
         self.recipe = recipe
         self.model_config = model_config
@@ -300,6 +310,8 @@ class _Run:
         self.bank = bank
         self.fingerprint = fingerprint
         self.monitor = monitor
+        self.stop = stop
+        self.stop_reason: str | None = None
         self.keep_all_states = keep_training_state == "all"
         self.save_every = save_every
         self.save_at = save_at
@@ -381,6 +393,11 @@ class _Run:
                    "loss": window.mean_loss, "accuracy": window.accuracy})
         if self.monitor is not None:
             self._call_monitor(path, log)
+        if self.stop is not None and self.stop_reason is None:
+            reason = self.stop(self.step)
+            if reason:
+                self.stop_reason = str(reason)
+                log.write({"event": "stop", "step": self.step, "reason": self.stop_reason})
         return path
 
     def _call_monitor(self, path: Path, log: RunLog) -> None:
@@ -433,7 +450,9 @@ class _Run:
                             rng=np.random.default_rng([seed, _STREAM_MASK, step]),
                             noise_generator=torch.Generator().manual_seed(
                                 derive_seed(seed, _STREAM_NOISE, step)),
-                            snr_db=snr_db, unmasked_weight=self.recipe.unmasked_weight)
+                            snr_db=snr_db, unmasked_weight=self.recipe.unmasked_weight,
+                            shuffle=np.random.default_rng([seed, _STREAM_SHUFFLE, step])
+                            if self.recipe.shuffle_targets else None)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise SpeechrankError(f"the loss is not finite at step {step}; lower the learning "
@@ -490,6 +509,8 @@ class _Run:
             return time.monotonic() - session_start
 
         def done() -> str | None:
+            if self.stop_reason is not None:
+                return "monitor"
             if steps is not None and self.step >= steps:
                 return "steps"
             if budget is not None and elapsed() >= budget:
@@ -518,6 +539,7 @@ class _Run:
                     stopped_by = done()
         session = elapsed()
         log.write({"event": "end", "step": self.step, "stopped_by": stopped_by,
+                   "stop_reason": self.stop_reason,
                    "session_seconds": round(session, 3),
                    "train_seconds": round(totals.seconds, 3)})
         return PretrainSummary(
@@ -533,7 +555,8 @@ class _Run:
             recipe=self.recipe.to_dict(),
             model={"size": self.recipe.size, **self.model_config.to_dict(),
                    "encoder_parameters": sum(p.numel()
-                                             for p in self.model.encoder.parameters())})
+                                             for p in self.model.encoder.parameters())},
+            stop_reason=self.stop_reason)
 
     def _save_due(self) -> bool:
         periodic = self.save_every is not None and self.step % self.save_every == 0
