@@ -57,6 +57,9 @@ class DemoSettings:
     rank_utterances: int = 1000
     max_frames: int = 25_600
     fit_workers: int = dataclasses.field(default_factory=default_fit_workers)
+    #: checkpoints swept side by side in worker processes ("auto": one per core; each worker
+    #: fits its probe layers in min(fit_workers, its threads) processes)
+    checkpoint_workers: int | str = "auto"
 
 
 @dataclasses.dataclass
@@ -114,7 +117,8 @@ def sweep_config(corpus: Path, settings: DemoSettings) -> dict[str, Any]:
              "domain": "out", **FAST_FRAME_PROBE},
         ],
         "options": {"seed": settings.seed, "cache_dir": str(settings.out / "feature-cache"),
-                    "fit_workers": settings.fit_workers},
+                    "fit_workers": settings.fit_workers,
+                    "checkpoint_workers": settings.checkpoint_workers},
     }
 
 
