@@ -627,13 +627,28 @@ def report(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seeds the bootstrap.")] = 0,
 ) -> None:
-    """A static HTML report with plots: rank and probes per layer and checkpoint."""
+    """A static HTML report with plots: rank and probes per layer and checkpoint.
+
+    Reused as it is when OUT holds a report drawn from the same store content with the same
+    options (see speechrank.report.inputs)."""
     from speechrank.report import write_report
+    from speechrank.report.inputs import forget, is_current, remember, report_inputs
+    from speechrank.store import ResultStore
 
     if not store.exists():
         raise SpeechrankError(f"store not found: {store}")
+    options = {"title": title, "probe_split": probe_split, "n_bootstrap": bootstrap,
+               "seed": seed}
+    with ResultStore(store, create=False) as opened:
+        inputs = report_inputs(opened, options)
+    if is_current(out, inputs):
+        console.print(f"report: {out / 'index.html'} (unchanged: drawn from this store's "
+                      "content with these options)")
+        return
+    forget(out)
     page = write_report(store, out, title=title, probe_split=probe_split,
                         n_bootstrap=bootstrap, seed=seed)
+    remember(out, inputs)
     console.print(f"report: {page}")
 
 
