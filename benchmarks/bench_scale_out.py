@@ -2,8 +2,8 @@
 
 Two comparisons, each timed as the wall clock of whole CLI commands (start-up included):
 
-1. ``sweep``: the same sweep serially (one process, torch on every core) and with
-   ``--ray local`` (a local Ray cluster with one CPU per core, every unit a task with one torch
+1. ``sweep``: the same sweep serially (``--workers 1``: one process, torch on every core) and
+   with ``--ray local`` (a local Ray cluster with one CPU per core, every unit a task with one torch
    thread). The demo's sweep needs a demo run directory (15 minutes to build), so the stand-in
    is a series of ``--checkpoints`` randomly initialised ``--model`` encoders
    (``random:NAME@SEED``, steps 0, 1000, ...), each with a rank unit on ``--rank-files`` FSDD
@@ -126,7 +126,10 @@ cache_dir = "{work / 'cache'}"
 """)
     base = [sys.executable, "-m", "speechrank", "sweep", str(work / "checkpoints.txt"),
             "--config", str(work / "sweep.toml"), "-q"]
-    serial = _timed([*base, "--store", str(work / "serial.sqlite")], work, None)
+    # --workers 1: the serial sweep in one process (its default would sweep the checkpoints in
+    # worker processes; bench_ray_demo_sweep.py compares those)
+    serial = _timed([*base, "--store", str(work / "serial.sqlite"), "--workers", "1"], work,
+                    None)
     # a fresh feature cache, so the Ray run encodes as much as the serial one did
     (work / "sweep.toml").write_text((work / "sweep.toml").read_text().replace(
         str(work / "cache"), str(work / "cache-ray")))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from speechrank import jsonsafe
 from speechrank.cli import main
 from speechrank.demo import DemoSettings, headline_rows, run_demo
 from speechrank.errors import SpeechrankError
@@ -11,7 +14,7 @@ from speechrank.store import ResultStore
 
 
 @pytest.mark.slow
-def test_demo_small_end_to_end_and_reuse(tmp_path):
+def test_demo_small_end_to_end_and_reuse(tmp_path, monkeypatch):
     settings = DemoSettings(out=tmp_path / "demo", corpus_minutes=4.0, pretrain_steps=24,
                             pretrain_minutes=None, save_steps=(0, 8, 16), rank_utterances=120)
     lines: list[str] = []
@@ -41,12 +44,49 @@ def test_demo_small_end_to_end_and_reuse(tmp_path):
     assert all("RankMe-t" in v for v in summary.verdicts)
     assert not any("no loss recorded" in v for v in summary.verdicts)
 
-    # A rerun in the same directory reuses every stage and every unit of the sweep.
+    # A rerun in the same directory reuses every stage, every unit of the sweep, and the
+    # analysis and report: nothing is correlated or drawn again, the page is untouched.
+    before = (page.read_bytes(), page.stat().st_mtime_ns)
+    calls = _count_analysis_calls(monkeypatch)
     again = run_demo(settings, progress=False, log=lines.append)
     assert "corpus" in again.reused and "pretrain" in again.reused
     assert any(item.startswith("sweep") for item in again.reused)
-    assert again.headline == summary.headline
+    assert "report" in again.reused and calls == []
+    assert (page.read_bytes(), page.stat().st_mtime_ns) == before
+    assert jsonsafe.plain(again.headline) == jsonsafe.plain(summary.headline)
+    assert again.progress == json.loads(jsonsafe.dumps(summary.progress))
     assert again.verdicts == summary.verdicts
+
+    # Something new in the store: the analysis and the report are made again.
+    with ResultStore(summary.store) as store:
+        store.set_meta("note", "a new entry")
+    third = run_demo(settings, progress=False, log=lines.append)
+    assert "report" not in third.reused
+    assert calls.count("correlate") == 1 and "write_report" in calls and "save" in calls
+    assert jsonsafe.plain(third.headline) == jsonsafe.plain(summary.headline)
+    assert third.verdicts == summary.verdicts
+
+
+def _count_analysis_calls(monkeypatch) -> list[str]:
+    """Record every call of the demo's analysis and drawing functions (by name)."""
+    import speechrank.analysis
+    import speechrank.analysis.progress
+    import speechrank.report
+    import speechrank.report.plots
+
+    calls: list[str] = []
+    for module, name in ((speechrank.analysis, "correlate"),
+                         (speechrank.analysis.progress, "training_progress"),
+                         (speechrank.report, "write_report"),
+                         (speechrank.report.plots, "save")):
+        original = getattr(module, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+    return calls
 
 
 def test_demo_refuses_a_foreign_directory(tmp_path, capsys):

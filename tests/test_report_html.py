@@ -24,7 +24,14 @@ LAYERS = ["cnn", "0", "1", "2"]
 TITLE = "demo <report> & co"
 
 
-def _rows() -> list[ResultRow]:
+#: The probes' dataset, as a sweep stores it: a DATA spec with an absolute path (filled in with
+#: the store's folder by the fixture); the page names it by its short name.
+LABELLED = "manifest:STORE/audio/labelled.csv#split=all"
+#: A path outside the store's folder, in the store's metadata.
+ELSEWHERE = "/opt/speech/fsdd/recordings"
+
+
+def _rows(labelled: str = "labelled") -> list[ResultRow]:
     rows = []
     for i, step in enumerate(STEPS):
         ckpt = f"ckpt&{step}"
@@ -39,7 +46,7 @@ def _rows() -> list[ResultRow]:
                                                ("pr", "per", 1.0 - acc, "in"),
                                                (XSS, "accuracy", acc, "a&b")):
                 for split in ("dev", "test"):
-                    rows.append(ResultRow(MODEL, ckpt, step, "labelled", layer, "mean", score,
+                    rows.append(ResultRow(MODEL, ckpt, step, labelled, layer, "mean", score,
                                           value, 120, 32, task=task, split=split,
                                           domain=domain, conventions={"seed": 0}))
     for step in range(0, 1000, 250):  # the training monitor's rows
@@ -56,8 +63,9 @@ def report_dir(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("report")
     with ResultStore(base / "store.sqlite") as store:
-        store.add_rows(_rows())
-        store.set_meta("sweep_config", {"note": XSS})
+        store.add_rows(_rows(LABELLED.replace("STORE", str(base))))
+        store.set_meta("sweep_config", {"note": XSS, "cache_dir": str(base / "cache"),
+                                        "data": ELSEWHERE})
         index = write_report(store, base / "out", title=TITLE, n_bootstrap=50)
     assert index == base / "out" / "index.html"
     return base / "out"
@@ -90,7 +98,7 @@ EXPECTED_SECTIONS = [
     "training", "Probe scores over training (test split)", "Choosing a layer without labels",
     "Best layer: does the "
     "highest-metric layer have the best score?", "Checkpoint selection within each layer",
-    "Correlations in detail", "Rank during training (monitor)",
+    "Correlations in detail", "Rank during training (monitor)", "Datasets",
     "Conventions and counts behind every number", "Analysis settings, notes and sweep metadata",
 ]
 
@@ -258,9 +266,117 @@ def test_report_opens_with_the_verdict_then_rank_and_score_over_training(report_
     headline = text.index('<h2 id="headline">')
     first_table_after = text.index("<table", headline)
     assert all(headline < text.index(src) < first_table_after for src in overview)
-    assert "RankMe-t on unlabelled&amp;data (top)" in text
+    assert "RankMe-t (rankme, sum pooling) on unlabelled&amp;data (top)" in text
+    assert "accuracy on labelled (all) (bottom)" in text
     # one verdict sentence per task, the store has no training records: no loss
     verdict = text[first_h2:headline]
     for task in ("ks (in", "ks (out", "pr (in", html.escape(XSS)):
         assert task in verdict
     assert "RankMe-t told" in verdict and "no checkpoint records" in verdict
+
+
+# ------------------------------------------------------------------------- names and paths
+def test_datasets_by_short_name_and_no_absolute_path(report_dir):
+    text = (report_dir / "index.html").read_text(encoding="utf-8")
+    base = str(report_dir.parent)
+    assert base not in text and ELSEWHERE not in text  # not in the text, not in an attribute
+    assert "…/fsdd/recordings" in text  # a path elsewhere: its last two parts
+    # the Datasets table: each short name with its spec, paths relative to the store's folder
+    datasets = text[text.index('<h2 id="datasets">'):text.index('<h2 id="conventions">')]
+    assert "<td>labelled (all)</td><td><code>manifest:audio/labelled.csv#split=all</code>" \
+        in datasets
+    assert "<td>unlabelled&amp;data</td>" in datasets and "held&amp;out" in datasets
+    # tables and captions use the short name
+    assert "labelled (all)" in text[:text.index('<h2 id="datasets">')]
+    assert "labelled.csv" not in text[:text.index('<h2 id="datasets">')]
+
+
+def test_overview_axis_labels_are_short_and_clear_of_the_ticks(report_dir, tmp_path,
+                                                                monkeypatch):
+    """The y labels of the rank-and-score figures name the metric and the score, not the
+    dataset, and never run over the tick labels."""
+    from speechrank.report import plots, write_report
+
+    drawn = []
+    original = plots.rank_and_score
+
+    def keep(*args, **kwargs):
+        fig = original(*args, **kwargs)
+        drawn.append((kwargs, fig))
+        return fig
+
+    monkeypatch.setattr(plots, "rank_and_score", keep)
+    write_report(report_dir.parent / "store.sqlite", tmp_path / "again", n_bootstrap=0)
+    assert len(drawn) == 4
+    for kwargs, fig in drawn:
+        assert kwargs["top_label"] == "RankMe-t"
+        assert kwargs["bottom_label"] in ("accuracy", "per")
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            label = ax.yaxis.label.get_window_extent(renderer)
+            assert label.x0 >= 0 and label.height <= ax.get_window_extent(renderer).height
+            for tick in ax.get_yticklabels():
+                if tick.get_text():
+                    assert not label.overlaps(tick.get_window_extent(renderer)), tick
+
+
+_WIDTH_PROBE = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="narrow" src="index.html" style="width:400px;height:800px;border:0"></iframe>
+<iframe id="wide" src="index.html" style="width:1280px;height:800px;border:0"></iframe>
+<script>
+var seen = {}, waiting = 2;
+function measure(frame) {
+  var doc = frame.contentDocument, root = doc.documentElement;
+  var wide = Array.from(doc.body.querySelectorAll('*')).filter(function (e) {
+    return e.getBoundingClientRect().right > root.clientWidth + 0.5 && !e.closest('.wrap');
+  }).slice(0, 5).map(function (e) { return e.tagName + ' ' + e.textContent.slice(0, 80); });
+  seen[frame.id] = {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth,
+                    innerWidth: frame.contentWindow.innerWidth, overflowing: wide,
+                    text: doc.body.innerText};
+  if (--waiting === 0) {
+    var pre = document.createElement('pre');
+    pre.id = 'speechrank-probe';
+    pre.textContent = JSON.stringify(seen);
+    document.body.appendChild(pre);
+  }
+}
+['narrow', 'wide'].forEach(function (id) {
+  var frame = document.getElementById(id);
+  frame.addEventListener('load', function () { measure(frame); });
+});
+</script></body></html>
+"""
+
+#: An absolute path in page text: a slash after a space, quote, bracket, '=' or ':' (or at the
+#: start), then a name and another slash.
+_ABSOLUTE_IN_TEXT = re.compile(r"(?:^|[\s\"'(=:\[])/[A-Za-z0-9._-]+/")
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_page_fits_400_and_1280_pixels_and_shows_no_absolute_path(report_dir, tmp_path):
+    """Headless Chromium opens the page in frames 400 and 1280 pixels wide (its windows are
+    at least 500 wide): the page never scrolls sideways (wide tables scroll in their own box),
+    and its text holds no absolute path."""
+    copy = tmp_path / "page"
+    shutil.copytree(report_dir, copy)
+    (copy / "probe.html").write_text(_WIDTH_PROBE, encoding="utf-8")
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--no-first-run", "--disable-extensions",
+           "--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=10000", "--window-size=1400,900", "--dump-dom",
+           (copy / "probe.html").as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    match = re.search(r'<pre id="speechrank-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"no probe output from Chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    seen = json.loads(html.unescape(match.group(1)))
+    for name, width in (("narrow", 400), ("wide", 1280)):
+        frame = seen[name]
+        assert frame["innerWidth"] == width
+        assert frame["scrollWidth"] <= frame["clientWidth"], (name, frame["overflowing"])
+        assert frame["overflowing"] == [], name
+        assert len(frame["text"]) > 2000
+        assert str(report_dir.parent) not in frame["text"]
+        assert _ABSOLUTE_IN_TEXT.search(frame["text"]) is None, \
+            _ABSOLUTE_IN_TEXT.search(frame["text"])

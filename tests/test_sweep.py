@@ -55,6 +55,7 @@ domain = "in"
 [options]
 seed = 0
 cache_dir = "{root / 'cache'}"
+checkpoint_workers = 1  # this process (the process executor: test_sweep_processes.py)
 """)
     return root
 

@@ -71,7 +71,8 @@ cache_dir = "{root / 'cache'}"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each Ray task runs: one thread, the same float sums
     try:
-        summary = sweep(root / "checkpoints.txt", root / "sweep.toml", serial, progress=False)
+        summary = sweep(root / "checkpoints.txt", root / "sweep.toml", serial, workers=1,
+                        progress=False)
     finally:
         torch.set_num_threads(threads)
     assert summary.units_done == UNITS

@@ -520,9 +520,18 @@ def sweep(
                                                  "threads).")] = 1.0,
     gpus_per_unit: Annotated[float, typer.Option(help="With --ray: GPUs each task "
                                                  "declares.")] = 0.0,
+    workers: Annotated[str | None, typer.Option("--workers", help="Checkpoints swept side by "
+                                                "side in worker processes: auto (one per core "
+                                                "when there are several checkpoints) or N; 1 "
+                                                "sweeps in this process. Default: the config's "
+                                                "checkpoint_workers (auto).")] = None,
 ) -> None:
     """Rank and probes of every layer over the checkpoints of one or more runs (resumable)."""
     _threads()
+    chosen_workers = _parse_workers(workers)
+    if ray is not None and chosen_workers is not None:
+        raise SpeechrankError("--workers does not apply with --ray (Ray places one task per "
+                              "checkpoint; see --cpus-per-unit)")
     from speechrank.store import ResultStore
     from speechrank.sweep import sweep as run_sweep
 
@@ -534,7 +543,8 @@ def sweep(
                                    cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
                                    progress=progress)
         else:
-            summary = run_sweep(runs, config, store, device=device, progress=progress)
+            summary = run_sweep(runs, config, store, device=device, workers=chosen_workers,
+                                progress=progress)
     console.print(f"{summary.checkpoints} checkpoints of {len(summary.runs)} run(s) "
                   f"({', '.join(summary.runs)}): {summary.units_done} units computed, "
                   f"{summary.units_reused} reused, {summary.rows_written} rows written to "
@@ -548,6 +558,19 @@ def sweep(
                 err_console.print(f"wrote {opened.to_csv(export_csv)}")
             if export_parquet:
                 err_console.print(f"wrote {opened.to_parquet(export_parquet)}")
+
+
+def _parse_workers(text: str | None) -> int | str | None:
+    """``--workers``: ``auto``, a positive integer, or not given (``None``)."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpeechrankError(f"--workers must be 'auto' or an integer >= 1, got {text!r}")
+    return value
 
 
 @app.command()
@@ -622,13 +645,28 @@ def report(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seeds the bootstrap.")] = 0,
 ) -> None:
-    """A static HTML report with plots: rank and probes per layer and checkpoint."""
+    """A static HTML report with plots: rank and probes per layer and checkpoint.
+
+    Reused as it is when OUT holds a report drawn from the same store content with the same
+    options (see speechrank.report.inputs)."""
     from speechrank.report import write_report
+    from speechrank.report.inputs import forget, is_current, remember, report_inputs
+    from speechrank.store import ResultStore
 
     if not store.exists():
         raise SpeechrankError(f"store not found: {store}")
+    options = {"title": title, "probe_split": probe_split, "n_bootstrap": bootstrap,
+               "seed": seed}
+    with ResultStore(store, create=False) as opened:
+        inputs = report_inputs(opened, options)
+    if is_current(out, inputs):
+        console.print(f"report: {out / 'index.html'} (unchanged: drawn from this store's "
+                      "content with these options)")
+        return
+    forget(out)
     page = write_report(store, out, title=title, probe_split=probe_split,
                         n_bootstrap=bootstrap, seed=seed)
+    remember(out, inputs)
     console.print(f"report: {page}")
 
 

@@ -20,6 +20,8 @@ for rank; the encoder never trained on them).
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +32,10 @@ from speechrank import jsonsafe
 from speechrank.errors import SpeechrankError
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.tabular import TextTable
+
+#: The demo report's title and bootstrap resamples.
+DEMO_TITLE = "speechrank demo: does rank track the probes?"
+DEMO_BOOTSTRAP = 1000
 
 #: The demo's checkpoints: 12, dense early, where rank and the probes move fastest.
 DEMO_SAVE_STEPS: tuple[int, ...] = (0, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600)
@@ -57,6 +63,9 @@ class DemoSettings:
     rank_utterances: int = 1000
     max_frames: int = 25_600
     fit_workers: int = dataclasses.field(default_factory=default_fit_workers)
+    #: checkpoints swept side by side in worker processes ("auto": one per core; each worker
+    #: fits its probe layers in min(fit_workers, its threads) processes)
+    checkpoint_workers: int | str = "auto"
 
 
 @dataclasses.dataclass
@@ -114,7 +123,8 @@ def sweep_config(corpus: Path, settings: DemoSettings) -> dict[str, Any]:
              "domain": "out", **FAST_FRAME_PROBE},
         ],
         "options": {"seed": settings.seed, "cache_dir": str(settings.out / "feature-cache"),
-                    "fit_workers": settings.fit_workers},
+                    "fit_workers": settings.fit_workers,
+                    "checkpoint_workers": settings.checkpoint_workers},
     }
 
 
@@ -132,6 +142,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
     from speechrank.audio.synthetic import make_corpus
     from speechrank.pretrain import pretrain
     from speechrank.report import write_report
+    from speechrank.report.inputs import forget, is_current, remember, report_inputs
     from speechrank.store import ResultStore
     from speechrank.sweep import SweepConfig, sweep
 
@@ -183,20 +194,49 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
         reused.append(f"sweep ({swept.units_reused} units)")
     stages["sweep"] = time.perf_counter() - started
 
-    # 4. correlate and report
+    # 4. correlate and report (reused when the store and the options are as they were)
     started = time.perf_counter()
+    page_dir = out / "report"
+    analysis = {"seed": settings.seed, "n_bootstrap": DEMO_BOOTSTRAP, "probe_split": "test",
+                "title": DEMO_TITLE}
     with ResultStore(store_path, create=False) as store:
-        report = correlate(store, seed=settings.seed)
-        moved = [p.to_dict() for p in training_progress(store.rows(split="test"))]
-        page = write_report(store, out / "report", correlation=report,
-                            title="speechrank demo: does rank track the probes?")
-    (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))
-    (out / "progress.json").write_text(jsonsafe.dumps(moved, indent=2))
+        inputs = report_inputs(store, analysis)
+        if is_current(page_dir, inputs, [out / name for name in ANALYSIS_FILES]):
+            reused.append("report")
+            log(f"report: the store holds what it held when {page_dir} was drawn; reusing it")
+            headline, moved, verdicts = _stored_analysis(out)
+            page = page_dir / "index.html"
+        else:
+            forget(page_dir)
+            report = correlate(store, seed=settings.seed, n_bootstrap=DEMO_BOOTSTRAP)
+            moved = [p.to_dict() for p in training_progress(store.rows(split="test"))]
+            page = write_report(store, page_dir, correlation=report, title=DEMO_TITLE)
+            (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))
+            (out / "progress.json").write_text(jsonsafe.dumps(moved, indent=2))
+            verdicts = [v.sentence for v in headline_verdicts(report)]
+            (out / "verdicts.json").write_text(jsonsafe.dumps(verdicts, indent=2))
+            remember(page_dir, inputs)
+            headline = [dict(s.to_dict()) for s in report.summary]
     stages["report"] = time.perf_counter() - started
-    headline = [dict(s.to_dict()) for s in report.summary]
     return DemoSummary(out=str(out), report=str(page), store=str(store_path),
                        headline=headline, stages=stages, reused=reused, progress=moved,
-                       verdicts=[v.sentence for v in headline_verdicts(report)])
+                       verdicts=verdicts)
+
+
+#: What the demo's analysis writes beside the report (read back when the report is reused).
+ANALYSIS_FILES = ("correlation.json", "progress.json", "verdicts.json")
+
+
+def _stored_analysis(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The headline, the progress and the verdicts of a finished demo, read back from its JSON
+    files (JSON has no NaN: an undefined value, written as null, reads back as NaN in the
+    headline)."""
+    def read(name: str) -> Any:
+        return json.loads((out / name).read_text(encoding="utf-8"))
+
+    headline = [{key: math.nan if value is None else value for key, value in entry.items()}
+                for entry in read("correlation.json")["summary"]]
+    return headline, read("progress.json"), read("verdicts.json")
 
 
 def check_output_dir(out: Path) -> None:
@@ -205,7 +245,7 @@ def check_output_dir(out: Path) -> None:
         raise SpeechrankError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         known = {"corpus", "run", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm",
-                 "report", "feature-cache", "correlation.json", "progress.json"}
+                 "report", "feature-cache", *ANALYSIS_FILES}
         strangers = sorted(p.name for p in out.iterdir() if p.name not in known)
         if strangers:
             raise SpeechrankError(f"--out {out} holds files the demo did not write "

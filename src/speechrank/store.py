@@ -628,6 +628,30 @@ class ResultStore:
         row = self._conn.execute("SELECT status FROM units WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] == "done"
 
+    def content_digest(self) -> str:
+        """SHA-256 of what the store holds, not of when it was written: every result row
+        (identity, value, counts, conventions), every unit's key, status and row count, the
+        recorded checkpoints and the metadata. Equal digests mean an analysis of the two
+        stores sees the same thing (a rerun that only recorded its checkpoints again, or
+        wrote the same rows again, keeps the digest)."""
+        tables = {
+            "results": "SELECT model, checkpoint, step, dataset, layer, pooling, metric, value, "
+                       "n_rows, dim, task, split, domain, conventions FROM results ORDER BY "
+                       "model, checkpoint, dataset, layer, pooling, metric, task, split, "
+                       "domain, conventions_hash",
+            "units": "SELECT key, status, n_results FROM units ORDER BY key",
+            "checkpoints": "SELECT run, checkpoint, path, format, step, digest, training "
+                           "FROM checkpoints ORDER BY run, checkpoint",
+            "meta": "SELECT key, value FROM meta ORDER BY key",
+        }
+        digest = hashlib.sha256()
+        for table, query in tables.items():
+            digest.update(f"[{table}]\n".encode())
+            for record in self._conn.execute(query):
+                # repr keeps every float exact (NaN included); one line per row
+                digest.update(repr(tuple(record)).encode() + b"\n")
+        return digest.hexdigest()
+
     def units(self) -> list[UnitRecord]:
         """Every committed unit, in the order they finished."""
         out = []

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate
 from speechrank.analysis.baselines import metric_name
@@ -47,6 +48,7 @@ from speechrank.analysis.series import (
 from speechrank.analysis.tables import fmt, layer_choice_rows, pair_columns
 from speechrank.errors import SpeechrankError
 from speechrank.report import plots
+from speechrank.report.names import dataset_names, display_paths
 from speechrank.results import ResultRow, layer_sort_key
 from speechrank.store import VOLATILE_CONVENTION_KEYS, ResultStore
 
@@ -204,10 +206,13 @@ def _key_headers(cols: Sequence[str]) -> list[str]:
     return [names.get(c, c) for c in cols]
 
 
-def _key_cells(key: PairKey, cols: Sequence[str]) -> list[Td]:
+def _key_cells(key: PairKey, cols: Sequence[str], datasets: Mapping[str, str]) -> list[Td]:
+    """The cells naming ``key`` (datasets by their short names)."""
     out = []
     for c in cols:
         text = str(getattr(key, c))
+        if c in ("metric_dataset", "probe_dataset"):
+            text = datasets.get(text, text)
         if (c == "metric" and key.metric_orientation < 0) or (
                 c == "score" and key.score_orientation < 0):
             text += " (−)"
@@ -241,12 +246,13 @@ def _short_name(s: Series) -> str:
     return text + (f" [{s.variant}]" if s.variant else "")
 
 
-def _series_name(s: Series) -> str:
+def _series_name(s: Series, datasets: Mapping[str, str]) -> str:
     f = s.fields
+    data = datasets.get(f["dataset"], f["dataset"])
     if s.kind == "metric":
-        text = f"{f['metric']} ({f['pooling']} pooling) on {f['dataset']}"
+        text = f"{f['metric']} ({f['pooling']} pooling) on {data}"
     else:
-        text = f"{f['task']}: {f['score']}, {f['domain'] or '-'} domain, on {f['dataset']}"
+        text = f"{f['task']}: {f['score']}, {f['domain'] or '-'} domain, on {data}"
     return f"{f['model']} · {text}" + (f" [{s.variant}]" if s.variant else "")
 
 
@@ -254,8 +260,10 @@ def _series_name(s: Series) -> str:
 class _Page:
     """Sections of blocks, and the images written so far."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, datasets: Mapping[str, str]) -> None:
         self.out_dir = out_dir
+        #: dataset spec -> its short name (:func:`~speechrank.report.names.dataset_names`)
+        self.datasets = dict(datasets)
         self.img_dir = out_dir / "img"
         self.img_dir.mkdir(parents=True, exist_ok=True)
         self.sections: list[Section] = []
@@ -296,11 +304,15 @@ def write_report(source: Any, out_dir: str | Path, *,
     if out_dir.exists() and not out_dir.is_dir():
         raise SpeechrankError(f"{out_dir}: exists and is not a directory")
     meta: dict[str, Any] = {}
+    # paths on the page are shown relative to the store's folder (see report.names)
+    base = out_dir.resolve().parent
     if isinstance(source, ResultStore):
         meta = source.meta()
+        base = source.path.resolve().parent
     elif isinstance(source, (str, Path)):
         with ResultStore(source, create=False) as store:
             meta = store.meta()
+        base = Path(source).resolve().parent
     rows, records = load_source(source)
     if probe_split is None:
         probe_split = correlation.settings.get("probe_split", "test") if correlation else "test"
@@ -308,7 +320,7 @@ def write_report(source: Any, out_dir: str | Path, *,
         correlation = correlate(rows, n_bootstrap=n_bootstrap, seed=seed,
                                 probe_split=probe_split, checkpoints=records)
     found = collect_series(rows, probe_split=probe_split)
-    page = _Page(out_dir)
+    page = _Page(out_dir, dataset_names(r.dataset for r in rows))
 
     monitor = [s for s in found.metric if s.is_monitor]
     metric_series = [s for s in found.metric if s not in monitor]
@@ -337,6 +349,7 @@ def write_report(source: Any, out_dir: str | Path, *,
         _series_section(page, "monitor", "Rank during training (monitor)", monitor, found,
                         "Rows written by the training monitor on its held-out set.",
                         heatmaps=False)
+    _datasets_section(page, rows)
     _conventions_section(page, found, monitor)
     _settings_section(page, correlation, meta)
 
@@ -345,7 +358,11 @@ def write_report(source: Any, out_dir: str | Path, *,
               f" in {len(found.score)} series; {len(correlation.summary)} metric-score pairs.")
     from speechrank import __version__
 
-    document = _ENV.get_template("report.html.j2").render(
+    # every string of data the template writes goes through display_paths: no absolute path
+    # on the page (markup the template built itself, a macro's output, is left as it is)
+    env = _ENV.overlay(finalize=lambda value: display_paths(value, base)
+                       if isinstance(value, str) and not isinstance(value, Markup) else value)
+    document = env.get_template("report.html.j2").render(
         title=title, counts=counts, sections=page.sections, version=__version__)
     index = out_dir / "index.html"
     index.write_text(document, encoding="utf-8")
@@ -563,10 +580,12 @@ def _rank_and_score_figures(page: _Page, found: SeriesSet) -> None:
         title = f"{f['task']} ({f['domain'] or '-'} domain): RankMe-t and {name} by layer"
         fig = plots.rank_and_score(_layer_lines(rank, checkpoints, x_axis),
                                    _layer_lines(score, checkpoints, x_axis), x_axis, title=title,
-                                   top_label="RankMe-t (rankme, sum)",
-                                   bottom_label=f"{name} ({f['dataset']})")
-        caption = (f"{f['task']}: RankMe-t on {rank.fields['dataset']} (top) and the probe's "
-                   f"{name} (bottom) over training, one line per layer, {model}")
+                                   top_label="RankMe-t", bottom_label=name)
+        names = page.datasets
+        caption = (f"{f['task']}: RankMe-t (rankme, sum pooling) on "
+                   f"{names.get(rank.fields['dataset'], rank.fields['dataset'])} (top) and the "
+                   f"probe's {name} on {names.get(f['dataset'], f['dataset'])} (bottom) over "
+                   f"training, one line per layer, {model}")
         page.add(page.figure(fig, "overview", [*score.key, score.variant], caption))
 
 
@@ -610,7 +629,7 @@ def _headline(page: _Page, report: CorrelationReport, focus: Sequence[tuple[str,
     body = []
     for s in report.summary:
         body.append([
-            *_key_cells(s, cols), _cell(str(s.n_checkpoints), "num"),
+            *_key_cells(s, cols, page.datasets), _cell(str(s.n_checkpoints), "num"),
             _cell(str(s.n_layers), "num"),
             _rho_cell(s.within_rho_median, n=s.within_n),
             _cell((f"{fmt(s.within_rho_min, signed=True)} … "
@@ -711,7 +730,7 @@ def _series_section(page: _Page, anchor: str, title: str, series: Sequence[Serie
         x_axis = _x_axis(checkpoints, found.steps, model)
         lines = _layer_lines(s, checkpoints, x_axis)
         name = s.fields["metric"] if s.kind == "metric" else s.fields["score"]
-        caption = _series_name(s)
+        caption = _series_name(s, page.datasets)
         short = _short_name(s)
         figures = [page.figure(plots.line_plot(lines, x_axis, title=short, ylabel=name),
                                f"{anchor}-line", [*s.key, s.variant],
@@ -753,8 +772,9 @@ def _selection_sections(page: _Page, report: CorrelationReport) -> None:
     grid: dict[PairKey, dict[str, Selection]] = {}
     for s in report.best_layer:
         grid.setdefault(s.pair, {})[labels[(s.model, s.checkpoint)]] = s
-    body = [[*_key_cells(p, cols), *[_selection_cell(grid.get(p, {}).get(c), True)
-                                     for c in order]] for p in report.pairs]
+    names = page.datasets
+    body = [[*_key_cells(p, cols, names), *[_selection_cell(grid.get(p, {}).get(c), True)
+                                            for c in order]] for p in report.pairs]
     page.add(_table([*_key_headers(cols), *order], body, "columns: checkpoints (step)"))
 
     page.section("checkpoint-selection", "Checkpoint selection within each layer",
@@ -765,8 +785,8 @@ def _selection_sections(page: _Page, report: CorrelationReport) -> None:
     grid = {}
     for s in report.best_checkpoint:
         grid.setdefault(s.pair, {})[s.layer] = s
-    body = [[*_key_cells(p, cols), *[_selection_cell(grid.get(p, {}).get(layer), False)
-                                     for layer in layers]] for p in report.pairs]
+    body = [[*_key_cells(p, cols, names), *[_selection_cell(grid.get(p, {}).get(layer), False)
+                                            for layer in layers]] for p in report.pairs]
     page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
 
 
@@ -831,7 +851,7 @@ def _correlation_detail(page: _Page, report: CorrelationReport, found: SeriesSet
             values = layer_rows(p, x)
             marks.append(_flags(values)[0])
             cells.append(_flagged(_corr_cell(grid.get(p, {}).get(x)), values))
-        body.append([*_key_cells(p, cols), *cells])
+        body.append([*_key_cells(p, cols, page.datasets), *cells])
     caption = legend(marks).replace("\n", "; ")
     page.add(Heading("Within each layer, across checkpoints"))
     page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body,
@@ -842,8 +862,8 @@ def _correlation_detail(page: _Page, report: CorrelationReport, found: SeriesSet
     grid = {}
     for c in report.across_layers:
         grid.setdefault(c.pair, {})[labels.get((c.model, c.checkpoint), c.checkpoint)] = c
-    body = [[*_key_cells(p, cols), *[_corr_cell(grid.get(p, {}).get(x)) for x in order]]
-            for p in report.pairs]
+    body = [[*_key_cells(p, cols, page.datasets),
+             *[_corr_cell(grid.get(p, {}).get(x)) for x in order]] for p in report.pairs]
     page.add(Heading("Across layers, at each checkpoint (step)"))
     page.add(_table([*_key_headers(cols), *order], body))
 
@@ -869,7 +889,7 @@ def _correlation_detail(page: _Page, report: CorrelationReport, found: SeriesSet
                                   + (f" ({c.reason})" if c.reason else "")
                                   for c in (col, rec) if c)
                 cells.append(_cell(text, "num", title))
-            body.append([*_key_cells(p, cols), *cells])
+            body.append([*_key_cells(p, cols, page.datasets), *cells])
         page.add(_table([*_key_headers(cols), *[f"layer {x}" for x in layers]], body))
 
 
@@ -899,6 +919,22 @@ def _conventions_text(rows: Sequence[ResultRow]) -> tuple[str, str]:
     return ", ".join(constant), ", ".join(varying)
 
 
+def _datasets_section(page: _Page, rows: Sequence[ResultRow]) -> None:
+    """The datasets by their short names, each with its full spec and what used it."""
+    if not page.datasets:
+        return
+    page.section("datasets", "Datasets",
+                 "The short names the figures and tables use, and the DATA spec each stands "
+                 "for (paths relative to the results store's folder).")
+    used: dict[str, set[str]] = {}
+    for r in rows:
+        used.setdefault(r.dataset, set()).add(
+            f"probe {r.task}" if r.task else ("monitor" if is_monitor_row(r) else "metrics"))
+    body = [[_cell(name), _cell(spec, code=True), _cell(", ".join(sorted(used.get(spec, ()))))]
+            for spec, name in sorted(page.datasets.items(), key=lambda item: item[1])]
+    page.add(_table(["name", "DATA spec", "used by"], body))
+
+
 def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series]) -> None:
     page.section("conventions", "Conventions and counts behind every number",
                  "n_rows is the number of embedding rows a metric saw (utterances for sum and "
@@ -914,7 +950,7 @@ def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series
         mark, why = _flags(rows)
         marks.append(mark)
         body.append([
-            _cell(kind), _cell(_series_name(s)), _cell(str(len(rows)), "num"),
+            _cell(kind), _cell(_series_name(s, page.datasets)), _cell(str(len(rows)), "num"),
             _cell(str(len({c for c, _ in s.points})), "num"), _cell(str(len(s.layers())), "num"),
             _cell(_values_text(r.n_rows for r in rows), "num"),
             _cell(_values_text(r.dim for r in rows), "num"),
@@ -925,6 +961,13 @@ def _conventions_section(page: _Page, found: SeriesSet, monitor: Sequence[Series
     page.add(_table(["kind", "series", "rows", "checkpoints", "layers", "n_rows", "dim",
                      "conventions", "differ between rows", "flags"], body,
                     legend(marks).replace("\n", "; ")))
+
+
+def _with_short_names(text: str, datasets: Mapping[str, str]) -> str:
+    """``text`` with every dataset spec in it replaced by its short name."""
+    for spec in sorted(datasets, key=len, reverse=True):  # a spec may contain a shorter one
+        text = text.replace(spec, datasets[spec])
+    return text
 
 
 def _settings_section(page: _Page, report: CorrelationReport, meta: Mapping[str, Any]) -> None:
@@ -945,7 +988,8 @@ def _settings_section(page: _Page, report: CorrelationReport, meta: Mapping[str,
     page.add(_table(["setting", "value"], [[_cell(k), _cell(v)] for k, v in items]))
     if report.notes:
         page.add(Heading("Notes"))
-        page.add(RichList([[(n, False)] for n in report.notes]))
+        page.add(RichList([[(_with_short_names(n, page.datasets), False)]
+                           for n in report.notes]))
     if meta:
         page.add(Heading("Sweep metadata"))
         for key, value in meta.items():

@@ -14,20 +14,23 @@ Three rooms:
   which run), and what the store records of each checkpoint;
 - :mod:`~speechrank.sweep.units` and :mod:`~speechrank.sweep.run`: the units, the one
   computation of a unit, and :func:`~speechrank.sweep.run.run_units`, the one loop that commits
-  them whichever executor computes them (in this process, or Ray tasks in
-  :mod:`~speechrank.sweep.ray_executor`).
+  them whichever executor computes them: in this process
+  (:mod:`~speechrank.sweep.checkpoint_task`, which also holds the computation of one
+  checkpoint's units that every executor shares), in worker processes on this machine
+  (:mod:`~speechrank.sweep.process_executor`, chosen by default when there are cores to
+  spare), or as Ray tasks (:mod:`~speechrank.sweep.ray_executor`).
 
 Within a checkpoint, every audio file is decoded and encoded once: the units run in order
 (rank first) and share a :class:`~speechrank.extract.FrameMemo`, so a probe on the rank data's
 audio (or on another probe's) replays the frames the earlier pass computed.
 """
 
+from speechrank.sweep.checkpoint_task import SerialExecutor, UnitOutcome
 from speechrank.sweep.config import PROBE_OPTIONS, ProbeSpec, SweepConfig, probe_recipe
+from speechrank.sweep.process_executor import ProcessExecutor, plan_workers
 from speechrank.sweep.run import (
     Executor,
-    SerialExecutor,
     SweepSummary,
-    UnitOutcome,
     find_all,
     group_by_checkpoint,
     run_units,
@@ -56,6 +59,7 @@ __all__ = [
     "CheckpointSeries",
     "Executor",
     "ProbeSpec",
+    "ProcessExecutor",
     "SerialExecutor",
     "SweepConfig",
     "SweepSummary",
@@ -70,6 +74,7 @@ __all__ = [
     "group_by_checkpoint",
     "merge_skip_counts",
     "plan_units",
+    "plan_workers",
     "probe_recipe",
     "run_name",
     "run_units",

@@ -27,6 +27,7 @@ The sweep is described by a TOML file::
     batch_seconds = 32.0
     memo_gb = 2.0               # frames kept per checkpoint for reuse (0: encode every pass)
     fit_workers = 1             # probe layers fitted at once in worker processes
+    checkpoint_workers = "auto" # checkpoints swept side by side in worker processes (or N)
 
 Every section is a strict pydantic model (:data:`SECTIONS`), checked once when the file is
 read: a wrong key, type or value is one line naming the section, the key, the value and what
@@ -106,6 +107,8 @@ class OptionsTable(pydantic.BaseModel):
     cache_dir: Text | None = None
     memo_gb: NonNegative = DEFAULT_MEMO_BYTES / 1024**3
     fit_workers: Count = 1
+    #: checkpoints swept side by side in worker processes (see speechrank.sweep.process_executor)
+    checkpoint_workers: Count | Literal["auto"] = "auto"
 
 
 #: The sections of a sweep file and their schemas.
@@ -151,6 +154,7 @@ class SweepConfig:
     cache_dir: str | None = None
     memo_gb: float = DEFAULT_MEMO_BYTES / 1024**3
     fit_workers: int = 1
+    checkpoint_workers: int | Literal["auto"] = "auto"
 
     def new_memo(self) -> FrameMemo | None:
         """A fresh frame memo for one checkpoint's units (``None`` when ``memo_gb`` is 0)."""
@@ -211,7 +215,8 @@ class SweepConfig:
                    rank_options=rank_options, probes=tuple(probes), seed=options.seed,
                    batch_seconds=options.batch_seconds, max_seconds=options.max_seconds,
                    cache_dir=options.cache_dir, memo_gb=options.memo_gb,
-                   fit_workers=options.fit_workers)
+                   fit_workers=options.fit_workers,
+                   checkpoint_workers=options.checkpoint_workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

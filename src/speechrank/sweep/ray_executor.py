@@ -8,9 +8,10 @@ serial sweep), with declared resources (``num_cpus``, ``num_gpus``) on a cluster
 already runs (``ray start``; ``address="auto"`` or ``"HOST:PORT"``) or on a local one started
 for the sweep (``"local"``: ``ray.init`` with one CPU per core this process may use).
 
-Workers only compute: each task loads its checkpoint, calls the same
-:func:`~speechrank.sweep.units.compute_unit` as the serial sweep for each of its units, and returns
-plain data (per unit the rows as dicts and the skipped-file counts), never an open handle. The
+Workers only compute: each task runs
+:func:`~speechrank.sweep.checkpoint_task.run_checkpoint_task` (the serial sweep's computation of
+one checkpoint's units, shared with the process executor) and returns plain data (per unit the
+rows as dicts and the skipped-file counts), never an open handle. The
 :class:`RayExecutor` yields each unit as its task's result comes back (``ray.wait``), and the
 driver's :func:`~speechrank.sweep.run.run_units` alone writes the SQLite store, committing
 each unit in one transaction, so the store's guarantees hold unchanged:
@@ -31,16 +32,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from speechrank.errors import SpeechrankError
 from speechrank.progress import Progress, ProgressArg
+from speechrank.sweep.checkpoint_task import (
+    PausePoint,
+    UnitOutcome,
+    outcomes_from_payloads,
+    run_checkpoint_task,
+)
 from speechrank.sweep.config import SweepConfig
-from speechrank.sweep.run import SweepSummary, UnitOutcome, find_all, run_units
-from speechrank.sweep.units import SweepUnit, compute_unit
+from speechrank.sweep.run import SweepSummary, find_all, run_units
+from speechrank.sweep.units import SweepUnit
+
+__all__ = ["PausePoint", "RayExecutor", "available_cpus", "connect", "run_checkpoint_task",
+           "sweep_on_ray"]
 
 #: The one line shown when ``--ray`` is asked for without Ray installed.
 INSTALL_HINT = ("--ray needs Ray, which is not installed: pip install 'speechrank[ray]' "
@@ -97,66 +106,6 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-@dataclasses.dataclass(frozen=True)
-class PausePoint:
-    """A testing hook: the first attempt of one unit stops where it says so and waits.
-
-    The task of unit ``unit_key`` writes its process id to ``directory/started`` (atomically,
-    once: a retry finds the file and runs on) after loading its checkpoint and before computing,
-    then waits up to ``wait_seconds`` to be killed, so a test can SIGKILL a worker mid-unit at a
-    known point rather than racing it. Every attempt also leaves ``directory/attempt-PID``.
-    """
-
-    unit_key: str
-    directory: str
-    wait_seconds: float = 300.0
-
-
-def _pause(point: PausePoint | None, key: str) -> None:
-    if point is None or point.unit_key != key:
-        return
-    directory = Path(point.directory)
-    (directory / f"attempt-{os.getpid()}").write_text(str(os.getpid()))
-    scratch = directory / f".started-{os.getpid()}"
-    scratch.write_text(str(os.getpid()))
-    try:
-        os.link(scratch, directory / "started")  # atomic; fails when an attempt came before
-    except FileExistsError:
-        return
-    finally:
-        scratch.unlink()
-    deadline = time.monotonic() + point.wait_seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-    raise SpeechrankError(f"pause point of {key}: not killed within {point.wait_seconds} s")
-
-
-def run_checkpoint_task(units: list[SweepUnit], cfg: SweepConfig, *, run: str, device: str,
-                        threads: int, pause: PausePoint | None = None) -> list[dict[str, Any]]:
-    """The body of one Ray task: load the checkpoint of ``units`` (all of one checkpoint),
-    compute them in order with one shared frame memo, return plain data per unit.
-
-    Sets torch's intra-op threads to ``threads`` first (one per CPU the task declared), so
-    two tasks on two cores do not fight over them.
-    """
-    import torch
-
-    from speechrank.encoders import load_encoder
-
-    torch.set_num_threads(threads)
-    encoder = load_encoder(units[0].checkpoint.path, device=device)
-    memo = cfg.new_memo()
-    results = []
-    for unit in units:
-        _pause(pause, unit.key)
-        started = time.perf_counter()
-        rows, skipped = compute_unit(unit, cfg, encoder, run=run, memo=memo)
-        results.append({"key": unit.key, "rows": [row.to_dict() for row in rows],
-                        "skipped": skipped, "seconds": time.perf_counter() - started,
-                        "pid": os.getpid()})
-    return results
-
-
 def _failure(ray: Any, group: list[SweepUnit], err: Exception) -> SpeechrankError:
     where = f"sweep task of {group[0].checkpoint.name} ({len(group)} units)"
     cause = getattr(err, "cause", None)
@@ -185,8 +134,6 @@ class RayExecutor:
 
     def run(self, groups: Sequence[list[SweepUnit]], cfg: SweepConfig, *, run: str,
             progress: Progress) -> Iterator[UnitOutcome]:
-        from speechrank.results import ResultRow
-
         if not groups:
             return
         ray = _import_ray()
@@ -207,10 +154,7 @@ class RayExecutor:
                     for ref in pending:
                         ray.cancel(ref, force=True)
                     raise _failure(ray, group, err) from err
-                for unit, payload in zip(group, payloads, strict=True):
-                    rows = [ResultRow.from_dict(row) for row in payload["rows"]]
-                    yield UnitOutcome(unit, rows, payload["skipped"], payload["seconds"],
-                                      where=" on Ray")
+                yield from outcomes_from_payloads(group, payloads, " on Ray")
         finally:
             if started_ray:
                 ray.shutdown()

@@ -4,8 +4,10 @@
 asks which units are done, hands the rest to an :class:`Executor` grouped by checkpoint (rank
 first, then the probes, in plan order) and commits each unit's rows in one transaction as its
 result comes back. The store has one writer, this loop, whatever runs the units: the
-:class:`SerialExecutor` here, the Ray executor (:mod:`speechrank.sweep.ray_executor`), or any
-other that yields :class:`UnitOutcome` objects. So every executor keeps the store's
+serial executor (:class:`~speechrank.sweep.checkpoint_task.SerialExecutor`: this process), the
+process executor (:mod:`speechrank.sweep.process_executor`: worker processes on this machine),
+the Ray executor (:mod:`speechrank.sweep.ray_executor`), or any other that yields
+:class:`UnitOutcome` objects. So every executor keeps the store's
 guarantees: a sweep killed at any moment and started again finishes the rest, recomputes
 nothing that is stored and duplicates nothing.
 """
@@ -20,12 +22,13 @@ from typing import Any, Protocol
 
 from speechrank.errors import SpeechrankError
 from speechrank.progress import Progress, ProgressArg, as_progress
+from speechrank.sweep.checkpoint_task import SerialExecutor, UnitOutcome
 from speechrank.sweep.config import SweepConfig
+from speechrank.sweep.process_executor import ProcessExecutor, Workers
 from speechrank.sweep.series import CheckpointSeries, find_series
 from speechrank.sweep.units import (
     SweepUnit,
     commit_unit,
-    compute_unit,
     merge_skip_counts,
     plan_units,
     unit_line,
@@ -47,20 +50,6 @@ class SweepSummary:
     runs: list[str] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass(frozen=True)
-class UnitOutcome:
-    """One computed unit as an executor hands it back: its rows and skipped files by reason,
-    the seconds it took, where it ran (shown in the log line) and an optional note (a line
-    about its checkpoint, logged after the unit)."""
-
-    unit: SweepUnit
-    rows: list[Any]
-    skipped: dict[str, int]
-    seconds: float
-    where: str = ""
-    note: str | None = None
-
-
 class Executor(Protocol):
     """Computes a sweep's units; :func:`run_units` commits what it yields.
 
@@ -72,37 +61,6 @@ class Executor(Protocol):
 
     def run(self, groups: Sequence[list[SweepUnit]], cfg: SweepConfig, *, run: str,
             progress: Progress) -> Iterator[UnitOutcome]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class SerialExecutor:
-    """Every checkpoint in this process, one after the other: load it once, compute its units
-    in order with one shared :class:`~speechrank.extract.FrameMemo` (so an audio file is
-    encoded once per checkpoint), drop it."""
-
-    device: str = "cpu"
-
-    def run(self, groups: Sequence[list[SweepUnit]], cfg: SweepConfig, *, run: str,
-            progress: Progress) -> Iterator[UnitOutcome]:
-        from speechrank.encoders import load_encoder
-
-        for group in groups:
-            checkpoint = group[0].checkpoint
-            encoder = load_encoder(checkpoint.path, device=self.device)
-            memo = cfg.new_memo()
-            for i, unit in enumerate(group):
-                started = time.perf_counter()
-                rows, skipped = compute_unit(unit, cfg, encoder, run=run, progress=progress,
-                                             memo=memo)
-                note = None
-                if i == len(group) - 1 and memo is not None and memo.hits:
-                    note = (f"{checkpoint.name}: {memo.misses} utterances encoded, {memo.hits} "
-                            f"replayed from memory ({memo.replayed_seconds:.0f} s of audio not "
-                            "encoded again)"
-                            + (f", {memo.fits_reused} layer fits reused"
-                               if memo.fits_reused else ""))
-                yield UnitOutcome(unit, rows, skipped, time.perf_counter() - started, note=note)
-            del encoder, memo
 
 
 def group_by_checkpoint(units: Sequence[SweepUnit]) -> list[list[SweepUnit]]:
@@ -149,15 +107,20 @@ def run_units(series: CheckpointSeries | Sequence[CheckpointSeries], cfg: SweepC
                 if not any(unit.checkpoint == checkpoint for unit in todo):
                     n = sum(unit.checkpoint == checkpoint for unit in units)
                     say(f"{checkpoint.name}: all {n} units already in the store")
+            if todo:
+                report.start("sweep", len(todo), "units")
             for outcome in executor.run(group_by_checkpoint(todo), cfg, run=one.run,
                                         progress=report):
                 commit_unit(store, outcome.unit, outcome.rows)
+                report.advance("sweep", 1)
                 merge_skip_counts(skipped, outcome.skipped)
                 done += 1
                 rows_written += len(outcome.rows)
                 say(unit_line(outcome.unit, len(outcome.rows), outcome.seconds, outcome.where))
                 if outcome.note:
                     say(outcome.note)
+            if todo:
+                report.end("sweep")
     finally:
         store.close()
     return SweepSummary(store=str(store_path),
@@ -200,10 +163,11 @@ def find_all(specs: str | Path | Sequence[str | Path]) -> list[CheckpointSeries]
 
 
 def sweep(checkpoints_spec: str | Path | Sequence[str | Path], config: SweepConfig | str | Path,
-          store_path: str | Path, *, device: str = "cpu", progress: ProgressArg = None,
-          log: Callable[[str], Any] | None = None) -> SweepSummary:
-    """Measure every checkpoint of one run or several into ``store_path`` (resumable), in
-    this process; each run is its own model in the store.
+          store_path: str | Path, *, device: str = "cpu", workers: Workers | None = None,
+          progress: ProgressArg = None, log: Callable[[str], Any] | None = None
+          ) -> SweepSummary:
+    """Measure every checkpoint of one run or several into ``store_path`` (resumable) on
+    this machine; each run is its own model in the store.
 
     Args:
         checkpoints_spec: a run, or a list of runs (see
@@ -211,10 +175,16 @@ def sweep(checkpoints_spec: str | Path | Sequence[str | Path], config: SweepConf
         config: a :class:`SweepConfig` or the path of its TOML file.
         store_path: the SQLite store; created when missing, reused when present.
         device: ``cpu`` or ``cuda``.
+        workers: checkpoints swept side by side in worker processes, or ``"auto"`` (see
+            :func:`~speechrank.sweep.process_executor.plan_workers`); 1 sweeps them one after
+            the other in this process. Default: the config's ``checkpoint_workers``.
         progress: a :class:`~speechrank.progress.Progress` for the passes (its ``log``
             receives one line per unit of work unless ``log`` is given).
         log: called with one line per unit of work.
     """
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
-    return run_units(find_all(checkpoints_spec), cfg, store_path,
-                     SerialExecutor(device=device), progress=progress, log=log)
+    workers = cfg.checkpoint_workers if workers is None else workers
+    executor: Executor = (SerialExecutor(device=device) if workers == 1
+                          else ProcessExecutor(workers=workers, device=device))
+    return run_units(find_all(checkpoints_spec), cfg, store_path, executor,
+                     progress=progress, log=log)
