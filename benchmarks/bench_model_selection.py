@@ -173,6 +173,8 @@ def _checkpoints(store: Any, name: str) -> list[dict[str, Any]]:
     out = []
     for record in store.checkpoints(run=name):
         rows = store.rows(model=name, checkpoint=record.checkpoint)
+        if not rows:  # recorded when its run's sweep began, not measured yet
+            continue
         probes: dict[str, dict[str, dict[str, float]]] = {}
         metrics: dict[str, dict[str, float]] = {}
         for row in rows:
@@ -357,10 +359,14 @@ def across_runs_block(store_path: Path) -> dict[str, Any]:
     best run, per layer and over layers (:func:`compare_runs`, the ``correlate --across runs``
     analysis)."""
     from speechrank.analysis.across_runs import compare_runs
+    from speechrank.errors import SpeechrankError
     from speechrank.store import ResultStore
 
     with ResultStore(store_path, create=False) as store:
-        result = compare_runs(store, step=STEPS, metrics=list(METRICS), tasks=list(TASKS))
+        try:
+            result = compare_runs(store, step=STEPS, metrics=list(METRICS), tasks=list(TASKS))
+        except SpeechrankError as err:  # an unfinished store: fewer than 2 runs at step 600
+            return {"step": STEPS, "error": str(err)}
     full = result.to_dict()
 
     def main_score(entry: dict[str, Any]) -> bool:
@@ -379,7 +385,7 @@ def across_runs_block(store_path: Path) -> dict[str, Any]:
     }
 
 
-def collect(work: Path, note: str) -> None:
+def collect(work: Path, note: str, out: Path = RESULT) -> None:
     from speechrank.store import ResultStore
 
     load_before = os.getloadavg()
@@ -416,8 +422,8 @@ def collect(work: Path, note: str) -> None:
         "collapse": collapse_block(records),
         **environment(load_before),
     }
-    _write_json(RESULT, result)
-    print(f"wrote {RESULT} ({len(records)} runs)")
+    _write_json(out, result)
+    print(f"wrote {out} ({len(records)} runs)")
 
 
 def main() -> None:
@@ -435,6 +441,7 @@ def main() -> None:
     c = sub.add_parser("collect")
     c.add_argument("--work", type=Path, required=True)
     c.add_argument("--note", default="")
+    c.add_argument("--out", type=Path, default=RESULT, help="where the JSON goes")
     args = parser.parse_args()
     if args.command == "train":
         train(args.recipe, args.work, args.threads)
@@ -443,7 +450,7 @@ def main() -> None:
     elif args.command == "all":
         run_all(args.share, args.work, args.threads)
     else:
-        collect(args.work, args.note)
+        collect(args.work, args.note, args.out)
 
 
 if __name__ == "__main__":
