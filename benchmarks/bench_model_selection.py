@@ -117,10 +117,12 @@ def sweep_settings(work: Path) -> dict[str, Any]:
     """The demo's sweep (rank data, ks, pr and sid probes) with the metrics of this benchmark."""
     from speechrank.demo import DemoSettings, sweep_config
 
-    raw = sweep_config(work / "corpus", DemoSettings(out=work, fit_workers=1))
+    raw = sweep_config(work / "corpus", DemoSettings(out=work, fit_workers=1,
+                                                    checkpoint_workers=1))
     raw["rank"].update(metrics=list(METRICS), n_clusters=N_CLUSTERS)
     raw["probe"] = [probe for probe in raw["probe"] if probe["name"] in TASKS]
-    raw["options"]["memo_gb"] = 1.0  # two sweeps side by side on a shared machine
+    # two workers side by side already fill two cores: one checkpoint at a time each
+    raw["options"]["memo_gb"] = 1.0
     return raw
 
 
