@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -387,6 +388,44 @@ def across_runs_block(store_path: Path) -> dict[str, Any]:
     }
 
 
+#: Label-free layer choices reported per run: RankMe-t's highest layer (the paper's negative
+#: result), the defaults users take, and effective-rank and spectral-decay alternatives
+#: measured here (IsoScore needs the participation ratio, which these sweeps do not measure;
+#: the demo's correlate reports it).
+LAYER_SELECTORS = ("rankme/sum", "rankme/frames", "erank_cov/frames", "erank_cov/sum",
+                   "alpha_req/frames", "rankme_centered/frames", "last layer", "first layer")
+
+
+def layer_choice_block(store_path: Path) -> dict[str, Any]:
+    """Per run, task and label-free selector: the regret of choosing each checkpoint's layer
+    by it, as a fraction of the score range over layers (mean and standard error over the
+    swept checkpoints), from ``speechrank correlate --json`` on the benchmark's store."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "correlate.json"
+        subprocess.run([sys.executable, "-m", "speechrank", "correlate", str(store_path),
+                        "--metrics", ",".join(METRICS), "--no-detail", "--bootstrap", "200",
+                        "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
+        full = json.loads(target.read_text())
+    out: dict[str, Any] = {}
+    for entry in full["layer_choice_summary"]:
+        if entry["selector"] not in LAYER_SELECTORS or \
+                MAIN_SCORE.get(entry["task"]) != entry["score"] or entry["split"] != "test":
+            continue
+        out.setdefault(entry["model"], {}).setdefault(entry["task"], {})[entry["selector"]] = {
+            "n_checkpoints": entry["n_checkpoints"], "n_best": entry["n_best"],
+            "regret_fraction_mean": entry["regret_fraction_mean"],
+            "regret_fraction_se": entry["regret_fraction_se"]}
+    return {"selectors": list(LAYER_SELECTORS),
+            "definition": "regret = (best - chosen) / (best - worst) of the probe's test score "
+                          "across a checkpoint's layers; mean and standard error over the "
+                          "run's swept checkpoints",
+            "runs": out}
+
+
 def collect(work: Path, note: str, out: Path = RESULT) -> None:
     from speechrank.store import ResultStore
 
@@ -421,11 +460,85 @@ def collect(work: Path, note: str, out: Path = RESULT) -> None:
         "phases": phases,
         "runs": records,
         "across_runs": across_runs_block(store_path),
+        "layer_choice": layer_choice_block(store_path),
         "collapse": collapse_block(records),
         **environment(load_before),
     }
     _write_json(out, result)
     print(f"wrote {out} ({len(records)} runs)")
+
+
+def _cell(value: float | None, digits: int = 2, sign: bool = True) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+#: The README's rows: one pooling per metric (sum pooling is RankMe-t; the cluster metrics
+#: exist on frames only), then the free signals.
+TABLE_SIGNALS = ("rankme/sum", "rankme_centered/sum", "erank_cov/sum", "alpha_req/sum",
+                 "kmeans_inertia/frames", "davies_bouldin/frames", "loss", "train_accuracy")
+
+
+def table(result: dict[str, Any]) -> str:
+    """The README's tables (markdown) from a collected JSON."""
+    lines = []
+    block = result["across_runs"]
+    if "error" in block:
+        return f"across runs: {block['error']}"
+    lines.append(f"Across {len(block['runs'])} runs at step {block['step']}: median over "
+                 "layers of the Spearman rho with the probe's test score (layers whose "
+                 "interval excludes 0 / layers), and the regret of picking the run by the "
+                 "signal, as a fraction of the score range over runs (mean ± SE over layers).")
+    lines.append("")
+    lines.append("| signal | " + " | ".join(TASKS) + " |")
+    lines.append("|---|" + "---:|" * len(TASKS))
+    summary = {(e["signal"], e["task"]): e for e in block["summary"]}
+    for signal in TABLE_SIGNALS:
+        cells = []
+        for task in TASKS:
+            e = summary.get((signal, task))
+            if e is None:
+                cells.append("n/a")
+                continue
+            cells.append(f"{_cell(e['rho_median'])} ({e['n_significant']}/{e['n_layers']}); "
+                         f"{_cell(e['regret_fraction_mean'], sign=False)} ± "
+                         f"{_cell(e['regret_fraction_se'], sign=False)}")
+        lines.append(f"| {signal} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| run | alarm fires | --stop-on-collapse stops | ks / pr / sid below step 0 "
+                 "| ks / pr / sid below default | loss first rises | loss first 50 → last 50 |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    for name, run in result["collapse"]["runs"].items():
+        damage = run["probe_damage"]
+
+        def steps(key: str, damage: dict[str, Any] = damage) -> str:
+            return " / ".join(str(damage[t][key]) if damage[t][key] is not None else "-"
+                              for t in TASKS)
+
+        loss = run["loss"]
+        lines.append(
+            f"| {name} | {run['alarm']['first_step'] or '-'} | "
+            f"{run['alarm']['would_stop_at']['patience_1'] or '-'} | "
+            f"{steps('below_its_initialisation')} | {steps('below_the_default_run')} | "
+            f"{loss['first_rise_step'] or '-'} | "
+            f"{_cell(loss['mean_loss_first_50_steps'], sign=False)} → "
+            f"{_cell(loss['mean_loss_last_50_steps'], sign=False)} |")
+    choice = result.get("layer_choice", {}).get("runs", {})
+    if choice:
+        lines.append("")
+        lines.append("| layer chosen by | " + " | ".join(TASKS) + " |")
+        lines.append("|---|" + "---:|" * len(TASKS))
+        for selector in result["layer_choice"]["selectors"]:
+            cells = []
+            for task in TASKS:
+                values = [runs[task][selector]["regret_fraction_mean"] for runs in choice.values()
+                          if task in runs and selector in runs[task]
+                          and runs[task][selector]["regret_fraction_mean"] is not None]
+                cells.append(f"{statistics.median(values):.2f} ({len(values)} runs)"
+                             if values else "n/a")
+            lines.append(f"| {selector} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -444,6 +557,8 @@ def main() -> None:
     c.add_argument("--work", type=Path, required=True)
     c.add_argument("--note", default="")
     c.add_argument("--out", type=Path, default=RESULT, help="where the JSON goes")
+    t = sub.add_parser("table", help="print the README's tables from a collected JSON")
+    t.add_argument("json", type=Path, nargs="?", default=RESULT)
     args = parser.parse_args()
     if args.command == "train":
         train(args.recipe, args.work, args.threads)
@@ -451,6 +566,8 @@ def main() -> None:
         sweep(args.recipe, args.work, args.threads)
     elif args.command == "all":
         run_all(args.share, args.work, args.threads)
+    elif args.command == "table":
+        print(table(json.loads(args.json.read_text())))
     else:
         collect(args.work, args.note, args.out)
 
