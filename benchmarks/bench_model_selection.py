@@ -361,13 +361,16 @@ def across_runs_block(store_path: Path) -> dict[str, Any]:
     probe's main test score: rho with its bootstrap interval and the regret of choosing the
     best run, per layer and over layers (:func:`compare_runs`, the ``correlate --across runs``
     analysis)."""
+    from speechrank.analysis import AnalysisOptions
     from speechrank.analysis.across_runs import compare_runs
     from speechrank.errors import SpeechrankError
     from speechrank.store import ResultStore
 
     with ResultStore(store_path, create=False) as store:
         try:
-            result = compare_runs(store, step=STEPS, metrics=list(METRICS), tasks=list(TASKS))
+            result = compare_runs(store, step=STEPS,
+                                  options=AnalysisOptions(metrics=list(METRICS),
+                                                          tasks=list(TASKS)))
         except SpeechrankError as err:  # an unfinished store: fewer than 2 runs at step 600
             return {"step": STEPS, "error": str(err)}
     full = result.to_dict()

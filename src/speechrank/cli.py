@@ -597,6 +597,7 @@ def correlate(
     step and the loss; or, with --across runs, which run each signal would pick."""
     from speechrank.analysis import correlate as run_correlate
     from speechrank.analysis import render_tables
+    from speechrank.analysis.options import AnalysisOptions
     from speechrank.store import ResultStore
 
     if across not in ("checkpoints", "runs"):
@@ -605,7 +606,8 @@ def correlate(
         raise SpeechrankError("--step needs --across runs")
     if not store.exists():
         raise SpeechrankError(f"store not found: {store}")
-    chosen_metrics = metrics.split(",") if metrics else None
+    options = AnalysisOptions(metrics=metrics.split(",") if metrics else None,
+                              probe_split=probe_split, n_bootstrap=bootstrap, seed=seed)
     if across == "runs":
         from speechrank.analysis.across_runs import compare_runs
         from speechrank.analysis.tables import render_across_runs
@@ -616,8 +618,7 @@ def correlate(
                 raise SpeechrankError(f"--step must be a training step or 'last', not {step!r}")
             at = step if step == "last" else int(step)
         with ResultStore(store, create=False) as opened:
-            result = compare_runs(opened, step=at, metrics=chosen_metrics,  # type: ignore[arg-type]
-                                  probe_split=probe_split, n_bootstrap=bootstrap, seed=seed)
+            result = compare_runs(opened, step=at, options=options)  # type: ignore[arg-type]
         for table in render_across_runs(result, detail=detail):
             console.print(to_rich(table))
         for note in result.notes:
@@ -626,8 +627,7 @@ def correlate(
                                **result.to_dict()})
         return
     with ResultStore(store, create=False) as opened:
-        report = run_correlate(opened, metrics=chosen_metrics, n_bootstrap=bootstrap,
-                               seed=seed, probe_split=probe_split)
+        report = run_correlate(opened, options)
     for table in render_tables(report, detail=detail, width=console.width):
         console.print(to_rich(table))
     for note in report.notes:

@@ -136,7 +136,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
     refused (:func:`check_output_dir`). ``progress`` (a :class:`~speechrank.progress.Progress`)
     receives every stage's progress and, unless ``log`` is given, one line per finished step.
     """
-    from speechrank.analysis import correlate
+    from speechrank.analysis import AnalysisOptions, correlate
     from speechrank.analysis.correlate import headline_verdicts
     from speechrank.analysis.progress import training_progress
     from speechrank.audio.synthetic import make_corpus
@@ -208,7 +208,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
             page = page_dir / "index.html"
         else:
             forget(page_dir)
-            report = correlate(store, seed=settings.seed, n_bootstrap=DEMO_BOOTSTRAP)
+            report = correlate(store,
+                               AnalysisOptions(seed=settings.seed, n_bootstrap=DEMO_BOOTSTRAP))
             moved = [p.to_dict() for p in training_progress(store.rows(split="test"))]
             page = write_report(store, page_dir, correlation=report, title=DEMO_TITLE)
             (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))

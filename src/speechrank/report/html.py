@@ -27,7 +27,13 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate
+from speechrank.analysis import (
+    AnalysisOptions,
+    CorrelationReport,
+    PairKey,
+    Selection,
+    correlate,
+)
 from speechrank.analysis.baselines import metric_name
 from speechrank.analysis.correlate import (
     focus_metric,
@@ -317,8 +323,8 @@ def write_report(source: Any, out_dir: str | Path, *,
     if probe_split is None:
         probe_split = correlation.settings.get("probe_split", "test") if correlation else "test"
     if correlation is None:
-        correlation = correlate(rows, n_bootstrap=n_bootstrap, seed=seed,
-                                probe_split=probe_split, checkpoints=records)
+        options = AnalysisOptions(n_bootstrap=n_bootstrap, seed=seed, probe_split=probe_split)
+        correlation = correlate(rows, options, checkpoints=records)
     found = collect_series(rows, probe_split=probe_split)
     page = _Page(out_dir, dataset_names(r.dataset for r in rows))
 
@@ -511,10 +517,10 @@ def _across_runs_section(page: _Page, rows: Sequence[ResultRow], records: Sequen
                  "comparable (other targets, other codebooks): this is where a label-free "
                  "metric can say what the loss cannot.")
     try:
-        result = compare_runs(rows, records, n_bootstrap=report.settings.get("n_bootstrap",
-                                                                               1000),
-                              seed=report.settings.get("seed", 0),
-                              probe_split=report.settings.get("probe_split", "test"))
+        options = AnalysisOptions(n_bootstrap=report.settings.get("n_bootstrap", 1000),
+                                  seed=report.settings.get("seed", 0),
+                                  probe_split=report.settings.get("probe_split", "test"))
+        result = compare_runs(rows, records, options=options)
     except SpeechrankError as exc:
         page.add(Paragraph(f"Not compared: {exc}"))
         return
