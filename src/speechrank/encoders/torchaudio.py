@@ -66,6 +66,13 @@ from typing import Any
 import torch
 
 from speechrank.encoders.fairseq import Family, hf_config, load_weights_only
+from speechrank.encoders.statemap import (
+    Rules,
+    check_complete,
+    compile_rules,
+    pos_conv_targets,
+    rename,
+)
 from speechrank.errors import SpeechrankError
 
 #: A torchaudio encoder holds these two keys after its container's prefix.
@@ -82,47 +89,41 @@ HEADS_BY_WIDTH: dict[int, int] = {768: 12, 1024: 16, 1280: 16, 1920: 16}
 
 #: The factories' architecture fields (``model.py``); the ``hubert_pretrain_*`` factories
 #: that torchaudio's HuBERT recipe names in its ``model_name`` build the ``hubert_*`` encoders.
+def _factory(extractor_mode: str, conv_bias: bool, width: int, layers: int,
+             layer_norm_first: bool) -> dict[str, Any]:
+    """A factory's architecture fields; every factory's feed-forward is 4 times its width."""
+    return dict(extractor_mode=extractor_mode, extractor_conv_bias=conv_bias,
+                encoder_embed_dim=width, encoder_num_layers=layers,
+                encoder_num_heads=HEADS_BY_WIDTH[width], encoder_ff_interm_features=4 * width,
+                encoder_layer_norm_first=layer_norm_first)
+
+
 FACTORIES: dict[str, dict[str, Any]] = {
-    "wav2vec2_base": dict(extractor_mode="group_norm", extractor_conv_bias=False,
-                          encoder_embed_dim=768, encoder_num_layers=12, encoder_num_heads=12,
-                          encoder_ff_interm_features=3072, encoder_layer_norm_first=False),
-    "wav2vec2_large": dict(extractor_mode="group_norm", extractor_conv_bias=False,
-                           encoder_embed_dim=1024, encoder_num_layers=24, encoder_num_heads=16,
-                           encoder_ff_interm_features=4096, encoder_layer_norm_first=False),
-    "wav2vec2_large_lv60k": dict(extractor_mode="layer_norm", extractor_conv_bias=True,
-                                 encoder_embed_dim=1024, encoder_num_layers=24,
-                                 encoder_num_heads=16, encoder_ff_interm_features=4096,
-                                 encoder_layer_norm_first=True),
-    "hubert_base": dict(extractor_mode="group_norm", extractor_conv_bias=False,
-                        encoder_embed_dim=768, encoder_num_layers=12, encoder_num_heads=12,
-                        encoder_ff_interm_features=3072, encoder_layer_norm_first=False),
-    "hubert_large": dict(extractor_mode="layer_norm", extractor_conv_bias=False,
-                         encoder_embed_dim=1024, encoder_num_layers=24, encoder_num_heads=16,
-                         encoder_ff_interm_features=4096, encoder_layer_norm_first=True),
-    "hubert_xlarge": dict(extractor_mode="layer_norm", extractor_conv_bias=False,
-                          encoder_embed_dim=1280, encoder_num_layers=48, encoder_num_heads=16,
-                          encoder_ff_interm_features=5120, encoder_layer_norm_first=True),
+    "wav2vec2_base": _factory("group_norm", False, 768, 12, False),
+    "wav2vec2_large": _factory("group_norm", False, 1024, 24, False),
+    "wav2vec2_large_lv60k": _factory("layer_norm", True, 1024, 24, True),
+    "hubert_base": _factory("group_norm", False, 768, 12, False),
+    "hubert_large": _factory("layer_norm", False, 1024, 24, True),
+    "hubert_xlarge": _factory("layer_norm", False, 1280, 48, True),
 }
 FACTORIES["hubert_pretrain_base"] = FACTORIES["hubert_base"]
 FACTORIES["hubert_pretrain_large"] = FACTORIES["hubert_large"]
 FACTORIES["hubert_pretrain_xlarge"] = FACTORIES["hubert_xlarge"]
 
-_ENCODER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)$"),
+_ENCODER_RULES: Rules = compile_rules((
+    (r"^feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.\2.\3"),
-    (re.compile(r"^encoder\.feature_projection\.(layer_norm|projection)\.(weight|bias)$"),
+    (r"^encoder\.feature_projection\.(layer_norm|projection)\.(weight|bias)$",
      r"feature_projection.\1.\2"),
-    (re.compile(r"^encoder\.transformer\.pos_conv_embed\.conv\.bias$"),
-     "encoder.pos_conv_embed.conv.bias"),
-    (re.compile(r"^encoder\.transformer\.layer_norm\.(weight|bias)$"), r"encoder.layer_norm.\1"),
-    (re.compile(r"^encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\."
-                r"(weight|bias)$"), r"encoder.layers.\1.attention.\2_proj.\3"),
-    (re.compile(r"^encoder\.transformer\.layers\.(\d+)\.(layer_norm|final_layer_norm)\."
-                r"(weight|bias)$"), r"encoder.layers.\1.\2.\3"),
-    (re.compile(r"^encoder\.transformer\.layers\.(\d+)\.feed_forward\."
-                r"(intermediate_dense|output_dense)\.(weight|bias)$"),
-     r"encoder.layers.\1.feed_forward.\2.\3"),
-)
+    (r"^encoder\.transformer\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv_embed.conv.bias"),
+    (r"^encoder\.transformer\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
+    (r"^encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)$",
+     r"encoder.layers.\1.attention.\2_proj.\3"),
+    (r"^encoder\.transformer\.layers\.(\d+)\.(layer_norm|final_layer_norm)\.(weight|bias)$",
+     r"encoder.layers.\1.\2.\3"),
+    (r"^encoder\.transformer\.layers\.(\d+)\.feed_forward\."
+     r"(intermediate_dense|output_dense)\.(weight|bias)$", r"encoder.layers.\1.feed_forward.\2.\3"),
+))
 _POS = "encoder.transformer.pos_conv_embed.conv."
 _POS_G = (_POS + "parametrizations.weight.original0", _POS + "weight_g")
 _POS_V = (_POS + "parametrizations.weight.original1", _POS + "weight_v")
@@ -431,10 +432,7 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
         SpeechrankError: a key with no Hugging Face counterpart, or a Hugging Face weight the
             file lacks.
     """
-    pos_g = next((k for k in target_keys if k.startswith("encoder.pos_conv_embed.conv.")
-                  and k.endswith(("weight_g", "original0"))), None)
-    pos_v = next((k for k in target_keys if k.startswith("encoder.pos_conv_embed.conv.")
-                  and k.endswith(("weight_v", "original1"))), None)
+    pos_g, pos_v = pos_conv_targets(target_keys)
     if pos_g is None or pos_v is None:
         raise SpeechrankError("this transformers build has no weight-normed pos_conv")
     mapped: dict[str, torch.Tensor] = {}
@@ -448,24 +446,14 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
         if key == _POS_PLAIN:
             mapped[pos_g], mapped[pos_v] = _weight_norm_factors(tensor)
             continue
-        for pattern, replacement in _ENCODER_RULES:
-            if pattern.match(key):
-                mapped[pattern.sub(replacement, key)] = tensor
-                break
-        else:
+        name = rename(key, _ENCODER_RULES)
+        if name is None:
             raise SpeechrankError(f"unexpected weight '{key}' in the torchaudio encoder")
+        mapped[name] = tensor
     if mask_embedding is not None and "masked_spec_embed" in target_keys:
         mapped["masked_spec_embed"] = mask_embedding
-    unknown = sorted(set(mapped) - target_keys)
-    if unknown:
-        raise SpeechrankError(
-            f"torchaudio weight maps to '{unknown[0]}', which the Hugging Face model lacks "
-            "(does the configuration match the weights?)")
-    missing = sorted(k for k in target_keys - set(mapped) if k != "masked_spec_embed")
-    if missing:
-        raise SpeechrankError(
-            f"{len(missing)} encoder weight(s) missing from the torchaudio state dict "
-            f"(e.g. {missing[0]}); refusing to measure a partly random model")
+    check_complete(mapped, target_keys, toolkit="torchaudio",
+                   holder="the torchaudio state dict")
     return mapped
 
 
