@@ -55,13 +55,7 @@ from typing import Any, Literal
 
 import torch
 
-from speechrank.encoders.statemap import (
-    Rules,
-    check_complete,
-    compile_rules,
-    pos_conv_targets,
-    rename,
-)
+from speechrank.encoders import statemap
 from speechrank.errors import SpeechrankError
 
 Family = Literal["hubert", "wav2vec2"]
@@ -79,7 +73,7 @@ DROPPED_PREFIXES: tuple[str, ...] = (
 )
 _FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 
-_LAYER_RULES: Rules = compile_rules((
+_LAYER_RULES: statemap.Rules = statemap.compile_rules((
     (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.conv.\2"),
     (r"^feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)$",
@@ -288,7 +282,7 @@ def map_state_dict(state: Mapping[str, torch.Tensor], target_keys: set[str],
     """
     mapped: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
-    pos_g, pos_v = pos_conv_targets(target_keys)
+    pos_g, pos_v = statemap.pos_conv_targets(target_keys)
     for raw_key, tensor in state.items():
         key = raw_key.removeprefix(_FINETUNED_PREFIX)
         if raw_key.startswith("w2v_encoder.") and key == raw_key:
@@ -304,7 +298,7 @@ def map_state_dict(state: Mapping[str, torch.Tensor], target_keys: set[str],
                 raise SpeechrankError("this transformers build has no weight-normed pos_conv")
             mapped[target] = tensor
             continue
-        name = rename(key, _LAYER_RULES)
+        name = statemap.rename(key, _LAYER_RULES)
         if name is None:
             raise SpeechrankError(f"unexpected weight '{raw_key}' in the fairseq checkpoint")
         mapped[name] = tensor
@@ -313,7 +307,8 @@ def map_state_dict(state: Mapping[str, torch.Tensor], target_keys: set[str],
         # fairseq has no projection when the CNN is as wide as the transformer.
         mapped["feature_projection.projection.weight"] = torch.eye(hidden_size)
         mapped["feature_projection.projection.bias"] = torch.zeros(hidden_size)
-    check_complete(mapped, target_keys, toolkit="fairseq", holder="the fairseq checkpoint")
+    statemap.check_complete(mapped, target_keys, toolkit="fairseq",
+                            holder="the fairseq checkpoint")
     return mapped, dropped
 
 
@@ -339,13 +334,7 @@ def load_fairseq_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
                                          int(config.conv_dim[-1]))
     except SpeechrankError as err:
         raise SpeechrankError(f"{path}: {err}") from None
-    try:
-        model.load_state_dict(mapped, strict=False)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise SpeechrankError(f"{path}: weights do not fit the configuration ({detail})") from None
-    model.eval()
+    statemap.load_mapped(model, mapped, where=str(path))
     info = {"kind": "fairseq", "path": str(path.resolve()), "family": family,
             "config_from": where, "normalize": bool(task_fields.get("normalize") or False),
             "sample_rate": int(task_fields.get("sample_rate") or 16000),

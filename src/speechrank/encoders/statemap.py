@@ -15,7 +15,8 @@ import torch
 
 from speechrank.errors import SpeechrankError
 
-__all__ = ["Rules", "check_complete", "compile_rules", "pos_conv_targets", "rename"]
+__all__ = ["Rules", "check_complete", "compile_rules", "load_mapped", "pos_conv_targets",
+           "rename"]
 
 Rules = tuple[tuple[re.Pattern[str], str], ...]
 
@@ -61,3 +62,18 @@ def check_complete(mapped: Mapping[str, torch.Tensor], target_keys: set[str], *,
         raise SpeechrankError(
             f"{len(missing)} encoder weight(s) missing from {holder} "
             f"(e.g. {missing[0]}); refusing to measure a partly random model")
+
+
+def load_mapped(model: torch.nn.Module, mapped: Mapping[str, torch.Tensor], *,
+                where: str = "") -> None:
+    """Load checked weights into ``model`` and put it in eval mode; a shape that does not fit
+    the configuration is one error line (prefixed by ``where``, the file, when given)."""
+    try:
+        model.load_state_dict(dict(mapped), strict=False)
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        prefix = f"{where}: " if where else ""
+        raise SpeechrankError(f"{prefix}weights do not fit the configuration ({detail})"
+                              ) from None
+    model.eval()

@@ -65,14 +65,8 @@ from typing import Any
 
 import torch
 
+from speechrank.encoders import statemap
 from speechrank.encoders.fairseq import Family, hf_config, load_weights_only
-from speechrank.encoders.statemap import (
-    Rules,
-    check_complete,
-    compile_rules,
-    pos_conv_targets,
-    rename,
-)
 from speechrank.errors import SpeechrankError
 
 #: A torchaudio encoder holds these two keys after its container's prefix.
@@ -110,7 +104,7 @@ FACTORIES["hubert_pretrain_base"] = FACTORIES["hubert_base"]
 FACTORIES["hubert_pretrain_large"] = FACTORIES["hubert_large"]
 FACTORIES["hubert_pretrain_xlarge"] = FACTORIES["hubert_xlarge"]
 
-_ENCODER_RULES: Rules = compile_rules((
+_ENCODER_RULES: statemap.Rules = statemap.compile_rules((
     (r"^feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.\2.\3"),
     (r"^encoder\.feature_projection\.(layer_norm|projection)\.(weight|bias)$",
@@ -432,7 +426,7 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
         SpeechrankError: a key with no Hugging Face counterpart, or a Hugging Face weight the
             file lacks.
     """
-    pos_g, pos_v = pos_conv_targets(target_keys)
+    pos_g, pos_v = statemap.pos_conv_targets(target_keys)
     if pos_g is None or pos_v is None:
         raise SpeechrankError("this transformers build has no weight-normed pos_conv")
     mapped: dict[str, torch.Tensor] = {}
@@ -446,13 +440,13 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
         if key == _POS_PLAIN:
             mapped[pos_g], mapped[pos_v] = _weight_norm_factors(tensor)
             continue
-        name = rename(key, _ENCODER_RULES)
+        name = statemap.rename(key, _ENCODER_RULES)
         if name is None:
             raise SpeechrankError(f"unexpected weight '{key}' in the torchaudio encoder")
         mapped[name] = tensor
     if mask_embedding is not None and "masked_spec_embed" in target_keys:
         mapped["masked_spec_embed"] = mask_embedding
-    check_complete(mapped, target_keys, toolkit="torchaudio",
+    statemap.check_complete(mapped, target_keys, toolkit="torchaudio",
                    holder="the torchaudio state dict")
     return mapped
 
@@ -487,13 +481,7 @@ def build_model(state: Mapping[str, Any], *, arch: TorchaudioArch | None = None,
     config = hf_config(chosen, fields)
     model = (HubertModel if chosen == "hubert" else Wav2Vec2Model)(config)
     mapped = map_state_dict(weights.encoder, set(model.state_dict()), weights.mask_embedding)
-    try:
-        model.load_state_dict(mapped, strict=False)
-    except RuntimeError as err:
-        lines = str(err).strip().splitlines()
-        detail = lines[1].strip() if len(lines) > 1 else lines[0]
-        raise SpeechrankError(f"weights do not fit the configuration ({detail})") from None
-    model.eval()
+    statemap.load_mapped(model, mapped)
     info = {"kind": "torchaudio", "container": weights.container, "prefix": weights.prefix,
             "family": chosen, "family_from": family_from,
             "num_heads": int(config.num_attention_heads),
