@@ -60,7 +60,7 @@ from speechrank.analysis.baselines import BaselineLayer, Verdict, analyse_baseli
 from speechrank.analysis.flags import series_flags
 from speechrank.analysis.layers import LayerChoice, LayerChoiceSummary, layer_choices
 from speechrank.analysis.options import AnalysisOptions
-from speechrank.analysis.pairs import PairKey, Record
+from speechrank.analysis.pairs import PairKey, Record, Regret
 from speechrank.analysis.series import (
     Point,
     Series,
@@ -144,16 +144,7 @@ class Correlation(RankCorrelation, _Slice, PairKey):
 
 
 @dataclasses.dataclass(frozen=True)
-class Selection(PairKey):
-    """Does the metric's pick have the best score?
-
-    ``scope="layer"``: the metric picks a layer at ``checkpoint``. ``scope="checkpoint"``: it
-    picks a checkpoint within ``layer``. ``best`` lists every candidate with the best score;
-    ``regret`` is the best score minus the pick's score, in score units (>= 0), and
-    ``regret_fraction`` that over the best minus the worst candidate's score (NaN when every
-    candidate scores the same).
-    """
-
+class _Candidates(Record):
     scope: str
     layer: str
     checkpoint: str
@@ -164,11 +155,18 @@ class Selection(PairKey):
     picked_ties: int
     best: tuple[str, ...]
     agree: bool | None
-    picked_score: float
-    best_score: float
-    regret: float
-    regret_fraction: float
-    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection(Regret, _Candidates, PairKey):
+    """Does the metric's pick have the best score?
+
+    ``scope="layer"``: the metric picks a layer at ``checkpoint``. ``scope="checkpoint"``: it
+    picks a checkpoint within ``layer``. ``best`` lists every candidate with the best score;
+    ``regret`` is the best score minus the pick's score, in score units (>= 0), and
+    ``regret_fraction`` that over the best minus the worst candidate's score (NaN when every
+    candidate scores the same).
+    """
 
 
 @dataclasses.dataclass(frozen=True)

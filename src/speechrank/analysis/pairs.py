@@ -8,8 +8,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Choice", "MetricSide", "ModelSide", "PairKey", "Record", "ScoreSide", "mean_and_se",
-           "plain_dict"]
+__all__ = ["Choice", "MetricSide", "ModelSide", "PairKey", "Record", "Regret", "ScoreSide",
+           "mean_and_se", "plain_dict"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,17 +53,27 @@ class ScoreSide(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class Choice(Record):
-    """What choosing by a label-free signal cost: the candidate it picked, the best ones, and
-    the regret (best minus picked score, and that over the best minus the worst)."""
+class Regret(Record):
+    """What choosing by a label-free signal cost: the picked and the best candidate's score,
+    the regret (best minus picked score, and that over the best minus the worst), and why
+    it is undefined when it is."""
 
-    picked: str
-    best: tuple[str, ...]
     picked_score: float
     best_score: float
     regret: float
     regret_fraction: float
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Picked(Record):
+    picked: str
+    best: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice(Regret, _Picked):
+    """The candidate a label-free signal picked, the best ones, and the :class:`Regret`."""
 
 
 # The bases are listed last-first: a dataclass takes the fields of its bases in reverse
