@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import Trainer, TrainingArguments
 
-from speechrank.encoders.wrapped import wrap_module
+from speechrank.encoders.wrapped import WrapOptions, wrap_module
 from speechrank.errors import SpeechrankError
 from speechrank.monitor import CollapseAlarm, CollapseDetector, CollapseStop, RankMonitor
 from speechrank.monitor.collapse import RankCollapseWarning
@@ -96,7 +96,8 @@ class Encoder(torch.nn.Module):
 
 
 def monitor_of(net: Regressor) -> RankMonitor:
-    encoder = wrap_module(Encoder(net), sample_rate=SR, frame_lengths=toy_frames, name="toy")
+    encoder = wrap_module(Encoder(net), sample_rate=SR, frame_lengths=toy_frames,
+                          options=WrapOptions(name="toy"))
     return RankMonitor(encoder, waves(12, seed=5))
 
 

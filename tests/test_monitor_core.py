@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speechrank.audio.utterance import Dataset, Utterance
-from speechrank.encoders import wrap_module
+from speechrank.encoders import WrapOptions, wrap_module
 from speechrank.errors import SpeechrankError
 from speechrank.monitor import (
     CollapseDetector,
@@ -71,7 +71,7 @@ def toy_frames(num_samples: torch.Tensor) -> torch.Tensor:
 
 def toy_encoder(module: torch.nn.Module | None = None, **kwargs):
     return wrap_module(module or ToyEncoder(**kwargs), sample_rate=SR, frame_lengths=toy_frames,
-                       name="toy")
+                       options=WrapOptions(name="toy"))
 
 
 def waves(n: int = 24, seed: int = 0, lo: float = 0.3, hi: float = 1.2) -> list[np.ndarray]:
