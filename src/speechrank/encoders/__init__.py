@@ -25,7 +25,6 @@ __all__ = [
     "RandomArchitecture",
     "SpeechEncoder",
     "WrapOptions",
-    "WrapOptions",
     "configure_cpu_threads",
     "is_speechrank_checkpoint",
     "load_encoder",
