@@ -39,7 +39,7 @@ from speechrank.analysis.correlate import bootstrap_rng, load_source, orientatio
 from speechrank.analysis.options import AnalysisOptions
 from speechrank.analysis.pairs import Choice, MetricSide, Record, ScoreSide, mean_and_se
 from speechrank.analysis.series import Series, SeriesSet, collect_series, layer_order
-from speechrank.analysis.stats import rank_correlation
+from speechrank.analysis.stats import SpearmanFields, rank_correlation
 from speechrank.analysis.training import SIGNALS, checkpoint_signals
 from speechrank.errors import SpeechrankError
 
@@ -72,14 +72,14 @@ class _Key(ScoreSide, MetricSide, _Signal):
 
 
 @dataclasses.dataclass(frozen=True)
-class _RunsCorrelation(Record):
+class _Runs(Record):
     layer: str
     n_runs: int
     runs: tuple[str, ...]
-    spearman: float
-    spearman_p: float
-    spearman_low: float
-    spearman_high: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunsCorrelation(SpearmanFields, _Runs):
     n_boot: int
 
 

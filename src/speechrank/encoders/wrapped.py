@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.encoders.base import EncoderOutput, ModuleBackedEncoder, SpeechEncoder
 from speechrank.encoders.normalization import NORMALIZE_EPS, normalize_waveforms
 from speechrank.encoders.runtime import eval_mode, hash_module
 from speechrank.errors import SpeechrankError
@@ -88,7 +88,7 @@ def _as_layers(output: Any, layer_names: Sequence[str] | None) -> dict[str, torc
     return {name: t for name, t in zip(names, seq, strict=True) if t is not None}
 
 
-class ModuleEncoder(SpeechEncoder):
+class ModuleEncoder(ModuleBackedEncoder):
     """A :class:`SpeechEncoder` over a user module; build it with :func:`wrap_module`."""
 
     def __init__(self, module: torch.nn.Module, *, sample_rate: int,
@@ -129,16 +129,8 @@ class ModuleEncoder(SpeechEncoder):
         return frames.long().clamp_min(0)
 
     @property
-    def device(self) -> torch.device:
-        for tensor in self.module.parameters():
-            return tensor.device
-        for tensor in self.module.buffers():
-            return tensor.device
-        return torch.device("cpu")
-
-    def to(self, device: str | torch.device) -> ModuleEncoder:
-        self.module.to(torch.device(device))
-        return self
+    def torch_module(self) -> torch.nn.Module:
+        return self.module
 
     def _run(self, waveforms: torch.Tensor, lengths: torch.Tensor,
              names: list[str] | None) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 from markupsafe import Markup
@@ -76,55 +76,61 @@ class Td:
     code: bool = False
 
 
+class Block:
+    """A block of a section; ``kind`` names the template branch that draws it."""
+
+    kind: ClassVar[str]
+
+
 @dataclasses.dataclass
-class TableBlock:
+class TableBlock(Block):
+    kind: ClassVar[str] = "table"
     headers: list[str]
     rows: list[list[Td]]
     caption: str = ""
-    kind: str = "table"
 
 
 @dataclasses.dataclass(frozen=True)
-class FigureBlock:
+class FigureBlock(Block):
+    kind: ClassVar[str] = "figure"
     name: str
     caption: str
-    kind: str = "figure"
 
 
 @dataclasses.dataclass
-class FiguresBlock:
+class FiguresBlock(Block):
+    kind: ClassVar[str] = "figures"
     heading: str
     figures: list[FigureBlock]
-    kind: str = "figures"
 
 
 @dataclasses.dataclass(frozen=True)
-class Paragraph:
+class Paragraph(Block):
+    kind: ClassVar[str] = "paragraph"
     text: str
     style: str = ""
-    kind: str = "paragraph"
 
 
 @dataclasses.dataclass(frozen=True)
-class Heading:
+class Heading(Block):
+    kind: ClassVar[str] = "heading"
     text: str
-    kind: str = "heading"
 
 
 @dataclasses.dataclass
-class RichList:
+class RichList(Block):
     """Items of ``(text, bold)`` runs."""
 
+    kind: ClassVar[str] = "rich_list"
     items: list[list[tuple[str, bool]]]
     style: str = ""
-    kind: str = "rich_list"
 
 
 @dataclasses.dataclass(frozen=True)
-class Details:
+class Details(Block):
+    kind: ClassVar[str] = "details"
     summary: str
     text: str
-    kind: str = "details"
 
 
 @dataclasses.dataclass
@@ -132,7 +138,7 @@ class Section:
     anchor: str
     title: str
     lead: str = ""
-    blocks: list[Any] = dataclasses.field(default_factory=list)
+    blocks: list[Block] = dataclasses.field(default_factory=list)
 
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("speechrank.report", "templates"),
