@@ -155,9 +155,12 @@ def alpha_req_result(
     )
 
 
-def _covariance_ratio(name: str, spectra: Spectra,
-                      formula: Callable[[np.ndarray], float]) -> MetricResult:
-    """A ratio of the covariance eigenvalues (NaN, with a reason, when every one is equal)."""
+def covariance_ratio(name: str, spectra: Spectra,
+                     formula: Callable[[np.ndarray], float]) -> MetricResult:
+    """The metric ``name``: ``formula`` of the covariance eigenvalues (descending, ddof
+    :data:`~speechrank.metrics.spectrum.COVARIANCE_DDOF`), with the conventions recorded and
+    NaN with a reason where the spectrum is undefined (too few rows) or the formula gives NaN
+    (every row the same). A new covariance metric is this and its formula."""
     conventions = _conventions(
         spectra, "covariance_eigenvalues", True, covariance_ddof=COVARIANCE_DDOF
     )
@@ -171,12 +174,12 @@ def _covariance_ratio(name: str, spectra: Spectra,
 def stable_rank_result(spectra: Spectra) -> MetricResult:
     """Stable rank sum l / max l of the covariance eigenvalues (Rudelson & Vershynin 2007;
     NESum of He & Ozay 2022 on centred data)."""
-    return _covariance_ratio("stable_rank", spectra, formulas.stable_rank)
+    return covariance_ratio("stable_rank", spectra, formulas.stable_rank)
 
 
 def participation_ratio_result(spectra: Spectra) -> MetricResult:
     """Participation ratio (sum l)^2 / sum l^2 of the covariance eigenvalues."""
-    return _covariance_ratio("participation_ratio", spectra, formulas.participation_ratio)
+    return covariance_ratio("participation_ratio", spectra, formulas.participation_ratio)
 
 
 def numerical_rank_result(spectra: Spectra, *, rtol: float | None = None) -> MetricResult:
