@@ -30,7 +30,7 @@ RESULT = HERE / "results" / "correlate_report.json"
 def inner(store: str, out: str) -> None:
     """One timed run of the demo's last stage (as :func:`speechrank.demo.run_demo` runs it)."""
     from speechrank import jsonsafe
-    from speechrank.analysis import correlate
+    from speechrank.analysis import AnalysisOptions, correlate
     from speechrank.analysis.progress import training_progress
     from speechrank.report import write_report
     from speechrank.store import ResultStore
@@ -38,7 +38,7 @@ def inner(store: str, out: str) -> None:
     load = os.getloadavg()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with ResultStore(store, create=False) as opened:
-        report = correlate(opened, seed=0)
+        report = correlate(opened, AnalysisOptions(seed=0))
         wall1, cpu1 = time.perf_counter(), time.process_time()
         moved = [p.to_dict() for p in training_progress(opened.rows(split="test"))]
         write_report(opened, Path(out) / "report", correlation=report, title="demo")

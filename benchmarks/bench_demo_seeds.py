@@ -96,10 +96,10 @@ LAYER_SELECTORS = ("rankme/sum", "isoscore/frames", "last layer", "first layer")
 def seed_verdicts(work: Path, seed: int) -> dict[str, Any]:
     """RankMe-t (sum) against the step and the loss, and the label-free layer choices, on one
     seed's store: ``speechrank correlate``'s headline verdicts, as the CLI computes them."""
-    from speechrank.analysis import correlate
+    from speechrank.analysis import AnalysisOptions, correlate
     from speechrank.analysis.correlate import headline_verdicts
 
-    report = correlate(work / f"seed-{seed}" / "results.sqlite", seed=0)
+    report = correlate(work / f"seed-{seed}" / "results.sqlite", AnalysisOptions(seed=0))
     layers = [r.to_dict() for r in report.layer_choice_summary]
     return {
         "seed": seed,

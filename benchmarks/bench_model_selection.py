@@ -88,7 +88,7 @@ def train(name: str, work: Path, threads: int) -> None:
     """Train one recipe for 600 steps with the rank monitor (resumes a killed run)."""
     from speechrank.errors import SpeechrankError
     from speechrank.monitor.pretrain import pretrain_with_monitor
-    from speechrank.pretrain import load_recipe
+    from speechrank.pretrain import TrainRun, load_recipe
 
     run = work / "runs" / name
     done, failed = run / "bench-train.json", run / "bench-train-error.json"
@@ -98,10 +98,11 @@ def train(name: str, work: Path, threads: int) -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     try:
+        plan = TrainRun(steps=STEPS, save_every=SAVE_EVERY, resume=True, num_threads=threads,
+                        log_every=10)
         summary, _ = pretrain_with_monitor(
-            f"synthetic:{work / 'corpus'}#split=pretrain", run, monitor_data="auto",
-            steps=STEPS, save_every=SAVE_EVERY, config=load_recipe(RECIPES / f"{name}.toml"),
-            resume=True, num_threads=threads, log_every=10, progress=False)
+            f"synthetic:{work / 'corpus'}#split=pretrain", run, monitor_data="auto", run=plan,
+            config=load_recipe(RECIPES / f"{name}.toml"), progress=False)
     except SpeechrankError as err:  # a diverging recipe ends its run; its checkpoints stay
         _write_json(failed, {"error": str(err), **environment(load_before)})
         print(f"[{name}] stopped: {err}", flush=True)
@@ -361,13 +362,16 @@ def across_runs_block(store_path: Path) -> dict[str, Any]:
     probe's main test score: rho with its bootstrap interval and the regret of choosing the
     best run, per layer and over layers (:func:`compare_runs`, the ``correlate --across runs``
     analysis)."""
+    from speechrank.analysis import AnalysisOptions
     from speechrank.analysis.across_runs import compare_runs
     from speechrank.errors import SpeechrankError
     from speechrank.store import ResultStore
 
     with ResultStore(store_path, create=False) as store:
         try:
-            result = compare_runs(store, step=STEPS, metrics=list(METRICS), tasks=list(TASKS))
+            result = compare_runs(store, step=STEPS,
+                                  options=AnalysisOptions(metrics=list(METRICS),
+                                                          tasks=list(TASKS)))
         except SpeechrankError as err:  # an unfinished store: fewer than 2 runs at step 600
             return {"step": STEPS, "error": str(err)}
     full = result.to_dict()

@@ -64,14 +64,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def train(name: str, corpus: Path, out: Path, steps: int, saves: list[int],
           threads: int) -> None:
-    from speechrank.pretrain import TrainConfig, pretrain
+    from speechrank.pretrain import TrainConfig, TrainRun, pretrain
 
     fields = dict(RECIPES[name])
     if isinstance(fields.get("input_snr_db"), list):
         fields["input_snr_db"] = tuple(fields["input_snr_db"])
-    summary = pretrain(f"synthetic:{corpus}#split=pretrain", out / name, steps=steps,
-                       save_steps=saves, config=TrainConfig(**fields), progress=False,
-                       num_threads=threads, log_every=50)
+    summary = pretrain(f"synthetic:{corpus}#split=pretrain", out / name,
+                       TrainRun(steps=steps, save_steps=saves, num_threads=threads, log_every=50),
+                       config=TrainConfig(**fields), progress=False)
     print(f"{name}: {summary.steps_per_second:.2f} steps/s, masked-prediction accuracy "
           f"{summary.final_accuracy:.3f}")
 

@@ -4,9 +4,9 @@ Every side sweeps the 12 checkpoints of a finished demo run (``--demo DIR``: its
 ``corpus``) with the demo's sweep config into a fresh store and feature cache, in a fresh
 Python process of its own, one side after the other:
 
-- ``ray``: ``sweep_on_ray(address="local", num_cpus=2, cpus_per_unit=1)``: a local Ray
-  cluster of 2 workers of 1 CPU each, one task per checkpoint (its units share one encoder
-  pass), one torch thread and one fit process each (start-up of the cluster included);
+- ``ray``: ``sweep_on_ray(..., RayExecutor(address="local", num_cpus=2, cpus_per_unit=1))``:
+  a local Ray cluster of 2 workers of 1 CPU each, one task per checkpoint (its units share
+  one encoder pass), one torch thread and one fit process each (start-up of the cluster included);
 - ``serial-1cpu``: the serial sweep limited to 1 CPU (CPU affinity of one core, one torch
   thread, one fit process): what one of Ray's workers has, so ``serial-1cpu / ray`` is the
   scaling efficiency a cluster user gets from a second worker (target: 1.6x or better);
@@ -73,7 +73,7 @@ def run_side(side: str, demo: Path, scratch: Path) -> dict[str, Any]:
         find_series,
         run_units,
     )
-    from speechrank.sweep.ray_executor import sweep_on_ray
+    from speechrank.sweep.ray_executor import RayExecutor, sweep_on_ray
 
     fit = {"ray": 1, "serial-1cpu": 1, "serial": 2, "process": None, "process-fit2": 2}[side]
     raw = sweep_config(demo / "corpus", DemoSettings(out=scratch / side))
@@ -86,8 +86,8 @@ def run_side(side: str, demo: Path, scratch: Path) -> dict[str, Any]:
     started = time.perf_counter()
     quiet = {"progress": False, "log": lambda line: None}
     if side == "ray":
-        summary = sweep_on_ray(demo / "run", config, store, address="local", num_cpus=2,
-                               cpus_per_unit=1.0, **quiet)
+        executor = RayExecutor(address="local", num_cpus=2, cpus_per_unit=1.0)
+        summary = sweep_on_ray(demo / "run", config, store, executor, **quiet)
     else:
         executor = (SerialExecutor() if side.startswith("serial")
                     else ProcessExecutor(workers="auto", fit_workers=fit))

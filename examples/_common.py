@@ -27,10 +27,10 @@ def default_data() -> str:
     corpus (about two minutes of audio, generated in a few seconds)."""
     if (FSDD / "recordings").is_dir():
         return f"fsdd:{FSDD}"
-    from speechrank.audio.synthetic import make_corpus
+    from speechrank.audio.synthetic import CorpusSpec, make_corpus
 
     out = Path(tempfile.mkdtemp(prefix="speechrank-example-")) / "corpus"
-    make_corpus(out, minutes=2.0, languages=("en",), progress=False)
+    make_corpus(out, CorpusSpec(minutes=2.0, languages=("en",)), progress=False)
     return f"synthetic:{out}"
 
 

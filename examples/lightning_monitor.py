@@ -26,7 +26,7 @@ from _common import default_data, pad_batch, print_rank_table, training_waves
 from speechrank.encoders.bestrq import config_for_size, init_bestrq_model
 from speechrank.monitor import RankCollapseWarning, RankMonitor
 from speechrank.monitor.lightning import RankMonitorCallback
-from speechrank.pretrain.objective import BestRqPretrainer
+from speechrank.pretrain.objective import BatchRandom, BestRqPretrainer, Masking
 from speechrank.pretrain.recipe import TrainConfig
 
 
@@ -48,10 +48,10 @@ class BestRqModule(pl.LightningModule):
                       batch_idx: int) -> torch.Tensor:
         waves, lengths = batch
         recipe, step = self.recipe, int(self.global_step)
-        result = self.pretrainer(
-            waves, lengths, mask_prob=recipe.mask_prob, mask_span=recipe.mask_span,
-            noise_std=recipe.noise_std, rng=np.random.default_rng([recipe.seed, step]),
-            noise_generator=torch.Generator().manual_seed(recipe.seed * 100_003 + step))
+        random = BatchRandom(np.random.default_rng([recipe.seed, step]),
+                             torch.Generator().manual_seed(recipe.seed * 100_003 + step))
+        masking = Masking(recipe.mask_prob, recipe.mask_span, recipe.noise_std)
+        result = self.pretrainer(waves, lengths, masking, random)
         self.log("train/loss", result.loss, prog_bar=True)
         self.log("train/accuracy", result.accuracy)
         return result.loss

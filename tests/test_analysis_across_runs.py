@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from speechrank.analysis.across_runs import compare_runs
+from speechrank.analysis.options import AnalysisOptions
 from speechrank.errors import SpeechrankError
 from speechrank.results import ResultRow, dumps_json
 from speechrank.store import CheckpointRecord, ResultStore
@@ -51,7 +52,7 @@ def _one(result, signal, layer="1"):
 
 
 def test_runs_compared_at_the_last_shared_step(tmp_path):
-    result = compare_runs(_store(tmp_path), n_bootstrap=200)
+    result = compare_runs(_store(tmp_path), options=AnalysisOptions(n_bootstrap=200))
     assert result.step == 200
     assert {p.run for p in result.runs} == set(RUNS)
     assert all(p.step == 200 for p in result.runs)
@@ -81,11 +82,11 @@ def test_runs_compared_at_the_last_shared_step(tmp_path):
 
 def test_each_runs_last_checkpoint_and_a_chosen_step(tmp_path):
     path = _store(tmp_path)
-    last = compare_runs(path, step="last", n_bootstrap=0)
+    last = compare_runs(path, step="last", options=AnalysisOptions(n_bootstrap=0))
     steps = {p.run: p.step for p in last.runs}
     assert steps["long"] == 300 and steps["default"] == 200
     assert "step" in {r.signal for r in last.records}  # the steps differ: a baseline
-    at = compare_runs(path, step=100, n_bootstrap=0)
+    at = compare_runs(path, step=100, options=AnalysisOptions(n_bootstrap=0))
     assert at.step == 100 and len(at.runs) == 5 and not at.left_out
     with pytest.raises(SpeechrankError, match="fewer than 2 runs measured at step 300"):
         compare_runs(path, step=300)
@@ -93,15 +94,16 @@ def test_each_runs_last_checkpoint_and_a_chosen_step(tmp_path):
 
 def test_a_run_without_the_step_is_left_out(tmp_path):
     runs = {**RUNS, "short": (0.9, 1.0, 100)}
-    result = compare_runs(_store(tmp_path, runs), step=200, n_bootstrap=0)
+    result = compare_runs(_store(tmp_path, runs), step=200, options=AnalysisOptions(n_bootstrap=0))
     assert "short" in result.left_out and len(result.runs) == 5
     assert any("short left out" in n for n in result.notes)
     # by default the last step every run shares: 100
-    assert compare_runs(tmp_path / "runs.sqlite", n_bootstrap=0).step == 100
+    quick = AnalysisOptions(n_bootstrap=0)
+    assert compare_runs(tmp_path / "runs.sqlite", options=quick).step == 100
 
 
 def test_without_records_there_is_no_loss_baseline(tmp_path):
-    result = compare_runs(_store(tmp_path, records=False), n_bootstrap=0)
+    result = compare_runs(_store(tmp_path, records=False), options=AnalysisOptions(n_bootstrap=0))
     assert result.step == 200
     assert {r.kind for r in result.records} == {"metric"}
     assert any("no loss baseline" in n for n in result.notes)
@@ -111,8 +113,8 @@ def test_rows_with_records_give_the_same_as_the_store(tmp_path):
     path = _store(tmp_path)
     with ResultStore(path, create=False) as store:
         rows, records = store.rows(), store.checkpoints()
-    a = compare_runs(path, n_bootstrap=100, seed=1)
-    b = compare_runs(rows, records, n_bootstrap=100, seed=1)
+    a = compare_runs(path, options=AnalysisOptions(n_bootstrap=100, seed=1))
+    b = compare_runs(rows, records, options=AnalysisOptions(n_bootstrap=100, seed=1))
     assert a.to_dict() == b.to_dict()
 
 
@@ -126,7 +128,7 @@ def test_too_few_runs_or_no_shared_step(tmp_path, runs, match):
         with pytest.raises(SpeechrankError, match=match):
             compare_runs(path)
         return
-    result = compare_runs(path, n_bootstrap=0)  # they share step 0 only
+    result = compare_runs(path, options=AnalysisOptions(n_bootstrap=0))  # they share step 0 only
     assert result.step == 0
     rank = _one(result, "rankme/sum")
     assert rank.n_runs == 2 and math.isnan(rank.spearman) and "fewer than 3" in rank.reason

@@ -16,6 +16,7 @@ from scipy import stats
 
 from speechrank.analysis import correlate
 from speechrank.analysis.correlate import headline_verdicts
+from speechrank.analysis.options import AnalysisOptions
 from speechrank.analysis.stats import (
     centred_ranks,
     correlation_of_ranks,
@@ -109,7 +110,7 @@ def test_regret_fractions_known_answer():
     metric = dict(zip(steps, [1.0, 2.0, 5.0, 3.0], strict=True))  # picks step 20
     losses = {0: None, 10: 1.0, 20: 2.0, 30: 3.0}  # lowest loss at step 10; none at step 0
     rows = _rows({(s, "0"): metric[s] for s in steps}, {(s, "0"): score[s] for s in steps})
-    rep = correlate(rows, checkpoints=_records(losses), n_bootstrap=0)
+    rep = correlate(rows, AnalysisOptions(n_bootstrap=0), checkpoints=_records(losses))
     (b,) = rep.baselines
     assert (b.picked, b.last, b.lowest_loss) == ("c20", "c30", "c10")
     assert b.regret_metric == pytest.approx((0.5 - 0.3) / 0.4)
@@ -134,7 +135,7 @@ def test_lower_is_better_scores_are_oriented_in_the_fractions():
     per = dict(zip(steps, [0.9, 0.2, 0.5], strict=True))  # best is step 10
     rows = _rows({(s, "0"): float(s) for s in steps}, {(s, "0"): per[s] for s in steps},
                  task="pr", score_name="per")
-    (b,) = correlate(rows, n_bootstrap=0).baselines
+    (b,) = correlate(rows, AnalysisOptions(n_bootstrap=0)).baselines
     assert b.regret_metric == pytest.approx((0.5 - 0.2) / 0.7)  # the metric picks step 20
     assert b.regret_last == pytest.approx((0.5 - 0.2) / 0.7)
 
@@ -163,7 +164,7 @@ def _training_store(kind: str):
                                                 ("against", "against")])
 def test_verdict_rule(kind, outcome):
     rows, records = _training_store(kind)
-    rep = correlate(rows, checkpoints=records, n_bootstrap=400)
+    rep = correlate(rows, AnalysisOptions(n_bootstrap=400), checkpoints=records)
     (v,) = rep.verdicts
     assert v.outcome == outcome, v.sentence
     assert v.loss_available and v.n_layers == 5 and v.n_checkpoints == 12
@@ -190,7 +191,8 @@ def test_verdict_by_regret_alone():
             score[(s, layer)] = (i if i <= peak else peak - 3 * (i - peak)) + 0.1 * j
             metric[(s, layer)] = -abs(i - peak) + 0.5 * ((i * (j + 3)) % 2)
     losses = {s: 10.0 - i for i, s in enumerate(STEPS)}
-    rep = correlate(_rows(metric, score), checkpoints=_records(losses), n_bootstrap=200)
+    rep = correlate(_rows(metric, score), AnalysisOptions(n_bootstrap=200),
+                    checkpoints=_records(losses))
     (v,) = rep.verdicts
     assert v.regret_metric == pytest.approx(0.0)
     assert v.regret_last > 0.5 and v.regret_loss == pytest.approx(v.regret_last)
@@ -202,7 +204,7 @@ def test_without_records_the_loss_is_unavailable_not_an_error(tmp_path):
     path = tmp_path / "old.sqlite"
     with ResultStore(path) as store:
         store.add_rows(rows)
-    rep = correlate(path, n_bootstrap=50)
+    rep = correlate(path, AnalysisOptions(n_bootstrap=50))
     (v,) = rep.verdicts
     assert not v.loss_available and math.isnan(v.loss_rho) and math.isnan(v.regret_loss)
     assert math.isfinite(v.step_rho) and math.isfinite(v.partial)
@@ -220,8 +222,8 @@ def test_records_in_the_store_are_read(tmp_path):
         store.add_rows(rows)
         for record in records:
             store.record_checkpoint(record)
-    from_store = correlate(path, n_bootstrap=100)
-    from_rows = correlate(rows, checkpoints=records, n_bootstrap=100)
+    from_store = correlate(path, AnalysisOptions(n_bootstrap=100))
+    from_rows = correlate(rows, AnalysisOptions(n_bootstrap=100), checkpoints=records)
     assert from_store.verdicts == from_rows.verdicts
     assert from_store.verdicts[0].loss_available
 
@@ -231,24 +233,24 @@ def test_the_record_step_wins_over_the_rows():
     moved = [r for r in records]
     # rows without a step: the records still give one
     stepless = [ResultRow(**{**r.to_dict(), "step": None}) for r in rows]
-    rep = correlate(stepless, checkpoints=moved, n_bootstrap=0)
+    rep = correlate(stepless, AnalysisOptions(n_bootstrap=0), checkpoints=moved)
     assert math.isfinite(rep.verdicts[0].step_rho)
-    rep = correlate(stepless, n_bootstrap=0)
+    rep = correlate(stepless, AnalysisOptions(n_bootstrap=0))
     assert math.isnan(rep.verdicts[0].step_rho)
     assert any("without a training step" in n for n in rep.notes)
 
 
 def test_bootstrap_intervals_depend_only_on_the_seed_and_the_data():
     rows, records = _training_store("more")
-    a = correlate(rows, checkpoints=records, n_bootstrap=200, seed=3).verdicts[0]
+    a = correlate(rows, AnalysisOptions(n_bootstrap=200, seed=3), checkpoints=records).verdicts[0]
     renamed = [ResultRow(**{**r.to_dict(), "model": "other", "dataset": r.dataset + "/x"})
                for r in rows]
-    b = correlate(renamed, checkpoints=[CheckpointRecord("other", c.checkpoint, c.path,
+    b = correlate(renamed, AnalysisOptions(n_bootstrap=200, seed=3),
+                  checkpoints=[CheckpointRecord("other", c.checkpoint, c.path,
                                                          c.format, c.step, c.digest,
-                                                         c.training) for c in records],
-                  n_bootstrap=200, seed=3).verdicts[0]
+                                                         c.training) for c in records]).verdicts[0]
     assert (a.partial_low, a.partial_high) == (b.partial_low, b.partial_high)
-    c = correlate(rows, checkpoints=records, n_bootstrap=200, seed=4).verdicts[0]
+    c = correlate(rows, AnalysisOptions(n_bootstrap=200, seed=4), checkpoints=records).verdicts[0]
     assert (a.partial_low, a.partial_high) != (c.partial_low, c.partial_high)
 
 
@@ -259,7 +261,7 @@ def test_a_metric_the_step_determines_tells_nothing_beyond_it():
     rows, records = _training_store("more")
     monotone = [ResultRow(**{**r.to_dict(), "value": float(r.step) + int(r.layer)})
                 if not r.task else r for r in rows]
-    rep = correlate(monotone, checkpoints=records, n_bootstrap=200)
+    rep = correlate(monotone, AnalysisOptions(n_bootstrap=200), checkpoints=records)
     (v,) = rep.verdicts
     assert all(b.partial == 0.0 for b in rep.baselines)
     assert (v.partial, v.partial_low, v.partial_high) == (0.0, 0.0, 0.0)
@@ -278,8 +280,8 @@ def test_a_constant_metric_does_not_beat_the_step_on_a_probe_training_makes_wors
             score[(s, layer)] = 0.9 - 0.05 * i + 0.01 * rng.normal() + 0.01 * j
             metric[(s, layer)] = 7.0
     losses = {s: 10.0 - i for i, s in enumerate(STEPS)}
-    rep = correlate(_rows(metric, score, task="sid"), checkpoints=_records(losses),
-                    n_bootstrap=100)
+    rep = correlate(_rows(metric, score, task="sid"), AnalysisOptions(n_bootstrap=100),
+                    checkpoints=_records(losses))
     (v,) = rep.verdicts
     assert v.regret_metric == pytest.approx(v.regret_first)
     assert v.regret_last > 0.9 and v.margin_last > v.margin_last_se

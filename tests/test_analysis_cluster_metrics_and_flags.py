@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from speechrank.analysis import correlate
+from speechrank.analysis.options import AnalysisOptions
 from speechrank.results import ResultRow
 from speechrank.store import ResultStore, conventions_hash
 
@@ -35,7 +36,7 @@ def _rows() -> list[ResultRow]:
 
 
 def test_cluster_metrics_are_negated_and_flags_noted():
-    report = correlate(_rows(), n_bootstrap=20)
+    report = correlate(_rows(), AnalysisOptions(n_bootstrap=20))
     by_metric = {s.metric: s for s in report.summary}
     for name in ("kmeans_inertia", "davies_bouldin"):
         assert by_metric[name].pair.metric_orientation == -1

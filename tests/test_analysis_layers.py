@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from speechrank.analysis import correlate
+from speechrank.analysis.options import AnalysisOptions
 from speechrank.metrics import formulas
 from speechrank.results import ResultRow
 
@@ -70,7 +71,7 @@ def test_layer_choice_known_answer():
         "participation_ratio/frames": {"cnn": 5.0, "0": 7.0, "1": 2.0, "2": 6.0},  # picks 0
         "alpha_req/sum": {"cnn": 2.0, "0": 1.0, "1": 3.0, "2": 0.5},  # negated: picks 2
     }
-    rep = correlate(_rows(scores, metrics), n_bootstrap=0)
+    rep = correlate(_rows(scores, metrics), AnalysisOptions(n_bootstrap=0))
     summary = {s.selector: s for s in rep.layer_choice_summary}
     expected = {"rankme/sum": 0.0, "last layer": (0.8 - 0.5) / 0.6,
                 "first layer": (0.8 - 0.3) / 0.6, "participation_ratio/frames": 1.0,
@@ -101,14 +102,14 @@ def test_isoscore_follows_the_width_not_only_the_ratio():
     rows = _rows(scores, {"participation_ratio/frames": {"0": 4.0, "1": 4.0}})
     # the same participation ratio in a narrower layer is more isotropic
     rows = [ResultRow(**{**r.to_dict(), "dim": 8}) if r.layer == "1" else r for r in rows]
-    rep = correlate(rows, n_bootstrap=0)
+    rep = correlate(rows, AnalysisOptions(n_bootstrap=0))
     pick = next(c for c in rep.layer_choice if c.selector == "isoscore/frames")
     assert pick.picked == "1" and pick.regret_fraction == 0.0
 
 
 def test_undefined_choices_have_reasons():
     rows = _rows({"0": 0.5, "1": 0.5}, {"rankme/sum": {"0": 1.0, "1": 2.0}})
-    rep = correlate(rows, n_bootstrap=0)
+    rep = correlate(rows, AnalysisOptions(n_bootstrap=0))
     choice = next(c for c in rep.layer_choice if c.selector == "rankme/sum")
     assert math.isnan(choice.regret_fraction) and "same score" in choice.reason
     summary = next(s for s in rep.layer_choice_summary if s.selector == "rankme/sum")

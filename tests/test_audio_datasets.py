@@ -504,8 +504,8 @@ def test_synthetic_real_corpus(tmp_path: Path) -> None:
     """A real (tiny) corpus from the synthetic generator, where eSpeak NG is available."""
     synthetic = pytest.importorskip("speechrank.audio.synthetic")
     try:
-        synthetic.make_corpus(tmp_path / "c", minutes=0.5, languages=("en",), workers=1,
-                              progress=False)
+        spec = synthetic.CorpusSpec(minutes=0.5, languages=("en",))
+        synthetic.make_corpus(tmp_path / "c", spec, workers=1, progress=False)
     except (OSError, SpeechrankError) as err:  # pragma: no cover - no eSpeak here
         pytest.skip(f"cannot synthesise: {err}")
     data = load_dataset(f"synthetic:{tmp_path / 'c'}")

@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speechrank.encoders import EncoderOutput, SpeechEncoder, configure_cpu_threads, wrap_module
+from speechrank.encoders import (
+    EncoderOutput,
+    SpeechEncoder,
+    WrapOptions,
+    configure_cpu_threads,
+    wrap_module,
+)
 from speechrank.encoders.normalization import normalize_waveforms
 from speechrank.encoders.runtime import eval_mode, resolve_dtype
 from speechrank.errors import SpeechrankError
@@ -54,8 +60,8 @@ def toy() -> ToyEncoder:
 
 
 def test_wrap_module_sequence_output(toy: ToyEncoder) -> None:
-    enc = wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths, name="toy",
-                      layer_names=["cnn", "0", "1", "2"])
+    enc = wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths,
+                      options=WrapOptions(name="toy", layer_names=["cnn", "0", "1", "2"]))
     assert isinstance(enc, SpeechEncoder)
     assert enc.layer_names == ["cnn", "0", "1", "2"] and enc.num_layers == 3
     assert enc.layer_dims == {"cnn": 6, "0": 8, "1": 8, "2": 8} and enc.dim == 8
@@ -89,15 +95,15 @@ def test_wrap_module_hf_style_and_mapping_outputs(toy: ToyEncoder) -> None:
         return BaseModelOutput(last_hidden_state=states[-1], hidden_states=states[1:])
 
     enc = wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths,
-                      forward=as_model_output)
+                      options=WrapOptions(forward=as_model_output))
     assert enc.layer_names == ["0", "1", "2"] and enc.name == "ToyEncoder"
 
     def as_mapping(module: torch.nn.Module, w: torch.Tensor, n: torch.Tensor) -> object:
         states = module(w)
         return {"cnn": states[0], "0": states[1]}
 
-    enc = wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths, forward=as_mapping,
-                      normalize=True, inference_mode=False)
+    enc = wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths,
+                      options=WrapOptions(forward=as_mapping, normalize=True, inference_mode=False))
     assert enc.layer_names == ["cnn", "0"]
     out = enc.encode(torch.randn(1, 4000) * 5 + 1, torch.tensor([4000]))
     assert out.layers["0"].shape == (1, 12, 8) and not out.layers["0"].requires_grad
@@ -106,10 +112,11 @@ def test_wrap_module_hf_style_and_mapping_outputs(toy: ToyEncoder) -> None:
 
 def test_wrap_module_rejects_bad_outputs(toy: ToyEncoder) -> None:
     with pytest.raises(SpeechrankError, match="layer names"):
-        wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths, layer_names=["a"])
+        wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths,
+                    options=WrapOptions(layer_names=["a"]))
     with pytest.raises(SpeechrankError, match="expected"):
         wrap_module(toy, sample_rate=16_000, frame_lengths=toy_lengths,
-                    forward=lambda m, w, n: 3)
+                    options=WrapOptions(forward=lambda m, w, n: 3))
     with pytest.raises(SpeechrankError, match="frame_lengths"):
         wrap_module(toy, sample_rate=16_000, frame_lengths=lambda n: n // 100)
 

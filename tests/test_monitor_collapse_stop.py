@@ -23,14 +23,14 @@ import pytorch_lightning as pl
 import torch
 from transformers import Trainer, TrainingArguments
 
-from speechrank.encoders.wrapped import wrap_module
+from speechrank.encoders.wrapped import WrapOptions, wrap_module
 from speechrank.errors import SpeechrankError
 from speechrank.monitor import CollapseAlarm, CollapseDetector, CollapseStop, RankMonitor
 from speechrank.monitor.collapse import RankCollapseWarning
 from speechrank.monitor.hf import RankMonitorTrainerCallback
 from speechrank.monitor.lightning import RankMonitorCallback
 from speechrank.monitor.pretrain import pretrain_with_monitor
-from speechrank.pretrain import TrainConfig, pretrain
+from speechrank.pretrain import TrainConfig, TrainRun, pretrain
 from tests.test_monitor_core import SR, toy_frames, waves
 from tests.test_pretrain_training import corpus  # noqa: F401  (a fixture)
 
@@ -96,7 +96,8 @@ class Encoder(torch.nn.Module):
 
 
 def monitor_of(net: Regressor) -> RankMonitor:
-    encoder = wrap_module(Encoder(net), sample_rate=SR, frame_lengths=toy_frames, name="toy")
+    encoder = wrap_module(Encoder(net), sample_rate=SR, frame_lengths=toy_frames,
+                          options=WrapOptions(name="toy"))
     return RankMonitor(encoder, waves(12, seed=5))
 
 
@@ -294,8 +295,8 @@ def test_the_pretraining_loop_ends_where_its_stop_hook_says(corpus: Path,  # noq
         return "enough" if step >= 2 else None
 
     run = tmp_path / "run"
-    summary = pretrain(str(corpus), run, steps=6, save_every=1, config=TrainConfig(**FAST),
-                       stop=stop, progress=False)
+    summary = pretrain(str(corpus), run, TrainRun(steps=6, save_every=1),
+                       config=TrainConfig(**FAST), stop=stop, progress=False)
     assert (summary.final_step, summary.stopped_by, summary.stop_reason) == (2, "monitor",
                                                                            "enough")
     assert asked == [0, 1, 2]
@@ -303,15 +304,16 @@ def test_the_pretraining_loop_ends_where_its_stop_hook_says(corpus: Path,  # noq
     assert {"event": "stop", "step": 2, "reason": "enough"} in log
     assert log[-1]["stopped_by"] == "monitor"
     # the stopping checkpoint is the newest and resumable
-    resumed = pretrain(str(corpus), run, steps=3, save_every=1, config=TrainConfig(**FAST),
-                       resume=True, progress=False)
+    resumed = pretrain(str(corpus), run, TrainRun(steps=3, save_every=1, resume=True),
+                       config=TrainConfig(**FAST), progress=False)
     assert (resumed.start_step, resumed.final_step, resumed.stopped_by) == (2, 3, "steps")
 
 
 def test_stopping_on_collapse_needs_the_monitor(corpus: Path, tmp_path: Path) -> None:  # noqa: F811
     with pytest.raises(SpeechrankError, match="needs the rank monitor"):
         pretrain_with_monitor(str(corpus), tmp_path / "run", monitor_data="none",
-                              stop_on_collapse=True, steps=1, config=TrainConfig(**FAST))
+                              stop_on_collapse=True, config=TrainConfig(**FAST),
+                              run=TrainRun(steps=1))
 
 
 def test_the_command_line_refuses_a_stop_without_the_monitor(corpus: Path,  # noqa: F811

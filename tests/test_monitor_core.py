@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speechrank.audio.utterance import Dataset, Utterance
-from speechrank.encoders import wrap_module
+from speechrank.encoders import WrapOptions, wrap_module
 from speechrank.errors import SpeechrankError
 from speechrank.monitor import (
     CollapseDetector,
@@ -71,7 +71,7 @@ def toy_frames(num_samples: torch.Tensor) -> torch.Tensor:
 
 def toy_encoder(module: torch.nn.Module | None = None, **kwargs):
     return wrap_module(module or ToyEncoder(**kwargs), sample_rate=SR, frame_lengths=toy_frames,
-                       name="toy")
+                       options=WrapOptions(name="toy"))
 
 
 def waves(n: int = 24, seed: int = 0, lo: float = 0.3, hi: float = 1.2) -> list[np.ndarray]:
@@ -516,11 +516,11 @@ def test_pretrain_loop_logs_and_stores_the_monitor(tmp_path: Path, wav_dataset: 
     import json
 
     from speechrank.monitor import pretrain_monitor
-    from speechrank.pretrain import pretrain
+    from speechrank.pretrain import TrainRun, pretrain
 
     monitor = pretrain_monitor(waves(6, seed=6), layers="0,2", store=tmp_path / "r.sqlite")
-    pretrain(wav_dataset, tmp_path / "run-x", steps=2, save_every=1, batch_size=2, size="micro",
-             crop_seconds=0.5, progress=False, monitor=monitor)
+    pretrain(wav_dataset, tmp_path / "run-x", TrainRun(steps=2, save_every=1), progress=False,
+             monitor=monitor, overrides={"batch_size": 2, "size": "micro", "crop_seconds": 0.5})
     assert [step for step, _ in monitor.history] == [0, 1, 2]
     events = [json.loads(line) for line in (tmp_path / "run-x" / "train_log.jsonl").open()]
     logged = [e for e in events if e["event"] == "monitor"]

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from speechrank.encoders.bestrq import config_for_size, init_bestrq_model
 from speechrank.pretrain import WarmupInverseSqrt
-from speechrank.pretrain.objective import BestRqPretrainer, RandomProjectionQuantizer, span_mask
+from speechrank.pretrain.objective import (
+    BatchRandom,
+    BestRqPretrainer,
+    Masking,
+    RandomProjectionQuantizer,
+    span_mask,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -71,9 +77,8 @@ def test_pretrainer_loss_starts_near_log_codebook_and_trains_the_encoder_only() 
     model = BestRqPretrainer(init_bestrq_model(config, 0), quantizer_seed=1)
     waves = 0.1 * torch.randn(3, 12000, generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([12000, 9000, 5000])
-    result = model(waves, lengths, mask_prob=0.05, mask_span=10, noise_std=0.1,
-                   rng=np.random.default_rng(0),
-                   noise_generator=torch.Generator().manual_seed(0))
+    result = model(waves, lengths, Masking(mask_prob=0.05, mask_span=10, noise_std=0.1),
+                   BatchRandom(np.random.default_rng(0), torch.Generator().manual_seed(0)))
     assert math.isfinite(float(result.loss.detach()))
     assert abs(float(result.loss.detach()) - math.log(config.codebook_size)) < 0.5
     assert 0 < result.masked_frames <= result.valid_frames == 36 + 27 + 14
@@ -98,13 +103,13 @@ def test_shuffled_targets_keep_their_counts_but_not_their_frames() -> None:
     model = BestRqPretrainer(init_bestrq_model(config_for_size("micro"), 0), 1)
     waves = torch.randn(3, 8000) * 0.1
     lengths = torch.tensor([8000, 6000, 3000])
-    common = {"mask_prob": 1.0, "mask_span": 1, "noise_std": 0.1}
+    masking = Masking(mask_prob=1.0, mask_span=1, noise_std=0.1)
 
     @torch.no_grad()
     def run(shuffle: np.random.Generator | None):
-        return model(waves, lengths, rng=np.random.default_rng(0),
-                     noise_generator=torch.Generator().manual_seed(0), shuffle=shuffle,
-                     **common)
+        random = BatchRandom(np.random.default_rng(0), torch.Generator().manual_seed(0),
+                             shuffle=shuffle)
+        return model(waves, lengths, masking, random)
 
     plain = run(None)
     shuffled = run(np.random.default_rng(5))

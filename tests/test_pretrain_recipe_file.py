@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from speechrank.cli import main
 from speechrank.errors import SpeechrankError
-from speechrank.pretrain import TrainConfig, load_recipe, pretrain
+from speechrank.pretrain import TrainConfig, TrainRun, load_recipe, pretrain
 from speechrank.pretrain.recipe import RecipeFile
 from tests.test_pretrain_training import corpus  # noqa: F401  (a fixture)
 
@@ -196,7 +196,7 @@ def test_a_recipe_file_trains_the_run_and_is_recorded(corpus: Path,  # noqa: F81
     path = write_recipe(tmp_path / "r.toml", {
         "size": "micro", "batch_size": 4, "crop_seconds": 0.64, "targets": "hubert",
         "num_clusters": 8, "kmeans_frames": 400, "warmup_steps": 1, "mask_prob": 0.2})
-    summary = pretrain(str(corpus), tmp_path / "run", steps=2, config=load_recipe(path),
+    summary = pretrain(str(corpus), tmp_path / "run", TrainRun(steps=2), config=load_recipe(path),
                        progress=False)
     recorded = json.loads((tmp_path / "run" / "checkpoint-000002" / "config.json").read_text())
     assert TrainConfig.from_dict(recorded["pretraining"]) == TrainConfig.from_dict(
@@ -209,8 +209,8 @@ def test_a_zero_learning_rate_leaves_the_weights_as_initialised(corpus: Path,  #
                                                                tmp_path: Path) -> None:
     config = TrainConfig(size="micro", batch_size=4, crop_seconds=0.64, learning_rate=0.0,
                          num_clusters=8, kmeans_frames=400, warmup_steps=1)
-    summary = pretrain(str(corpus), tmp_path / "run", steps=3, save_every=3, config=config,
-                       progress=False)
+    summary = pretrain(str(corpus), tmp_path / "run", TrainRun(steps=3, save_every=3),
+                       config=config, progress=False)
     assert math.isfinite(summary.final_loss)
     first = load_file(str(tmp_path / "run" / "checkpoint-000000" / "model.safetensors"))
     last = load_file(str(tmp_path / "run" / "checkpoint-000003" / "model.safetensors"))

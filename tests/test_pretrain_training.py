@@ -23,7 +23,7 @@ from speechrank.encoders.bestrq import (
 )
 from speechrank.encoders.formats.speechrank import is_bestrq_checkpoint
 from speechrank.errors import SpeechrankError
-from speechrank.pretrain import TrainConfig, pretrain
+from speechrank.pretrain import TrainConfig, TrainRun, pretrain
 from speechrank.pretrain.data import (
     AudioBank,
     CropSampler,
@@ -43,7 +43,7 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
-FAST = {"size": "micro", "batch_size": 4, "crop_seconds": 0.64, "progress": False}
+FAST = {"size": "micro", "batch_size": 4, "crop_seconds": 0.64}
 
 
 def _sweep(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
@@ -82,7 +82,8 @@ def _log(out: Path) -> list[dict]:
 
 def test_smoke_checkpoints_logs_and_loading(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    summary = pretrain(str(corpus), out, steps=4, save_every=2, log_every=1, **FAST)
+    summary = pretrain(str(corpus), out, TrainRun(steps=4, save_every=2, log_every=1),
+                       overrides=FAST, progress=False)
     assert summary.final_step == 4 and summary.stopped_by == "steps"
     assert [Path(p).name for p in summary.checkpoints] == [
         "checkpoint-000000", "checkpoint-000002", "checkpoint-000004"]
@@ -127,11 +128,14 @@ def test_smoke_checkpoints_logs_and_loading(corpus: Path, tmp_path: Path) -> Non
 def test_resume_equals_uninterrupted_and_runs_are_deterministic(corpus: Path,
                                                                  tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    pretrain(str(corpus), straight, steps=6, save_every=3, seed=7, **FAST)
+    pretrain(str(corpus), straight, TrainRun(steps=6, save_every=3),
+             overrides={**FAST, "seed": 7}, progress=False)
     split = tmp_path / "split"
-    first = pretrain(str(corpus), split, steps=3, save_every=3, seed=7, **FAST)
+    first = pretrain(str(corpus), split, TrainRun(steps=3, save_every=3),
+                     overrides={**FAST, "seed": 7}, progress=False)
     assert first.final_step == 3
-    resumed = pretrain(str(corpus), split, steps=6, save_every=3, resume=True, **FAST)
+    resumed = pretrain(str(corpus), split, TrainRun(steps=6, save_every=3, resume=True),
+                       overrides=FAST, progress=False)
     assert resumed.start_step == 3 and resumed.final_step == 6
     assert resumed.resumed_from == str(split / "checkpoint-000003")
     _assert_same_weights(straight / "checkpoint-000006", split / "checkpoint-000006")
@@ -147,22 +151,27 @@ def test_resume_equals_uninterrupted_and_runs_are_deterministic(corpus: Path,
     assert steps == sorted(set(steps))
 
     again = tmp_path / "again"
-    pretrain(str(corpus), again, steps=6, save_every=6, seed=7, **FAST)
+    pretrain(str(corpus), again, TrainRun(steps=6, save_every=6),
+             overrides={**FAST, "seed": 7}, progress=False)
     _assert_same_weights(straight / "checkpoint-000006", again / "checkpoint-000006")
     other = tmp_path / "other"
-    pretrain(str(corpus), other, steps=6, save_every=6, seed=8, **FAST)
+    pretrain(str(corpus), other, TrainRun(steps=6, save_every=6),
+             overrides={**FAST, "seed": 8}, progress=False)
     assert not torch.equal(_weights(other / "checkpoint-000006")["encoder.input_proj.weight"],
                            _weights(again / "checkpoint-000006")["encoder.input_proj.weight"])
 
 
 def test_explicit_save_steps_and_an_idle_resume(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    summary = pretrain(str(corpus), out, steps=5, save_steps=(1, 3), **FAST)
+    summary = pretrain(str(corpus), out, TrainRun(steps=5, save_steps=(1, 3)), overrides=FAST,
+                       progress=False)
     assert [Path(p).name[-2:] for p in summary.checkpoints] == ["00", "01", "03", "05"]
-    both = pretrain(str(corpus), tmp_path / "both", steps=5, save_every=2, save_steps=[3], **FAST)
+    both = pretrain(str(corpus), tmp_path / "both",
+                    TrainRun(steps=5, save_every=2, save_steps=[3]), overrides=FAST, progress=False)
     assert [Path(p).name[-2:] for p in both.checkpoints] == ["00", "02", "03", "04", "05"]
     # resuming a run that already reached its step budget trains nothing and saves nothing
-    idle = pretrain(str(corpus), out, steps=5, resume=True, **FAST)
+    idle = pretrain(str(corpus), out, TrainRun(steps=5, resume=True), overrides=FAST,
+                    progress=False)
     assert (idle.start_step, idle.final_step, idle.checkpoints) == (5, 5, [])
     assert (idle.final_loss, idle.final_accuracy) == (summary.final_loss,
                                                       summary.final_accuracy)
@@ -170,7 +179,7 @@ def test_explicit_save_steps_and_an_idle_resume(corpus: Path, tmp_path: Path) ->
 
 def test_resume_ignores_partial_writes(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    pretrain(str(corpus), out, steps=2, save_every=2, **FAST)
+    pretrain(str(corpus), out, TrainRun(steps=2, save_every=2), overrides=FAST, progress=False)
     # what a kill during a checkpoint write leaves: a temporary directory, and (worse) a
     # checkpoint-named directory without its files
     leftover = out / ".partial" / "checkpoint-000004-999"
@@ -179,12 +188,13 @@ def test_resume_ignores_partial_writes(corpus: Path, tmp_path: Path) -> None:
     broken = out / "checkpoint-000009"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    summary = pretrain(str(corpus), out, steps=4, save_every=2, resume=True, **FAST)
+    summary = pretrain(str(corpus), out, TrainRun(steps=4, save_every=2, resume=True),
+                       overrides=FAST, progress=False)
     assert summary.resumed_from == str(out / "checkpoint-000002")
     assert summary.final_step == 4
     assert not leftover.exists()
     straight = tmp_path / "straight"
-    pretrain(str(corpus), straight, steps=4, save_every=4, **FAST)
+    pretrain(str(corpus), straight, TrainRun(steps=4, save_every=4), overrides=FAST, progress=False)
     _assert_same_weights(straight / "checkpoint-000004", out / "checkpoint-000004")
 
 
@@ -203,7 +213,8 @@ def test_monitor_hook_is_called_logged_and_harmless(corpus: Path, tmp_path: Path
 
     with_monitor = tmp_path / "with"
     assert not torch.are_deterministic_algorithms_enabled()
-    pretrain(str(corpus), with_monitor, steps=4, save_every=2, monitor=monitor, **FAST)
+    pretrain(str(corpus), with_monitor, TrainRun(steps=4, save_every=2), monitor=monitor,
+             overrides=FAST, progress=False)
     assert not torch.are_deterministic_algorithms_enabled()
     assert [c[0] for c in calls] == [0, 2, 4]
     assert calls[0][1] == ["0", "1", "2"]
@@ -213,23 +224,24 @@ def test_monitor_hook_is_called_logged_and_harmless(corpus: Path, tmp_path: Path
     trainer = json.loads((with_monitor / "checkpoint-000002" / "trainer.json").read_text())
     assert trainer["monitor"]["value"] == 2.0
     without = tmp_path / "without"
-    pretrain(str(corpus), without, steps=4, save_every=2, **FAST)
+    pretrain(str(corpus), without, TrainRun(steps=4, save_every=2), overrides=FAST, progress=False)
     _assert_same_weights(with_monitor / "checkpoint-000004", without / "checkpoint-000004")
 
     def broken(encoder: BestRqEncoder, step: int) -> dict:
         raise RuntimeError("boom")
 
     with pytest.warns(UserWarning, match=r"monitor failed at step [02]: RuntimeError: boom"):
-        summary = pretrain(str(corpus), tmp_path / "broken", steps=2, save_every=2,
-                           monitor=broken, **FAST)
+        summary = pretrain(str(corpus), tmp_path / "broken", TrainRun(steps=2, save_every=2),
+                           monitor=broken, overrides=FAST, progress=False)
     assert summary.final_step == 2
     assert any(r["event"] == "monitor_error" for r in _log(tmp_path / "broken"))
 
 
 def test_wall_time_budget_saves_the_last_step(corpus: Path, tmp_path: Path) -> None:
-    options = {**FAST, "progress": True}  # the rich bars draw on stderr without failing
-    summary = pretrain(str(corpus), tmp_path / "run", minutes=1e-9, save_every=100,
-                       num_threads=2, **options)
+    # progress=True: the rich bars draw on stderr without failing
+    summary = pretrain(str(corpus), tmp_path / "run",
+                       TrainRun(minutes=1e-9, save_every=100, num_threads=2), overrides=FAST,
+                       progress=True)
     assert torch.get_num_threads() == 1  # the fixture's setting is back
     assert _log(tmp_path / "run")[0]["torch_threads"] == 2
     assert summary.stopped_by == "minutes"
@@ -238,22 +250,24 @@ def test_wall_time_budget_saves_the_last_step(corpus: Path, tmp_path: Path) -> N
 
 def test_user_errors(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(SpeechrankError, match="give a budget"):
-        pretrain(str(corpus), tmp_path / "a", **FAST)
+        pretrain(str(corpus), tmp_path / "a", TrainRun(), overrides=FAST, progress=False)
     out = tmp_path / "run"
-    pretrain(str(corpus), out, steps=1, save_every=1, **FAST)
+    pretrain(str(corpus), out, TrainRun(steps=1, save_every=1), overrides=FAST, progress=False)
     with pytest.raises(SpeechrankError, match="already holds checkpoints"):
-        pretrain(str(corpus), out, steps=2, **FAST)
+        pretrain(str(corpus), out, TrainRun(steps=2), overrides=FAST, progress=False)
     with pytest.raises(SpeechrankError, match="seed=3"):
-        pretrain(str(corpus), out, steps=2, seed=3, resume=True, **FAST)
+        pretrain(str(corpus), out, TrainRun(steps=2, resume=True), overrides={**FAST, "seed": 3},
+                 progress=False)
     other = tmp_path / "other_corpus"
     shutil.copytree(corpus, other)
     sf.write(other / "utt0.wav", _sweep(0.5, 16000, 99), 16000)
     with pytest.raises(SpeechrankError, match="fingerprint"):
-        pretrain(str(other), out, steps=2, resume=True, **FAST)
+        pretrain(str(other), out, TrainRun(steps=2, resume=True), overrides=FAST, progress=False)
     with pytest.raises(SpeechrankError, match="batch size"):
         TrainConfig(batch_size=0)
     with pytest.raises(SpeechrankError, match="unknown model size"):
-        pretrain(str(corpus), tmp_path / "b", steps=1, size="huge", progress=False)
+        pretrain(str(corpus), tmp_path / "b", TrainRun(steps=1), progress=False,
+                 overrides={"size": "huge"})
 
 
 def test_unusable_files_are_skipped_with_reasons(corpus: Path, tmp_path: Path) -> None:
@@ -261,7 +275,8 @@ def test_unusable_files_are_skipped_with_reasons(corpus: Path, tmp_path: Path) -
     shutil.copytree(corpus, data)
     sf.write(data / "tiny.wav", np.zeros(100, dtype="f4"), 16000)
     (data / "broken.wav").write_bytes(b"RIFF....not audio")
-    summary = pretrain(str(data), tmp_path / "run", steps=1, **FAST)
+    summary = pretrain(str(data), tmp_path / "run", TrainRun(steps=1), overrides=FAST,
+                       progress=False)
     reasons = sorted(s["reason"] for s in summary.skipped)
     assert reasons == ["too_short", "unreadable"]
     assert summary.data["utterances"] == 8
@@ -412,7 +427,7 @@ def test_hubert_run_saves_its_targets_and_resumes_exactly(corpus: Path,
                          schedule="linear", decay_steps=6, warmup_steps=2, **HUBERT)
     kw = {"progress": False, "config": config}
     straight = tmp_path / "straight"
-    summary = pretrain(str(corpus), straight, steps=6, save_every=3, **kw)
+    summary = pretrain(str(corpus), straight, TrainRun(steps=6, save_every=3), **kw)
     assert math.isfinite(summary.final_loss)
     first = load_file(str(straight / "checkpoint-000000" / "model.safetensors"))
     last = load_file(str(straight / "checkpoint-000006" / "model.safetensors"))
@@ -424,6 +439,6 @@ def test_hubert_run_saves_its_targets_and_resumes_exactly(corpus: Path,
     assert start["targets"]["kind"] == "hubert" and start["targets"]["frames"] > 8
 
     split = tmp_path / "split"
-    pretrain(str(corpus), split, steps=3, save_every=3, **kw)
-    pretrain(str(corpus), split, steps=6, save_every=3, resume=True, progress=False)
+    pretrain(str(corpus), split, TrainRun(steps=3, save_every=3), **kw)
+    pretrain(str(corpus), split, TrainRun(steps=6, save_every=3, resume=True), progress=False)
     _assert_same_weights(straight / "checkpoint-000006", split / "checkpoint-000006")

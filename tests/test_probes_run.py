@@ -276,10 +276,10 @@ def test_resolve_task_picks_the_label():
 
 @pytest.fixture(scope="module")
 def synthetic_corpus(tmp_path_factory) -> Path:
-    from speechrank.audio.synthetic import make_corpus
+    from speechrank.audio.synthetic import CorpusSpec, make_corpus
 
     out = tmp_path_factory.mktemp("synthetic") / "corpus"
-    make_corpus(out, minutes=1.0, languages=("en",), progress=False)
+    make_corpus(out, CorpusSpec(minutes=1.0, languages=("en",)), progress=False)
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from speechrank.analysis.options import AnalysisOptions
 from speechrank.results import ResultRow
 from speechrank.store import ResultStore
 
@@ -131,7 +132,7 @@ def test_page_structure_escaping_and_local_resources(report_dir):
 def test_headline_numbers_match_the_analysis(report_dir):
     from speechrank.analysis import correlate
 
-    rep = correlate(_rows(), n_bootstrap=50)
+    rep = correlate(_rows(), AnalysisOptions(n_bootstrap=50))
     text = (report_dir / "index.html").read_text(encoding="utf-8")
     s = next(s for s in rep.summary if (s.metric, s.pooling, s.task, s.domain)
              == ("rankme", "sum", "ks", "in"))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from speechrank.audio import load_dataset
-from speechrank.audio.synthetic import plan_corpus, split_pattern
+from speechrank.audio.synthetic import CorpusSpec, plan_corpus, split_pattern
 from speechrank.encoders import load_encoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo, iter_encoded, plan_utterances
@@ -300,7 +300,7 @@ def test_split_pattern_holds_each_split_as_often_as_its_weight(weights):
 
 def test_corpus_probe_splits_move_clips_to_test():
     def shares(weights):
-        jobs = plan_corpus(minutes=20.0, languages=("en",), probe_splits=weights).jobs
+        jobs = plan_corpus(CorpusSpec(minutes=20.0, languages=("en",), probe_splits=weights)).jobs
         counts = Counter(j.split for j in jobs if j.manifest in ("train", "dev", "test"))
         return {name: counts[name] / sum(counts.values()) for name in counts}
 
@@ -309,7 +309,7 @@ def test_corpus_probe_splits_move_clips_to_test():
     assert demo["test"] > 0.4 and math.isclose(sum(demo.values()), 1.0)
     for bad in ((1, 1), (0, 1, 1), (1.5, 1, 1), "211"):
         with pytest.raises(SpeechrankError, match="probe_splits"):
-            plan_corpus(minutes=5.0, languages=("en",), probe_splits=bad)
+            plan_corpus(CorpusSpec(minutes=5.0, languages=("en",), probe_splits=bad))
 
 
 def test_probe_recipe_takes_a_table_per_split():

@@ -114,12 +114,12 @@ def test_ray_missing_fails_with_one_line(setup, tmp_path, monkeypatch, capsys):
 def test_bad_resources_rejected(setup, tmp_path):
     pytest.importorskip("ray")
     from speechrank.errors import SpeechrankError
-    from speechrank.sweep.ray_executor import sweep_on_ray
+    from speechrank.sweep.ray_executor import RayExecutor, sweep_on_ray
 
     root, _ = setup
     with pytest.raises(SpeechrankError, match="cpus-per-unit"):
         sweep_on_ray(root / "checkpoints.txt", root / "sweep.toml", tmp_path / "s.sqlite",
-                     cpus_per_unit=0)
+                     RayExecutor(cpus_per_unit=0))
 
 
 @pytest.mark.slow
@@ -141,7 +141,7 @@ def test_ray_sweep_equals_serial_and_resumes_as_done(setup, cluster, tmp_path):
 
 @pytest.mark.slow
 def test_worker_killed_mid_unit_is_retried_nothing_lost_or_duplicated(setup, cluster, tmp_path):
-    from speechrank.sweep.ray_executor import PausePoint, sweep_on_ray
+    from speechrank.sweep.ray_executor import PausePoint, RayExecutor, sweep_on_ray
 
     root, serial = setup
     cfg = SweepConfig.from_toml(root / "sweep.toml")
@@ -156,7 +156,7 @@ def test_worker_killed_mid_unit_is_retried_nothing_lost_or_duplicated(setup, clu
         try:
             outcome["summary"] = sweep_on_ray(
                 root / "checkpoints.txt", root / "sweep.toml", store,
-                pause=PausePoint(unit_key=target.key, directory=str(pause_dir)))
+                RayExecutor(pause=PausePoint(unit_key=target.key, directory=str(pause_dir))))
         except BaseException as err:  # surfaced by the assertions below
             outcome["error"] = err
 

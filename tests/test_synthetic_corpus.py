@@ -16,6 +16,7 @@ import soundfile as sf
 from speechrank.audio import synthetic_grammar as grammar
 from speechrank.audio.synthetic import (
     CorpusProgress,
+    CorpusSpec,
     CorpusSummary,
     make_corpus,
     plan_corpus,
@@ -53,7 +54,7 @@ def _digest(root: Path) -> dict[str, str]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CorpusSummary]:
     root = tmp_path_factory.mktemp("corpus") / "out"
     events: list[CorpusProgress] = []
-    summary = make_corpus(root, workers=1, progress=events.append, **SETTINGS)
+    summary = make_corpus(root, CorpusSpec(**SETTINGS), workers=1, progress=events.append)
     assert events and events[-1].done == events[-1].total == summary.total_clips
     assert [e.done for e in events] == list(range(1, len(events) + 1))
     assert events[-1].realtime_factor > 0
@@ -151,7 +152,7 @@ def test_wavs_are_the_rendered_jobs_and_the_snr_is_achieved(
     corpus: tuple[Path, CorpusSummary],
 ) -> None:
     root, _ = corpus
-    plan = plan_corpus(**SETTINGS)
+    plan = plan_corpus(CorpusSpec(**SETTINGS))
     rows = {r["path"]: r for name in MANIFESTS for r in _read(root, name)}
     assert set(rows) == {job.path for job in plan.jobs}
     for job in plan.jobs[:: max(1, len(plan.jobs) // 8)]:
@@ -179,33 +180,33 @@ def test_same_seed_same_bytes_whatever_the_workers(
     corpus: tuple[Path, CorpusSummary], tmp_path: Path
 ) -> None:
     root, _ = corpus
-    again = make_corpus(tmp_path / "again", workers=2, progress=False, **SETTINGS)
+    again = make_corpus(tmp_path / "again", CorpusSpec(**SETTINGS), workers=2, progress=False)
     assert again.workers == 2
     assert _digest(tmp_path / "again") == _digest(root)
     first = json.loads((root / "corpus.json").read_text(encoding="utf-8"))
     second = json.loads((tmp_path / "again" / "corpus.json").read_text(encoding="utf-8"))
     first.pop("generation"), second.pop("generation")
     assert first == second
-    other = plan_corpus(**{**SETTINGS, "seed": 12})
-    assert [j.text for j in other.jobs] != [j.text for j in plan_corpus(**SETTINGS).jobs]
+    other = plan_corpus(CorpusSpec(**{**SETTINGS, "seed": 12}))
+    same = plan_corpus(CorpusSpec(**SETTINGS))
+    assert [j.text for j in other.jobs] != [j.text for j in same.jobs]
 
 
 def test_clean_corpus_and_pink_noise(tmp_path: Path) -> None:
-    summary = make_corpus(
-        tmp_path / "clean", minutes=0.3, languages=("en",), snr_db=None, progress=False
-    )
+    summary = make_corpus(tmp_path / "clean",
+                          CorpusSpec(minutes=0.3, languages=("en",), snr_db=None), progress=False)
     assert list(summary.manifests) == ["pretrain", "train", "dev", "test", "test_unseen"]
     rows = _read(tmp_path / "clean", "train")
     assert all(r["snr_db"] is None for r in rows)
-    pink = make_corpus(
-        tmp_path / "pink", minutes=0.3, languages=("en",), snr_db=5, noise="pink", progress=False
-    )
+    pink = make_corpus(tmp_path / "pink",
+                       CorpusSpec(minutes=0.3, languages=("en",), snr_db=5, noise="pink"),
+                       progress=False)
     assert pink.noise == "pink" and pink.snr_db == 5.0
     assert all(r["snr_db"] == 5.0 for r in _read(tmp_path / "pink", "train"))
 
 
 def test_enough_speakers_at_a_modest_size() -> None:
-    plan = plan_corpus(minutes=20, languages=("en", "de", "es"))
+    plan = plan_corpus(CorpusSpec(minutes=20, languages=("en", "de", "es")))
     english = {j.speaker for j in plan.jobs if j.language == "en"}
     probe = {j.speaker for j in plan.jobs if j.split in ("train", "dev", "test")}
     probe_en = {j.speaker for j in plan.jobs if j.manifest in ("train", "dev", "test")}
@@ -218,7 +219,7 @@ def test_enough_speakers_at_a_modest_size() -> None:
     for kind in ("keyword", "sentence"):
         assert kinds[("dev", kind)] == pytest.approx(kinds[("test", kind)], rel=0.1)
         assert kinds[("train", kind)] > 2 * kinds[("test", kind)]
-    small = plan_corpus(minutes=0.5, probe_speakers=40, languages=("en",))
+    small = plan_corpus(CorpusSpec(minutes=0.5, probe_speakers=40, languages=("en",)))
     assert len({j.speaker for j in small.jobs if j.manifest == "train"}) == 40
 
 
@@ -239,11 +240,12 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     ]
     for options in bad:
         with pytest.raises(SpeechrankError):
-            plan_corpus(**options)
+            plan_corpus(CorpusSpec(**options))
     with pytest.raises(SpeechrankError, match="workers"):
-        make_corpus(tmp_path / "w", minutes=0.1, workers=0, progress=False)
+        make_corpus(tmp_path / "w", CorpusSpec(minutes=0.1), workers=0, progress=False)
     with pytest.raises(SpeechrankError, match="progress"):
-        make_corpus(tmp_path / "p", minutes=0.1, progress="yes")  # type: ignore[arg-type]
+        make_corpus(tmp_path / "p", CorpusSpec(minutes=0.1),
+                    progress="yes")  # type: ignore[arg-type]
 
 
 def test_overwrite_rules(tmp_path: Path) -> None:
@@ -251,17 +253,17 @@ def test_overwrite_rules(tmp_path: Path) -> None:
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(SpeechrankError, match="not empty"):
-        make_corpus(other, minutes=0.1, progress=False)
+        make_corpus(other, CorpusSpec(minutes=0.1), progress=False)
     with pytest.raises(SpeechrankError, match=r"no corpus\.json"):
-        make_corpus(other, minutes=0.1, progress=False, overwrite=True)
+        make_corpus(other, CorpusSpec(minutes=0.1), progress=False, overwrite=True)
     assert (other / "notes.txt").read_text() == "mine"
 
     out = tmp_path / "corpus"
-    make_corpus(out, minutes=0.1, languages=("en", "de"), progress=False)
+    make_corpus(out, CorpusSpec(minutes=0.1, languages=("en", "de")), progress=False)
     assert (out / "ood_de.jsonl").exists()
     with pytest.raises(SpeechrankError, match="not empty"):
-        make_corpus(out, minutes=0.1, progress=False)
-    make_corpus(out, minutes=0.1, languages=("en",), progress=False, overwrite=True)
+        make_corpus(out, CorpusSpec(minutes=0.1), progress=False)
+    make_corpus(out, CorpusSpec(minutes=0.1, languages=("en",)), progress=False, overwrite=True)
     assert not (out / "ood_de.jsonl").exists()
     assert not (out / "wav" / "ood_de").exists()
     listed = {row["path"] for name in ("pretrain", "train", "dev", "test", "test_unseen")
@@ -290,12 +292,14 @@ def test_a_failing_run_leaves_nothing_behind(tmp_path: Path) -> None:
 
     out = tmp_path / "new"
     with pytest.raises(KeyboardInterrupt):
-        make_corpus(out, minutes=0.2, languages=("en",), workers=1, progress=stop_midway)
+        make_corpus(out, CorpusSpec(minutes=0.2, languages=("en",)), workers=1,
+                    progress=stop_midway)
     assert calls == [1, 2, 3] and not out.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        make_corpus(empty, minutes=0.2, languages=("en",), workers=1, progress=stop_midway)
+        make_corpus(empty, CorpusSpec(minutes=0.2, languages=("en",)), workers=1,
+                    progress=stop_midway)
     assert empty.is_dir() and not any(empty.iterdir())
 
 
@@ -304,7 +308,7 @@ def test_a_failing_worker_is_reported(tmp_path: Path) -> None:
     from speechrank.audio.synthetic import _worker_records
     from speechrank.audio.synthetic_espeak import Voice
 
-    jobs = list(plan_corpus(minutes=0.1, languages=("en",)).jobs[:4])
+    jobs = list(plan_corpus(CorpusSpec(minutes=0.1, languages=("en",))).jobs[:4])
     jobs[3] = dataclasses.replace(jobs[3], voice=Voice("xx-no-such-voice"))
     records = _worker_records(jobs, str(tmp_path), workers=2)
     with pytest.raises(RuntimeError, match="no voice named"):

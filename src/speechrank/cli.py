@@ -394,9 +394,10 @@ def corpus(
     json_path: JsonOpt = None,
 ) -> None:
     """Synthesise the built-in labelled speech corpus with eSpeak NG (offline)."""
-    from speechrank.audio.synthetic import make_corpus
+    from speechrank.audio.synthetic import CorpusSpec, make_corpus
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"minutes": minutes, "languages": tuple(languages.split(",")),
+                               "seed": seed, "noise": noise}
     if snr_db is not None:
         options["snr_db"] = _parse_snr(snr_db)
     options["pretrain_snr_db"] = ("same" if pretrain_snr_db.strip().lower() == "same"
@@ -407,9 +408,8 @@ def corpus(
         raise SpeechrankError(f"--probe-splits: expected TRAIN:DEV:TEST integers, got "
                               f"'{probe_splits}'") from err
     with RichProgress() as progress:
-        summary = make_corpus(out, minutes=minutes, languages=tuple(languages.split(",")),
-                              seed=seed, noise=noise, overwrite=overwrite, progress=progress,
-                              **options)
+        summary = make_corpus(out, CorpusSpec(**options), overwrite=overwrite,
+                              progress=progress)
     table = Table(title=f"synthetic corpus in {summary.out}")
     for column in ("manifest", "clips", "minutes", "speakers"):
         table.add_column(column, justify="left" if column == "manifest" else "right")
@@ -464,17 +464,20 @@ def pretrain(
     """
     _threads()
     from speechrank.monitor.pretrain import pretrain_with_monitor
+    from speechrank.pretrain import TrainRun
     from speechrank.pretrain.recipe import load_recipe
 
     if minutes is None and steps is None:
         raise SpeechrankError("give --minutes or --steps (or both)")
     config = load_recipe(recipe) if recipe is not None else None
+    plan = TrainRun(minutes=minutes, steps=steps, save_every=save_every, resume=resume)
+    overrides = {k: v for k, v in {"size": size, "seed": seed, "batch_size": batch_size}.items()
+                 if v is not None}
     with RichProgress(enabled=not quiet) as progress:
         summary, monitor = pretrain_with_monitor(
             data, out, monitor_data=monitor_data, monitor_protocol=monitor_protocol,
-            stop_on_collapse=stop_on_collapse, minutes=minutes, steps=steps,
-            save_every=save_every, size=size, seed=seed, resume=resume,
-            batch_size=batch_size, config=config, progress=progress)
+            stop_on_collapse=stop_on_collapse, run=plan, config=config, overrides=overrides,
+            progress=progress)
     console.print(f"steps {summary.start_step} -> {summary.final_step} "
                   f"({summary.stopped_by}), {summary.steps_per_second:.2f} steps/s, "
                   f"{summary.audio_seconds_per_second:.0f} s audio/s")
@@ -537,11 +540,11 @@ def sweep(
 
     with RichProgress(enabled=not quiet) as progress:
         if ray is not None:
-            from speechrank.sweep.ray_executor import sweep_on_ray
+            from speechrank.sweep.ray_executor import RayExecutor, sweep_on_ray
 
-            summary = sweep_on_ray(runs, config, store, address=ray, device=device,
-                                   cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
-                                   progress=progress)
+            executor = RayExecutor(address=ray, device=device, cpus_per_unit=cpus_per_unit,
+                                   gpus_per_unit=gpus_per_unit)
+            summary = sweep_on_ray(runs, config, store, executor, progress=progress)
         else:
             summary = run_sweep(runs, config, store, device=device, workers=chosen_workers,
                                 progress=progress)
@@ -597,6 +600,7 @@ def correlate(
     step and the loss; or, with --across runs, which run each signal would pick."""
     from speechrank.analysis import correlate as run_correlate
     from speechrank.analysis import render_tables
+    from speechrank.analysis.options import AnalysisOptions
     from speechrank.store import ResultStore
 
     if across not in ("checkpoints", "runs"):
@@ -605,7 +609,8 @@ def correlate(
         raise SpeechrankError("--step needs --across runs")
     if not store.exists():
         raise SpeechrankError(f"store not found: {store}")
-    chosen_metrics = metrics.split(",") if metrics else None
+    options = AnalysisOptions(metrics=metrics.split(",") if metrics else None,
+                              probe_split=probe_split, n_bootstrap=bootstrap, seed=seed)
     if across == "runs":
         from speechrank.analysis.across_runs import compare_runs
         from speechrank.analysis.tables import render_across_runs
@@ -616,8 +621,7 @@ def correlate(
                 raise SpeechrankError(f"--step must be a training step or 'last', not {step!r}")
             at = step if step == "last" else int(step)
         with ResultStore(store, create=False) as opened:
-            result = compare_runs(opened, step=at, metrics=chosen_metrics,  # type: ignore[arg-type]
-                                  probe_split=probe_split, n_bootstrap=bootstrap, seed=seed)
+            result = compare_runs(opened, step=at, options=options)  # type: ignore[arg-type]
         for table in render_across_runs(result, detail=detail):
             console.print(to_rich(table))
         for note in result.notes:
@@ -626,8 +630,7 @@ def correlate(
                                **result.to_dict()})
         return
     with ResultStore(store, create=False) as opened:
-        report = run_correlate(opened, metrics=chosen_metrics, n_bootstrap=bootstrap,
-                               seed=seed, probe_split=probe_split)
+        report = run_correlate(opened, options)
     for table in render_tables(report, detail=detail, width=console.width):
         console.print(to_rich(table))
     for note in report.notes:

@@ -136,11 +136,11 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
     refused (:func:`check_output_dir`). ``progress`` (a :class:`~speechrank.progress.Progress`)
     receives every stage's progress and, unless ``log`` is given, one line per finished step.
     """
-    from speechrank.analysis import correlate
+    from speechrank.analysis import AnalysisOptions, correlate
     from speechrank.analysis.correlate import headline_verdicts
     from speechrank.analysis.progress import training_progress
-    from speechrank.audio.synthetic import make_corpus
-    from speechrank.pretrain import pretrain
+    from speechrank.audio.synthetic import CorpusSpec, make_corpus
+    from speechrank.pretrain import TrainRun, pretrain
     from speechrank.report import write_report
     from speechrank.report.inputs import forget, is_current, remember, report_inputs
     from speechrank.store import ResultStore
@@ -161,8 +161,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
         reused.append("corpus")
         log(f"corpus: reusing {corpus}")
     else:
-        summary = make_corpus(corpus, minutes=settings.corpus_minutes, seed=settings.seed,
-                              probe_splits=settings.probe_splits, progress=report_to)
+        spec = CorpusSpec(minutes=settings.corpus_minutes, seed=settings.seed,
+                          probe_splits=settings.probe_splits)
+        summary = make_corpus(corpus, spec, progress=report_to)
         log(f"corpus: {summary.total_seconds / 60:.1f} min of audio, {summary.n_speakers} "
             f"speakers in {summary.wall_s:.1f} s ({summary.realtime_factor:.0f}x real time)")
     stages["corpus"] = time.perf_counter() - started
@@ -176,9 +177,10 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
         log(f"pretrain: reusing {run}")
     else:
         result = pretrain(f"synthetic:{corpus}#split=pretrain", run,
-                          steps=settings.pretrain_steps, minutes=settings.pretrain_minutes,
-                          save_steps=settings.save_steps, seed=settings.seed,
-                          resume=run.exists(), progress=report_to)
+                          TrainRun(steps=settings.pretrain_steps,
+                                   minutes=settings.pretrain_minutes,
+                                   save_steps=settings.save_steps, resume=run.exists()),
+                          overrides={"seed": settings.seed}, progress=report_to)
         log(f"pretrain: steps {result.start_step} -> {result.final_step} "
             f"({result.steps_per_second:.2f} steps/s), final masked-prediction accuracy "
             f"{result.final_accuracy:.3f}")
@@ -208,7 +210,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), *, progress: ProgressArg =
             page = page_dir / "index.html"
         else:
             forget(page_dir)
-            report = correlate(store, seed=settings.seed, n_bootstrap=DEMO_BOOTSTRAP)
+            report = correlate(store,
+                               AnalysisOptions(seed=settings.seed, n_bootstrap=DEMO_BOOTSTRAP))
             moved = [p.to_dict() for p in training_progress(store.rows(split="test"))]
             page = write_report(store, page_dir, correlation=report, title=DEMO_TITLE)
             (out / "correlation.json").write_text(jsonsafe.dumps(report.to_dict(), indent=2))

@@ -11,14 +11,22 @@ the models double as the schema that the bad-input tests enumerate.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 
 from speechrank.errors import SpeechrankError
 
-__all__ = ["STRICT", "STRICT_DATACLASS", "describe_error", "validate"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["STRICT", "STRICT_DATACLASS", "describe_error", "read_toml", "validate"]
 
 #: The model configuration every user-facing schema uses: unknown keys are refused, values
 #: are not coerced between types (``"5"`` is not an integer, ``true`` is not a number), and
@@ -71,3 +79,17 @@ def validate(model: type[Model], data: Any, *, where: str) -> Model:
         others = [e for e in errors[1:] if first[:len(e.get("loc", ()))] != tuple(e["loc"])]
         more = f" (and {len(others)} more)" if others else ""
         raise SpeechrankError(describe_error(errors[0], where) + more) from None
+
+
+def read_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """The tables of a TOML file, or one :class:`SpeechrankError` line naming ``what`` the
+    file is ("recipe"), its path and what is wrong (missing, unreadable, not TOML)."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpeechrankError(f"{what} {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpeechrankError(f"{what} {path}: cannot be read ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpeechrankError(f"{what} {path}: not valid TOML ({err})") from None

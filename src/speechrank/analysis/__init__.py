@@ -12,12 +12,14 @@ from speechrank.analysis.correlate import (
     load_rows,
     orientation,
 )
+from speechrank.analysis.options import AnalysisOptions
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.analysis.tables import render_tables
 
 __all__ = [
     "LOWER_IS_BETTER",
     "METRIC_ORIENTATION",
+    "AnalysisOptions",
     "Correlation",
     "CorrelationReport",
     "PairKey",

@@ -36,9 +36,10 @@ from typing import Any, Literal
 import numpy as np
 
 from speechrank.analysis.correlate import bootstrap_rng, load_source, orientation
-from speechrank.analysis.pairs import plain_dict
-from speechrank.analysis.series import Series, collect_series, layer_order
-from speechrank.analysis.stats import rank_correlation
+from speechrank.analysis.options import AnalysisOptions
+from speechrank.analysis.pairs import Choice, MetricSide, Record, ScoreSide, mean_and_se
+from speechrank.analysis.series import Series, SeriesSet, collect_series, layer_order
+from speechrank.analysis.stats import SpearmanFields, rank_correlation
 from speechrank.analysis.training import SIGNALS, checkpoint_signals
 from speechrank.errors import SpeechrankError
 
@@ -49,7 +50,7 @@ _FEW_RUNS = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class RunPoint:
+class RunPoint(Record):
     """The checkpoint a run is compared at, with its free training signals."""
 
     run: str
@@ -58,51 +59,33 @@ class RunPoint:
     loss: float | None
     train_accuracy: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return plain_dict(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class _Key:
+class _Signal(Record):
     signal: str  # "rankme/sum", ..., or a training signal: "loss", "train_accuracy", "step"
     kind: str  # "metric" or "training"
-    metric: str
-    pooling: str
-    metric_dataset: str
-    metric_variant: str
-    metric_orientation: int
-    task: str
-    score: str
-    domain: str
-    probe_dataset: str
-    probe_pooling: str
-    split: str
-    score_variant: str
-    score_orientation: int
 
 
 @dataclasses.dataclass(frozen=True)
-class AcrossRunsRecord(_Key):
-    """One signal against one probe score in one layer, across runs."""
+class _Key(ScoreSide, MetricSide, _Signal):
+    """A signal against a probe score series (fields: signal, metric side, score side)."""
 
+
+@dataclasses.dataclass(frozen=True)
+class _Runs(Record):
     layer: str
     n_runs: int
     runs: tuple[str, ...]
-    spearman: float
-    spearman_p: float
-    spearman_low: float
-    spearman_high: float
-    n_boot: int
-    picked: str
-    best: tuple[str, ...]
-    picked_score: float
-    best_score: float
-    regret: float
-    regret_fraction: float
-    reason: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return plain_dict(self)
+
+@dataclasses.dataclass(frozen=True)
+class _RunsCorrelation(SpearmanFields, _Runs):
+    n_boot: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AcrossRunsRecord(Choice, _RunsCorrelation, _Key):
+    """One signal against one probe score in one layer, across runs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +100,6 @@ class AcrossRunsSummary(_Key):
     regret_fraction_mean: float
     regret_fraction_se: float
     n_best: int  # layers where the chosen run had the best score
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_dict(self)
 
 
 @dataclasses.dataclass
@@ -179,10 +159,7 @@ def _match(series: Sequence[Series], runs: Sequence[str], dataset_at: int
 
 def compare_runs(source: Any, checkpoints: Sequence[Any] | None = None, *,
                  step: int | Literal["last"] | None = None,
-                 metrics: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
-                 poolings: Sequence[str] | None = None, probe_split: str = "test",
-                 n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
-                 orientations: Mapping[str, int] | None = None) -> AcrossRuns:
+                 options: AnalysisOptions | None = None) -> AcrossRuns:
     """Compare the runs (models) of a store at one checkpoint each (see the module docstring).
 
     Args:
@@ -190,26 +167,58 @@ def compare_runs(source: Any, checkpoints: Sequence[Any] | None = None, *,
         checkpoints: checkpoint records (default: the store's; none for rows); they give each
             checkpoint's step (else the rows' step) and its loss.
         step: ``None`` (the last step every run measured), a step, or ``"last"``.
-        metrics, tasks, poolings, probe_split, orientations: as
-            :func:`~speechrank.analysis.correlate`.
-        n_bootstrap, seed, confidence: the bootstrap over runs (0: no intervals).
+        options: which series, the probe split, the orientations and the bootstrap over runs
+            (:class:`~speechrank.analysis.options.AnalysisOptions`; 0 resamples: no
+            intervals).
 
     Raises:
         SpeechrankError: fewer than two runs to compare, or no step that they share.
     """
-    if n_bootstrap < 0:
-        raise SpeechrankError(f"n_bootstrap must be >= 0, not {n_bootstrap}")
-    if not 0.0 < confidence < 1.0:
-        raise SpeechrankError(f"confidence must be between 0 and 1, not {confidence}")
+    options = options or AnalysisOptions()
     if not (step is None or step == "last" or (isinstance(step, int)
                                                and not isinstance(step, bool))):
         raise SpeechrankError(f"step must be a training step, 'last' or None, not {step!r}")
     rows, records = load_source(source, checkpoints)
-    found = collect_series(rows, probe_split=probe_split, metrics=metrics, tasks=tasks,
-                           poolings=poolings)
+    found = collect_series(rows, **options.selection())
     signals = checkpoint_signals(rows, records)
-    steps = {k: s.step for k, s in signals.items()}
     notes = list(found.notes)
+    both = _runs_measured(found, {k: s.step for k, s in signals.items()})
+    step, chosen, left_out = _choose_checkpoints(both, step, notes)
+    points = []
+    for r in sorted(chosen):
+        sig = signals.get((r, chosen[r]))
+        points.append(RunPoint(r, chosen[r], sig.step if sig else None,
+                               sig.loss if sig else None, sig.train_accuracy if sig else None))
+    training = [name for name in ("loss", "train_accuracy")
+                if sum(getattr(p, name) is not None for p in points) >= 2]
+    if "loss" not in training:
+        notes.append("fewer than 2 runs have a pretraining loss at the compared checkpoint: "
+                     "no loss baseline (stores without checkpoint records have none)")
+    if len({p.step for p in points}) > 1:
+        training.append("step")
+    out = _records(found, points, training, options)
+    if options.n_bootstrap and len(points) < _FEW_RUNS:
+        notes.append(f"{len(points)} runs: a bootstrap interval over fewer than {_FEW_RUNS} runs "
+                     "is rough, and a perfectly monotone series gets the interval [1, 1]; read "
+                     "the rho and the regret, not the interval")
+    settings = {
+        "step": step, "n_bootstrap": options.n_bootstrap, "seed": options.seed,
+        "confidence": options.confidence, "probe_split": options.probe_split,
+        "bootstrap": "percentile, resampling runs with replacement",
+        "regret_fraction": "(best - chosen) / (best - worst) score over the runs",
+        "orientation": "statistics use orientation * value, so higher is better; loss is "
+                       "negated",
+        "matching": "series matched across runs by name, pooling and conventions variant; "
+                    "by dataset too unless each run has one",
+    }
+    return AcrossRuns(step=step, runs=points, left_out=left_out, records=out,
+                      summary=_summaries(out), settings=settings, notes=notes)
+
+
+def _runs_measured(found: SeriesSet, steps: Mapping[tuple[str, str], int | None]
+                   ) -> dict[str, dict[int, set[str]]]:
+    """run -> step -> checkpoints with both label-free metrics and probes, for every run
+    with both at some step (at least 2 runs, else one error line)."""
     scored = _measured_steps([s for s in found.score if not s.is_monitor], steps)
     measured = _measured_steps([s for s in found.metric if not s.is_monitor], steps)
     runs = sorted(r for r in scored if r in measured)
@@ -220,7 +229,14 @@ def compare_runs(source: Any, checkpoints: Sequence[Any] | None = None, *,
             + (f" ({', '.join(runs)})" if runs else ""))
     both = {r: {s: scored[r][s] & measured[r][s] for s in set(scored[r]) & set(measured[r])}
             for r in runs}
-    both = {r: {s: c for s, c in v.items() if c} for r, v in both.items()}
+    return {r: {s: c for s, c in v.items() if c} for r, v in both.items()}
+
+
+def _choose_checkpoints(both: Mapping[str, Mapping[int, set[str]]],
+                        step: int | Literal["last"] | None, notes: list[str]
+                        ) -> tuple[int | str | None, dict[str, str], dict[str, str]]:
+    """The step compared at, each compared run's checkpoint, and why the others are out."""
+    runs = sorted(both)
     left_out: dict[str, str] = {}
     chosen: dict[str, str] = {}
     if step == "last":
@@ -249,84 +265,71 @@ def compare_runs(source: Any, checkpoints: Sequence[Any] | None = None, *,
                 left_out[r] = f"not measured at step {step}"
     for r, why in left_out.items():
         notes.append(f"run {r} left out: {why}")
-    runs = [r for r in runs if r in chosen]
-    if len(runs) < 2:
+    if len(chosen) < 2:
         raise SpeechrankError(f"fewer than 2 runs measured at step {step} "
-                              f"({', '.join(runs) or 'none'})")
-    points = []
-    for r in runs:
-        sig = signals.get((r, chosen[r]))
-        points.append(RunPoint(r, chosen[r], sig.step if sig else None,
-                               sig.loss if sig else None, sig.train_accuracy if sig else None))
+                              f"({', '.join(sorted(chosen)) or 'none'})")
+    return step, chosen, left_out
 
-    def orient(name: str, kind: str) -> int:
-        return orientation(name, kind=kind, overrides=orientations)
 
+def _signal_sources(found: SeriesSet, runs: Sequence[str], skey: tuple[Any, ...],
+                    training: Sequence[str], options: AnalysisOptions
+                    ) -> list[tuple[_Key, dict[str, Series] | None]]:
+    """Every signal to compare with one score series: the metric series matched across the
+    runs, then the training signals (``None``: read off the run's point)."""
+    task, score, domain, ppool, svariant, pdata = skey
+    s_sign = orientation(score, kind="score", overrides=options.orientations)
+    split = options.probe_split
+    sources: list[tuple[_Key, dict[str, Series] | None]] = []
     metric_groups = _match(found.metric, runs, dataset_at=3)
-    score_groups = _match(found.score, runs, dataset_at=4)
-    training = [name for name in ("loss", "train_accuracy")
-                if sum(getattr(p, name) is not None for p in points) >= 2]
-    if "loss" not in training:
-        notes.append("fewer than 2 runs have a pretraining loss at the compared checkpoint: "
-                     "no loss baseline (stores without checkpoint records have none)")
-    if len({p.step for p in points}) > 1:
-        training.append("step")
+    for mkey, m_by_run in sorted(metric_groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        metric, pooling, mvariant, mdata = mkey
+        sources.append((_Key(
+            f"{metric}/{pooling}", "metric", metric, pooling, mdata, mvariant,
+            orientation(metric, kind="metric", overrides=options.orientations), task, score,
+            domain, pdata, ppool, split, svariant, s_sign), m_by_run))
+    for name in training:
+        sources.append((_Key(name, "training", name, "", "", "", SIGNALS[name], task, score,
+                             domain, pdata, ppool, split, svariant, s_sign), None))
+    return sources
+
+
+def _records(found: SeriesSet, points: Sequence[RunPoint], training: Sequence[str],
+             options: AnalysisOptions) -> list[AcrossRunsRecord]:
+    runs = [p.run for p in points]
     out: list[AcrossRunsRecord] = []
+    score_groups = _match(found.score, runs, dataset_at=4)
     for skey, by_run in sorted(score_groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        task, score, domain, ppool, svariant, pdata = skey
-        s_sign = orient(score, "score")
         layers = sorted({lay for s in by_run.values() for _, lay in s.points}, key=layer_order)
-        signal_sources: list[tuple[_Key, dict[str, Series] | None]] = []
-        for mkey, m_by_run in sorted(metric_groups.items(),
-                                     key=lambda kv: tuple(map(str, kv[0]))):
-            metric, pooling, mvariant, mdata = mkey
-            signal_sources.append((_Key(
-                f"{metric}/{pooling}", "metric", metric, pooling, mdata, mvariant,
-                orient(metric, "metric"), task, score, domain, pdata, ppool, probe_split,
-                svariant, s_sign), m_by_run))
-        for name in training:
-            signal_sources.append((_Key(name, "training", name, "", "", "", SIGNALS[name],
-                                        task, score, domain, pdata, ppool, probe_split,
-                                        svariant, s_sign), None))
-        for key, m_by_run in signal_sources:
+        for key, m_by_run in _signal_sources(found, runs, skey, training, options):
             for layer in layers:
-                cells = []
-                for p in points:
-                    ss = by_run.get(p.run)
-                    row = ss.points.get((p.checkpoint, layer)) if ss else None
-                    if row is None or not math.isfinite(row.value):
-                        continue
-                    if m_by_run is None:
-                        value = getattr(p, key.signal)
-                    else:
-                        ms = m_by_run.get(p.run)
-                        mrow = ms.points.get((p.checkpoint, layer)) if ms else None
-                        value = mrow.value if mrow is not None else None
-                    if value is None or not math.isfinite(value):
-                        continue
-                    cells.append((p.run, key.metric_orientation * float(value),
-                                  s_sign * row.value, row.value))
-                if not cells:
-                    continue
-                out.append(_record(key, layer, cells, n_bootstrap=n_bootstrap, seed=seed,
-                                   confidence=confidence))
-    summary = _summaries(out)
-    if n_bootstrap and len(points) < _FEW_RUNS:
-        notes.append(f"{len(points)} runs: a bootstrap interval over fewer than {_FEW_RUNS} runs "
-                     "is rough, and a perfectly monotone series gets the interval [1, 1]; read "
-                     "the rho and the regret, not the interval")
-    settings = {
-        "step": step, "n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence,
-        "probe_split": probe_split,
-        "bootstrap": "percentile, resampling runs with replacement",
-        "regret_fraction": "(best - chosen) / (best - worst) score over the runs",
-        "orientation": "statistics use orientation * value, so higher is better; loss is "
-                       "negated",
-        "matching": "series matched across runs by name, pooling and conventions variant; "
-                    "by dataset too unless each run has one",
-    }
-    return AcrossRuns(step=step, runs=points, left_out=left_out, records=out, summary=summary,
-                      settings=settings, notes=notes)
+                cells = _cells(key, points, by_run, m_by_run, layer)
+                if cells:
+                    out.append(_record(key, layer, cells, n_bootstrap=options.n_bootstrap,
+                                       seed=options.seed, confidence=options.confidence))
+    return out
+
+
+def _cells(key: _Key, points: Sequence[RunPoint], by_run: Mapping[str, Series],
+           m_by_run: Mapping[str, Series] | None, layer: str
+           ) -> list[tuple[str, float, float, float]]:
+    """(run, oriented signal, oriented score, raw score) of every run with both in ``layer``."""
+    cells = []
+    for p in points:
+        ss = by_run.get(p.run)
+        row = ss.points.get((p.checkpoint, layer)) if ss else None
+        if row is None or not math.isfinite(row.value):
+            continue
+        if m_by_run is None:
+            value = getattr(p, key.signal)
+        else:
+            ms = m_by_run.get(p.run)
+            mrow = ms.points.get((p.checkpoint, layer)) if ms else None
+            value = mrow.value if mrow is not None else None
+        if value is None or not math.isfinite(value):
+            continue
+        cells.append((p.run, key.metric_orientation * float(value),
+                      key.score_orientation * row.value, row.value))
+    return cells
 
 
 def _span(by_step: Mapping[int, Any]) -> str:
@@ -372,13 +375,12 @@ def _summaries(records: Sequence[AcrossRunsRecord]) -> list[AcrossRunsSummary]:
     for key, recs in groups.items():
         rho = [r.spearman for r in recs if math.isfinite(r.spearman)]
         frac = [r.regret_fraction for r in recs if math.isfinite(r.regret_fraction)]
+        frac_mean, frac_se = mean_and_se(frac)
         out.append(AcrossRunsSummary(
             **dataclasses.asdict(key), n_layers=len(recs),
             rho_median=statistics.median(rho) if rho else math.nan,
             rho_min=min(rho) if rho else math.nan, rho_max=max(rho) if rho else math.nan,
             n_significant=sum(1 for r in recs if r.spearman_low > 0 or r.spearman_high < 0),
-            regret_fraction_mean=statistics.fmean(frac) if frac else math.nan,
-            regret_fraction_se=(statistics.stdev(frac) / math.sqrt(len(frac))
-                                if len(frac) > 1 else math.nan),
+            regret_fraction_mean=frac_mean, regret_fraction_se=frac_se,
             n_best=sum(1 for r in recs if r.picked and r.picked in r.best)))
     return out

@@ -59,8 +59,16 @@ import numpy as np
 from speechrank.analysis.baselines import BaselineLayer, Verdict, analyse_baselines
 from speechrank.analysis.flags import series_flags
 from speechrank.analysis.layers import LayerChoice, LayerChoiceSummary, layer_choices
-from speechrank.analysis.pairs import PairKey
-from speechrank.analysis.series import Point, checkpoint_order, collect_series, layer_order
+from speechrank.analysis.options import AnalysisOptions
+from speechrank.analysis.pairs import PairKey, Record, Regret
+from speechrank.analysis.series import (
+    Point,
+    Series,
+    SeriesSet,
+    checkpoint_order,
+    collect_series,
+    layer_order,
+)
 from speechrank.analysis.stats import RankCorrelation, rank_correlation
 from speechrank.analysis.training import checkpoint_signals
 from speechrank.errors import SpeechrankError
@@ -116,7 +124,16 @@ def orientation(name: str, *, kind: str, overrides: Mapping[str, int] | None = N
 
 # ---------------------------------------------------------------------------------- records
 @dataclasses.dataclass(frozen=True)
-class Correlation(PairKey):
+class _Slice(Record):
+    scope: str
+    layer: str
+    checkpoint: str
+    step: int | None
+    phase: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Correlation(RankCorrelation, _Slice, PairKey):
     """Rank correlation of one pair on one slice.
 
     ``scope="layer"``: across the checkpoints of ``layer`` (``phase`` ``all``, or ``collapse``
@@ -125,35 +142,9 @@ class Correlation(PairKey):
     ``checkpoint`` (``layer`` empty).
     """
 
-    scope: str
-    layer: str
-    checkpoint: str
-    step: int | None
-    phase: str
-    n: int
-    spearman: float
-    spearman_p: float
-    spearman_low: float
-    spearman_high: float
-    kendall: float
-    kendall_p: float
-    kendall_low: float
-    kendall_high: float
-    n_boot: int
-    reason: str
-
 
 @dataclasses.dataclass(frozen=True)
-class Selection(PairKey):
-    """Does the metric's pick have the best score?
-
-    ``scope="layer"``: the metric picks a layer at ``checkpoint``. ``scope="checkpoint"``: it
-    picks a checkpoint within ``layer``. ``best`` lists every candidate with the best score;
-    ``regret`` is the best score minus the pick's score, in score units (>= 0), and
-    ``regret_fraction`` that over the best minus the worst candidate's score (NaN when every
-    candidate scores the same).
-    """
-
+class _Candidates(Record):
     scope: str
     layer: str
     checkpoint: str
@@ -164,11 +155,18 @@ class Selection(PairKey):
     picked_ties: int
     best: tuple[str, ...]
     agree: bool | None
-    picked_score: float
-    best_score: float
-    regret: float
-    regret_fraction: float
-    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection(Regret, _Candidates, PairKey):
+    """Does the metric's pick have the best score?
+
+    ``scope="layer"``: the metric picks a layer at ``checkpoint``. ``scope="checkpoint"``: it
+    picks a checkpoint within ``layer``. ``best`` lists every candidate with the best score;
+    ``regret`` is the best score minus the pick's score, in score units (>= 0), and
+    ``regret_fraction`` that over the best minus the worst candidate's score (NaN when every
+    candidate scores the same).
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,26 +331,14 @@ def _mean(values: Iterable[float]) -> float:
 
 
 # ---------------------------------------------------------------------------------- analysis
-def correlate(source: Any, *, metrics: Sequence[str] | None = None,
-              tasks: Sequence[str] | None = None, poolings: Sequence[str] | None = None,
-              n_bootstrap: int = 1000, seed: int = 0, probe_split: str = "test",
-              confidence: float = 0.95,
-              orientations: Mapping[str, int] | None = None,
+def correlate(source: Any, options: AnalysisOptions | None = None, *,
               checkpoints: Sequence[Any] | None = None) -> CorrelationReport:
     """Measure how well label-free metrics agree with probe scores (see the module docstring).
 
     Args:
         source: a :class:`~speechrank.store.ResultStore`, the path of one, or result rows.
-        metrics: label-free metric names to analyse (default: all in the source).
-        tasks: probe task names to analyse (default: all).
-        poolings: poolings of the label-free metrics (default: all).
-        n_bootstrap: bootstrap resamples per correlation (0: no intervals).
-        seed: seeds the bootstrap; every correlation draws from its own stream derived from
-            the seed and its own values, so results depend neither on what else is analysed
-            nor on names or paths.
-        probe_split: the probe split whose scores are used.
-        confidence: level of the percentile bootstrap interval.
-        orientations: +1/-1 overrides by metric or score name.
+        options: which series, the probe split, the bootstrap and the orientations
+            (:class:`~speechrank.analysis.options.AnalysisOptions`; default: its defaults).
         checkpoints: the checkpoint records (:class:`~speechrank.store.CheckpointRecord`)
             giving each checkpoint's step and training record; default: the store's own
             (none for rows).
@@ -360,45 +346,76 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
     Returns:
         A :class:`CorrelationReport`.
     """
-    if n_bootstrap < 0:
-        raise SpeechrankError(f"n_bootstrap must be >= 0, not {n_bootstrap}")
-    if not 0.0 < confidence < 1.0:
-        raise SpeechrankError(f"confidence must be between 0 and 1, not {confidence}")
+    options = options or AnalysisOptions()
     rows, records = load_source(source, checkpoints)
-
-    found = collect_series(rows, probe_split=probe_split, metrics=metrics, tasks=tasks,
-                           poolings=poolings)
+    found = collect_series(rows, **options.selection())
     notes = found.notes
-    steps = found.steps
-    metric_series, score_series = found.metric, found.score
-
     report = CorrelationReport([], [], [], [], [], [], {}, notes)
-    # values not converged in N, or dominated by one direction, noted per series.
+    flag_counts = _flag_metrics(found.metric, notes)
+    analysed = _analyse_pairs(report, found, options)
+    _note_unpaired(report, found)
+
+    signals = checkpoint_signals(rows, records)
+    report.baselines, report.verdicts, baseline_notes = analyse_baselines(
+        analysed, signals, **options.bootstrap())
+    notes.extend(baseline_notes)
+    report.layer_choice, report.layer_choice_summary = layer_choices(
+        found, metric_orientation=lambda m: orientation(m, kind="metric",
+                                                        overrides=options.orientations),
+        score_orientation=lambda s: orientation(s, kind="score",
+                                                overrides=options.orientations),
+        probe_split=options.probe_split)
+
+    small = [c.n for c in report.within_layer + report.across_layers
+             if math.isfinite(c.spearman) and c.n < _FEW_POINTS]
+    if small and options.n_bootstrap:
+        notes.append(f"{len(small)} correlation(s) rest on fewer than {_FEW_POINTS} points "
+                     f"(as few as {min(small)}): their bootstrap intervals are rough, and a "
+                     "perfectly monotone series gets the interval [1, 1]")
+    counts = {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
+              "probe_rows": found.n_probe_rows, "pairs": len(analysed)}
+    report.settings = _settings(report, options, counts, flag_counts, len(records))
+    return report
+
+
+def _flag_metrics(metric_series: Sequence[Series], notes: list[str]) -> dict[str, Any]:
+    """Note the values not converged in N, or dominated by one direction, per series; the
+    counts of the flagged series by label."""
     flag_counts: dict[str, Any] = {}
     for ms in metric_series:
         flag_notes, counts = series_flags(ms.label, ms.points.values())
         notes.extend(flag_notes)
         if flag_notes:
             flag_counts[ms.label] = counts
-    pairs_seen = 0
+    return flag_counts
+
+
+def _pair_key(ms: Series, ss: Series, options: AnalysisOptions) -> PairKey:
+    model, metric, pooling, mdata = ms.key
+    _, task, score, domain, pdata, ppool = ss.key
+    return PairKey(model=model, metric=metric, pooling=pooling, metric_dataset=mdata,
+                   metric_variant=ms.variant,
+                   metric_orientation=orientation(metric, kind="metric",
+                                                  overrides=options.orientations),
+                   task=task, score=score, domain=domain, probe_dataset=pdata,
+                   probe_pooling=ppool, split=options.probe_split, score_variant=ss.variant,
+                   score_orientation=orientation(score, kind="score",
+                                                 overrides=options.orientations))
+
+
+def _analyse_pairs(report: CorrelationReport, found: SeriesSet, options: AnalysisOptions
+                   ) -> list[tuple[PairKey, dict[Point, tuple[float, float, float]]]]:
+    """Every metric series against every score series of its model that shares points with
+    it: the pair's oriented cells, analysed into ``report``."""
     analysed: list[tuple[PairKey, dict[Point, tuple[float, float, float]]]] = []
-    for ms in metric_series:
-        model, metric, pooling, mdata = ms.key
-        for ss in score_series:
-            if ss.key[0] != model:
+    for ms in found.metric:
+        for ss in found.score:
+            if ss.key[0] != ms.key[0]:
                 continue
-            _, task, score, domain, pdata, ppool = ss.key
             common = sorted(set(ms.points) & set(ss.points))
             if not common:
                 continue
-            key = PairKey(model=model, metric=metric, pooling=pooling, metric_dataset=mdata,
-                          metric_variant=ms.variant,
-                          metric_orientation=orientation(metric, kind="metric",
-                                                         overrides=orientations),
-                          task=task, score=score, domain=domain, probe_dataset=pdata,
-                          probe_pooling=ppool, split=probe_split, score_variant=ss.variant,
-                          score_orientation=orientation(score, kind="score",
-                                                        overrides=orientations))
+            key = _pair_key(ms, ss, options)
             cells: dict[Point, tuple[float, float, float]] = {}
             dropped = 0
             for p in common:
@@ -408,46 +425,37 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                     continue
                 cells[p] = (key.metric_orientation * m, key.score_orientation * s, s)
             if dropped:
-                notes.append(f"{_label(key)}: {dropped} cell(s) with a non-finite metric or "
-                             "score left out")
-            pairs_seen += 1
+                report.notes.append(f"{_label(key)}: {dropped} cell(s) with a non-finite "
+                                    "metric or score left out")
             analysed.append((key, cells))
-            _analyse_pair(report, key, cells, steps, n_bootstrap=n_bootstrap, seed=seed,
-                          confidence=confidence)
-    for ms in metric_series:
+            _analyse_pair(report, key, cells, found.steps, **options.bootstrap())
+    return analysed
+
+
+def _note_unpaired(report: CorrelationReport, found: SeriesSet) -> None:
+    for ms in found.metric:
         if ms.is_monitor:  # the monitor's held-out rows have no probes by design
             continue
         if not any(s.model == ms.key[0] and s.metric == ms.key[1] and s.pooling == ms.key[2]
                    and s.metric_dataset == ms.key[3] and s.metric_variant == ms.variant
-                   for s in report.summary) and score_series:
-            notes.append(f"metric {'/'.join(ms.key)}: no probe score on the same checkpoints "
-                         "and layers")
+                   for s in report.summary) and found.score:
+            report.notes.append(f"metric {'/'.join(ms.key)}: no probe score on the same "
+                                "checkpoints and layers")
 
-    signals = checkpoint_signals(rows, records)
-    report.baselines, report.verdicts, baseline_notes = analyse_baselines(
-        analysed, signals, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
-    notes.extend(baseline_notes)
-    report.layer_choice, report.layer_choice_summary = layer_choices(
-        found, metric_orientation=lambda m: orientation(m, kind="metric",
-                                                        overrides=orientations),
-        score_orientation=lambda s: orientation(s, kind="score", overrides=orientations),
-        probe_split=probe_split)
 
-    small = [c.n for c in report.within_layer + report.across_layers
-             if math.isfinite(c.spearman) and c.n < _FEW_POINTS]
-    if small and n_bootstrap:
-        notes.append(f"{len(small)} correlation(s) rest on fewer than {_FEW_POINTS} points "
-                     f"(as few as {min(small)}): their bootstrap intervals are rough, and a "
-                     "perfectly monotone series gets the interval [1, 1]")
+def _settings(report: CorrelationReport, options: AnalysisOptions, counts: dict[str, int],
+              flag_counts: dict[str, Any], n_records: int) -> dict[str, Any]:
+    """What the report records about how it was made."""
     names_m = sorted({s.metric for s in report.summary})
     names_s = sorted({s.score for s in report.summary})
-    report.settings = {
-        "n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence,
-        "probe_split": probe_split, "bootstrap": "percentile, resampling points with replacement",
+    return {
+        "n_bootstrap": options.n_bootstrap, "seed": options.seed,
+        "confidence": options.confidence, "probe_split": options.probe_split,
+        "bootstrap": "percentile, resampling points with replacement",
         "orientation": {
-            "metrics": {m: orientation(m, kind="metric", overrides=orientations)
+            "metrics": {m: orientation(m, kind="metric", overrides=options.orientations)
                         for m in names_m},
-            "scores": {s: orientation(s, kind="score", overrides=orientations)
+            "scores": {s: orientation(s, kind="score", overrides=options.orientations)
                        for s in names_s},
             "rule": "statistics use orientation * value, so higher is better for every series",
         },
@@ -455,14 +463,13 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
                 "checkpoint); every candidate with the best score counts as best",
         "phases": "within each layer, checkpoints up to and from the step where the oriented "
                   "metric is lowest (that checkpoint is in both phases)",
-        "counts": {"rows": found.n_rows, "metric_rows": found.n_metric_rows,
-                   "probe_rows": found.n_probe_rows, "pairs": pairs_seen},
+        "counts": counts,
         "flags": flag_counts,
         "baselines": {
             "signals": "step and training record (loss, masked-prediction accuracy) of each "
                        "checkpoint, from the store's checkpoint records; the step falls back "
                        "to the rows' step column",
-            "checkpoint_records": len(records),
+            "checkpoint_records": n_records,
             "partial": "Spearman of metric and score given the step: ranks residualised on "
                        "the step's ranks, Pearson of the residuals",
             "bootstrap": "checkpoints resampled with replacement, the same resamples for "
@@ -476,7 +483,6 @@ def correlate(source: Any, *, metrics: Sequence[str] | None = None,
         "layer_choice": "regret fraction over layers per checkpoint; isoscore = "
                         "(participation_ratio - 1) / (dim - 1) (Rudman et al. 2022)",
     }
-    return report
 
 
 def _fields(record: Any) -> dict[str, Any]:

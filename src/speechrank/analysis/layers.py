@@ -33,7 +33,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from speechrank.analysis.pairs import plain_dict
+from speechrank.analysis.pairs import Choice, ModelSide, Record, ScoreSide, mean_and_se
 from speechrank.analysis.series import Series, SeriesSet, layer_order
 from speechrank.metrics.formulas import isoscore_from_ratio
 
@@ -47,55 +47,38 @@ FEATURED = ("rankme/sum", "isoscore/frames", "isoscore/mean", "isoscore/sum", "l
 
 
 @dataclasses.dataclass(frozen=True)
-class _ScoreKey:
-    model: str
-    task: str
-    score: str
-    domain: str
-    probe_dataset: str
-    probe_pooling: str
-    split: str
-    score_variant: str
-    score_orientation: int
+class _ScoreKey(ScoreSide, ModelSide):
+    """A probe score series of one model."""
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerChoice(_ScoreKey):
-    """One selector's layer at one checkpoint, against one probe score series."""
-
+class _Selector(Record):
     selector: str
     metric_dataset: str
     metric_variant: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtCheckpoint(Record):
     checkpoint: str
     step: int | None
     n_layers: int
-    picked: str
-    best: tuple[str, ...]
-    picked_score: float
-    best_score: float
-    regret: float
-    regret_fraction: float
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerChoiceSummary(_ScoreKey):
+class LayerChoice(Choice, _AtCheckpoint, _Selector, _ScoreKey):
+    """One selector's layer at one checkpoint, against one probe score series."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerChoiceSummary(_Selector, _ScoreKey):
     """A selector's regret fractions over the checkpoints of one probe score series."""
 
-    selector: str
-    metric_dataset: str
-    metric_variant: str
     n_checkpoints: int
     n_best: int
     regret_fraction_median: float
     regret_fraction_mean: float
     regret_fraction_se: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_dict(self)
 
 
 def _selector_series(found: SeriesSet, model: str, orient: Callable[[str], int]
@@ -187,13 +170,12 @@ def layer_choices(found: SeriesSet, *, metric_orientation: Callable[[str], int],
             if series is not None and not fractions and not any(
                     (c, lay) in series.points for c, lay in ss.points):
                 continue  # a metric of other checkpoints or layers: nothing to compare
+            fraction_mean, fraction_se = mean_and_se(fractions)
             summaries.append(LayerChoiceSummary(
                 **dataclasses.asdict(key), selector=name,
                 metric_dataset=series.key[3] if series else "",
                 metric_variant=series.variant if series else "",
                 n_checkpoints=len(fractions), n_best=n_best,
                 regret_fraction_median=statistics.median(fractions) if fractions else nan,
-                regret_fraction_mean=statistics.fmean(fractions) if fractions else nan,
-                regret_fraction_se=(statistics.stdev(fractions) / math.sqrt(len(fractions))
-                                    if len(fractions) > 1 else nan)))
+                regret_fraction_mean=fraction_mean, regret_fraction_se=fraction_se))
     return choices, summaries

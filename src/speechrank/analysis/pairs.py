@@ -4,21 +4,44 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["PairKey", "plain_dict"]
+__all__ = ["Choice", "MetricSide", "ModelSide", "PairKey", "Record", "Regret", "ScoreSide",
+           "mean_and_se", "plain_dict"]
 
 
 @dataclasses.dataclass(frozen=True)
-class PairKey:
-    """One label-free metric series against one probe score series."""
+class Record:
+    """A frozen analysis record that turns into a JSON-ready dict."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain_dict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSide(Record):
+    """The model (training run) a record is about."""
 
     model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSide(Record):
+    """Which label-free metric series a record is about."""
+
     metric: str
     pooling: str
     metric_dataset: str
     metric_variant: str
     metric_orientation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSide(Record):
+    """Which probe score series a record is about."""
+
     task: str
     score: str
     domain: str
@@ -28,13 +51,48 @@ class PairKey:
     score_variant: str
     score_orientation: int
 
+
+@dataclasses.dataclass(frozen=True)
+class Regret(Record):
+    """What choosing by a label-free signal cost: the picked and the best candidate's score,
+    the regret (best minus picked score, and that over the best minus the worst), and why
+    it is undefined when it is."""
+
+    picked_score: float
+    best_score: float
+    regret: float
+    regret_fraction: float
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Picked(Record):
+    picked: str
+    best: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice(Regret, _Picked):
+    """The candidate a label-free signal picked, the best ones, and the :class:`Regret`."""
+
+
+# The bases are listed last-first: a dataclass takes the fields of its bases in reverse
+# method resolution order, so these read model, metric, score.
+@dataclasses.dataclass(frozen=True)
+class PairKey(ScoreSide, MetricSide, ModelSide):
+    """One label-free metric series against one probe score series."""
+
     @property
     def pair(self) -> PairKey:
         """The bare key of this record (drops the record's own fields)."""
         return PairKey(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PairKey)})
 
-    def to_dict(self) -> dict[str, Any]:
-        return plain_dict(self)
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error (NaN when there are too few)."""
+    mean = statistics.fmean(values) if values else math.nan
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return mean, se
 
 
 def plain_dict(record: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from speechrank.metrics.registry import METRICS
 from speechrank.results import ResultRow, layer_sort_key
 from speechrank.store import VOLATILE_CONVENTION_KEYS
 
@@ -24,10 +25,9 @@ __all__ = ["Point", "Series", "SeriesSet", "checkpoint_order", "collect_series",
 
 Point = tuple[str, str]  # (checkpoint, layer)
 
-#: Display order of the built-in label-free metrics (docs/design.md, "The metrics"); others follow.
-METRIC_ORDER = ("rankme", "rankme_centered", "erank_cov", "alpha_req", "stable_rank",
-                "participation_ratio", "numerical_rank", "lidar",
-                "kmeans_inertia", "davies_bouldin")  # the cluster metrics
+#: Display order of the label-free metrics: the registry's (docs/design.md, "The metrics");
+#: names it does not know follow.
+METRIC_ORDER: tuple[str, ...] = tuple(METRICS)
 POOLING_ORDER = ("sum", "mean", "frames")
 DOMAIN_ORDER = ("in", "out")
 

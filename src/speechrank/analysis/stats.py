@@ -19,8 +19,8 @@ import warnings
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["RankCorrelation", "centred_ranks", "correlation_of_ranks", "kendall_counts",
-           "partial_from_correlations", "partial_spearman", "rank_correlation",
+__all__ = ["RankCorrelation", "SpearmanFields", "centred_ranks", "correlation_of_ranks",
+           "kendall_counts", "partial_from_correlations", "partial_spearman", "rank_correlation",
            "resample_counts", "spearman_counts"]
 
 #: Fewest distinct points a rank correlation is computed on.
@@ -28,14 +28,24 @@ MIN_POINTS = 3
 
 
 @dataclasses.dataclass(frozen=True)
-class RankCorrelation:
-    """Spearman and Kendall statistics of one paired series; NaN with ``reason`` when undefined."""
-
+class _Points:
     n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SpearmanFields:
+    """Spearman's rho, its p-value and its bootstrap interval."""
+
     spearman: float
     spearman_p: float
     spearman_low: float
     spearman_high: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RankCorrelation(SpearmanFields, _Points):
+    """Spearman and Kendall statistics of one paired series; NaN with ``reason`` when undefined."""
+
     kendall: float
     kendall_p: float
     kendall_low: float

@@ -119,6 +119,7 @@ from speechrank.progress import Progress
 __all__ = [
     "DEFAULT_SNR_DB",
     "CorpusProgress",
+    "CorpusSpec",
     "CorpusSummary",
     "make_corpus",
     "phonemize",
@@ -458,18 +459,50 @@ def _manifest_of(group: _Group, split: str) -> str:
     return split if group.name == "probe" else group.name
 
 
-def plan_corpus(
-    *,
-    minutes: float = 30.0,
-    languages: Sequence[str] = ("en", "de"),
-    seed: int = 0,
-    snr_db: SnrSetting = DEFAULT_SNR_DB,
-    noise: str = "white",
-    probe_speakers: int | None = None,
-    pretrain_snr_db: SnrSetting | Literal["same"] = None,
-    probe_splits: tuple[int, int, int] = DEFAULT_PROBE_SPLITS,
-) -> CorpusPlan:
+@dataclasses.dataclass(frozen=True)
+class CorpusSpec:
+    """What corpus to make: same spec, same corpus (checked when it is planned).
+
+    ``minutes`` is the target amount of audio; ``languages[0]`` is the main language
+    (pretrain, probe and unseen-speaker manifests) and each further language gets an
+    ``ood_XX.jsonl`` corpus. ``snr_db`` is ``None`` (clean), a number or a ``(low, high)``
+    range in dB; ``noise`` is ``white`` or ``pink``. ``probe_speakers`` sets how many
+    speakers the probe manifests have (default: by the amount of audio).
+    ``pretrain_snr_db`` sets the pretraining clips' noise apart: ``None`` (the default)
+    renders them clean, for the default pretraining recipe, which adds its own noise to the
+    encoder's input and takes its targets from the clean audio; ``"same"`` uses ``snr_db``
+    (what speechrank 0.1 did). ``probe_splits`` weighs train:dev:test of the closed-set clips
+    (see the module docstring).
+    """
+
+    minutes: float = 30.0
+    languages: Sequence[str] = ("en", "de")
+    seed: int = 0
+    snr_db: SnrSetting = DEFAULT_SNR_DB
+    noise: str = "white"
+    probe_speakers: int | None = None
+    pretrain_snr_db: SnrSetting | Literal["same"] = None
+    probe_splits: tuple[int, int, int] = DEFAULT_PROBE_SPLITS
+
+    def settings(self) -> dict[str, Any]:
+        """What ``corpus.json`` records of the spec (checked)."""
+        return {
+            "seed": int(self.seed),
+            "minutes": float(self.minutes),
+            "languages": _check_languages(self.languages),
+            "snr": _check_snr(self.snr_db),
+            "pretrain_snr": _check_snr(self.snr_db) if self.pretrain_snr_db == "same"
+            else _check_snr(self.pretrain_snr_db),
+            "noise": self.noise,
+            "probe_splits": _check_probe_splits(self.probe_splits),
+        }
+
+
+def plan_corpus(spec: CorpusSpec | None = None) -> CorpusPlan:
     """Decide every clip of the corpus (no audio is made); see the module docstring."""
+    spec = spec or CorpusSpec()
+    minutes, seed, noise, probe_speakers = (spec.minutes, spec.seed, spec.noise,
+                                            spec.probe_speakers)
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
         raise SpeechrankError(f"minutes must be a number, got {minutes!r}")
     if not (math.isfinite(minutes) and 0 < minutes <= _MAX_MINUTES):
@@ -483,10 +516,10 @@ def plan_corpus(
         or probe_speakers < 2
     ):  # fmt: skip
         raise SpeechrankError(f"probe_speakers must be an integer >= 2, got {probe_speakers!r}")
-    langs = _check_languages(languages)
-    pattern = split_pattern(_check_probe_splits(probe_splits))
-    snr = _check_snr(snr_db)
-    pretrain_snr = snr if pretrain_snr_db == "same" else _check_snr(pretrain_snr_db)
+    langs = _check_languages(spec.languages)
+    pattern = split_pattern(_check_probe_splits(spec.probe_splits))
+    snr = _check_snr(spec.snr_db)
+    pretrain_snr = snr if spec.pretrain_snr_db == "same" else _check_snr(spec.pretrain_snr_db)
     seed = int(seed)
     groups, seen, held_out = _groups(float(minutes), langs, seed, probe_speakers)
     jobs: list[Job] = []
@@ -705,47 +738,25 @@ def _library_versions() -> dict[str, str]:
 
 def make_corpus(
     out: str | os.PathLike[str],
+    spec: CorpusSpec | None = None,
     *,
-    minutes: float = 30.0,
-    languages: Sequence[str] = ("en", "de"),
-    seed: int = 0,
-    snr_db: SnrSetting = DEFAULT_SNR_DB,
-    noise: str = "white",
-    probe_speakers: int | None = None,
-    pretrain_snr_db: SnrSetting | Literal["same"] = None,
-    probe_splits: tuple[int, int, int] = DEFAULT_PROBE_SPLITS,
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressArg | Callable[[CorpusProgress], Any] = None,
 ) -> CorpusSummary:
-    """Generate the synthetic corpus into ``out``; see the module docstring for its design.
+    """Generate the synthetic corpus of ``spec`` (:class:`CorpusSpec`; default: its defaults)
+    into ``out``; see the module docstring for its design.
 
-    ``minutes`` is the target amount of audio; ``languages[0]`` is the main language (pretrain,
-    probe and unseen-speaker manifests) and each further language gets an ``ood_XX.jsonl``
-    corpus. ``snr_db`` is ``None`` (clean), a number or a ``(low, high)`` range in dB;
-    ``noise`` is ``white`` or ``pink``. ``pretrain_snr_db`` sets the pretraining clips'
-    noise apart: ``None`` (the default) renders them clean, for the default pretraining
-    recipe, which adds its own noise to the encoder's input and takes its targets from the
-    clean audio; ``"same"`` uses ``snr_db`` (what speechrank 0.1 did). ``probe_splits``
-    weighs train:dev:test of the closed-set clips (see the module docstring). ``workers``
-    processes render clips (default: 1 for small corpora, else up to 2). ``overwrite``
-    replaces an earlier corpus in ``out`` (never a directory that holds something else).
-    ``progress`` is a :class:`speechrank.progress.Progress` (stage ``corpus``, in clips), a
-    callable taking :class:`CorpusProgress`, or silence (``None``, ``False`` and ``True``, as
-    everywhere in the library: it never draws or prints itself).
+    ``workers`` processes render clips (default: 1 for small corpora, else up to 2).
+    ``overwrite`` replaces an earlier corpus in ``out`` (never a directory that holds
+    something else). ``progress`` is a :class:`speechrank.progress.Progress` (stage
+    ``corpus``, in clips), a callable taking :class:`CorpusProgress`, or silence (``None``,
+    ``False`` and ``True``, as everywhere in the library: it never draws or prints itself).
     """
-    plan = plan_corpus(
-        minutes=minutes,
-        languages=languages,
-        seed=seed,
-        snr_db=snr_db,
-        noise=noise,
-        probe_speakers=probe_speakers,
-        pretrain_snr_db=pretrain_snr_db,
-        probe_splits=probe_splits,
-    )
+    spec = spec or CorpusSpec()
+    plan = plan_corpus(spec)
     if workers is None:
-        workers = 1 if float(minutes) < 3 else max(1, min(2, os.cpu_count() or 1))
+        workers = 1 if float(spec.minutes) < 3 else max(1, min(2, os.cpu_count() or 1))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SpeechrankError(f"workers must be a positive integer, got {workers!r}")
     callback: Callable[[CorpusProgress], Any] | None
@@ -761,16 +772,7 @@ def make_corpus(
     root = Path(out)
     created = not root.exists()
     _prepare_out(root, overwrite)
-    settings = {
-        "seed": int(seed),
-        "minutes": float(minutes),
-        "languages": _check_languages(languages),
-        "snr": _check_snr(snr_db),
-        "pretrain_snr": _check_snr(snr_db) if pretrain_snr_db == "same"
-        else _check_snr(pretrain_snr_db),
-        "noise": noise,
-        "probe_splits": _check_probe_splits(probe_splits),
-    }
+    settings = spec.settings()
     try:
         version = espeak_version()
         start = time.perf_counter()

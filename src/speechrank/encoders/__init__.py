@@ -16,7 +16,7 @@ from speechrank.encoders.base import EncoderOutput, SpeechEncoder
 from speechrank.encoders.huggingface import HuggingFaceEncoder
 from speechrank.encoders.loader import is_speechrank_checkpoint, load_encoder
 from speechrank.encoders.runtime import configure_cpu_threads
-from speechrank.encoders.wrapped import wrap_module
+from speechrank.encoders.wrapped import WrapOptions, wrap_module
 
 __all__ = [
     "RANDOM_ARCHITECTURES",
@@ -24,6 +24,7 @@ __all__ = [
     "HuggingFaceEncoder",
     "RandomArchitecture",
     "SpeechEncoder",
+    "WrapOptions",
     "configure_cpu_threads",
     "is_speechrank_checkpoint",
     "load_encoder",

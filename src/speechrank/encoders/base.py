@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 from typing import Any
 
 import torch
@@ -114,3 +115,24 @@ class SpeechEncoder(abc.ABC):
             "layer_dims": self.layer_dims,
             "equal_length_batches": self.equal_length_batches,
         }
+
+
+class ModuleBackedEncoder(SpeechEncoder):
+    """A :class:`SpeechEncoder` whose weights are one ``torch.nn.Module``
+    (:attr:`torch_module`): it lives, and moves, where that module does."""
+
+    @property
+    def torch_module(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """The module's first parameter's (else buffer's) device; the CPU without tensors."""
+        for tensor in itertools.chain(self.torch_module.parameters(),
+                                      self.torch_module.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> ModuleBackedEncoder:
+        self.torch_module.to(torch.device(device))
+        return self

@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 import torch
 
+from speechrank.encoders import statemap
 from speechrank.errors import SpeechrankError
 
 Family = Literal["hubert", "wav2vec2"]
@@ -72,29 +73,29 @@ DROPPED_PREFIXES: tuple[str, ...] = (
 )
 _FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 
-_LAYER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$"),
+_LAYER_RULES: statemap.Rules = statemap.compile_rules((
+    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.conv.\2"),
-    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)$"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.layer_norm.\2"),
-    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.layer_norm.\2"),
-    (re.compile(r"^layer_norm\.(weight|bias)$"), r"feature_projection.layer_norm.\1"),
-    (re.compile(r"^post_extract_proj\.(weight|bias)$"), r"feature_projection.projection.\1"),
-    (re.compile(r"^encoder\.pos_conv\.0\.bias$"), "encoder.pos_conv_embed.conv.bias"),
-    (re.compile(r"^encoder\.layer_norm\.(weight|bias)$"), r"encoder.layer_norm.\1"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)$"),
+    (r"^layer_norm\.(weight|bias)$", r"feature_projection.layer_norm.\1"),
+    (r"^post_extract_proj\.(weight|bias)$", r"feature_projection.projection.\1"),
+    (r"^encoder\.pos_conv\.0\.bias$", "encoder.pos_conv_embed.conv.bias"),
+    (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)$",
      r"encoder.layers.\1.attention.\2_proj.\3"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$"),
+    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$",
      r"encoder.layers.\1.layer_norm.\2"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$"),
+    (r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$",
      r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$"),
+    (r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$",
      r"encoder.layers.\1.feed_forward.output_dense.\2"),
-    (re.compile(r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$"),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$",
      r"encoder.layers.\1.final_layer_norm.\2"),
-    (re.compile(r"^mask_emb$"), "masked_spec_embed"),
-)
+    (r"^mask_emb$", "masked_spec_embed"),
+))
 _POS_G = ("encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.parametrizations.weight.original0")
 _POS_V = ("encoder.pos_conv.0.weight_v", "encoder.pos_conv.0.parametrizations.weight.original1")
 
@@ -281,10 +282,7 @@ def map_state_dict(state: Mapping[str, torch.Tensor], target_keys: set[str],
     """
     mapped: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
-    pos_g = next((k for k in target_keys if k.startswith("encoder.pos_conv_embed.conv.")
-                  and k.endswith(("weight_g", "original0"))), None)
-    pos_v = next((k for k in target_keys if k.startswith("encoder.pos_conv_embed.conv.")
-                  and k.endswith(("weight_v", "original1"))), None)
+    pos_g, pos_v = statemap.pos_conv_targets(target_keys)
     for raw_key, tensor in state.items():
         key = raw_key.removeprefix(_FINETUNED_PREFIX)
         if raw_key.startswith("w2v_encoder.") and key == raw_key:
@@ -300,27 +298,17 @@ def map_state_dict(state: Mapping[str, torch.Tensor], target_keys: set[str],
                 raise SpeechrankError("this transformers build has no weight-normed pos_conv")
             mapped[target] = tensor
             continue
-        for pattern, replacement in _LAYER_RULES:
-            if pattern.match(key):
-                mapped[pattern.sub(replacement, key)] = tensor
-                break
-        else:
+        name = statemap.rename(key, _LAYER_RULES)
+        if name is None:
             raise SpeechrankError(f"unexpected weight '{raw_key}' in the fairseq checkpoint")
+        mapped[name] = tensor
     if ("feature_projection.projection.weight" not in mapped and hidden_size == conv_out
             and "post_extract_proj.weight" not in state):
         # fairseq has no projection when the CNN is as wide as the transformer.
         mapped["feature_projection.projection.weight"] = torch.eye(hidden_size)
         mapped["feature_projection.projection.bias"] = torch.zeros(hidden_size)
-    unknown = sorted(set(mapped) - target_keys)
-    if unknown:
-        raise SpeechrankError(
-            f"fairseq weight maps to '{unknown[0]}', which the Hugging Face model lacks "
-            "(does the configuration match the weights?)")
-    missing = sorted(k for k in target_keys - set(mapped) if k != "masked_spec_embed")
-    if missing:
-        raise SpeechrankError(
-            f"{len(missing)} encoder weight(s) missing from the fairseq checkpoint "
-            f"(e.g. {missing[0]}); refusing to measure a partly random model")
+    statemap.check_complete(mapped, target_keys, toolkit="fairseq",
+                            holder="the fairseq checkpoint")
     return mapped, dropped
 
 
@@ -346,13 +334,7 @@ def load_fairseq_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
                                          int(config.conv_dim[-1]))
     except SpeechrankError as err:
         raise SpeechrankError(f"{path}: {err}") from None
-    try:
-        model.load_state_dict(mapped, strict=False)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise SpeechrankError(f"{path}: weights do not fit the configuration ({detail})") from None
-    model.eval()
+    statemap.load_mapped(model, mapped, where=str(path))
     info = {"kind": "fairseq", "path": str(path.resolve()), "family": family,
             "config_from": where, "normalize": bool(task_fields.get("normalize") or False),
             "sample_rate": int(task_fields.get("sample_rate") or 16000),

@@ -43,9 +43,14 @@ from typing import Any
 
 import torch
 
-from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.encoders.base import EncoderOutput, ModuleBackedEncoder
 from speechrank.encoders.normalization import NORMALIZE_EPS, normalize_waveforms, valid_mask
-from speechrank.encoders.runtime import autocast_context, eval_mode, hash_module
+from speechrank.encoders.runtime import (
+    autocast_context,
+    eval_mode,
+    hash_module,
+    module_dtype,
+)
 from speechrank.errors import SpeechrankError
 
 #: Model types whose padding behaviour and layer layout this adapter has verified.
@@ -90,7 +95,7 @@ def _base_model_class(model_type: str) -> Any:
     return getattr(transformers, classes.get(model_type, "AutoModel"))
 
 
-class HuggingFaceEncoder(SpeechEncoder):
+class HuggingFaceEncoder(ModuleBackedEncoder):
     """A Hugging Face waveform model seen through the :class:`SpeechEncoder` contract.
 
     Args:
@@ -193,20 +198,12 @@ class HuggingFaceEncoder(SpeechEncoder):
     # -- device ----------------------------------------------------------------------------
 
     @property
-    def device(self) -> torch.device:
-        for param in self.model.parameters():
-            return param.device
-        return torch.device("cpu")
-
-    def to(self, device: str | torch.device) -> HuggingFaceEncoder:
-        self.model.to(torch.device(device))
-        return self
+    def torch_module(self) -> torch.nn.Module:
+        return self.model
 
     @property
     def weight_dtype(self) -> torch.dtype:
-        for param in self.model.parameters():
-            return param.dtype
-        return torch.float32
+        return module_dtype(self.model)
 
     @property
     def autocast(self) -> bool:

@@ -40,6 +40,13 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
             sub.training = flag
 
 
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s first parameter (float32 for a module with none)."""
+    for param in module.parameters():
+        return param.dtype
+    return torch.float32
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """Parse a ``--device`` value; a CUDA or MPS device that is not there is a user error."""
     if device is None:

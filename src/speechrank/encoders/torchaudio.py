@@ -65,6 +65,7 @@ from typing import Any
 
 import torch
 
+from speechrank.encoders import statemap
 from speechrank.encoders.fairseq import Family, hf_config, load_weights_only
 from speechrank.errors import SpeechrankError
 
@@ -82,47 +83,41 @@ HEADS_BY_WIDTH: dict[int, int] = {768: 12, 1024: 16, 1280: 16, 1920: 16}
 
 #: The factories' architecture fields (``model.py``); the ``hubert_pretrain_*`` factories
 #: that torchaudio's HuBERT recipe names in its ``model_name`` build the ``hubert_*`` encoders.
+def _factory(extractor_mode: str, conv_bias: bool, width: int, layers: int,
+             layer_norm_first: bool) -> dict[str, Any]:
+    """A factory's architecture fields; every factory's feed-forward is 4 times its width."""
+    return dict(extractor_mode=extractor_mode, extractor_conv_bias=conv_bias,
+                encoder_embed_dim=width, encoder_num_layers=layers,
+                encoder_num_heads=HEADS_BY_WIDTH[width], encoder_ff_interm_features=4 * width,
+                encoder_layer_norm_first=layer_norm_first)
+
+
 FACTORIES: dict[str, dict[str, Any]] = {
-    "wav2vec2_base": dict(extractor_mode="group_norm", extractor_conv_bias=False,
-                          encoder_embed_dim=768, encoder_num_layers=12, encoder_num_heads=12,
-                          encoder_ff_interm_features=3072, encoder_layer_norm_first=False),
-    "wav2vec2_large": dict(extractor_mode="group_norm", extractor_conv_bias=False,
-                           encoder_embed_dim=1024, encoder_num_layers=24, encoder_num_heads=16,
-                           encoder_ff_interm_features=4096, encoder_layer_norm_first=False),
-    "wav2vec2_large_lv60k": dict(extractor_mode="layer_norm", extractor_conv_bias=True,
-                                 encoder_embed_dim=1024, encoder_num_layers=24,
-                                 encoder_num_heads=16, encoder_ff_interm_features=4096,
-                                 encoder_layer_norm_first=True),
-    "hubert_base": dict(extractor_mode="group_norm", extractor_conv_bias=False,
-                        encoder_embed_dim=768, encoder_num_layers=12, encoder_num_heads=12,
-                        encoder_ff_interm_features=3072, encoder_layer_norm_first=False),
-    "hubert_large": dict(extractor_mode="layer_norm", extractor_conv_bias=False,
-                         encoder_embed_dim=1024, encoder_num_layers=24, encoder_num_heads=16,
-                         encoder_ff_interm_features=4096, encoder_layer_norm_first=True),
-    "hubert_xlarge": dict(extractor_mode="layer_norm", extractor_conv_bias=False,
-                          encoder_embed_dim=1280, encoder_num_layers=48, encoder_num_heads=16,
-                          encoder_ff_interm_features=5120, encoder_layer_norm_first=True),
+    "wav2vec2_base": _factory("group_norm", False, 768, 12, False),
+    "wav2vec2_large": _factory("group_norm", False, 1024, 24, False),
+    "wav2vec2_large_lv60k": _factory("layer_norm", True, 1024, 24, True),
+    "hubert_base": _factory("group_norm", False, 768, 12, False),
+    "hubert_large": _factory("layer_norm", False, 1024, 24, True),
+    "hubert_xlarge": _factory("layer_norm", False, 1280, 48, True),
 }
 FACTORIES["hubert_pretrain_base"] = FACTORIES["hubert_base"]
 FACTORIES["hubert_pretrain_large"] = FACTORIES["hubert_large"]
 FACTORIES["hubert_pretrain_xlarge"] = FACTORIES["hubert_xlarge"]
 
-_ENCODER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)$"),
+_ENCODER_RULES: statemap.Rules = statemap.compile_rules((
+    (r"^feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)$",
      r"feature_extractor.conv_layers.\1.\2.\3"),
-    (re.compile(r"^encoder\.feature_projection\.(layer_norm|projection)\.(weight|bias)$"),
+    (r"^encoder\.feature_projection\.(layer_norm|projection)\.(weight|bias)$",
      r"feature_projection.\1.\2"),
-    (re.compile(r"^encoder\.transformer\.pos_conv_embed\.conv\.bias$"),
-     "encoder.pos_conv_embed.conv.bias"),
-    (re.compile(r"^encoder\.transformer\.layer_norm\.(weight|bias)$"), r"encoder.layer_norm.\1"),
-    (re.compile(r"^encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\."
-                r"(weight|bias)$"), r"encoder.layers.\1.attention.\2_proj.\3"),
-    (re.compile(r"^encoder\.transformer\.layers\.(\d+)\.(layer_norm|final_layer_norm)\."
-                r"(weight|bias)$"), r"encoder.layers.\1.\2.\3"),
-    (re.compile(r"^encoder\.transformer\.layers\.(\d+)\.feed_forward\."
-                r"(intermediate_dense|output_dense)\.(weight|bias)$"),
-     r"encoder.layers.\1.feed_forward.\2.\3"),
-)
+    (r"^encoder\.transformer\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv_embed.conv.bias"),
+    (r"^encoder\.transformer\.layer_norm\.(weight|bias)$", r"encoder.layer_norm.\1"),
+    (r"^encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)$",
+     r"encoder.layers.\1.attention.\2_proj.\3"),
+    (r"^encoder\.transformer\.layers\.(\d+)\.(layer_norm|final_layer_norm)\.(weight|bias)$",
+     r"encoder.layers.\1.\2.\3"),
+    (r"^encoder\.transformer\.layers\.(\d+)\.feed_forward\."
+     r"(intermediate_dense|output_dense)\.(weight|bias)$", r"encoder.layers.\1.feed_forward.\2.\3"),
+))
 _POS = "encoder.transformer.pos_conv_embed.conv."
 _POS_G = (_POS + "parametrizations.weight.original0", _POS + "weight_g")
 _POS_V = (_POS + "parametrizations.weight.original1", _POS + "weight_v")
@@ -285,15 +280,59 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
             else declares (strides of a non-default conv layout, heads of an unknown width).
     """
     arch = arch or TorchaudioArch()
-    declared, declared_where = _declared(hyper_parameters, declared_by)
+    declared = _Declared(*_declared(hyper_parameters, declared_by))
     source: dict[str, str] = {}
+    conv, biased = _conv_layers(encoder)
+    mode = _extractor_mode(encoder, len(conv), declared.fields)
+    source["extractor_mode"] = "weights (which conv layers carry a norm)"
+    strides = _conv_strides(conv, arch, declared, source)
+    width, layers, ffn, pos_kernel, pos_groups = _transformer_shape(encoder, conv)
+    for name in ("encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim",
+                 "conv_channels_and_kernels", "conv_bias", "conv_pos", "conv_pos_groups"):
+        source[name] = "weights (shapes)"
 
-    def need(key: str) -> torch.Tensor:
-        if key not in encoder:
-            raise SpeechrankError(f"the torchaudio encoder has no '{key}'")
-        return encoder[key]
+    checks = {"extractor_mode": mode, "extractor_conv_bias": biased,
+              "encoder_embed_dim": width, "encoder_num_layers": layers,
+              "encoder_ff_interm_features": ffn, "encoder_pos_conv_kernel": pos_kernel,
+              "encoder_pos_conv_groups": pos_groups}
+    for name, value in checks.items():
+        if name in declared.fields and declared.fields[name] != value:
+            raise SpeechrankError(f"{declared.where} declares {name}={declared.fields[name]!r}, "
+                                  f"the weights have {value!r}")
+    heads = _num_heads(width, arch, declared, source)
+    first = _layer_norm_first(mode, arch, declared, source)
 
-    conv: list[tuple[int, int, int]] = []  # (out, in, kernel)
+    layout_text = repr([(o, k, s) for (o, _i, k), s in zip(conv, strides, strict=True)])
+    fields = {
+        "encoder_embed_dim": width, "encoder_layers": layers, "encoder_attention_heads": heads,
+        "encoder_ffn_embed_dim": ffn, "activation_fn": "gelu",
+        "conv_feature_layers": layout_text,
+        "conv_bias": biased, "extractor_mode": "layer_norm" if mode == "layer_norm"
+        else "default", "conv_pos": pos_kernel, "conv_pos_groups": pos_groups,
+        "layer_norm_first": first,
+    }
+    return fields, source
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """Architecture fields a checkpoint declares beside its weights, and who declares them."""
+
+    fields: dict[str, Any]
+    where: str
+
+
+def _need(encoder: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in encoder:
+        raise SpeechrankError(f"the torchaudio encoder has no '{key}'")
+    return encoder[key]
+
+
+def _conv_layers(encoder: Mapping[str, torch.Tensor]
+                 ) -> tuple[list[tuple[int, int, int]], bool]:
+    """The feature extractor's conv layers as (out, in, kernel), chained, and whether they
+    have a bias (all or none)."""
+    conv: list[tuple[int, int, int]] = []
     while f"feature_extractor.conv_layers.{len(conv)}.conv.weight" in encoder:
         w = encoder[f"feature_extractor.conv_layers.{len(conv)}.conv.weight"]
         if w.ndim != 3:
@@ -303,27 +342,36 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
         if inp != (1 if i == 0 else conv[i - 1][0]):
             raise SpeechrankError(f"conv layer {i} takes {inp} channels, not "
                                   f"{1 if i == 0 else conv[i - 1][0]}")
-    n_conv = len(conv)
-    biased = [f"feature_extractor.conv_layers.{i}.conv.bias" in encoder for i in range(n_conv)]
+    biased = [f"feature_extractor.conv_layers.{i}.conv.bias" in encoder
+              for i in range(len(conv))]
     if len(set(biased)) != 1:
         raise SpeechrankError("some conv layers have a bias and others not")
+    return conv, biased[0]
+
+
+def _extractor_mode(encoder: Mapping[str, torch.Tensor], n_conv: int,
+                    declared: Mapping[str, Any]) -> str:
+    """``group_norm`` (a norm on conv 0 only) or ``layer_norm`` (on every conv)."""
     normed = [i for i in range(n_conv)
               if f"feature_extractor.conv_layers.{i}.layer_norm.weight" in encoder]
     if normed == [0] and n_conv > 1:
-        mode = "group_norm"
-    elif normed == list(range(n_conv)) and n_conv > 1:
-        mode = "layer_norm"
-    elif normed == [0]:
-        mode = str(declared.get("extractor_mode", "group_norm"))
-    else:
-        raise SpeechrankError(
-            f"conv layers {normed} carry a norm: neither group_norm (conv 0 only) nor "
-            "layer_norm (every conv)")
-    source["extractor_mode"] = "weights (which conv layers carry a norm)"
-    kernels = tuple(k for _o, _i, k in conv)
+        return "group_norm"
+    if normed == list(range(n_conv)) and n_conv > 1:
+        return "layer_norm"
+    if normed == [0]:
+        return str(declared.get("extractor_mode", "group_norm"))
+    raise SpeechrankError(
+        f"conv layers {normed} carry a norm: neither group_norm (conv 0 only) nor "
+        "layer_norm (every conv)")
 
+
+def _conv_strides(conv: list[tuple[int, int, int]], arch: TorchaudioArch, declared: _Declared,
+                  source: dict[str, str]) -> tuple[int, ...]:
+    """The conv strides (the weights do not hold them): given, declared, or the default
+    layout's when the kernels are the default's."""
+    kernels = tuple(k for _o, _i, k in conv)
     strides: tuple[int, ...]
-    layout = declared.get("extractor_conv_layer_config")
+    layout = declared.fields.get("extractor_conv_layer_config")
     if arch.conv_strides is not None:
         strides, source["conv_strides"] = tuple(arch.conv_strides), "argument"
     elif layout is not None:
@@ -336,9 +384,9 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
                 "(channels, kernel, stride)") from None
         have = tuple((o, k) for o, _i, k in conv)
         if given != have:
-            raise SpeechrankError(f"{declared_where} declares conv (channels, kernel) {given}, "
+            raise SpeechrankError(f"{declared.where} declares conv (channels, kernel) {given}, "
                                   f"the weights have {have}")
-        source["conv_strides"] = declared_where
+        source["conv_strides"] = declared.where
     elif kernels == tuple(k for k, _s in DEFAULT_CONV_LAYOUT):
         strides = tuple(s for _k, s in DEFAULT_CONV_LAYOUT)
         source["conv_strides"] = "torchaudio's default layout (kernels 10,3,3,3,3,2,2)"
@@ -347,10 +395,15 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
             f"conv kernels {kernels} are not torchaudio's default layout, and the strides are "
             "not in the weights; give them (TorchaudioArch.conv_strides, or "
             "extractor_conv_layer_config in the checkpoint's hyper_parameters)")
-    if len(strides) != n_conv:
-        raise SpeechrankError(f"{len(strides)} conv strides for {n_conv} conv layers")
+    if len(strides) != len(conv):
+        raise SpeechrankError(f"{len(strides)} conv strides for {len(conv)} conv layers")
+    return strides
 
-    proj = need("encoder.feature_projection.projection.weight")
+
+def _transformer_shape(encoder: Mapping[str, torch.Tensor], conv: list[tuple[int, int, int]]
+                       ) -> tuple[int, int, int, int, int]:
+    """(width, layers, feed-forward width, positional conv kernel, its groups)."""
+    proj = _need(encoder, "encoder.feature_projection.projection.weight")
     width, conv_out = int(proj.shape[0]), int(proj.shape[1])
     if conv_out != conv[-1][0]:
         raise SpeechrankError(f"the feature projection takes {conv_out} channels, the last "
@@ -364,25 +417,19 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
         layers += 1
     if layers == 0:
         raise SpeechrankError("the torchaudio encoder has no transformer layers")
-    ffn = int(need("encoder.transformer.layers.0.feed_forward.intermediate_dense.weight")
-              .shape[0])
-    for name in ("encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim",
-                 "conv_channels_and_kernels", "conv_bias", "conv_pos", "conv_pos_groups"):
-        source[name] = "weights (shapes)"
+    ffn = int(_need(encoder, "encoder.transformer.layers.0.feed_forward.intermediate_dense."
+                             "weight").shape[0])
+    return width, layers, ffn, pos_kernel, pos_groups
 
-    checks = {"extractor_mode": mode, "extractor_conv_bias": biased[0],
-              "encoder_embed_dim": width, "encoder_num_layers": layers,
-              "encoder_ff_interm_features": ffn, "encoder_pos_conv_kernel": pos_kernel,
-              "encoder_pos_conv_groups": pos_groups}
-    for name, value in checks.items():
-        if name in declared and declared[name] != value:
-            raise SpeechrankError(f"{declared_where} declares {name}={declared[name]!r}, the "
-                                  f"weights have {value!r}")
 
+def _num_heads(width: int, arch: TorchaudioArch, declared: _Declared,
+               source: dict[str, str]) -> int:
+    """Attention heads (not in the weights): given, declared, or the factories' for the
+    width."""
     if arch.num_heads is not None:
         heads, source["num_heads"] = int(arch.num_heads), "argument"
-    elif declared.get("encoder_num_heads") is not None:
-        heads, source["num_heads"] = int(declared["encoder_num_heads"]), declared_where
+    elif declared.fields.get("encoder_num_heads") is not None:
+        heads, source["num_heads"] = int(declared.fields["encoder_num_heads"]), declared.where
     elif width in HEADS_BY_WIDTH:
         heads = HEADS_BY_WIDTH[width]
         source["num_heads"] = f"torchaudio factories (width {width} has {heads} heads)"
@@ -393,27 +440,20 @@ def infer_arch(encoder: Mapping[str, torch.Tensor], *, arch: TorchaudioArch | No
             "the checkpoint's hyper_parameters)")
     if heads < 1 or width % heads:
         raise SpeechrankError(f"{heads} attention heads do not divide width {width}")
+    return heads
 
+
+def _layer_norm_first(mode: str, arch: TorchaudioArch, declared: _Declared,
+                      source: dict[str, str]) -> bool:
     if arch.layer_norm_first is not None:
-        first, source["layer_norm_first"] = bool(arch.layer_norm_first), "argument"
-    elif declared.get("encoder_layer_norm_first") is not None:
-        first = bool(declared["encoder_layer_norm_first"])
-        source["layer_norm_first"] = declared_where
-    else:
-        first = mode == "layer_norm"
-        source["layer_norm_first"] = ("torchaudio factories (every layer_norm extractor is "
-                                      "layer_norm_first, every group_norm one is not)")
-
-    layout_text = repr([(o, k, s) for (o, _i, k), s in zip(conv, strides, strict=True)])
-    fields = {
-        "encoder_embed_dim": width, "encoder_layers": layers, "encoder_attention_heads": heads,
-        "encoder_ffn_embed_dim": ffn, "activation_fn": "gelu",
-        "conv_feature_layers": layout_text,
-        "conv_bias": biased[0], "extractor_mode": "layer_norm" if mode == "layer_norm"
-        else "default", "conv_pos": pos_kernel, "conv_pos_groups": pos_groups,
-        "layer_norm_first": first,
-    }
-    return fields, source
+        source["layer_norm_first"] = "argument"
+        return bool(arch.layer_norm_first)
+    if declared.fields.get("encoder_layer_norm_first") is not None:
+        source["layer_norm_first"] = declared.where
+        return bool(declared.fields["encoder_layer_norm_first"])
+    source["layer_norm_first"] = ("torchaudio factories (every layer_norm extractor is "
+                                  "layer_norm_first, every group_norm one is not)")
+    return mode == "layer_norm"
 
 
 def _weight_norm_factors(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -431,10 +471,7 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
         SpeechrankError: a key with no Hugging Face counterpart, or a Hugging Face weight the
             file lacks.
     """
-    pos_g = next((k for k in target_keys if k.startswith("encoder.pos_conv_embed.conv.")
-                  and k.endswith(("weight_g", "original0"))), None)
-    pos_v = next((k for k in target_keys if k.startswith("encoder.pos_conv_embed.conv.")
-                  and k.endswith(("weight_v", "original1"))), None)
+    pos_g, pos_v = statemap.pos_conv_targets(target_keys)
     if pos_g is None or pos_v is None:
         raise SpeechrankError("this transformers build has no weight-normed pos_conv")
     mapped: dict[str, torch.Tensor] = {}
@@ -448,24 +485,14 @@ def map_state_dict(encoder: Mapping[str, torch.Tensor], target_keys: set[str],
         if key == _POS_PLAIN:
             mapped[pos_g], mapped[pos_v] = _weight_norm_factors(tensor)
             continue
-        for pattern, replacement in _ENCODER_RULES:
-            if pattern.match(key):
-                mapped[pattern.sub(replacement, key)] = tensor
-                break
-        else:
+        name = statemap.rename(key, _ENCODER_RULES)
+        if name is None:
             raise SpeechrankError(f"unexpected weight '{key}' in the torchaudio encoder")
+        mapped[name] = tensor
     if mask_embedding is not None and "masked_spec_embed" in target_keys:
         mapped["masked_spec_embed"] = mask_embedding
-    unknown = sorted(set(mapped) - target_keys)
-    if unknown:
-        raise SpeechrankError(
-            f"torchaudio weight maps to '{unknown[0]}', which the Hugging Face model lacks "
-            "(does the configuration match the weights?)")
-    missing = sorted(k for k in target_keys - set(mapped) if k != "masked_spec_embed")
-    if missing:
-        raise SpeechrankError(
-            f"{len(missing)} encoder weight(s) missing from the torchaudio state dict "
-            f"(e.g. {missing[0]}); refusing to measure a partly random model")
+    statemap.check_complete(mapped, target_keys, toolkit="torchaudio",
+                   holder="the torchaudio state dict")
     return mapped
 
 
@@ -499,13 +526,7 @@ def build_model(state: Mapping[str, Any], *, arch: TorchaudioArch | None = None,
     config = hf_config(chosen, fields)
     model = (HubertModel if chosen == "hubert" else Wav2Vec2Model)(config)
     mapped = map_state_dict(weights.encoder, set(model.state_dict()), weights.mask_embedding)
-    try:
-        model.load_state_dict(mapped, strict=False)
-    except RuntimeError as err:
-        lines = str(err).strip().splitlines()
-        detail = lines[1].strip() if len(lines) > 1 else lines[0]
-        raise SpeechrankError(f"weights do not fit the configuration ({detail})") from None
-    model.eval()
+    statemap.load_mapped(model, mapped)
     info = {"kind": "torchaudio", "container": weights.container, "prefix": weights.prefix,
             "family": chosen, "family_from": family_from,
             "num_heads": int(config.num_attention_heads),

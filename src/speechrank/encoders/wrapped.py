@@ -17,17 +17,47 @@ against the module's actual output.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from speechrank.encoders.base import EncoderOutput, SpeechEncoder
+from speechrank.encoders.base import EncoderOutput, ModuleBackedEncoder, SpeechEncoder
 from speechrank.encoders.normalization import NORMALIZE_EPS, normalize_waveforms
 from speechrank.encoders.runtime import eval_mode, hash_module
 from speechrank.errors import SpeechrankError
 
 ForwardFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class WrapOptions:
+    """How :func:`wrap_module` calls a module and names what it returns.
+
+    Attributes:
+        name: what results call it (default: the module's class name).
+        layer_names: names for a sequence output, in order (default ``"0"``, ``"1"``, ...;
+            by docs/design.md, "Rows and layer names", ``"0"`` should be the input of the
+            first transformer layer and a convolutional front end ``"cnn"``).
+        forward: ``forward(module, waveforms [B, S], lengths [B])`` returning the output; the
+            default calls ``module(waveforms)``. Use it to pass masks or
+            ``output_hidden_states=True``.
+        normalize: zero-mean unit-variance input per utterance over its valid samples.
+        equal_length_batches: declare that padding changes the module's valid frames.
+        inference_mode: run under ``torch.inference_mode`` (the default) or ``no_grad``;
+            choose ``False`` for a module that caches tensors across calls and is also
+            being trained, since inference tensors cannot enter autograd later.
+        frame_rate: output frames per second (default: read off ``frame_lengths``).
+    """
+
+    name: str | None = None
+    layer_names: Sequence[str] | None = None
+    forward: ForwardFn | None = None
+    normalize: bool = False
+    equal_length_batches: bool = False
+    inference_mode: bool = True
+    frame_rate: float | None = None
 
 
 def _default_forward(module: torch.nn.Module, waveforms: torch.Tensor,
@@ -58,24 +88,24 @@ def _as_layers(output: Any, layer_names: Sequence[str] | None) -> dict[str, torc
     return {name: t for name, t in zip(names, seq, strict=True) if t is not None}
 
 
-class ModuleEncoder(SpeechEncoder):
+class ModuleEncoder(ModuleBackedEncoder):
     """A :class:`SpeechEncoder` over a user module; build it with :func:`wrap_module`."""
 
     def __init__(self, module: torch.nn.Module, *, sample_rate: int,
-                 frame_lengths: Callable[[torch.Tensor], torch.Tensor], name: str,
-                 layer_names: Sequence[str] | None = None, forward: ForwardFn | None = None,
-                 normalize: bool = False, equal_length_batches: bool = False,
-                 inference_mode: bool = True, frame_rate: float | None = None,
-                 probe_seconds: float = 1.0) -> None:
+                 frame_lengths: Callable[[torch.Tensor], torch.Tensor],
+                 options: WrapOptions | None = None, probe_seconds: float = 1.0) -> None:
+        options = options or WrapOptions()
         self.module = module
-        self.name = name
+        self.name = name = options.name or type(module).__name__
         self.sample_rate = int(sample_rate)
         self._frame_fn = frame_lengths
+        layer_names = options.layer_names
         self._names_arg = list(layer_names) if layer_names is not None else None
-        self._forward_fn = forward or _default_forward
-        self.do_normalize = bool(normalize)
-        self.equal_length_batches = bool(equal_length_batches)
-        self.inference_mode = bool(inference_mode)
+        self._forward_fn = options.forward or _default_forward
+        self.do_normalize = bool(options.normalize)
+        self.equal_length_batches = bool(options.equal_length_batches)
+        self.inference_mode = bool(options.inference_mode)
+        frame_rate = options.frame_rate
         if frame_rate is None:
             far = self.frame_lengths(torch.tensor([10 * self.sample_rate, 20 * self.sample_rate]))
             frame_rate = float(far[1] - far[0]) / 10.0
@@ -99,16 +129,8 @@ class ModuleEncoder(SpeechEncoder):
         return frames.long().clamp_min(0)
 
     @property
-    def device(self) -> torch.device:
-        for tensor in self.module.parameters():
-            return tensor.device
-        for tensor in self.module.buffers():
-            return tensor.device
-        return torch.device("cpu")
-
-    def to(self, device: str | torch.device) -> ModuleEncoder:
-        self.module.to(torch.device(device))
-        return self
+    def torch_module(self) -> torch.nn.Module:
+        return self.module
 
     def _run(self, waveforms: torch.Tensor, lengths: torch.Tensor,
              names: list[str] | None) -> dict[str, torch.Tensor]:
@@ -182,10 +204,7 @@ class ModuleEncoder(SpeechEncoder):
 
 def wrap_module(module: torch.nn.Module, *, sample_rate: int,
                 frame_lengths: Callable[[torch.Tensor], torch.Tensor],
-                name: str | None = None, layer_names: Sequence[str] | None = None,
-                forward: ForwardFn | None = None, normalize: bool = False,
-                equal_length_batches: bool = False, inference_mode: bool = True,
-                frame_rate: float | None = None) -> SpeechEncoder:
+                options: WrapOptions | None = None) -> SpeechEncoder:
     """Wrap a module returning per-layer hidden states as a :class:`SpeechEncoder`.
 
     Args:
@@ -193,29 +212,15 @@ def wrap_module(module: torch.nn.Module, *, sample_rate: int,
         sample_rate: the waveform rate it expects, in Hz.
         frame_lengths: ``[B]`` sample counts -> ``[B]`` valid frame counts (its convolution
             length formula).
-        name: what results call it (default: the module's class name).
-        layer_names: names for a sequence output, in order (default ``"0"``, ``"1"``, ...;
-            by docs/design.md, "Rows and layer names", ``"0"`` should be the input of the
-            first transformer layer and a convolutional front end ``"cnn"``).
-        forward: ``forward(module, waveforms [B, S], lengths [B])`` returning the output; the
-            default calls ``module(waveforms)``. Use it to pass masks or
-            ``output_hidden_states=True``.
-        normalize: zero-mean unit-variance input per utterance over its valid samples.
-        equal_length_batches: declare that padding changes the module's valid frames.
-        inference_mode: run under ``torch.inference_mode`` (the default) or ``no_grad``;
-            choose ``False`` for a module that caches tensors across calls and is also
-            being trained, since inference tensors cannot enter autograd later.
-        frame_rate: output frames per second (default: read off ``frame_lengths``).
+        options: its name, layer names, forward call, input normalisation, grad mode and
+            frame rate (:class:`WrapOptions`; default: its defaults).
 
     Example:
         >>> enc = wrap_module(model, sample_rate=16000,
         ...                   frame_lengths=lambda n: (n - 400) // 320 + 1)
     """
     return ModuleEncoder(module, sample_rate=sample_rate, frame_lengths=frame_lengths,
-                         name=name or type(module).__name__, layer_names=layer_names,
-                         forward=forward, normalize=normalize,
-                         equal_length_batches=equal_length_batches,
-                         inference_mode=inference_mode, frame_rate=frame_rate)
+                         options=options)
 
 
-__all__ = ["ModuleEncoder", "wrap_module"]
+__all__ = ["ModuleEncoder", "WrapOptions", "wrap_module"]

@@ -14,6 +14,7 @@ value. Degenerate inputs give NaN with ``extras["reason"]``, never an exception:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -154,29 +155,31 @@ def alpha_req_result(
     )
 
 
-def stable_rank_result(spectra: Spectra) -> MetricResult:
-    """Stable rank sum l / max l of the covariance eigenvalues (Rudelson & Vershynin 2007;
-    NESum of He & Ozay 2022 on centred data)."""
+def covariance_ratio(name: str, spectra: Spectra,
+                     formula: Callable[[np.ndarray], float]) -> MetricResult:
+    """The metric ``name``: ``formula`` of the covariance eigenvalues (descending, ddof
+    :data:`~speechrank.metrics.spectrum.COVARIANCE_DDOF`), with the conventions recorded and
+    NaN with a reason where the spectrum is undefined (too few rows) or the formula gives NaN
+    (every row the same). A new covariance metric is this and its formula."""
     conventions = _conventions(
         spectra, "covariance_eigenvalues", True, covariance_ddof=COVARIANCE_DDOF
     )
     reason = _undefined(spectra, True)
-    value = math.nan if reason else formulas.stable_rank(spectra.covariance_eigenvalues)
+    value = math.nan if reason else formula(spectra.covariance_eigenvalues)
     if reason is None and math.isnan(value):
         reason = _EQUAL
-    return _result("stable_rank", value, conventions, reason)
+    return _result(name, value, conventions, reason)
+
+
+def stable_rank_result(spectra: Spectra) -> MetricResult:
+    """Stable rank sum l / max l of the covariance eigenvalues (Rudelson & Vershynin 2007;
+    NESum of He & Ozay 2022 on centred data)."""
+    return covariance_ratio("stable_rank", spectra, formulas.stable_rank)
 
 
 def participation_ratio_result(spectra: Spectra) -> MetricResult:
     """Participation ratio (sum l)^2 / sum l^2 of the covariance eigenvalues."""
-    conventions = _conventions(
-        spectra, "covariance_eigenvalues", True, covariance_ddof=COVARIANCE_DDOF
-    )
-    reason = _undefined(spectra, True)
-    value = math.nan if reason else formulas.participation_ratio(spectra.covariance_eigenvalues)
-    if reason is None and math.isnan(value):
-        reason = _EQUAL
-    return _result("participation_ratio", value, conventions, reason)
+    return covariance_ratio("participation_ratio", spectra, formulas.participation_ratio)
 
 
 def numerical_rank_result(spectra: Spectra, *, rtol: float | None = None) -> MetricResult:

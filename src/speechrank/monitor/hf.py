@@ -42,12 +42,12 @@ from transformers import TrainerCallback
 
 from speechrank.monitor.collapse import CollapseStop, RankCollapseWarning
 from speechrank.monitor.core import RankMonitor
-from speechrank.monitor.schedule import ModelChoice, StepSchedule
+from speechrank.monitor.schedule import ModelChoice, ScheduledCallback, StepSchedule
 
 __all__ = ["RankMonitorTrainerCallback"]
 
 
-class RankMonitorTrainerCallback(TrainerCallback):
+class RankMonitorTrainerCallback(ScheduledCallback, TrainerCallback):
     """Runs a :class:`RankMonitor` from a Hugging Face ``Trainer`` and logs its values.
 
     Args:
@@ -78,16 +78,6 @@ class RankMonitorTrainerCallback(TrainerCallback):
         self.measure_on_save = on_save
         self.trainer = trainer
         self._warned = False
-
-    @property
-    def history(self) -> list[tuple[int, dict[str, float]]]:
-        """``(step, values)`` of every measurement."""
-        return self.schedule.history
-
-    @property
-    def stop_reason(self) -> tuple[int, str] | None:
-        """``(step, reason)`` of the measurement that stopped training (``None``: none)."""
-        return self.schedule.stop_reason
 
     def attach(self, trainer: Any) -> RankMonitorTrainerCallback:
         """Log through ``trainer`` and add this callback to it (once); returns self."""

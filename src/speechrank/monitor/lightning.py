@@ -42,7 +42,7 @@ from typing import Any
 
 from speechrank.monitor.collapse import CollapseStop, RankCollapseWarning
 from speechrank.monitor.core import RankMonitor
-from speechrank.monitor.schedule import ModelChoice, StepSchedule
+from speechrank.monitor.schedule import ModelChoice, ScheduledCallback, StepSchedule
 
 try:  # the classic package name first: it is the one speechrank's extra installs
     from pytorch_lightning import Callback
@@ -57,7 +57,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 __all__ = ["RankMonitorCallback"]
 
 
-class RankMonitorCallback(Callback):
+class RankMonitorCallback(ScheduledCallback, Callback):
     """Runs a :class:`RankMonitor` from a Lightning ``Trainer`` and logs its values.
 
     Args:
@@ -87,16 +87,6 @@ class RankMonitorCallback(Callback):
         self.monitor = monitor
         self.on_validation = on_validation
         self.prog_bar = prog_bar
-
-    @property
-    def history(self) -> list[tuple[int, dict[str, float]]]:
-        """``(step, values)`` of every measurement."""
-        return self.schedule.history
-
-    @property
-    def stop_reason(self) -> tuple[int, str] | None:
-        """``(step, reason)`` of the measurement that stopped training (``None``: none)."""
-        return self.schedule.stop_reason
 
     def _measure(self, trainer: Any, pl_module: Any) -> dict[str, float]:
         values, fresh = self.schedule.measure(pl_module, int(trainer.global_step))

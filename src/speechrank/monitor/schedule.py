@@ -26,7 +26,7 @@ from typing import Any
 from speechrank.monitor.collapse import CollapseStop
 from speechrank.monitor.core import MonitorResult, RankMonitor
 
-__all__ = ["ModelChoice", "StepSchedule"]
+__all__ = ["ModelChoice", "ScheduledCallback", "StepSchedule"]
 
 ModelChoice = str | Callable[[Any], Any] | None
 
@@ -81,3 +81,20 @@ class StepSchedule:
     def should_stop(self) -> bool:
         """Whether the newest measurement asks training to stop (never without ``stop``)."""
         return self.stop is not None and self.last is not None and self.stop(self.last)
+
+
+class ScheduledCallback:
+    """What every training-loop callback measuring through a :class:`StepSchedule` shows
+    (the Hugging Face and the Lightning callback)."""
+
+    schedule: StepSchedule
+
+    @property
+    def history(self) -> list[tuple[int, dict[str, float]]]:
+        """``(step, values)`` of every measurement."""
+        return self.schedule.history
+
+    @property
+    def stop_reason(self) -> tuple[int, str] | None:
+        """``(step, reason)`` of the measurement that stopped training (``None``: none)."""
+        return self.schedule.stop_reason

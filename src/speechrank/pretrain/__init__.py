@@ -1,6 +1,6 @@
 """Pretraining speechrank's own small self-supervised encoder on CPU.
 
-``pretrain(DATA, OUT, minutes=..., steps=...)`` is the Python side of
+``pretrain(DATA, OUT, TrainRun(minutes=..., steps=...))`` is the Python side of
 ``speechrank pretrain DATA OUT``: it trains :class:`speechrank.encoders.bestrq.BestRqModel` by
 masked prediction (by default of HuBERT-style k-means targets under input noise; BEST-RQ's
 random-projection targets on request; see :mod:`speechrank.pretrain.recipe`) and writes
@@ -16,9 +16,10 @@ from speechrank.pretrain.trainer import (
     PretrainSummary,
     StopHook,
     TrainConfig,
+    TrainRun,
     WarmupInverseSqrt,
     pretrain,
 )
 
-__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "StopHook", "TrainConfig",
+__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "StopHook", "TrainConfig", "TrainRun",
            "WarmupInverseSqrt", "load_recipe", "pretrain"]

@@ -43,8 +43,8 @@ from torch import nn
 
 from speechrank.encoders.bestrq import ENCODER_PREFIX, BestRqConfig, BestRqModel
 
-__all__ = ["BestRqPretrainer", "KMeansQuantizer", "MaskedPrediction", "RandomProjectionQuantizer",
-           "TargetKind", "add_noise", "span_mask", "with_deltas"]
+__all__ = ["BatchRandom", "BestRqPretrainer", "KMeansQuantizer", "MaskedPrediction", "Masking",
+           "RandomProjectionQuantizer", "TargetKind", "add_noise", "span_mask", "with_deltas"]
 
 
 class RandomProjectionQuantizer(nn.Module):
@@ -154,6 +154,34 @@ class MaskedPrediction:
 TargetKind = Literal["bestrq", "hubert"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Masking:
+    """How a batch's input is masked and what the loss counts (the recipe's part of it).
+
+    ``mask_prob``: each frame starts a span of ``mask_span`` masked frames with this
+    probability; masked frames are replaced by Gaussian noise of ``noise_std``. The loss is
+    the cross-entropy on masked frames plus ``unmasked_weight`` times the cross-entropy on
+    the valid unmasked frames (HuBERT's ``alpha``/``1 - alpha`` weighting; 0 = masked
+    frames only).
+    """
+
+    mask_prob: float
+    mask_span: int
+    noise_std: float
+    unmasked_weight: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRandom:
+    """The random streams of one batch: the mask positions (``rng``), the noise on masked
+    frames and on the input (``noise``), and, as a control, the permutation of the targets
+    (``shuffle``; ``None``: targets stay where they are)."""
+
+    rng: np.random.Generator
+    noise: torch.Generator
+    shuffle: np.random.Generator | None = None
+
+
 class BestRqPretrainer(nn.Module):
     """Encoder + frozen target maker + prediction head; :meth:`forward` returns the loss.
 
@@ -188,20 +216,19 @@ class BestRqPretrainer(nn.Module):
                                    * config.init_std)
             self.head.bias.zero_()
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, *, mask_prob: float,
-                mask_span: int, noise_std: float, rng: np.random.Generator,
-                noise_generator: torch.Generator, snr_db: torch.Tensor | None = None,
-                unmasked_weight: float = 0.0,
-                shuffle: np.random.Generator | None = None) -> MaskedPrediction:
-        """The loss of one batch.
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, masking: Masking,
+                random: BatchRandom, snr_db: torch.Tensor | None = None) -> MaskedPrediction:
+        """The loss of one batch, masked as ``masking`` says with the streams of ``random``.
 
         ``snr_db`` (``[B]``, optional) adds white noise to each row's input at that SNR while
-        the targets come from the un-augmented waveforms. The loss is the cross-entropy on
-        masked frames plus ``unmasked_weight`` times the cross-entropy on the valid unmasked
-        frames (HuBERT's ``alpha``/``1 - alpha`` weighting; 0 = masked frames only).
-        ``shuffle`` (a control, not a recipe) permutes the targets across the batch's valid
-        frames with that generator: they keep their frequencies but say nothing about the input.
+        the targets come from the un-augmented waveforms. ``random.shuffle`` (a control, not a
+        recipe) permutes the targets across the batch's valid frames with that generator: they
+        keep their frequencies but say nothing about the input.
         """
+        shuffle, noise_generator = random.shuffle, random.noise
+        mask_prob, mask_span = masking.mask_prob, masking.mask_span
+        noise_std, unmasked_weight = masking.noise_std, masking.unmasked_weight
+        rng = random.rng
         features, frames = self.encoder.frontend(waveforms, lengths)
         targets = self.quantizer(features)
         if shuffle is not None:

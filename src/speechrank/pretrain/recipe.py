@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,13 +52,8 @@ import pydantic
 from speechrank.encoders.bestrq import SIZES, config_for_size
 from speechrank.errors import SpeechrankError
 from speechrank.pretrain.data import DEFAULT_MAX_PRELOAD_SECONDS
-from speechrank.pretrain.objective import TargetKind
-from speechrank.validation import STRICT, validate
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from speechrank.pretrain.objective import Masking, TargetKind
+from speechrank.validation import STRICT, read_toml, validate
 
 __all__ = ["LEGACY_RECIPE", "RecipeFile", "Schedule", "TrainConfig", "WarmupInverseSqrt",
            "WarmupLinear", "derive_seed", "load_recipe"]
@@ -150,6 +144,11 @@ class TrainConfig:
         if self.input_snr_db is not None:
             data["input_snr_db"] = list(self.input_snr_db)
         return data
+
+    def masking(self) -> Masking:
+        """The recipe's masking and loss weighting, as the objective takes them."""
+        return Masking(mask_prob=self.mask_prob, mask_span=self.mask_span,
+                       noise_std=self.noise_std, unmasked_weight=self.unmasked_weight)
 
     def learning_rate_factor(self) -> WarmupInverseSqrt | WarmupLinear:
         """The schedule's factor of the peak learning rate at each update."""
@@ -267,16 +266,8 @@ class RecipeFile(pydantic.BaseModel):
 def load_recipe(path: str | os.PathLike[str]) -> TrainConfig:
     """The :class:`TrainConfig` of a recipe file (TOML; see :class:`RecipeFile`), or one
     :class:`SpeechrankError` line naming the file, the key, the value and what is allowed."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpeechrankError(f"recipe {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpeechrankError(f"recipe {path}: cannot be read ({err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SpeechrankError(f"recipe {path}: not valid TOML ({err})") from None
-    return validate(RecipeFile, raw, where=f"recipe {path}").to_config()
+    raw = read_toml(path, "recipe")
+    return validate(RecipeFile, raw, where=f"recipe {Path(path)}").to_config()
 
 
 class WarmupInverseSqrt:

@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,13 +70,18 @@ from speechrank.pretrain.data import (
     resolve_dataset,
     select_pretraining,
 )
-from speechrank.pretrain.objective import BestRqPretrainer, KMeansQuantizer, MaskedPrediction
+from speechrank.pretrain.objective import (
+    BatchRandom,
+    BestRqPretrainer,
+    KMeansQuantizer,
+    MaskedPrediction,
+)
 from speechrank.pretrain.recipe import TrainConfig, WarmupInverseSqrt, derive_seed
 from speechrank.pretrain.reporting import ProgressBar, RunLog, Window, json_safe
 from speechrank.pretrain.targets import fit_kmeans_centroids, frontend_frames
 from speechrank.progress import ProgressArg
 
-__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "StopHook", "TrainConfig",
+__all__ = ["LOG_FILE", "Monitor", "PretrainSummary", "StopHook", "TrainConfig", "TrainRun",
            "WarmupInverseSqrt", "pretrain"]
 
 LOG_FILE = "train_log.jsonl"
@@ -195,23 +200,11 @@ def _load_bank(data: Dataset | str | os.PathLike[str], recipe: TrainConfig,
     return dataset, bank
 
 
-def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-             minutes: float | None = None, steps: int | None = None,
-             save_every: int | None = None, save_steps: Sequence[int] | None = None,
-             size: str | None = None, seed: int | None = None, resume: bool = False,
-             batch_size: int | None = None, crop_seconds: float | None = None,
-             learning_rate: float | None = None, warmup_steps: int | None = None,
-             max_preload_seconds: float | None = None, config: TrainConfig | None = None,
-             progress: ProgressArg = None, log_every: int = 10,
-             monitor: Monitor | None = None, stop: StopHook | None = None,
-             keep_training_state: str = "last",
-             num_threads: int | None = None) -> PretrainSummary:
-    """Train speechrank's small encoder on ``data``, writing checkpoints into ``out_dir``.
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    """How one call of :func:`pretrain` runs: its budget, its checkpoints, its log.
 
-    Args:
-        data: a :class:`Dataset` or a DATA spec (directory of audio, manifest,
-            ``FORMAT:PATH``); a ``pretrain`` split is used when present, else all but ``test``.
-        out_dir: the run directory (created; must hold no checkpoint unless ``resume``).
+    Attributes:
         minutes: wall-time budget of this call (training, checkpoints and monitor, not data
             loading); the last step is always saved.
         steps: total step count to reach (counted from the start of the run, so a resumed
@@ -220,15 +213,73 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
         save_steps: explicit steps to checkpoint at (say denser early in training, where
             rank moves fastest), on top of any ``save_every``. Step 0 and the last step are
             always saved.
-        size, seed, batch_size, crop_seconds, learning_rate, warmup_steps,
-            max_preload_seconds: the recipe (defaults in :class:`TrainConfig`: ``tiny``, 0,
-            12, 2.56 s, 2e-3, 60, 7200 s); ``config`` gives all of it at once. On resume the
-            checkpoint's recipe is used and a different explicit value is an error.
-        resume: continue from the newest complete checkpoint of ``out_dir`` (a fresh start
-            when there is none).
+        log_every: interval, in steps, of ``train`` records in ``train_log.jsonl``.
+        keep_training_state: ``"last"`` keeps optimiser state in the newest checkpoint only
+            (older checkpoints keep weights, config and trainer.json); ``"all"`` keeps it in
+            every checkpoint.
+        resume: continue from the newest complete checkpoint of the run directory (a fresh
+            start when there is none).
+        num_threads: torch CPU threads for this call (put back afterwards); ``None`` keeps
+            torch's setting. On a machine shared with other jobs one thread can be several
+            times faster than two (thread-pool stalls); results are bit-identical only at the
+            same thread count.
+    """
+
+    minutes: float | None = None
+    steps: int | None = None
+    save_every: int | None = None
+    save_steps: Sequence[int] | None = None
+    log_every: int = 10
+    keep_training_state: Literal["last", "all"] = "last"
+    resume: bool = False
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        minutes, steps = self.minutes, self.steps
+        if minutes is None and steps is None:
+            raise SpeechrankError("give a budget: minutes (wall time) and/or steps")
+        if minutes is not None and not minutes > 0:
+            raise SpeechrankError(f"minutes must be positive, got {minutes}")
+        if steps is not None and steps < 0:
+            raise SpeechrankError(f"steps must be >= 0, got {steps}")
+        if (self.save_every is not None and self.save_every < 1) or self.log_every < 1:
+            raise SpeechrankError("save_every and log_every must be at least 1")
+        if self.save_steps is not None:
+            object.__setattr__(self, "save_steps", tuple(int(s) for s in self.save_steps))
+        if any(step < 0 for step in self.save_steps or ()):
+            raise SpeechrankError("save_steps must be >= 0")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise SpeechrankError(f"num_threads must be at least 1, got {self.num_threads}")
+        if self.keep_training_state not in ("last", "all"):
+            raise SpeechrankError(f"keep_training_state must be 'last' or 'all', "
+                                  f"got {self.keep_training_state!r}")
+
+    @property
+    def interval(self) -> int | None:
+        """The checkpoint interval (the default one when no step is named)."""
+        if self.save_every is None and self.save_steps is None:
+            return DEFAULT_SAVE_EVERY
+        return self.save_every
+
+
+def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[str],
+             run: TrainRun, config: TrainConfig | None = None, *,
+             overrides: Mapping[str, Any] | None = None, progress: ProgressArg = None,
+             monitor: Monitor | None = None, stop: StopHook | None = None) -> PretrainSummary:
+    """Train speechrank's small encoder on ``data``, writing checkpoints into ``out_dir``.
+
+    Args:
+        data: a :class:`Dataset` or a DATA spec (directory of audio, manifest,
+            ``FORMAT:PATH``); a ``pretrain`` split is used when present, else all but ``test``.
+        out_dir: the run directory (created; must hold no checkpoint unless ``run.resume``).
+        run: the budget, checkpoints, log, resumption and threads (:class:`TrainRun`).
+        config: the recipe (default :class:`TrainConfig`: ``tiny``, seed 0, 12 crops of
+            2.56 s, peak learning rate 2e-3 after 60 warm-up steps, 7200 s of audio).
+        overrides: recipe fields given on top of ``config`` (``{"seed": 3}``, as the CLI's
+            options). On resume the checkpoint's recipe is used, and a value given here (or
+            in ``config``) that differs from it is an error.
         progress: a :class:`~speechrank.progress.Progress` (stages ``loading audio`` in
             files and ``train`` in steps or seconds); ``None`` for silence.
-        log_every: interval, in steps, of ``train`` records in ``train_log.jsonl``.
         monitor: ``monitor(encoder, step) -> dict`` called after every checkpoint save; its
             values go to ``train_log.jsonl`` and the checkpoint's ``trainer.json``. It runs
             with the global random generators saved and restored around it, so it cannot
@@ -237,85 +288,65 @@ def pretrain(data: Dataset | str | os.PathLike[str], out_dir: str | os.PathLike[
             reason ends the run at that checkpoint (saved, resumable), with ``stopped_by``
             ``"monitor"`` and the reason in the summary and the log (the rank monitor's
             collapse alarm: :func:`speechrank.monitor.pretrain.pretrain_with_monitor`).
-        keep_training_state: ``"last"`` keeps optimiser state in the newest checkpoint only
-            (older checkpoints keep weights, config and trainer.json); ``"all"`` keeps it in
-            every checkpoint.
-        num_threads: torch CPU threads for this call (put back afterwards); ``None`` keeps
-            torch's setting. On a machine shared with other jobs one thread can be several
-            times faster than two (thread-pool stalls); results are bit-identical only at the
-            same thread count.
 
     Returns:
         A :class:`PretrainSummary`.
     """
-    if minutes is None and steps is None:
-        raise SpeechrankError("give a budget: minutes (wall time) and/or steps")
-    if minutes is not None and not minutes > 0:
-        raise SpeechrankError(f"minutes must be positive, got {minutes}")
-    if steps is not None and steps < 0:
-        raise SpeechrankError(f"steps must be >= 0, got {steps}")
-    if save_every is None and save_steps is None:
-        save_every = DEFAULT_SAVE_EVERY
-    if (save_every is not None and save_every < 1) or log_every < 1:
-        raise SpeechrankError("save_every and log_every must be at least 1")
-    save_at = frozenset(int(step) for step in (save_steps or ()))
-    if any(step < 0 for step in save_at):
-        raise SpeechrankError("save_steps must be >= 0")
-    if num_threads is not None and num_threads < 1:
-        raise SpeechrankError(f"num_threads must be at least 1, got {num_threads}")
-    if keep_training_state not in ("last", "all"):
-        raise SpeechrankError(f"keep_training_state must be 'last' or 'all', "
-                              f"got {keep_training_state!r}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise SpeechrankError(f"{unknown[0]!r} is not a recipe field")
     out = Path(out_dir)
+    resume_from = _resume_point(out, run.resume)
+    recipe, model_config = _recipe_for_run(resume_from, config, overrides, run.steps)
+    dataset, bank = _load_bank(data, recipe, model_config, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = _Run(out, run, recipe, model_config, (dataset, bank), monitor, stop)
+    with preserved_rng(), _algorithms(True), _threads(run.num_threads):
+        return trainer.execute(resume_from, progress=progress)
+
+
+def _resume_point(out: Path, resume: bool) -> Path | None:
+    """The checkpoint a resumed run continues from (``None``: a fresh start)."""
     if out.exists() and not out.is_dir():
         raise SpeechrankError(f"{out} exists and is not a directory")
     existing = list_checkpoints(out)
-    resume_from: Path | None = None
-    if resume:
-        clean_temporary(out)
+    if not resume:
         if existing:
-            resume_from = existing[-1][1]
-            if not (resume_from / TRAINING_STATE_FILE).is_file():
-                raise SpeechrankError(f"cannot resume: newest checkpoint {resume_from} has no "
-                                      f"{TRAINING_STATE_FILE}")
-    elif existing:
-        raise SpeechrankError(f"{out} already holds checkpoints (newest: {existing[-1][1].name});"
-                              " pass --resume to continue the run or choose an empty OUT")
-    overrides = {k: v for k, v in {"size": size, "seed": seed, "batch_size": batch_size,
-                                   "crop_seconds": crop_seconds, "learning_rate": learning_rate,
-                                   "warmup_steps": warmup_steps,
-                                   "max_preload_seconds": max_preload_seconds}.items()
-                 if v is not None}
-    recipe, model_config = _recipe_for_run(resume_from, config, overrides, steps)
-    dataset, bank = _load_bank(data, recipe, model_config, progress)
-    fingerprint = bank.fingerprint()
-    out.mkdir(parents=True, exist_ok=True)
-    run = _Run(out, recipe, model_config, dataset, bank, fingerprint, monitor,
-               keep_training_state, save_every, save_at, log_every, stop)
-    with preserved_rng(), _algorithms(True), _threads(num_threads):
-        return run.execute(resume_from, minutes=minutes, steps=steps, progress=progress)
+            raise SpeechrankError(
+                f"{out} already holds checkpoints (newest: {existing[-1][1].name}); pass "
+                "--resume to continue the run or choose an empty OUT")
+        return None
+    clean_temporary(out)
+    if not existing:
+        return None
+    resume_from = existing[-1][1]
+    if not (resume_from / TRAINING_STATE_FILE).is_file():
+        raise SpeechrankError(f"cannot resume: newest checkpoint {resume_from} has no "
+                              f"{TRAINING_STATE_FILE}")
+    return resume_from
 
 
 class _Run:
     """One call of :func:`pretrain` once its inputs are checked and its data is loaded."""
 
-    def __init__(self, out: Path, recipe: TrainConfig, model_config: BestRqConfig,
-                 dataset: Dataset, bank: AudioBank, fingerprint: str, monitor: Monitor | None,
-                 keep_training_state: str, save_every: int | None,
-                 save_at: frozenset[int], log_every: int, stop: StopHook | None = None) -> None:
+    def __init__(self, out: Path, run: TrainRun, recipe: TrainConfig,
+                 model_config: BestRqConfig, data: tuple[Dataset, AudioBank],
+                 monitor: Monitor | None, stop: StopHook | None) -> None:
         self.out = out
+        self.run = run
         self.recipe = recipe
         self.model_config = model_config
-        self.dataset = dataset
-        self.bank = bank
-        self.fingerprint = fingerprint
+        self.dataset, self.bank = dataset, bank = data
+        self.fingerprint = bank.fingerprint()
         self.monitor = monitor
         self.stop = stop
         self.stop_reason: str | None = None
-        self.keep_all_states = keep_training_state == "all"
-        self.save_every = save_every
-        self.save_at = save_at
-        self.log_every = log_every
+        self.keep_all_states = run.keep_training_state == "all"
+        self.save_every = run.interval
+        self.save_at = frozenset(run.save_steps or ())
+        self.log_every = run.log_every
         self.sampler = CropSampler(bank, recipe.batch_size,
                                    round(recipe.crop_seconds * model_config.sample_rate),
                                    recipe.seed)
@@ -445,14 +476,12 @@ class _Run:
                                                                           len(lengths))
             snr_db = torch.from_numpy(draw.astype(np.float32))
         self.model.train()
-        result = self.model(waves, lengths, mask_prob=self.recipe.mask_prob,
-                            mask_span=self.recipe.mask_span, noise_std=self.recipe.noise_std,
-                            rng=np.random.default_rng([seed, _STREAM_MASK, step]),
-                            noise_generator=torch.Generator().manual_seed(
-                                derive_seed(seed, _STREAM_NOISE, step)),
-                            snr_db=snr_db, unmasked_weight=self.recipe.unmasked_weight,
-                            shuffle=np.random.default_rng([seed, _STREAM_SHUFFLE, step])
-                            if self.recipe.shuffle_targets else None)
+        random = BatchRandom(
+            rng=np.random.default_rng([seed, _STREAM_MASK, step]),
+            noise=torch.Generator().manual_seed(derive_seed(seed, _STREAM_NOISE, step)),
+            shuffle=np.random.default_rng([seed, _STREAM_SHUFFLE, step])
+            if self.recipe.shuffle_targets else None)
+        result = self.model(waves, lengths, self.recipe.masking(), random, snr_db=snr_db)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise SpeechrankError(f"the loss is not finite at step {step}; lower the learning "
@@ -468,8 +497,8 @@ class _Run:
 
     # --- the loop --------------------------------------------------------------------------
 
-    def execute(self, resume_from: Path | None, *, minutes: float | None, steps: int | None,
-                progress: ProgressArg) -> PretrainSummary:
+    def execute(self, resume_from: Path | None, *, progress: ProgressArg) -> PretrainSummary:
+        minutes, steps = self.run.minutes, self.run.steps
         if resume_from is not None:
             self._restore(resume_from)  # statistics come back with the weights
         else:

@@ -20,7 +20,6 @@ its keys apply to the task's kind is checked once the kind is known (:func:`reci
 from __future__ import annotations
 
 import dataclasses
-import sys
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -32,12 +31,7 @@ from pydantic import BeforeValidator
 from speechrank.errors import SpeechrankError
 from speechrank.probes.config import FrameCaps, ProbeConfig, SecondCaps
 from speechrank.probes.drivers import DRIVERS
-from speechrank.validation import STRICT, validate
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from speechrank.validation import STRICT, read_toml, validate
 
 __all__ = ["RecipeTable", "read_recipe", "recipe_keys", "recipe_with", "table_model"]
 
@@ -137,13 +131,5 @@ def recipe_with(config: ProbeConfig, table: Mapping[str, Any], *, kind: str,
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The recipe table of a TOML file (``speechrank probe --recipe``), checked by type and
     range (:data:`RecipeTable`); only the keys the file sets."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpeechrankError(f"recipe not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpeechrankError(f"cannot read recipe {path}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SpeechrankError(f"{path}: not valid TOML ({err})") from None
+    raw = read_toml(path, "recipe")
     return validate(RecipeTable, raw, where=str(path)).model_dump(exclude_unset=True)

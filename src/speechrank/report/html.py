@@ -22,12 +22,18 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 from markupsafe import Markup
 
-from speechrank.analysis import CorrelationReport, PairKey, Selection, correlate
+from speechrank.analysis import (
+    AnalysisOptions,
+    CorrelationReport,
+    PairKey,
+    Selection,
+    correlate,
+)
 from speechrank.analysis.baselines import metric_name
 from speechrank.analysis.correlate import (
     focus_metric,
@@ -70,55 +76,61 @@ class Td:
     code: bool = False
 
 
+class Block:
+    """A block of a section; ``kind`` names the template branch that draws it."""
+
+    kind: ClassVar[str]
+
+
 @dataclasses.dataclass
-class TableBlock:
+class TableBlock(Block):
+    kind: ClassVar[str] = "table"
     headers: list[str]
     rows: list[list[Td]]
     caption: str = ""
-    kind: str = "table"
 
 
 @dataclasses.dataclass(frozen=True)
-class FigureBlock:
+class FigureBlock(Block):
+    kind: ClassVar[str] = "figure"
     name: str
     caption: str
-    kind: str = "figure"
 
 
 @dataclasses.dataclass
-class FiguresBlock:
+class FiguresBlock(Block):
+    kind: ClassVar[str] = "figures"
     heading: str
     figures: list[FigureBlock]
-    kind: str = "figures"
 
 
 @dataclasses.dataclass(frozen=True)
-class Paragraph:
+class Paragraph(Block):
+    kind: ClassVar[str] = "paragraph"
     text: str
     style: str = ""
-    kind: str = "paragraph"
 
 
 @dataclasses.dataclass(frozen=True)
-class Heading:
+class Heading(Block):
+    kind: ClassVar[str] = "heading"
     text: str
-    kind: str = "heading"
 
 
 @dataclasses.dataclass
-class RichList:
+class RichList(Block):
     """Items of ``(text, bold)`` runs."""
 
+    kind: ClassVar[str] = "rich_list"
     items: list[list[tuple[str, bool]]]
     style: str = ""
-    kind: str = "rich_list"
 
 
 @dataclasses.dataclass(frozen=True)
-class Details:
+class Details(Block):
+    kind: ClassVar[str] = "details"
     summary: str
     text: str
-    kind: str = "details"
 
 
 @dataclasses.dataclass
@@ -126,7 +138,7 @@ class Section:
     anchor: str
     title: str
     lead: str = ""
-    blocks: list[Any] = dataclasses.field(default_factory=list)
+    blocks: list[Block] = dataclasses.field(default_factory=list)
 
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("speechrank.report", "templates"),
@@ -317,8 +329,8 @@ def write_report(source: Any, out_dir: str | Path, *,
     if probe_split is None:
         probe_split = correlation.settings.get("probe_split", "test") if correlation else "test"
     if correlation is None:
-        correlation = correlate(rows, n_bootstrap=n_bootstrap, seed=seed,
-                                probe_split=probe_split, checkpoints=records)
+        options = AnalysisOptions(n_bootstrap=n_bootstrap, seed=seed, probe_split=probe_split)
+        correlation = correlate(rows, options, checkpoints=records)
     found = collect_series(rows, probe_split=probe_split)
     page = _Page(out_dir, dataset_names(r.dataset for r in rows))
 
@@ -511,10 +523,10 @@ def _across_runs_section(page: _Page, rows: Sequence[ResultRow], records: Sequen
                  "comparable (other targets, other codebooks): this is where a label-free "
                  "metric can say what the loss cannot.")
     try:
-        result = compare_runs(rows, records, n_bootstrap=report.settings.get("n_bootstrap",
-                                                                               1000),
-                              seed=report.settings.get("seed", 0),
-                              probe_split=report.settings.get("probe_split", "test"))
+        options = AnalysisOptions(n_bootstrap=report.settings.get("n_bootstrap", 1000),
+                                  seed=report.settings.get("seed", 0),
+                                  probe_split=report.settings.get("probe_split", "test"))
+        result = compare_runs(rows, records, options=options)
     except SpeechrankError as exc:
         page.add(Paragraph(f"Not compared: {exc}"))
         return

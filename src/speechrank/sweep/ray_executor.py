@@ -122,7 +122,18 @@ def _failure(ray: Any, group: list[SweepUnit], err: Exception) -> SpeechrankErro
 class RayExecutor:
     """Each checkpoint's units as one Ray task (see the module docstring); the cluster is
     joined (or started) only when there is something to run, and shut down afterwards when
-    this executor started it."""
+    this executor started it.
+
+    Attributes:
+        address: ``local``, ``auto`` or a cluster address (see :func:`connect`).
+        device: the device each task runs its encoder on; with ``gpus_per_unit > 0`` and
+            ``cpu`` given, ``cuda`` is used (Ray sets each task's visible GPUs).
+        cpus_per_unit, gpus_per_unit: the resources each task (one checkpoint's units)
+            declares; torch in a task uses ``max(1, floor(cpus_per_unit))`` threads.
+        num_cpus: CPUs of a local cluster (default: the cores this process may use).
+        max_retries: how often Ray reruns a task whose worker process died.
+        pause: a testing hook (see :class:`PausePoint`).
+    """
 
     address: str = "local"
     device: str = "cpu"
@@ -131,6 +142,15 @@ class RayExecutor:
     num_cpus: int | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     pause: PausePoint | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_unit <= 0:
+            raise SpeechrankError("--cpus-per-unit must be positive")
+        if self.gpus_per_unit < 0:
+            raise SpeechrankError("--gpus-per-unit must not be negative")
+        if self.gpus_per_unit > 0 and self.device == "cpu":
+            # Ray sets each task's visible GPUs, so the task's device is plain ``cuda``.
+            object.__setattr__(self, "device", "cuda")
 
     def run(self, groups: Sequence[list[SweepUnit]], cfg: SweepConfig, *, run: str,
             progress: Progress) -> Iterator[UnitOutcome]:
@@ -161,40 +181,23 @@ class RayExecutor:
 
 
 def sweep_on_ray(checkpoints_spec: str | Path | Sequence[str | Path],
-                 config: SweepConfig | str | Path,
-                 store_path: str | Path, *, address: str = "local", device: str = "cpu",
-                 cpus_per_unit: float = 1.0, gpus_per_unit: float = 0.0,
-                 num_cpus: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
-                 progress: ProgressArg = None, log: Callable[[str], Any] | None = None,
-                 pause: PausePoint | None = None) -> SweepSummary:
+                 config: SweepConfig | str | Path, store_path: str | Path,
+                 executor: RayExecutor | None = None, *, progress: ProgressArg = None,
+                 log: Callable[[str], Any] | None = None) -> SweepSummary:
     """:func:`speechrank.sweep.sweep` with the units run as Ray tasks (same store, same rows).
 
     Args:
         checkpoints_spec, config, store_path: as for :func:`speechrank.sweep.sweep`.
-        address: ``local``, ``auto`` or a cluster address (see :func:`connect`).
-        device: the device each task runs its encoder on; with ``gpus_per_unit > 0`` and
-            ``cpu`` given, ``cuda`` is used (Ray sets each task's visible GPUs).
-        cpus_per_unit, gpus_per_unit: the resources each task (one checkpoint's units)
-            declares; torch in a task uses
-            ``max(1, floor(cpus_per_unit))`` threads.
-        num_cpus: CPUs of a local cluster (default: the cores this process may use).
-        max_retries: how often Ray reruns a task whose worker process died.
+        executor: where and with what resources the tasks run (:class:`RayExecutor`: the
+            cluster address, the device, each task's CPUs and GPUs, a local cluster's CPUs,
+            the retries of a task whose worker died, a testing pause); default: a local
+            cluster, one CPU per task.
         progress: a :class:`~speechrank.progress.Progress`; its ``log`` receives one line
             per committed unit unless ``log`` is given (the units' passes run in the workers
             and report nothing).
         log: called with one line per committed unit.
-        pause: a testing hook (see :class:`PausePoint`).
     """
-    if cpus_per_unit <= 0:
-        raise SpeechrankError("--cpus-per-unit must be positive")
-    if gpus_per_unit < 0:
-        raise SpeechrankError("--gpus-per-unit must not be negative")
     _import_ray()
     cfg = config if isinstance(config, SweepConfig) else SweepConfig.from_toml(config)
-    if gpus_per_unit > 0 and device == "cpu":
-        device = "cuda"
-    executor = RayExecutor(address=address, device=device, cpus_per_unit=cpus_per_unit,
-                           gpus_per_unit=gpus_per_unit, num_cpus=num_cpus,
-                           max_retries=max_retries, pause=pause)
-    return run_units(find_all(checkpoints_spec), cfg, store_path, executor,
+    return run_units(find_all(checkpoints_spec), cfg, store_path, executor or RayExecutor(),
                      progress=progress, log=log)

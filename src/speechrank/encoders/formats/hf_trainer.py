@@ -16,29 +16,25 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-from speechrank.encoders.formats.base import CheckpointFormat, finite, read_json
-from speechrank.encoders.formats.huggingface import (
-    CONFIG_FILE,
-    has_model_config,
-    load_model_directory,
-    weight_files,
-)
+from speechrank.encoders.formats.base import finite, read_json
+from speechrank.encoders.formats.huggingface import HuggingFaceFormat
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-class HuggingFaceTrainerFormat(CheckpointFormat):
+class HuggingFaceTrainerFormat(HuggingFaceFormat):
+    """A model directory (loaded, digested and completed as one) with the Trainer's state."""
+
     name = "hf-trainer"
     description = "a checkpoint-N directory of a Hugging Face Trainer run"
 
     def claims(self, path: Path) -> bool:
-        return has_model_config(path) and (path / STATE_FILE).is_file()
+        return super().claims(path) and (path / STATE_FILE).is_file()
 
     def complete(self, path: Path) -> bool:
-        return bool(weight_files(path)) and read_json(path / STATE_FILE) is not None
+        return super().complete(path) and read_json(path / STATE_FILE) is not None
 
     def run_checkpoints(self, directory: Path) -> list[Path]:
         return [path for path in super().run_checkpoints(directory) if _NAME.match(path.name)]
@@ -66,14 +62,6 @@ class HuggingFaceTrainerFormat(CheckpointFormat):
                 if value is not None:
                     record[key] = value
         return record
-
-    def content_files(self, path: Path) -> list[Path]:
-        return [path / CONFIG_FILE, *weight_files(path)]
-
-    def load(self, path: Path, *, device: Any, dtype: Any, normalize: bool | None,
-             name: str) -> Any:
-        return load_model_directory(path, device=device, dtype=dtype, normalize=normalize,
-                                    name=name)
 
 
 FORMAT = HuggingFaceTrainerFormat()
