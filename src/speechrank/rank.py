@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechrank import __version__, distributed
+from speechrank import __version__, distributed, extract
 from speechrank.accumulate import LayerAccumulators, RowLabels, frame_quotas, metric_rows
 from speechrank.audio.datasets import load_dataset
 from speechrank.audio.io import AUDIO_CONVENTIONS
@@ -36,14 +36,7 @@ from speechrank.audio.utterance import Dataset
 from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import (
-    FrameMemo,
-    PlannedUtterance,
-    Reading,
-    SkipLog,
-    iter_encoded,
-    plan_utterances,
-)
+from speechrank.extract import FrameMemo, PlannedUtterance, Reading, SkipLog, iter_encoded
 from speechrank.options import DEFAULT_MAX_FRAMES, DEFAULT_NUM_UTTERANCES, POOLINGS
 from speechrank.pipeline import (
     Measured,
@@ -149,7 +142,7 @@ def _choose(encoder: SpeechEncoder, dataset: Dataset, spec: MeasureSpec, skips: 
     """The seeded subset, each file's plan (crop, frames, skips) and the seconds budget."""
     if spec.num_utterances is not None and spec.num_utterances < len(dataset):
         dataset = subset(dataset, spec.num_utterances, seed=spec.seed)
-    planned: list[PlannedUtterance] = plan_utterances(
+    planned: list[PlannedUtterance] = extract.plan_utterances(
         encoder, dataset.utterances, max_seconds=spec.crop_seconds, strict=spec.strict,
         skips=skips)
     if not planned:
