@@ -539,9 +539,8 @@ def test_pretrain_loop_logs_and_stores_the_monitor(tmp_path: Path, wav_dataset: 
     import json
 
     from speechrank.monitor import pretrain_monitor
-    from speechrank.pretrain import TrainRun, pretrain
-
     from speechrank.monitor.pretrain import PRETRAIN_SPEC
+    from speechrank.pretrain import TrainRun, pretrain
 
     monitor = pretrain_monitor(waves(6, seed=6), PRETRAIN_SPEC.replace(layers="0,2"),
                                store=tmp_path / "r.sqlite")

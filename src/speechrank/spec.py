@@ -36,7 +36,6 @@ from speechrank.options import (
     DEFAULT_NUM_UTTERANCES,
     POOLINGS,
     Pooling,
-    RunOptions,
 )
 from speechrank.validation import describe_error
 
@@ -158,13 +157,6 @@ class MeasureSpec:
     def for_monitor(cls, **changes: Any) -> MeasureSpec:
         """The training monitor's defaults (:data:`MONITOR_SPEC`) with ``changes``."""
         return MONITOR_SPEC.replace(**changes)
-
-    @property
-    def run_options(self) -> RunOptions:
-        """The knobs every pass shares, as :class:`~speechrank.options.RunOptions`."""
-        return RunOptions(num_utterances=self.num_utterances, crop_seconds=self.crop_seconds,
-                          batch_seconds=self.batch_seconds,
-                          max_frames=self.max_frames or DEFAULT_MAX_FRAMES, seed=self.seed)
 
 
 @functools.cache
