@@ -27,6 +27,7 @@ import torch
 
 from speechrank.metrics import SPECTRAL_METRIC_NAMES, SpectralAccumulator, compute_metrics
 from speechrank.metrics.convergence import PrefixAccumulators, row_keys
+from speechrank.spec import MeasureSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,8 +74,8 @@ def main() -> None:
     rank_best = {False: 9e9, True: 9e9}
     for _ in range(args.repeats):
         for conv in (False, True):
-            result = run_rank("random:tiny", f"fsdd:{args.fsdd}", num_utterances=args.files,
-                              convergence=conv)
+            result = run_rank("random:tiny", f"fsdd:{args.fsdd}",
+                              MeasureSpec(num_utterances=args.files, convergence=conv))
             rank_best[conv] = min(rank_best[conv], result.info["wall_seconds"])
     payload = {
         "benchmark": "convergence_cost", "rows": args.rows, "dim": args.dim,

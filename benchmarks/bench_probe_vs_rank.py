@@ -38,6 +38,7 @@ from speechrank.audio.splits import subset
 from speechrank.encoders import load_encoder
 from speechrank.probes import run_probe
 from speechrank.rank import run_rank
+from speechrank.spec import MeasureSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,9 +61,9 @@ def bench_model(spec: str, data: str, n: int) -> dict[str, Any]:
     encoder = load_encoder(spec)
     dataset = subset(load_dataset(data), n, seed=0)
     layers = [name for name in encoder.layer_names if name != "cnn"]
-    run_rank(encoder, subset(dataset, 8, seed=1), num_utterances=None)  # warm-up
+    run_rank(encoder, subset(dataset, 8, seed=1), MeasureSpec(num_utterances=None))  # warm-up
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as cache:
-        t_rank, rank = _timed(lambda: run_rank(encoder, dataset, num_utterances=None))
+        t_rank, rank = _timed(lambda: run_rank(encoder, dataset, MeasureSpec(num_utterances=None)))
         t_ks_cold, ks = _timed(lambda: run_probe(encoder, dataset, "ks", cache_dir=cache,
                                                  progress=False))
         t_sid_warm, sid = _timed(lambda: run_probe(encoder, dataset, "sid", cache_dir=cache,

@@ -32,12 +32,14 @@ from pathlib import Path
 
 import torch
 
+from speechrank.accumulate import RowLabels
 from speechrank.audio import load_audio, load_dataset
 from speechrank.audio.splits import subset
 from speechrank.encoders import load_encoder
 from speechrank.extract import iter_encoded, plan_utterances
 from speechrank.metrics import SPECTRAL_METRIC_NAMES
 from speechrank.rank import LayerAccumulators, frame_quotas, metric_rows, run_rank
+from speechrank.spec import MeasureSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -101,15 +103,15 @@ def bench_model(spec: str, data: str, n: int, repeats: int) -> dict:
         accs.flush()
         t_update += time.perf_counter() - t0
         t0 = time.perf_counter()
-        metric_rows(accs, SPECTRAL_METRIC_NAMES, model=spec, checkpoint=spec, step=None,
-                    dataset=data)
+        metric_rows(accs, SPECTRAL_METRIC_NAMES,
+                    RowLabels(model=spec, checkpoint=spec, step=None, dataset=data))
         t_metrics = time.perf_counter() - t0
         return time.perf_counter() - started, t_forward, t_update, t_metrics
 
     def end_to_end() -> tuple[float, float]:
         timed = _TimedEncoder(encoder)
         started = time.perf_counter()
-        run_rank(timed, dataset, num_utterances=None)
+        run_rank(timed, dataset, MeasureSpec(num_utterances=None))
         return time.perf_counter() - started, timed.seconds
 
     forward()  # warm-up (lazy kernels, allocator)

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from speechrank.metrics import SPECTRAL_METRIC_NAMES, SpectralAccumulator, compute_metrics  # noqa: E402
+from speechrank.spec import MeasureSpec  # noqa: E402
 
 FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 RESULTS = ROOT / "benchmarks" / "results" / "gpu_check.json"
@@ -100,7 +101,7 @@ def _rank_values(device: str, files: int, dtype: str | None) -> dict[str, float]
         for path in paths:
             os.symlink(path, Path(tmp) / path.name)
         encoder = load_encoder("random:hubert-base", device=device, dtype=dtype)
-        result = run_rank(encoder, tmp, num_utterances=None, seed=0)
+        result = run_rank(encoder, tmp, MeasureSpec(num_utterances=None, seed=0))
     return {f"{r.layer}/{r.pooling}/{r.metric}": r.value for r in result.rows}
 
 

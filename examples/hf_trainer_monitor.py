@@ -33,6 +33,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 
 from speechrank.monitor import RankCollapseWarning, RankMonitor
 from speechrank.monitor.hf import RankMonitorTrainerCallback
+from speechrank.spec import MeasureSpec
 
 SAMPLE_RATE = 16_000
 
@@ -100,8 +101,9 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
              training_waves(data, SAMPLE_RATE, args.train_utterances, seed=args.seed)
              if len(w) >= 0.25 * SAMPLE_RATE]  # at least a few mask spans long
     # Built from the model with its head: the monitor measures model.wav2vec2.
-    monitor = RankMonitor(model, f"{data}#split=test", max_utterances=args.heldout,
-                          seed=args.seed, run_name="hf-wav2vec2-tiny")
+    monitor = RankMonitor(model, f"{data}#split=test",
+                          MeasureSpec.for_monitor(num_utterances=args.heldout, seed=args.seed),
+                          run_name="hf-wav2vec2-tiny")
     output_dir = args.output_dir or f"/tmp/speechrank-hf-example-{args.seed}"
     training_args = TrainingArguments(
         output_dir=output_dir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,

@@ -28,6 +28,7 @@ from speechrank.monitor import RankCollapseWarning, RankMonitor
 from speechrank.monitor.lightning import RankMonitorCallback
 from speechrank.pretrain.objective import BatchRandom, BestRqPretrainer, Masking
 from speechrank.pretrain.recipe import TrainConfig
+from speechrank.spec import MeasureSpec
 
 
 class BestRqModule(pl.LightningModule):
@@ -92,10 +93,10 @@ def main(argv: list[str] | None = None) -> list[tuple[int, dict[str, float]]]:
         waves, batch_size=args.batch_size, shuffle=True, collate_fn=pad_batch,
         generator=torch.Generator().manual_seed(args.seed))
 
-    # The held-out set is read, resampled and batched once, here.
-    monitor = RankMonitor(module.encoder, f"{data}#split=test", max_utterances=args.heldout,
-                          seed=args.seed, run_name=f"lightning-bestrq-{args.size}",
-                          store=args.store)
+    # The held-out set is read, resampled and batched once, at the monitor's first call.
+    monitor = RankMonitor(module.encoder, f"{data}#split=test",
+                          MeasureSpec.for_monitor(num_utterances=args.heldout, seed=args.seed),
+                          run_name=f"lightning-bestrq-{args.size}", store=args.store)
     callback = RankMonitorCallback(monitor, every_n_train_steps=args.every, at_start=True)
     trainer = pl.Trainer(max_steps=args.steps, accelerator="cpu", devices=1, logger=False,
                          callbacks=[callback], enable_checkpointing=False,

@@ -217,10 +217,16 @@ def test_the_schemas_cover_what_the_cases_need():
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["--seed", "-5"], "seed must be an integer of at least 0, got -5"),
-    (["--batch-seconds", "1e400"], "--batch-seconds must be a positive number, got inf"),
-    (["--max-seconds", "1e400"], "--max-seconds must be a positive number, got inf"),
-    (["--total-seconds", "1e400"], "--total-seconds must be a positive number, got inf"),
+    (["--seed", "-5"],
+     "measurement option seed = -5: Input should be greater than or equal to 0"),
+    (["--batch-seconds", "1e400"],
+     "measurement option batch_seconds = inf: Input should be a finite number"),
+    (["--max-seconds", "1e400"],
+     "measurement option crop_seconds (--max-seconds) = inf: Input should be a finite number"),
+    (["--total-seconds", "1e400"],
+     "measurement option total_seconds = inf: Input should be a finite number"),
+    (["--protocol", "nope"],
+     "measurement option protocol = 'nope': Input should be 'aldeneh2025' or 'whetten2025'"),
 ])
 def test_rank_option_values_that_used_to_escape(argv, expected, data, capsys):
     code, err = _run(["rank", MODEL, str(data), *argv], capsys)

@@ -19,12 +19,15 @@ from speechrank.audio.utterance import Dataset, Utterance
 from speechrank.encoders import WrapOptions, wrap_module
 from speechrank.errors import SpeechrankError
 from speechrank.monitor import (
+    AlarmRule,
     CollapseDetector,
+    MonitorSetup,
     RankCollapseWarning,
     RankMonitor,
     metric_key,
 )
 from speechrank.rank import run_rank
+from speechrank.spec import MeasureSpec
 from speechrank.store import ResultStore
 
 from .conftest import FSDD, require_fsdd
@@ -108,10 +111,9 @@ def rel(a: float, b: float) -> float:
 def test_values_equal_run_rank_on_files(wav_dataset: Dataset) -> None:
     encoder = toy_encoder()
     kwargs = {"poolings": ["sum", "mean", "frames"], "metrics": ["rankme", "erank_cov"]}
-    reference = run_rank(encoder, wav_dataset, num_utterances=20, max_frames=300, seed=5,
-                         batch_seconds=3.0, **kwargs)
-    monitor = RankMonitor(encoder, wav_dataset, max_utterances=20, max_frames=300, seed=5,
-                          batch_seconds=3.0, **kwargs)
+    kwargs.update(num_utterances=20, max_frames=300, seed=5, batch_seconds=3.0)
+    reference = run_rank(encoder, wav_dataset, MeasureSpec(**kwargs))
+    monitor = RankMonitor(encoder, wav_dataset, MeasureSpec.for_monitor(**kwargs))
     values = monitor(encoder, step=7)
     assert len(reference.rows) == 4 * 3 * 2
     for row in reference.rows:
@@ -130,10 +132,12 @@ def test_values_equal_run_rank_on_fsdd_with_hf_model() -> None:
 
     encoder = load_encoder("random:tiny")
     data = load_dataset(f"fsdd:{FSDD}")
-    reference = run_rank(encoder, data, layers="0,2,4", poolings="sum", metrics="rankme",
-                         num_utterances=12, seed=2)
-    monitor = RankMonitor(encoder.model, data, layers="0,2,4", max_utterances=12, seed=2,
-                          encoder_options={"do_normalize": encoder.do_normalize})
+    reference = run_rank(encoder, data, MeasureSpec(layers="0,2,4", poolings="sum",
+                                                    metrics="rankme", num_utterances=12, seed=2))
+    setup = MonitorSetup(encoder_options={"do_normalize": encoder.do_normalize})
+    monitor = RankMonitor(encoder.model, data,
+                          MeasureSpec.for_monitor(layers="0,2,4", num_utterances=12, seed=2),
+                          setup=setup)
     values = monitor(encoder.model, step=0)
     assert [k for k in values if k.startswith("rankme_t/")] == [
         "rankme_t/layer_0", "rankme_t/layer_2", "rankme_t/layer_4"]
@@ -150,7 +154,8 @@ def test_train_modes_of_every_submodule_are_restored() -> None:
     module.blocks[1].eval()  # a frozen part inside a training model
     module.drop.eval()
     before = {name: m.training for name, m in module.named_modules()}
-    monitor = RankMonitor(toy_encoder(module), waves(6), max_utterances=None)
+    monitor = RankMonitor(toy_encoder(module), waves(6),
+                          MeasureSpec.for_monitor(num_utterances=None))
     monitor(step=0)
     assert {name: m.training for name, m in module.named_modules()} == before
     module.eval()
@@ -269,7 +274,8 @@ def test_no_alarm_on_a_healthy_model() -> None:
 
 def test_alarm_fires_on_a_drop_from_the_best_value() -> None:
     healthy = ToyEncoder()
-    monitor = RankMonitor(toy_encoder(healthy), waves(16), min_rank=None, max_drop=0.5)
+    monitor = RankMonitor(toy_encoder(healthy), waves(16),
+                          alarm=AlarmRule(min_rank=None, max_drop=0.5))
     first = monitor(step=0)
     collapsed = Constant(dim=12, layers=3)
     with pytest.warns(RankCollapseWarning, match="dropped"):
@@ -284,17 +290,18 @@ def test_alarm_fires_on_a_drop_from_the_best_value() -> None:
 
 
 def test_alarm_can_be_switched_off_and_retargeted() -> None:
-    monitor = RankMonitor(toy_encoder(Constant()), waves(6), alarm_on="")
+    monitor = RankMonitor(toy_encoder(Constant()), waves(6), alarm=AlarmRule(on=""))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RankCollapseWarning)
         values = monitor(step=0)
     assert not any(k.startswith("collapse/") for k in values)
-    other = RankMonitor(toy_encoder(Constant()), waves(6), poolings="sum,mean",
-                        alarm_on="rankme_mean", warn=False)
+    other = RankMonitor(toy_encoder(Constant()), waves(6),
+                        MeasureSpec.for_monitor(poolings="sum,mean"),
+                        alarm=AlarmRule(on="rankme_mean", warn=False))
     other(step=0)
     assert {a.key.split("/")[0] for a in other.alarms} == {"rankme_mean"}
     with pytest.raises(SpeechrankError, match="alarm_on"):
-        RankMonitor(toy_encoder(), waves(4), alarm_on="erank_cov_sum")
+        RankMonitor(toy_encoder(), waves(4), alarm=AlarmRule(on="erank_cov_sum"))
 
 
 class HalfNaN(torch.nn.Module):
@@ -349,26 +356,32 @@ def test_detector_drop_rule_matches_its_definition(values: list[float], drop: fl
 
 
 def test_max_utterances_budget(wav_dataset: Dataset) -> None:
-    monitor = RankMonitor(toy_encoder(), wav_dataset, max_utterances=7, seed=1)
+    monitor = RankMonitor(toy_encoder(), wav_dataset,
+                          MeasureSpec.for_monitor(num_utterances=7, seed=1)).prepare()
     assert monitor.heldout.num_utterances == 7
     monitor(step=0)
     assert {row.n_rows for row in monitor.last.rows} == {7}
     assert monitor.last.rows[0].conventions["num_utterances"] == 7
-    again = RankMonitor(toy_encoder(), wav_dataset, max_utterances=7, seed=1)
+    again = RankMonitor(toy_encoder(), wav_dataset,
+                        MeasureSpec.for_monitor(num_utterances=7, seed=1)).prepare()
     assert ([p.utterance.uid for p in again.heldout.planned]
             == [p.utterance.uid for p in monitor.heldout.planned])
 
 
 def test_seconds_budget_and_crop(wav_dataset: Dataset) -> None:
-    monitor = RankMonitor(toy_encoder(), wav_dataset, max_utterances=None, max_audio_seconds=6.0)
+    monitor = RankMonitor(toy_encoder(), wav_dataset,
+                          MeasureSpec.for_monitor(num_utterances=None, total_seconds=6.0))
+    monitor.prepare()
     assert 0 < monitor.heldout.audio_seconds <= 6.0
     loaded = sum(b.waveforms.shape[0] for b in monitor.heldout.batches_for())
     assert loaded == monitor.heldout.num_utterances < len(wav_dataset)
     assert sum(sum(b.num_samples) for b in monitor.heldout.batches_for()) <= 6.0 * SR
-    cropped = RankMonitor(toy_encoder(), wav_dataset, crop_seconds=0.25)
+    cropped = RankMonitor(toy_encoder(), wav_dataset,
+                          MeasureSpec.for_monitor(crop_seconds=0.25)).prepare()
     assert max(max(b.num_samples) for b in cropped.heldout.batches_for()) <= 0.25 * SR
     with pytest.raises(SpeechrankError, match="no usable audio"):
-        RankMonitor(toy_encoder(), wav_dataset, max_audio_seconds=0.01)
+        RankMonitor(toy_encoder(), wav_dataset,
+                    MeasureSpec.for_monitor(total_seconds=0.01)).prepare()
 
 
 def test_waveforms_and_paths_give_the_same_values(tmp_path: Path) -> None:
@@ -382,27 +395,35 @@ def test_waveforms_and_paths_give_the_same_values(tmp_path: Path) -> None:
     from_paths = RankMonitor(encoder, [str(p) for p in paths])(step=0)
     for key, value in from_waves.items():
         assert rel(from_paths[key], value) < 1e-9 if value else from_paths[key] == value
-    assert RankMonitor(encoder, data).heldout.spec == "waveforms:10"
+    assert RankMonitor(encoder, data).prepare().heldout.spec == "waveforms:10"
 
 
 def test_silent_and_too_short_waveforms_are_skipped() -> None:
     data = [*waves(5), np.zeros(SR, dtype=np.float32), np.ones(100, dtype=np.float32)]
-    monitor = RankMonitor(toy_encoder(), data)
+    monitor = RankMonitor(toy_encoder(), data).prepare()
     assert monitor.heldout.num_utterances == 5
     assert monitor.heldout.skips.counts == {"silent": 1, "too_short": 1}
 
 
 def test_bad_arguments_are_one_line_errors() -> None:
     with pytest.raises(SpeechrankError, match="cannot monitor"):
-        RankMonitor(torch.nn.Linear(2, 2), waves(3))
-    with pytest.raises(SpeechrankError, match="unknown pooling"):
-        RankMonitor(toy_encoder(), waves(3), poolings="max")
-    with pytest.raises(SpeechrankError, match="unknown metric"):
-        RankMonitor(toy_encoder(), waves(3), metrics="lidar")
+        RankMonitor(torch.nn.Linear(2, 2), waves(3)).prepare()
+    with pytest.raises(SpeechrankError, match=r"poolings.*= 'max'"):
+        RankMonitor(toy_encoder(), waves(3), MeasureSpec.for_monitor(poolings="max"))
+    with pytest.raises(SpeechrankError, match="metrics = 'lidar'"):
+        RankMonitor(toy_encoder(), waves(3), MeasureSpec.for_monitor(metrics="lidar"))
     with pytest.raises(SpeechrankError, match="mixture"):
-        RankMonitor(toy_encoder(), [waves(1)[0], "x.wav"])
-    with pytest.raises(SpeechrankError, match="max_utterances"):
-        RankMonitor(toy_encoder(), waves(3), max_utterances=0)
+        RankMonitor(toy_encoder(), [waves(1)[0], "x.wav"])(step=0)
+    with pytest.raises(SpeechrankError, match="num_utterances = 0"):
+        MeasureSpec.for_monitor(num_utterances=0)
+
+
+def test_building_a_monitor_reads_no_audio(tmp_path: Path) -> None:
+    missing = tmp_path / "not-yet"  # the held-out set is read at the first call
+    monitor = RankMonitor(toy_encoder(), str(missing))
+    assert monitor.heldout is None and monitor.has_model
+    with pytest.raises(SpeechrankError):
+        monitor(step=0)
 
 
 def test_metric_key_names() -> None:
@@ -413,7 +434,7 @@ def test_metric_key_names() -> None:
 
 def test_a_later_model_object_is_measured(wav_dataset: Dataset) -> None:
     module = ToyEncoder()
-    monitor = RankMonitor(toy_encoder(module), waves(12), layers="3")
+    monitor = RankMonitor(toy_encoder(module), waves(12), MeasureSpec.for_monitor(layers="3"))
     first = monitor(step=0)
     changed = copy.deepcopy(module)
     with torch.no_grad():
@@ -430,7 +451,7 @@ def test_a_later_model_object_is_measured(wav_dataset: Dataset) -> None:
 def test_rows_go_to_the_store_per_step(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite"
     monitor = RankMonitor(toy_encoder(), waves(8), store=path, run_name="run-a",
-                          data_name="heldout")
+                          setup=MonitorSetup(data_name="heldout"))
     monitor(step=10)
     monitor(step=20)
     monitor.close()
@@ -468,7 +489,7 @@ def test_hugging_face_model_objects() -> None:
     model.train()
     model.feature_extractor._freeze_parameters()
     flags = [p.requires_grad for p in model.parameters()]
-    monitor = RankMonitor(model, waves(8), layers="all")
+    monitor = RankMonitor(model, waves(8), MeasureSpec.for_monitor(layers="all"))
     values = monitor(model, step=0)
     assert set(values) >= {"rankme_t/layer_0", "rankme_t/layer_2"}
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -502,8 +523,10 @@ def test_bestrq_model_and_pretrainer() -> None:
 
 
 def test_monitor_built_without_a_model_prepares_at_first_call() -> None:
-    monitor = RankMonitor(None, waves(6), layers="1")
+    monitor = RankMonitor(None, waves(6), MeasureSpec.for_monitor(layers="1"))
     assert monitor.heldout is None and "pending" in repr(monitor)
+    with pytest.raises(SpeechrankError, match="without a model"):
+        monitor.prepare()
     with pytest.raises(SpeechrankError, match="without a model"):
         monitor(step=0)
     values = monitor(toy_encoder(), step=0)
@@ -516,9 +539,11 @@ def test_pretrain_loop_logs_and_stores_the_monitor(tmp_path: Path, wav_dataset: 
     import json
 
     from speechrank.monitor import pretrain_monitor
+    from speechrank.monitor.pretrain import PRETRAIN_SPEC
     from speechrank.pretrain import TrainRun, pretrain
 
-    monitor = pretrain_monitor(waves(6, seed=6), layers="0,2", store=tmp_path / "r.sqlite")
+    monitor = pretrain_monitor(waves(6, seed=6), PRETRAIN_SPEC.replace(layers="0,2"),
+                               store=tmp_path / "r.sqlite")
     pretrain(wav_dataset, tmp_path / "run-x", TrainRun(steps=2, save_every=1), progress=False,
              monitor=monitor, overrides={"batch_size": 2, "size": "micro", "crop_seconds": 0.5})
     assert [step for step, _ in monitor.history] == [0, 1, 2]
@@ -535,7 +560,7 @@ def test_pretrain_loop_logs_and_stores_the_monitor(tmp_path: Path, wav_dataset: 
 
 
 def test_a_layer_that_stays_collapsed_warns_once() -> None:
-    monitor = RankMonitor(toy_encoder(Constant()), waves(6), layers="1")
+    monitor = RankMonitor(toy_encoder(Constant()), waves(6), MeasureSpec.for_monitor(layers="1"))
     with pytest.warns(RankCollapseWarning):
         monitor(step=0)
     with warnings.catch_warnings():

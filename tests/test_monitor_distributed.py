@@ -13,10 +13,12 @@ import torch.multiprocessing as mp
 
 from speechrank.errors import SpeechrankError
 from speechrank.monitor import RankMonitor
+from speechrank.spec import MeasureSpec
 from tests.test_monitor_core import ToyEncoder, toy_encoder, waves
 
-SETTINGS = {"poolings": ["sum", "mean", "frames"], "metrics": ["rankme", "erank_cov"],
-            "max_frames": 200, "batch_seconds": 2.5, "seed": 3}
+SETTINGS = MeasureSpec.for_monitor(poolings=["sum", "mean", "frames"],
+                                   metrics=["rankme", "erank_cov"], max_frames=200,
+                                   batch_seconds=2.5, seed=3)
 
 
 def _free_port() -> int:
@@ -28,13 +30,14 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     # Built before the process group exists: it must start sharing once it does.
-    early = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), **SETTINGS)
+    early = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), SETTINGS)
     clustered = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(6, seed=9),
-                            metrics="rankme,kmeans_inertia", poolings="frames", n_clusters=2)
+                            MeasureSpec.for_monitor(metrics="rankme,kmeans_inertia",
+                                                    poolings="frames", n_clusters=2))
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
-        monitor = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), **SETTINGS)
+        monitor = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), SETTINGS)
         values = monitor(step=5)
         second = monitor(step=6)
         early_values = early(step=5)
@@ -44,7 +47,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         except SpeechrankError as err:
             refused = str(err)
         protocol = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9),
-                               protocol="aldeneh2025", **SETTINGS)
+                               SETTINGS.replace(protocol="aldeneh2025"))
         protocol_rows = protocol.measure(step=5).rows
         report = {"values": values, "second": second, "early": early_values,
                   "early_world": early.world,
@@ -64,7 +67,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    single = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), **SETTINGS)
+    single = RankMonitor(toy_encoder(ToyEncoder(seed=1)), waves(26, seed=9), SETTINGS)
     expected = single(step=5)
     assert [r["world"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
     # Each process encoded only its share; together they cover the set once.
@@ -79,7 +82,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
         assert report["second"] == report["values"]
         assert report["early_world"] == 2
         assert all(abs(report["early"][k] - v) <= 1e-9 * abs(v) for k, v in expected.items())
-        assert "kmeans_inertia cannot be measured by a distributed monitor" in report["refused"]
+        assert "kmeans_inertia cannot be measured across processes" in report["refused"]
         # a protocol turns convergence on, but not across processes
         assert report["protocol_convergence"] and not any(report["protocol_convergence"])
         assert report["protocol_names"] == ["aldeneh2025"]

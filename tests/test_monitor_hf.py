@@ -12,6 +12,7 @@ from transformers import HubertModel, Trainer, TrainerCallback, TrainingArgument
 
 from speechrank.monitor import RankMonitor
 from speechrank.monitor.hf import RankMonitorTrainerCallback
+from speechrank.spec import MeasureSpec
 from tests.test_monitor_core import _tiny_hubert_config, waves
 
 
@@ -81,7 +82,7 @@ def test_trainer_callback_logs_through_trainer_log(tmp_path: Path) -> None:
 def test_trainer_callback_without_trainer_falls_back_to_log_history(tmp_path: Path) -> None:
     model = Smoothness()
     # The monitor is built from the whole model: it measures its Hugging Face part.
-    monitor = RankMonitor(model.hubert, waves(6, seed=7), layers="2")
+    monitor = RankMonitor(model.hubert, waves(6, seed=7), MeasureSpec.for_monitor(layers="2"))
     trainer = _trainer(tmp_path, model, eval_on_start=False)
     trainer.add_callback(RankMonitorTrainerCallback(monitor, every_n_steps=4, on_evaluate=False,
                                                     model=lambda m: m.hubert))

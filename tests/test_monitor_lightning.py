@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import Logger
 
 from speechrank.monitor import RankMonitor
 from speechrank.monitor.lightning import RankMonitorCallback
+from speechrank.spec import MeasureSpec
 from tests.test_monitor_core import ToyEncoder, toy_encoder, waves
 
 
@@ -67,7 +68,8 @@ def _loader() -> torch.utils.data.DataLoader:
 
 def test_callback_logs_rank_during_training(tmp_path: Path) -> None:
     module = LitToy()
-    monitor = RankMonitor(toy_encoder(module.encoder), waves(12, seed=5), layers="0,3")
+    monitor = RankMonitor(toy_encoder(module.encoder), waves(12, seed=5),
+                          MeasureSpec.for_monitor(layers="0,3"))
     callback = RankMonitorCallback(monitor, every_n_train_steps=2, at_start=True,
                                    model="encoder")
     logger = MemoryLogger()

@@ -13,12 +13,11 @@ import torch
 
 from speechrank.audio.utterance import Dataset, Utterance
 from speechrank.errors import SpeechrankError
-from speechrank.monitor import RankMonitor, metric_key, pretrain_monitor
+from speechrank.monitor import AlarmRule, RankMonitor, metric_key, pretrain_monitor
 from speechrank.monitor import core as monitor_core
-from speechrank.monitor.protocol import MONITOR_OPTION_NAMES
-from speechrank.options import RunOptions
 from speechrank.protocols import PROTOCOLS
 from speechrank.rank import run_rank
+from speechrank.spec import MONITOR_SPEC, MeasureSpec
 from speechrank.store import ResultStore
 
 from .test_monitor_core import SR, HalfNaN, toy_encoder, waves
@@ -44,11 +43,11 @@ def _by(rows, metric, pooling="frames"):
 def test_whetten2025_monitor_measures_what_rank_measures(wavs: Dataset) -> None:
     encoder = toy_encoder()
     # An audio budget above the whole set: both take every file (rank draws until the budget
-    # is reached, the monitor takes at most it; see speechrank.monitor.protocol).
-    reference = run_rank(encoder, wavs, protocol="whetten2025", total_seconds=1e4,
-                         n_clusters=8, batch_seconds=3.0)
-    monitor = RankMonitor(encoder, wavs, protocol="whetten2025", max_audio_seconds=1e4,
-                          n_clusters=8, batch_seconds=3.0)
+    # is reached, the monitor takes at most it; see speechrank.monitor.heldout).
+    changes = {"protocol": "whetten2025", "total_seconds": 1e4, "n_clusters": 8,
+               "batch_seconds": 3.0}
+    reference = run_rank(encoder, wavs, MeasureSpec(**changes))
+    monitor = RankMonitor(encoder, wavs, MeasureSpec.for_monitor(**changes))
     result = monitor.measure(step=4)
     layers = monitor.layers
     every_frame = sum(p.num_frames for p in monitor.heldout.planned)
@@ -78,14 +77,14 @@ def test_whetten2025_monitor_measures_what_rank_measures(wavs: Dataset) -> None:
     assert set(record["overridden"]) == {"total_seconds", "n_clusters"}
     assert record["overridden"]["total_seconds"] == {"protocol": 3600.0, "used": 1e4}
     assert "poolings" in record["filled"] and "arXiv 2501.05966" in record["citation"]
-    assert record["monitor_names"]["total_seconds"] == "max_audio_seconds"
     assert monitor.describe()["convergence"] is True
 
 
 def test_explicit_options_beat_the_protocol_and_are_recorded() -> None:
-    monitor = RankMonitor(toy_encoder(), waves(12), protocol="whetten2025",
-                          poolings="sum,frames", metrics="rankme", max_frames=200,
-                          layers=["1"], convergence=False)
+    # (a field equal to the monitor's default counts as left to the protocol, as in rank)
+    spec = MeasureSpec.for_monitor(protocol="whetten2025", poolings="sum,frames",
+                                   metrics="rankme,stable_rank", max_frames=200, layers=["1"])
+    monitor = RankMonitor(toy_encoder(), waves(12), spec)
     result = monitor.measure(step=0)
     record = monitor.protocol
     # poolings equals the preset's (as a comma list): given, but not a departure.
@@ -93,20 +92,21 @@ def test_explicit_options_beat_the_protocol_and_are_recorded() -> None:
     assert record["overridden"]["max_frames"] == {"protocol": None, "used": 200}
     assert "poolings" not in record["filled"] and "n_clusters" in record["filled"]
     assert {(r.layer, r.pooling, r.metric) for r in result.rows} == {
-        ("1", "sum", "rankme"), ("1", "frames", "rankme")}
+        (layer, pooling, metric) for layer in "1" for pooling in ("sum", "frames")
+        for metric in ("rankme", "stable_rank")}
     frames = _by(result.rows, "rankme")["1"]
     assert frames.n_rows == 200 and frames.conventions["max_frames"] == 200
     for row in result.rows:
         assert row.conventions["protocol"] == "whetten2025"
         assert row.conventions["protocol_overridden"] == "layers,max_frames,metrics"
-        assert "convergence" not in row.conventions
     assert monitor.describe()["protocol"] == record
     assert monitor.conventions["max_audio_seconds"] == 3600.0  # filled by the protocol
 
 
 def test_aldeneh2025_conventions_are_recorded(tmp_path: Path) -> None:
     store = tmp_path / "m.sqlite"
-    monitor = RankMonitor(toy_encoder(), waves(10), protocol="aldeneh2025", store=store,
+    monitor = RankMonitor(toy_encoder(), waves(10),
+                          MeasureSpec.for_monitor(protocol="aldeneh2025"), store=store,
                           run_name="run-a")
     values = monitor(step=3)
     monitor.close()
@@ -132,20 +132,28 @@ def test_aldeneh2025_conventions_are_recorded(tmp_path: Path) -> None:
     assert record["stated"] and record["inferred"]
 
 
-def test_run_options_and_the_protocol() -> None:
-    mine = RankMonitor(toy_encoder(), waves(9), protocol="aldeneh2025",
-                       options=RunOptions(num_utterances=5, seed=2))
-    assert mine.options.num_utterances == 5 and mine.seed == 2
+def test_the_protocol_fills_what_is_left_at_the_monitors_defaults() -> None:
+    spec = MeasureSpec.for_monitor(protocol="aldeneh2025", num_utterances=5, seed=2)
+    mine = RankMonitor(toy_encoder(), waves(9), spec)
+    assert mine.spec.num_utterances == 5 and mine.spec.seed == 2
     assert mine.protocol["overridden"] == {"num_utterances": {"protocol": 10_000, "used": 5}}
-    filled = RankMonitor(toy_encoder(), waves(9), protocol="aldeneh2025",
-                         options=RunOptions(seed=2))
-    assert filled.options.num_utterances == 10_000 and "num_utterances" in filled.protocol[
+    filled = RankMonitor(toy_encoder(), waves(9), MeasureSpec.for_monitor(protocol="aldeneh2025",
+                                                                          seed=2))
+    assert filled.spec.num_utterances == 10_000 and "num_utterances" in filled.protocol[
         "filled"]
 
 
-def test_every_protocol_option_has_a_monitor_argument() -> None:
+def test_every_protocol_is_a_function_from_a_spec_to_a_spec() -> None:
     for protocol in PROTOCOLS.values():
-        assert set(protocol.options) <= set(MONITOR_OPTION_NAMES.values()), protocol.name
+        applied = protocol.apply(MONITOR_SPEC, MONITOR_SPEC)
+        assert isinstance(applied, MeasureSpec) and applied.convergence
+        for key in protocol.options:
+            assert getattr(applied, key) == getattr(MeasureSpec().replace(
+                **{key: protocol.options[key]}), key), (protocol.name, key)
+        # applying it again changes nothing; an explicit field stays
+        assert protocol.apply(applied, MONITOR_SPEC) == applied
+        mine = protocol.apply(MONITOR_SPEC.replace(seed=3, n_clusters=7), MONITOR_SPEC)
+        assert (mine.seed, mine.n_clusters) == (3, 7)
 
 
 def test_without_a_protocol_nothing_changes() -> None:
@@ -154,7 +162,8 @@ def test_without_a_protocol_nothing_changes() -> None:
     assert monitor.protocol is None and monitor.describe()["protocol"] is None
     for row in result.rows:
         assert "protocol" not in row.conventions and "convergence" not in row.conventions
-    on = RankMonitor(toy_encoder(), waves(8), convergence=True).measure(step=0)
+    on = RankMonitor(toy_encoder(), waves(8),
+                     MeasureSpec.for_monitor(convergence=True)).measure(step=0)
     assert all(len(r.conventions["convergence"]["n_rows"]) == 4 for r in on.rows)
     assert [r.value for r in on.rows] == [r.value for r in result.rows]
 
@@ -164,8 +173,9 @@ def _rng_snapshot() -> tuple:
 
 
 def test_cluster_metrics_opt_in_without_a_protocol() -> None:
-    monitor = RankMonitor(toy_encoder(), waves(12), metrics="rankme,kmeans_inertia",
-                          poolings="sum,frames", n_clusters=6, cluster_max_rows=300)
+    spec = MeasureSpec.for_monitor(metrics="rankme,kmeans_inertia", poolings="sum,frames",
+                                   n_clusters=6, cluster_max_rows=300)
+    monitor = RankMonitor(toy_encoder(), waves(12), spec)
     before = _rng_snapshot()
     result = monitor.measure(step=0)
     after = _rng_snapshot()
@@ -177,28 +187,29 @@ def test_cluster_metrics_opt_in_without_a_protocol() -> None:
     assert not _by(result.rows, "kmeans_inertia", "sum")
     assert monitor.alarm_on == "rankme_t"  # the alarm watches a rank, never a cluster value
     assert monitor(step=1) == {**result.values}  # same model, same seed, same numbers
-    only = RankMonitor(toy_encoder(), waves(12), metrics=["davies_bouldin"],
-                       poolings=["frames"], n_clusters=4)
+    only = RankMonitor(toy_encoder(), waves(12), MeasureSpec.for_monitor(
+        metrics=["davies_bouldin"], poolings=["frames"], n_clusters=4))
     values = only(step=0)
     assert list(values) == [f"davies_bouldin_frames/layer_{i}" for i in range(4)]
 
 
 def test_cluster_metric_errors_are_one_line() -> None:
-    with pytest.raises(SpeechrankError, match="add frames to poolings"):
-        RankMonitor(toy_encoder(), waves(4), metrics="kmeans_inertia")
+    with pytest.raises(SpeechrankError, match="add frames to the poolings"):
+        RankMonitor(toy_encoder(), waves(4), MeasureSpec.for_monitor(metrics="kmeans_inertia"))
     with pytest.raises(SpeechrankError, match="n_clusters"):
-        RankMonitor(toy_encoder(), waves(4), metrics="kmeans_inertia", poolings="frames",
-                    n_clusters=1)
+        MeasureSpec.for_monitor(metrics="kmeans_inertia", poolings="frames", n_clusters=1)
     with pytest.raises(SpeechrankError, match="alarm_on"):
-        RankMonitor(toy_encoder(), waves(4), metrics="rankme,kmeans_inertia",
-                    poolings="frames", alarm_on="kmeans_inertia_frames")
-    with pytest.raises(SpeechrankError, match="unknown protocol 'nope'"):
-        RankMonitor(toy_encoder(), waves(4), protocol="nope")
+        RankMonitor(toy_encoder(), waves(4),
+                    MeasureSpec.for_monitor(metrics="rankme,kmeans_inertia", poolings="frames"),
+                    alarm=AlarmRule(on="kmeans_inertia_frames"))
+    with pytest.raises(SpeechrankError, match="protocol = 'nope'"):
+        MeasureSpec.for_monitor(protocol="nope")
 
 
 def test_a_non_finite_layer_gives_nan_cluster_rows() -> None:
-    monitor = RankMonitor(toy_encoder(HalfNaN()), waves(8), metrics="rankme,kmeans_inertia",
-                          poolings="frames", n_clusters=4, convergence=True, warn=False)
+    spec = MeasureSpec.for_monitor(metrics="rankme,kmeans_inertia", poolings="frames",
+                                   n_clusters=4, convergence=True)
+    monitor = RankMonitor(toy_encoder(HalfNaN()), waves(8), spec, alarm=AlarmRule(warn=False))
     result = monitor.measure(step=0)
     bad = [r for r in result.rows if r.layer == "2"]
     assert {r.metric for r in bad} == {"rankme", "kmeans_inertia"}
@@ -210,30 +221,32 @@ def test_a_non_finite_layer_gives_nan_cluster_rows() -> None:
 
 
 def test_a_distributed_monitor_refuses_cluster_metrics(monkeypatch) -> None:
-    built = RankMonitor(toy_encoder(), waves(8), metrics="rankme,kmeans_inertia",
-                        poolings="frames", n_clusters=4)
+    built = RankMonitor(toy_encoder(), waves(8), MeasureSpec.for_monitor(
+        metrics="rankme,kmeans_inertia", poolings="frames", n_clusters=4))
     monkeypatch.setattr(monitor_core, "_distributed", lambda distributed, group: (0, 2))
-    message = "cannot be measured by a distributed monitor yet"
+    message = "cannot be measured across processes yet"
     with pytest.raises(SpeechrankError, match=message) as caught:
-        RankMonitor(toy_encoder(), waves(8), protocol="whetten2025")
+        RankMonitor(toy_encoder(), waves(8), MeasureSpec.for_monitor(protocol="whetten2025"))
     assert "\n" not in str(caught.value) and "distributed=False" in str(caught.value)
     assert "kmeans_inertia, davies_bouldin" in str(caught.value)
     # built in one process, called once a process group exists: refused at the call
     with pytest.raises(SpeechrankError, match=message):
         built(step=0)
     # convergence is left out (its prefix bins are not summed across processes)
-    spectral = RankMonitor(toy_encoder(), waves(8), protocol="aldeneh2025")
+    spectral = RankMonitor(toy_encoder(), waves(8),
+                           MeasureSpec.for_monitor(protocol="aldeneh2025"))
     assert spectral.describe()["convergence"] is False
 
 
 def test_pretrain_monitor_takes_the_protocol_budget() -> None:
-    monitor = pretrain_monitor(waves(6), protocol="whetten2025", n_clusters=4)
+    monitor = pretrain_monitor(waves(6), protocol="whetten2025")
     assert monitor.conventions["max_audio_seconds"] == 3600.0
     assert monitor.conventions["max_utterances"] is None
     assert monitor.checkpoint_format == "checkpoint-{step:06d}"
     values = monitor(toy_encoder(), step=0)
     assert "kmeans_inertia_frames/layer_3" in values
-    mine = pretrain_monitor(waves(6), protocol="aldeneh2025", max_utterances=4)
+    mine = pretrain_monitor(waves(6), MeasureSpec.for_monitor(num_utterances=4),
+                            protocol="aldeneh2025")
     assert mine.conventions["max_utterances"] == 4
     assert set(mine.protocol["overridden"]) == {"num_utterances"}
     plain = pretrain_monitor(waves(6))
@@ -248,7 +261,7 @@ def test_pretrain_command_checks_the_monitor_protocol(tmp_path: Path, capsys) ->
     assert main([*base, "--monitor-data", str(tmp_path / "held"),
                  "--monitor-protocol", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown protocol 'nope'" in err[0]
+    assert len(err) == 1 and "protocol = 'nope'" in err[0]
     assert main([*base, "--monitor-data", "none", "--monitor-protocol", "whetten2025"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--monitor-data" in err[0]

@@ -9,6 +9,7 @@ import pytest
 
 from speechrank.errors import SpeechrankError
 from speechrank.rank import run_rank
+from speechrank.spec import MeasureSpec
 
 from .conftest import write_tone
 
@@ -27,10 +28,12 @@ def _rows(result, metric, pooling="frames"):
 
 
 def test_cluster_metrics_for_every_layer_independent_of_batching(tones):
-    a = run_rank("random:tiny", str(tones), metrics="rankme,kmeans_inertia,davies_bouldin",
-                 poolings="frames", n_clusters=16, max_frames=400, batch_seconds=0.01)
-    b = run_rank("random:tiny", str(tones), metrics="kmeans_inertia,davies_bouldin",
-                 poolings="sum,frames", n_clusters=16, max_frames=400, batch_seconds=100)
+    a = run_rank("random:tiny", str(tones), MeasureSpec(
+        metrics="rankme,kmeans_inertia,davies_bouldin", poolings="frames", n_clusters=16,
+        max_frames=400, batch_seconds=0.01))
+    b = run_rank("random:tiny", str(tones), MeasureSpec(
+        metrics="kmeans_inertia,davies_bouldin", poolings="sum,frames", n_clusters=16,
+        max_frames=400, batch_seconds=100))
     layers = set(a.info["layers"])
     for metric in ("kmeans_inertia", "davies_bouldin"):
         rows_a, rows_b = _rows(a, metric), _rows(b, metric)
@@ -45,20 +48,21 @@ def test_cluster_metrics_for_every_layer_independent_of_batching(tones):
 
 
 def test_cluster_metrics_need_the_frames_pooling(tones):
-    with pytest.raises(SpeechrankError, match="add frames to --pooling"):
-        run_rank("random:tiny", str(tones), metrics="kmeans_inertia", poolings="sum")
+    with pytest.raises(SpeechrankError, match="add frames to the poolings"):
+        run_rank("random:tiny", str(tones), MeasureSpec(metrics="kmeans_inertia", poolings="sum"))
 
 
 def test_every_spectral_row_carries_its_convergence(tones):
-    result = run_rank("random:tiny", str(tones), metrics="rankme,stable_rank", max_frames=300)
+    result = run_rank("random:tiny", str(tones),
+                      MeasureSpec(metrics="rankme,stable_rank", max_frames=300))
     for row in result.rows:
         record = row.conventions["convergence"]
         assert record["n_rows"][-1] == row.n_rows and record["values"][-1] == row.value
         assert record["n_rows"] == sorted(record["n_rows"])  # nested prefixes
         if record["converged"] is not None:
             assert record["converged"] == (record["last_change"] <= 0.02)
-    small = run_rank("random:tiny", str(tones), metrics="rankme", max_frames=300,
-                     batch_seconds=0.01)
+    small = run_rank("random:tiny", str(tones),
+                     MeasureSpec(metrics="rankme", max_frames=300, batch_seconds=0.01))
     sizes = {(r.layer, r.pooling): r.conventions["convergence"]["n_rows"] for r in result.rows
              if r.metric == "rankme"}
     for row in small.rows:  # the prefixes do not depend on batching
@@ -68,7 +72,8 @@ def test_every_spectral_row_carries_its_convergence(tones):
 def test_rankme_rows_carry_dominance_and_the_table_marks_flags(tones):
     from speechrank.cli import rows_tables
 
-    result = run_rank("random:tiny", str(tones), metrics="rankme,erank_cov", max_frames=300)
+    result = run_rank("random:tiny", str(tones),
+                      MeasureSpec(metrics="rankme,erank_cov", max_frames=300))
     for row in result.rows:
         if row.metric != "rankme":
             assert "dominance" not in row.conventions
@@ -83,7 +88,7 @@ def test_rankme_rows_carry_dominance_and_the_table_marks_flags(tones):
 
 
 def test_protocol_aldeneh2025_fills_defaults_and_explicit_options_win(tones):
-    result = run_rank("random:tiny", str(tones), protocol="aldeneh2025")
+    result = run_rank("random:tiny", str(tones), MeasureSpec(protocol="aldeneh2025"))
     assert {(r.pooling, r.metric) for r in result.rows} == {("sum", "rankme")}
     layers = set(result.info["layers"])
     assert {r.layer for r in result.rows} == layers
@@ -94,15 +99,16 @@ def test_protocol_aldeneh2025_fills_defaults_and_explicit_options_win(tones):
     record = result.info["protocol"]
     assert "poolings" in record["filled"] and record["overridden"] == {}
     assert "arXiv 2409.10787" in record["citation"] and record["inferred"]
-    mine = run_rank("random:tiny", str(tones), protocol="aldeneh2025", poolings="sum,frames")
+    mine = run_rank("random:tiny", str(tones),
+                    MeasureSpec(protocol="aldeneh2025", poolings="sum,frames"))
     assert {r.pooling for r in mine.rows} == {"sum", "frames"}
     assert mine.info["protocol"]["overridden"]["poolings"] == {"protocol": ["sum"],
-                                                                "used": "sum,frames"}
+                                                                "used": ["sum", "frames"]}
 
 
 def test_protocol_whetten2025_clusters_and_convergence(tones):
-    result = run_rank("random:tiny", str(tones), protocol="whetten2025", total_seconds=8.0,
-                      n_clusters=8)
+    result = run_rank("random:tiny", str(tones),
+                      MeasureSpec(protocol="whetten2025", total_seconds=8.0, n_clusters=8))
     assert result.info["counts"]["audio_seconds"] >= 8.0
     assert result.info["counts"]["utterances_used"] < 16
     layers = set(result.info["layers"])
@@ -118,5 +124,5 @@ def test_protocol_whetten2025_clusters_and_convergence(tones):
 
 
 def test_unknown_protocol_is_one_line(tones):
-    with pytest.raises(SpeechrankError, match="unknown protocol 'nope'; choose from"):
-        run_rank("random:tiny", str(tones), protocol="nope")
+    with pytest.raises(SpeechrankError, match="protocol = 'nope': Input should be"):
+        MeasureSpec(protocol="nope")

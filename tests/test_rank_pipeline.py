@@ -15,6 +15,7 @@ import soundfile as sf
 from speechrank.cli import main
 from speechrank.errors import SpeechrankError
 from speechrank.rank import run_rank
+from speechrank.spec import MeasureSpec
 
 from .conftest import write_tone
 
@@ -33,7 +34,7 @@ def tone_dir(tmp_path_factory) -> Path:
 
 
 def test_rank_random_tiny_every_layer(tone_dir):
-    result = run_rank("random:tiny", str(tone_dir), metrics="rankme,erank_cov")
+    result = run_rank("random:tiny", str(tone_dir), MeasureSpec(metrics="rankme,erank_cov"))
     layers = {r.layer for r in result.rows}
     assert layers == {str(i) for i in range(result.info["encoder"]["num_layers"])}
     assert {r.pooling for r in result.rows} == {"sum", "mean", "frames"}
@@ -47,15 +48,19 @@ def test_rank_random_tiny_every_layer(tone_dir):
 
 
 def test_same_seed_same_numbers(tone_dir):
-    a = run_rank("random:tiny", str(tone_dir), metrics="rankme", max_frames=50, seed=3)
-    b = run_rank("random:tiny", str(tone_dir), metrics="rankme", max_frames=50, seed=3)
+    a = run_rank("random:tiny", str(tone_dir),
+                 MeasureSpec(metrics="rankme", max_frames=50, seed=3))
+    b = run_rank("random:tiny", str(tone_dir),
+                 MeasureSpec(metrics="rankme", max_frames=50, seed=3))
     assert [r.value for r in a.rows] == [r.value for r in b.rows]
 
 
 def test_batching_does_not_change_values(tone_dir):
     """Small batches (one utterance each) and large padded batches give the same metrics."""
-    small = run_rank("random:tiny", str(tone_dir), metrics="rankme", batch_seconds=0.01)
-    large = run_rank("random:tiny", str(tone_dir), metrics="rankme", batch_seconds=100)
+    small = run_rank("random:tiny", str(tone_dir),
+                     MeasureSpec(metrics="rankme", batch_seconds=0.01))
+    large = run_rank("random:tiny", str(tone_dir),
+                     MeasureSpec(metrics="rankme", batch_seconds=100))
     for pooling in ("sum", "mean", "frames"):
         a, b = _values(small, pooling), _values(large, pooling)
         for layer in a:
@@ -65,17 +70,19 @@ def test_batching_does_not_change_values(tone_dir):
 def test_sum_equals_mean_only_for_equal_lengths(tmp_path, tone_dir):
     for i in range(8):
         write_tone(tmp_path / f"e{i}.wav", 1.0, freq=250.0 + 50 * i, seed=i)
-    equal = run_rank("random:tiny", str(tmp_path), metrics="rankme", poolings="sum,mean")
+    equal = run_rank("random:tiny", str(tmp_path),
+                     MeasureSpec(metrics="rankme", poolings="sum,mean"))
     s, m = _values(equal, "sum"), _values(equal, "mean")
     assert all(s[k] == pytest.approx(m[k], rel=1e-9) for k in s)
-    unequal = run_rank("random:tiny", str(tone_dir), metrics="rankme", poolings="sum,mean")
+    unequal = run_rank("random:tiny", str(tone_dir),
+                       MeasureSpec(metrics="rankme", poolings="sum,mean"))
     s, m = _values(unequal, "sum"), _values(unequal, "mean")
     assert any(abs(s[k] - m[k]) > 1e-6 * s[k] for k in s)
 
 
 def test_frames_capped(tone_dir):
-    result = run_rank("random:tiny", str(tone_dir), metrics="rankme", poolings="frames",
-                      max_frames=40)
+    result = run_rank("random:tiny", str(tone_dir),
+                      MeasureSpec(metrics="rankme", poolings="frames", max_frames=40))
     assert {r.n_rows for r in result.rows} == {40}
 
 
@@ -91,7 +98,7 @@ def _bad_files(root: Path) -> None:
 
 
 def test_bad_files_skipped_and_good_values_unchanged(tmp_path, tone_dir):
-    good = run_rank("random:tiny", str(tone_dir), metrics="rankme", max_frames=10**6)
+    good = run_rank("random:tiny", str(tone_dir), MeasureSpec(metrics="rankme", max_frames=10**6))
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for wav in tone_dir.glob("*.wav"):
@@ -99,7 +106,7 @@ def test_bad_files_skipped_and_good_values_unchanged(tmp_path, tone_dir):
     # a stereo 8 kHz file is fine: mixed to mono and resampled, not skipped
     write_tone(mixed / "z_stereo8k.wav", 1.0, sample_rate=8_000, channels=2, seed=99)
     _bad_files(mixed)
-    result = run_rank("random:tiny", str(mixed), metrics="rankme", max_frames=10**6)
+    result = run_rank("random:tiny", str(mixed), MeasureSpec(metrics="rankme", max_frames=10**6))
     reasons = {Path(item["path"]).name: item["reason"] for item in result.info["skipped"]}
     assert set(reasons) == {"corrupt.wav", "notaudio.flac", "empty.wav", "silent.wav",
                             "short.wav", "nan.wav"}
@@ -109,12 +116,12 @@ def test_bad_files_skipped_and_good_values_unchanged(tmp_path, tone_dir):
     assert result.info["counts"]["utterances_used"] == 13
     # Without the stereo file the metrics equal the clean run's.
     (mixed / "z_stereo8k.wav").unlink()
-    again = run_rank("random:tiny", str(mixed), metrics="rankme", max_frames=10**6)
+    again = run_rank("random:tiny", str(mixed), MeasureSpec(metrics="rankme", max_frames=10**6))
     for pooling in ("sum", "mean", "frames"):
         a, b = _values(good, pooling), _values(again, pooling)
         assert a == pytest.approx(b, rel=1e-9)
     with pytest.raises(SpeechrankError):
-        run_rank("random:tiny", str(mixed), metrics="rankme", strict=True)
+        run_rank("random:tiny", str(mixed), MeasureSpec(metrics="rankme", strict=True))
 
 
 def test_cli_rank_json(tone_dir, tmp_path, capsys):

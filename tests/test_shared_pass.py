@@ -16,7 +16,7 @@ from speechrank.audio import load_dataset
 from speechrank.audio.synthetic import CorpusSpec, plan_corpus, split_pattern
 from speechrank.encoders import load_encoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import FrameMemo, iter_encoded, plan_utterances
+from speechrank.extract import FrameMemo, Reading, iter_encoded, plan_utterances
 from speechrank.probes import run_probe
 from speechrank.probes.config import LogisticConfig
 from speechrank.probes.linear import (
@@ -26,6 +26,7 @@ from speechrank.probes.linear import (
     rescore,
 )
 from speechrank.rank import run_rank
+from speechrank.spec import MeasureSpec
 from speechrank.store import ResultStore
 from speechrank.sweep import SweepConfig, probe_recipe, sweep
 
@@ -72,11 +73,11 @@ def test_second_pass_replays_the_first_without_the_encoder(encoder, tones, monke
                                                           one_torch_thread):
     dataset = load_dataset(str(tones))
     memo = FrameMemo()
-    first = list(iter_encoded(encoder, dataset.utterances, memo=memo, batch_seconds=2.0))
+    first = list(iter_encoded(encoder, dataset.utterances, memo=memo, reading=Reading(2.0)))
     assert memo.misses == len(dataset) and memo.hits == 0 and len(memo) == len(dataset)
     counter = _Counting(encoder, monkeypatch)
     seconds: list[float] = []
-    second = list(iter_encoded(encoder, dataset.utterances, memo=memo, batch_seconds=2.0,
+    second = list(iter_encoded(encoder, dataset.utterances, memo=memo, reading=Reading(2.0),
                                progress=seconds.append))
     assert counter.utterances == 0
     assert memo.hits == len(dataset)
@@ -110,7 +111,8 @@ def test_memo_keys_layers_crops_budget_and_owner(encoder, tones, monkeypatch):
     assert counter.utterances == len(utterances)
     list(iter_encoded(encoder, utterances, layers=["2"], memo=memo))  # now stored
     assert counter.utterances == len(utterances)
-    list(iter_encoded(encoder, utterances, layers=["1"], memo=memo, max_seconds=0.2))  # crop
+    list(iter_encoded(encoder, utterances, layers=["1"], memo=memo,
+                      reading=Reading(crop_seconds=0.2)))  # crop
     assert counter.utterances == 2 * len(utterances)
 
     empty = FrameMemo(max_bytes=0)
@@ -127,8 +129,8 @@ def test_rank_and_probe_share_one_pass(encoder, tones, tmp_path, monkeypatch, on
     dataset = load_dataset(str(tones))
     memo = FrameMemo()
     counter = _Counting(encoder, monkeypatch)
-    rank = run_rank(encoder, dataset, memo=memo, poolings="sum,frames", max_frames=300,
-                    progress=False)
+    rank = run_rank(encoder, dataset, MeasureSpec(poolings="sum,frames", max_frames=300),
+                    memo=memo, progress=False)
     encoded_by_rank = counter.utterances
     assert encoded_by_rank == len(dataset)
     shared = run_probe(encoder, dataset, "label:pitch", cache_dir=tmp_path / "a", memo=memo,
@@ -138,8 +140,8 @@ def test_rank_and_probe_share_one_pass(encoder, tones, tmp_path, monkeypatch, on
     for got, want in zip(shared.rows, fresh.rows, strict=True):
         assert (got.layer, got.split, got.metric) == (want.layer, want.split, want.metric)
         assert got.value == pytest.approx(want.value, abs=1e-9, nan_ok=True)
-    again = run_rank(encoder, dataset, memo=memo, poolings="sum,frames", max_frames=300,
-                     progress=False)
+    again = run_rank(encoder, dataset, MeasureSpec(poolings="sum,frames", max_frames=300),
+                     memo=memo, progress=False)
     for got, want in zip(again.rows, rank.rows, strict=True):
         assert got.value == pytest.approx(want.value, rel=1e-5, nan_ok=True)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,8 +41,8 @@ from speechrank.metrics.spectrum import single_threaded_lapack
 from speechrank.options import POOLINGS, Pooling
 from speechrank.results import ResultRow
 
-__all__ = ["LayerAccumulators", "attach_convergence", "attach_dominance", "cluster_metric_rows",
-           "frame_quotas", "metric_rows", "uid_generator"]
+__all__ = ["LayerAccumulators", "RowLabels", "attach_convergence", "attach_dominance",
+           "cluster_metric_rows", "frame_quotas", "metric_rows", "uid_generator"]
 
 
 def frame_quotas(frame_counts: Sequence[int], max_frames: int) -> list[int]:
@@ -244,9 +244,27 @@ class LayerAccumulators:
         return self
 
 
-def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, model: str,
-                checkpoint: str, step: int | None, dataset: str,
-                extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
+@dataclasses.dataclass(frozen=True)
+class RowLabels:
+    """What every row of one measurement says besides its value: the model (or run), the
+    checkpoint and step, the dataset, and the conventions shared by all its rows."""
+
+    model: str
+    checkpoint: str
+    step: int | None
+    dataset: str
+    conventions: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def row(self, **fields: Any) -> ResultRow:
+        """A :class:`ResultRow` with these labels; ``conventions`` in ``fields`` come first,
+        the shared ones are added after them."""
+        conventions = {**fields.pop("conventions", {}), **self.conventions}
+        return ResultRow(model=self.model, checkpoint=self.checkpoint, step=self.step,
+                         dataset=self.dataset, conventions=conventions, **fields)
+
+
+def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], labels: RowLabels
+                ) -> list[ResultRow]:
     """Compute ``metrics`` on every accumulator (several at a time) and return tidy rows."""
     rows: list[ResultRow] = []
     keyed = list(accumulators.accumulators.items())
@@ -255,12 +273,9 @@ def metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *, mode
         for name, result in results.items():
             conventions = {**result.conventions, **{k: v for k, v in result.extras.items()
                                                     if isinstance(v, (int, float, str))}}
-            conventions.update(extra_conventions or {})
-            rows.append(ResultRow(
-                model=model, checkpoint=checkpoint, step=step, dataset=dataset, layer=layer,
-                pooling=pooling, metric=name, value=float(result.value), n_rows=acc.n_rows,
-                dim=acc.dim, conventions=conventions,
-            ))
+            rows.append(labels.row(layer=layer, pooling=pooling, metric=name,
+                                   value=float(result.value), n_rows=acc.n_rows, dim=acc.dim,
+                                   conventions=conventions))
     return rows
 
 
@@ -311,10 +326,8 @@ def attach_dominance(rows: list[ResultRow], accumulators: LayerAccumulators
     return out, table
 
 
-def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str], *,
-                        n_clusters: int, seed: int, model: str, checkpoint: str,
-                        step: int | None, dataset: str,
-                        extra_conventions: dict[str, Any] | None = None) -> list[ResultRow]:
+def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str],
+                        labels: RowLabels, *, n_clusters: int, seed: int) -> list[ResultRow]:
     """The cluster metrics of every layer's stored ``frames`` rows as tidy rows."""
     rows: list[ResultRow] = []
     if accumulators.cluster is None or not metrics:
@@ -340,9 +353,7 @@ def cluster_metric_rows(accumulators: LayerAccumulators, metrics: Sequence[str],
                            "rows_seen": store.seen,
                            "row_selection": "the frames pooling's rows; past the cap, the "
                                             "rows with the smallest (seed, uid, frame) keys"}
-            conventions.update(extra_conventions or {})
-            rows.append(ResultRow(
-                model=model, checkpoint=checkpoint, step=step, dataset=dataset, layer=layer,
-                pooling="frames", metric=name, value=float(result.value),
-                n_rows=int(kept.shape[0]), dim=store.dim, conventions=conventions))
+            rows.append(labels.row(layer=layer, pooling="frames", metric=name,
+                                   value=float(result.value), n_rows=int(kept.shape[0]),
+                                   dim=store.dim, conventions=conventions))
     return rows

@@ -30,7 +30,12 @@ from rich.table import Table
 from rich.text import Text
 
 from speechrank.errors import SpeechrankError
-from speechrank.options import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_FRAMES, DEFAULT_NUM_UTTERANCES
+from speechrank.options import (
+    DEFAULT_BATCH_SECONDS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_N_CLUSTERS,
+    DEFAULT_NUM_UTTERANCES,
+)
 from speechrank.results import ResultRow, dumps_json, layer_sort_key
 from speechrank.tabular import TextTable
 
@@ -252,7 +257,8 @@ def rank(
     metrics: Annotated[str | None, typer.Option(help="Metrics (comma list; default all "
                                                 "spectral metrics; kmeans_inertia and "
                                                 "davies_bouldin opt in).")] = None,
-    n_clusters: Annotated[int, typer.Option(help="k of the k-means cluster metrics.")] = 1024,
+    n_clusters: Annotated[int, typer.Option(help="k of the k-means cluster metrics.")] = (
+        DEFAULT_N_CLUSTERS),
     convergence: Annotated[bool, typer.Option(help="Values at nested seeded prefixes N/8, "
                                               "N/4, N/2 (not converged past 2 %).")] = True,
     protocol: Annotated[str | None, typer.Option(help="A published protocol: aldeneh2025 or "
@@ -274,18 +280,18 @@ def rank(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Label-free metrics (RankMe-t and relatives) for every layer, in one pass."""
-    from speechrank.options import RunOptions
     from speechrank.rank import run_rank
+    from speechrank.spec import MeasureSpec
 
     _threads()
-    options = RunOptions(num_utterances=num_utterances, crop_seconds=max_seconds,
-                         batch_seconds=batch_seconds, max_frames=max_frames, seed=seed)
+    spec = MeasureSpec(metrics=metrics, poolings=pooling, layers=layers,
+                       num_utterances=num_utterances, total_seconds=total_seconds,
+                       crop_seconds=max_seconds, max_frames=max_frames,
+                       batch_seconds=batch_seconds, seed=seed, strict=strict,
+                       protocol=protocol, n_clusters=n_clusters, convergence=convergence)
     job, device = _join_job(device)
     with RichProgress(enabled=not quiet and _is_main(job)) as progress:
-        result = run_rank(model, data, options, layers=layers, poolings=pooling,
-                          metrics=metrics, device=device, strict=strict,
-                          n_clusters=n_clusters, convergence=convergence, protocol=protocol,
-                          total_seconds=total_seconds, progress=progress)
+        result = run_rank(model, data, spec, device=device, progress=progress)
     if not _leave_job(job):
         return
     counts = result.info["counts"]

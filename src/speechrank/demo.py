@@ -30,6 +30,7 @@ from typing import Any
 
 from speechrank import jsonsafe
 from speechrank.errors import SpeechrankError
+from speechrank.options import DEFAULT_MAX_FRAMES
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.tabular import TextTable
 
@@ -61,7 +62,7 @@ class DemoSettings:
     save_steps: tuple[int, ...] = DEMO_SAVE_STEPS
     seed: int = 0
     rank_utterances: int = 1000
-    max_frames: int = 25_600
+    max_frames: int = DEFAULT_MAX_FRAMES
     fit_workers: int = dataclasses.field(default_factory=default_fit_workers)
     #: checkpoints swept side by side in worker processes ("auto": one per core; each worker
     #: fits its probe layers in min(fit_workers, its threads) processes)

@@ -307,13 +307,33 @@ class FrameMemo:
             num_samples=samples)
 
 
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """How one pass reads and batches its audio.
+
+    Attributes:
+        batch_seconds: most padded audio per batch; lower it to save memory.
+        crop_seconds: crop every file to its first ``crop_seconds`` (after ``start``).
+        strict: raise the first :class:`AudioError` instead of skipping the file.
+        to_cpu: move the frames to the CPU (False keeps them on the encoder's device, where
+            the accumulators can consume them without a copy).
+    """
+
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    crop_seconds: float | None = None
+    strict: bool = False
+    to_cpu: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.batch_seconds > 0:
+            raise SpeechrankError(f"--batch-seconds must be positive, got {self.batch_seconds}")
+
+
 def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
-                 layers: Sequence[str] | None = None,
-                 batch_seconds: float = DEFAULT_BATCH_SECONDS,
-                 max_seconds: float | None = None, strict: bool = False,
+                 layers: Sequence[str] | None = None, reading: Reading = Reading(),
                  skips: SkipLog | None = None,
                  planned: Sequence[PlannedUtterance] | None = None,
-                 to_cpu: bool = True, memo: FrameMemo | None = None,
+                 memo: FrameMemo | None = None,
                  progress: Callable[[float], Any] | None = None) -> Iterator[EncodedBatch]:
     """Encode ``utterances`` batch by batch, yielding float32 per-layer frames.
 
@@ -321,21 +341,17 @@ def iter_encoded(encoder: SpeechEncoder, utterances: Sequence[Utterance], *,
         encoder: any :class:`SpeechEncoder`.
         utterances: what to encode; the yield order follows length, not this order.
         layers: layer names to return (all the encoder offers when ``None``).
-        batch_seconds: most padded audio per batch; lower it to save memory.
-        max_seconds: crop every file to its first ``max_seconds`` (after ``start``).
-        strict: raise the first :class:`AudioError` instead of skipping the file.
+        reading: batch size, crop, strictness and where the frames go (:class:`Reading`).
         skips: where skipped files are recorded.
         planned: the output of :func:`plan_utterances`, when the caller already has it.
-        to_cpu: move the frames to the CPU (set False to keep them on the encoder's device,
-            where the accumulators can consume them without a copy).
         memo: a :class:`FrameMemo` of this encoder: utterances it holds (for every requested
             layer) are replayed from it in batches of their own, the others are encoded and
             stored in it.
         progress: called with the audio seconds of each finished batch (including skips'
             zero), for progress bars.
     """
-    if batch_seconds <= 0:
-        raise SpeechrankError(f"--batch-seconds must be positive, got {batch_seconds}")
+    batch_seconds, max_seconds = reading.batch_seconds, reading.crop_seconds
+    strict, to_cpu = reading.strict, reading.to_cpu
     skips = skips if skips is not None else SkipLog()
     if planned is None:
         planned = plan_utterances(encoder, utterances, max_seconds=max_seconds, strict=strict,

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_FRAMES",
     "DEFAULT_MONITOR_UTTERANCES",
     "DEFAULT_NUM_UTTERANCES",
+    "DEFAULT_N_CLUSTERS",
     "POOLINGS",
     "FeatureNorm",
     "Pooling",
@@ -38,6 +39,8 @@ DEFAULT_NUM_UTTERANCES = 10_000
 DEFAULT_MAX_FRAMES = 25_600
 #: Padded audio per encoder batch, in seconds.
 DEFAULT_BATCH_SECONDS = 32.0
+#: k of the cluster metrics: Whetten et al. (Interspeech 2025, arXiv 2501.05966).
+DEFAULT_N_CLUSTERS = 1024
 #: The training monitor's held-out subset: smaller, since it runs at every check.
 DEFAULT_MONITOR_UTTERANCES = 1000
 

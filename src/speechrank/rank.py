@@ -20,24 +20,15 @@ Poolings (each a named option, never silently mixed):
 from __future__ import annotations
 
 import dataclasses
-import math
 import platform
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from speechrank import __version__, distributed
-from speechrank.accumulate import (
-    LayerAccumulators,
-    attach_convergence,
-    attach_dominance,
-    cluster_metric_rows,
-    frame_quotas,
-    metric_rows,
-)
+from speechrank import __version__, distributed, extract
+from speechrank.accumulate import LayerAccumulators, RowLabels, frame_quotas, metric_rows
 from speechrank.audio.datasets import load_dataset
 from speechrank.audio.io import AUDIO_CONVENTIONS
 from speechrank.audio.splits import subset
@@ -45,19 +36,20 @@ from speechrank.audio.utterance import Dataset
 from speechrank.encoders import load_encoder
 from speechrank.encoders.base import SpeechEncoder
 from speechrank.errors import SpeechrankError
-from speechrank.extract import FrameMemo, PlannedUtterance, SkipLog, iter_encoded, plan_utterances
-from speechrank.metrics import LAYER_METRIC_NAMES, METRICS, SPECTRAL_METRIC_NAMES
-from speechrank.metrics.cluster import DEFAULT_N_CLUSTERS
-from speechrank.options import (
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_NUM_UTTERANCES,
-    POOLINGS,
-    RunOptions,
-    resolve_options,
+from speechrank.extract import FrameMemo, PlannedUtterance, Reading, SkipLog, iter_encoded
+from speechrank.options import DEFAULT_MAX_FRAMES, DEFAULT_NUM_UTTERANCES, POOLINGS
+from speechrank.pipeline import (
+    Measured,
+    MeasurePlan,
+    frame_budget,
+    measure_rows,
+    new_accumulators,
+    plan_measure,
 )
-from speechrank.progress import ProgressArg, as_progress
+from speechrank.progress import Progress, ProgressArg, as_progress
 from speechrank.results import ResultRow
 from speechrank.selection import parse_choices, parse_layers
+from speechrank.spec import DEFAULT_SPEC, MeasureSpec
 
 # Re-exported: these lived here before the accumulation and selection modules existed.
 __all__ = ["DEFAULT_MAX_FRAMES", "DEFAULT_NUM_UTTERANCES", "DEFAULT_POOLINGS", "POOLINGS",
@@ -89,153 +81,110 @@ def _versions() -> dict[str, str]:
 
 
 def run_rank(model: str | SpeechEncoder, data: str | Dataset,
-             options: RunOptions | None = None, *,
-             layers: str | Sequence[str] | None = None,
-             poolings: str | Sequence[str] | None = None,
-             metrics: str | Sequence[str] | None = None,
-             device: str = "cpu", strict: bool = False,
+             spec: MeasureSpec | None = None, *, device: str = "cpu",
              checkpoint: str | None = None, step: int | None = None,
-             n_clusters: int = DEFAULT_N_CLUSTERS, convergence: bool = True,
-             cluster_max_rows: int | None = None, total_seconds: float | None = None,
-             uncapped_frames: bool = False, protocol: str | None = None,
-             memo: FrameMemo | None = None,
-             progress: ProgressArg = None, **option_fields: Any) -> RankResult:
+             memo: FrameMemo | None = None, progress: ProgressArg = None) -> RankResult:
     """Label-free metrics for every requested layer and pooling in one encoder pass.
 
     Args:
         model: an encoder, or a MODEL spec for :func:`speechrank.encoders.load_encoder`.
         data: a dataset, or a DATA spec for :func:`speechrank.audio.load_dataset`.
-        options: subset size, crop, batch seconds, frame cap and seed
-            (:class:`~speechrank.options.RunOptions`; its fields may also be given as
-            keywords, e.g. ``num_utterances=200``; ``max_seconds`` names ``crop_seconds``).
-        layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
-        poolings: any of ``sum``, ``mean``, ``frames`` (default: all three).
-        metrics: spectral metric names (default: all of them), and opt-in the cluster
-            metrics ``kmeans_inertia`` and ``davies_bouldin`` (of the ``frames`` rows).
+        spec: what to measure (:class:`~speechrank.spec.MeasureSpec`; default
+            :data:`~speechrank.spec.DEFAULT_SPEC`). A named ``protocol`` fills every field
+            left at its default, explicit ones win, and both are recorded
+            (``info["protocol"]``, ``conventions["protocol"]``).
         device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
-        strict: fail on the first unusable file instead of skipping it.
         checkpoint, step: recorded in every row (defaults: the model spec, no step).
-        n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
-        convergence: give every spectral row its values at nested seeded prefixes N/8, N/4,
-            N/2 (``conventions["convergence"]``; marked not converged past 2 %).
-        cluster_max_rows: most frames the cluster metrics see per layer (default: the
-            ``frames`` row cap); past it, a seeded uniform sample.
-        total_seconds: keep a seeded random draw of whole utterances until this much audio
-            (after crops) is reached ("one hour of audio").
-        uncapped_frames: the ``frames`` pooling keeps every valid frame (``max_frames`` is
-            then not applied; the whetten2025 protocol sets it).
-        protocol: a preset of :mod:`speechrank.protocols` (``aldeneh2025``,
-            ``whetten2025``); it fills every option left at its default here, explicit ones
-            win, and both are recorded (``info["protocol"]``, ``conventions["protocol"]``).
         memo: a :class:`~speechrank.extract.FrameMemo` of this encoder, shared with other
             passes over the same audio (a sweep's probes).
         progress: a :class:`~speechrank.progress.Progress`; stage ``encode`` in seconds of
             audio.
     """
     started = time.perf_counter()
-    opts = resolve_options(options, **option_fields)
-    protocol_record = None
-    if protocol is not None:  # a named protocol fills the options left at their defaults
-        from speechrank.protocols import resolve
-
-        base = RunOptions()
-        given = {"layers": layers, "poolings": poolings, "metrics": metrics,
-                 "num_utterances": opts.num_utterances,
-                 "max_frames": None if uncapped_frames else opts.max_frames,
-                 "n_clusters": n_clusters, "cluster_max_rows": cluster_max_rows,
-                 "total_seconds": total_seconds}
-        defaults = {"layers": None, "poolings": None, "metrics": None,
-                    "num_utterances": base.num_utterances, "max_frames": base.max_frames,
-                    "n_clusters": DEFAULT_N_CLUSTERS, "cluster_max_rows": None,
-                    "total_seconds": None}
-        chosen, protocol_record = resolve(
-            protocol, {k: v for k, v in given.items() if v != defaults[k]})
-        layers, poolings = chosen.get("layers", layers), chosen.get("poolings", poolings)
-        metrics = chosen.get("metrics", metrics)
-        n_clusters = chosen.get("n_clusters", n_clusters)
-        cluster_max_rows = chosen.get("cluster_max_rows", cluster_max_rows)
-        total_seconds = chosen.get("total_seconds", total_seconds)
-        if "num_utterances" in chosen:
-            opts = opts.replace(num_utterances=chosen["num_utterances"])
-        if "max_frames" in chosen:
-            uncapped_frames = chosen["max_frames"] is None
-            if not uncapped_frames:
-                opts = opts.replace(max_frames=chosen["max_frames"])
-    if total_seconds is not None and not (math.isfinite(total_seconds) and total_seconds > 0):
-        raise SpeechrankError(f"--total-seconds must be a positive number, got {total_seconds}")
-    num_utterances = opts.num_utterances
-    max_frames: int | None = None if uncapped_frames else opts.max_frames
-    max_seconds, seed = opts.crop_seconds, opts.seed
-    report = as_progress(progress)
+    plan = plan_measure(spec or DEFAULT_SPEC)
+    plan.check_processes(_processes(), "run them in one process")
     encoder = load_encoder(model, device=device) if isinstance(model, str) else model
-    dataset = load_dataset(data) if isinstance(data, str) else data
-    chosen_layers = parse_layers(layers, encoder.layer_names)
-    chosen_poolings = parse_choices(poolings, POOLINGS, "pooling", DEFAULT_POOLINGS)
-    chosen_metrics = parse_choices(metrics, LAYER_METRIC_NAMES, "metric", SPECTRAL_METRIC_NAMES)
-    # metrics of stored rows (the cluster ones) run on the frames pooling's rows, not on a Gram
-    # accumulator (each metric declares its input)
-    chosen_cluster = [m for m in chosen_metrics if METRICS[m].input == "rows"]
-    chosen_spectral = [m for m in chosen_metrics if METRICS[m].input == "gram"]
-    if distributed.current() is not None:
-        # under torchrun only states that merge by addition are merged across processes (each
-        # metric declares how its state merges); the prefix bins and the stored rows are not
-        # (yet), so they are left out rather than computed from one process's share
-        unmerged = [m for m in chosen_metrics if METRICS[m].merge != "sum"]
-        if unmerged:
-            raise SpeechrankError(f"{', '.join(unmerged)} cannot run under torchrun yet; "
-                                  "run them in one process")
-        convergence = False
-    if chosen_cluster and "frames" not in chosen_poolings:
-        raise SpeechrankError(f"{', '.join(chosen_cluster)} cluster(s) the frames pooling's "
-                              "rows; add frames to --pooling")
-    if n_clusters < 2:
-        raise SpeechrankError("--n-clusters must be at least 2")
-    total_files = len(dataset)
-    if num_utterances is not None and num_utterances < total_files:
-        dataset = subset(dataset, num_utterances, seed=seed)
-
+    found = load_dataset(data) if isinstance(data, str) else data
+    layers = plan.layers_of(encoder.layer_names)
     skips = SkipLog()
-    planned: list[PlannedUtterance] = plan_utterances(
-        encoder, dataset.utterances, max_seconds=max_seconds, strict=strict, skips=skips)
+    dataset, planned = _choose(encoder, found, plan.spec, skips)
+    budget = frame_budget(planned, plan.spec.max_frames)
+    layer_dims = {name: encoder.layer_dims[name] if hasattr(encoder, "layer_dims")
+                  else encoder.dim for name in layers}
+    accumulators = new_accumulators(plan, layer_dims, budget, _processes())
+    passed = _encode(encoder, dataset, planned, layers, accumulators, plan.spec, skips,
+                     memo, as_progress(progress))
+    if accumulators.utterances == 0:
+        raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
+    conventions: dict[str, Any] = {"seed": plan.spec.seed, "max_frames": plan.spec.max_frames,
+                                   "max_seconds": plan.spec.crop_seconds,
+                                   "num_utterances": accumulators.utterances}
+    if plan.spec.total_seconds is not None:
+        conventions["total_seconds"] = plan.spec.total_seconds
+    if plan.protocol is not None:
+        conventions["protocol"] = plan.protocol["name"]
+    labels = RowLabels(model=encoder.name, checkpoint=checkpoint or encoder.name, step=step,
+                       dataset=dataset.spec, conventions=conventions)
+    measured = measure_rows(accumulators, plan, labels)
+    info = _info(encoder, found, dataset, plan, layers, skips, accumulators, measured, passed)
+    info["wall_seconds"] = round(time.perf_counter() - started, 3)
+    return RankResult(rows=measured.rows, info=info, accumulators=accumulators)
+
+
+def _processes() -> int:
+    """How many processes share this pass (torchrun's world size, else 1)."""
+    job = distributed.current()
+    return job.world_size if job is not None else 1
+
+
+def _choose(encoder: SpeechEncoder, dataset: Dataset, spec: MeasureSpec, skips: SkipLog
+            ) -> tuple[Dataset, list[PlannedUtterance]]:
+    """The seeded subset, each file's plan (crop, frames, skips) and the seconds budget."""
+    if spec.num_utterances is not None and spec.num_utterances < len(dataset):
+        dataset = subset(dataset, spec.num_utterances, seed=spec.seed)
+    planned: list[PlannedUtterance] = extract.plan_utterances(
+        encoder, dataset.utterances, max_seconds=spec.crop_seconds, strict=spec.strict,
+        skips=skips)
     if not planned:
         raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
-    if total_seconds is not None:  # a seeded draw of whole utterances
-        order = np.random.default_rng(seed).permutation(len(planned))
-        budget, kept = total_seconds * encoder.sample_rate, []
+    if spec.total_seconds is not None:  # a seeded draw of whole utterances
+        order = np.random.default_rng(spec.seed).permutation(len(planned))
+        budget, kept = spec.total_seconds * encoder.sample_rate, []
         for i in order:
             if budget <= 0:
                 break
             kept.append(int(i))
             budget -= planned[i].num_samples
         planned = [planned[i] for i in sorted(kept)]
-    frame_cap = sum(p.num_frames for p in planned) if max_frames is None else max_frames
-    quotas = frame_quotas([p.num_frames for p in planned], frame_cap)
-    frame_quota = {p.utterance.uid: q for p, q in zip(planned, quotas, strict=True)}
-    layer_dims = {name: encoder.layer_dims[name] if hasattr(encoder, "layer_dims")
-                  else encoder.dim for name in chosen_layers}
-    accumulators = LayerAccumulators(layer_dims, chosen_poolings, frame_quota=frame_quota,
-                                     seed=seed,
-                                     cluster_rows=(cluster_max_rows or frame_cap)
-                                     if chosen_cluster else None,
-                                     convergence=convergence)
-    mine = distributed.shard(planned)  # under torchrun, this process's share
-    report.start("encode", sum(p.num_samples for p in mine) / encoder.sample_rate,
-                 "s audio")
+    return dataset, planned
 
+
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    audio_seconds: float
+    encode_seconds: float
+
+
+def _encode(encoder: SpeechEncoder, dataset: Dataset, planned: list[PlannedUtterance],
+            layers: list[str], accumulators: LayerAccumulators, spec: MeasureSpec,
+            skips: SkipLog, memo: FrameMemo | None, report: Progress) -> _Pass:
+    """One pass of the encoder over this process's share of ``planned`` into
+    ``accumulators``; under torchrun the Gram states, counts and skips are then summed."""
+    mine = distributed.shard(planned)  # under torchrun, this process's share
+    report.start("encode", sum(p.num_samples for p in mine) / encoder.sample_rate, "s audio")
     audio_seconds = 0.0
-    encode_started = time.perf_counter()
-    job = distributed.current()
+    started = time.perf_counter()
     planned_skips = len(skips)
-    for batch in iter_encoded(encoder, dataset.utterances, layers=chosen_layers,
-                              batch_seconds=opts.batch_seconds, max_seconds=max_seconds,
-                              strict=strict, skips=skips, planned=mine,
-                              to_cpu=encoder.device.type == "cpu", memo=memo,
+    reading = Reading(spec.batch_seconds, spec.crop_seconds, spec.strict,
+                      to_cpu=encoder.device.type == "cpu")
+    for batch in iter_encoded(encoder, dataset.utterances, layers=layers, reading=reading,
+                              skips=skips, planned=mine, memo=memo,
                               progress=lambda seconds: report.advance("encode", seconds)):
         accumulators.update(batch)
         audio_seconds += batch.audio_seconds / encoder.sample_rate
-    encode_seconds = time.perf_counter() - encode_started
+    encode_seconds = time.perf_counter() - started
     report.end("encode")
-    if job is not None:  # under torchrun: sum the Gram states, counts and decode-time skips
+    if distributed.current() is not None:  # sum the Gram states, counts and decode skips
         distributed.reduce_accumulators(accumulators.accumulators)
         accumulators.utterances, audio_seconds = distributed.sum_values(
             [accumulators.utterances, audio_seconds])
@@ -243,56 +192,45 @@ def run_rank(model: str | SpeechEncoder, data: str | Dataset,
         decoded_skips = [item for share in distributed.gather(skips.items[planned_skips:])
                          for item in share]
         skips.items[planned_skips:] = sorted(decoded_skips, key=lambda item: item["path"])
-    if accumulators.utterances == 0:
-        raise SpeechrankError(f"no usable audio in {dataset.spec} ({skips.summary()})")
+    return _Pass(audio_seconds, encode_seconds)
 
-    model_name = encoder.name
-    conventions = {"seed": seed, "max_frames": max_frames, "max_seconds": max_seconds,
-                   "num_utterances": accumulators.utterances}
-    if total_seconds is not None:
-        conventions["total_seconds"] = total_seconds
-    if protocol_record is not None:
-        conventions["protocol"] = protocol_record["name"]
-    rows = metric_rows(accumulators, chosen_spectral, model=model_name,
-                       checkpoint=checkpoint or model_name, step=step, dataset=dataset.spec,
-                       extra_conventions=conventions) if chosen_spectral else []
-    rows = attach_convergence(rows, accumulators, chosen_spectral)
-    rows, dominance = attach_dominance(rows, accumulators)
-    cluster_started = time.perf_counter()
-    rows += cluster_metric_rows(accumulators, chosen_cluster, n_clusters=n_clusters, seed=seed,
-                                model=model_name, checkpoint=checkpoint or model_name,
-                                step=step, dataset=dataset.spec, extra_conventions=conventions)
-    cluster_seconds = time.perf_counter() - cluster_started
-    info = {
+
+def _info(encoder: SpeechEncoder, found: Dataset, dataset: Dataset, plan: MeasurePlan,
+          layers: list[str], skips: SkipLog, accumulators: LayerAccumulators,
+          measured: Measured, passed: _Pass) -> dict[str, Any]:
+    """What the JSON output records besides the rows."""
+    spec, job = plan.spec, distributed.current()
+    return {
         "command": "rank",
-        "model": model_name,
+        "model": encoder.name,
         "encoder": encoder.describe(),
         "data": {"spec": dataset.spec, "format": dataset.format, "root": dataset.root,
-                 "files_found": total_files, "files_selected": len(dataset),
+                 "files_found": len(found), "files_selected": len(dataset),
                  "info": dataset.info},
         "counts": {"utterances_used": accumulators.utterances, "skipped": len(skips),
-                   "skipped_by_reason": skips.counts, "audio_seconds": round(audio_seconds, 3)},
+                   "skipped_by_reason": skips.counts,
+                   "audio_seconds": round(passed.audio_seconds, 3)},
         "skipped": skips.items,
-        "layers": chosen_layers,
-        "poolings": chosen_poolings,
-        "metrics": chosen_metrics,
-        "conventions": {"audio": AUDIO_CONVENTIONS, "seed": seed, "max_frames": max_frames,
+        "layers": layers,
+        "poolings": list(plan.poolings),
+        "metrics": list(plan.metrics),
+        "conventions": {"audio": AUDIO_CONVENTIONS, "seed": spec.seed,
+                        "max_frames": spec.max_frames,
                         "frame_sampling": "water-filling quota per utterance, frames chosen "
                                           "by a generator seeded with (seed, sha256(uid))",
-                        "max_seconds": max_seconds, "batch_seconds": opts.batch_seconds,
-                        "num_utterances": num_utterances,
+                        "max_seconds": spec.crop_seconds, "batch_seconds": spec.batch_seconds,
+                        "num_utterances": spec.num_utterances,
                         "convergence": "values at nested prefixes of keys < 1/8, 1/4, 1/2; "
                                        "not converged when the last doubling moved the value "
-                                       "by more than 2 %" if convergence else None,
+                                       "by more than 2 %"
+                        if plan.convergence_in(_processes()) else None,
                         "layer_numbering": "0 = input of the first transformer layer "
                                            "(Hugging Face hidden_states[0])"},
         "versions": _versions(),
         "device": str(encoder.device),
         "distributed": job.describe() if job is not None else dict(distributed.SINGLE_PROCESS),
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "encode_seconds": round(encode_seconds, 3),
-        "cluster_seconds": round(cluster_seconds, 3),
-        "dominance": dominance,  # per layer, per pooling
-        "protocol": protocol_record,
+        "encode_seconds": round(passed.encode_seconds, 3),
+        "cluster_seconds": round(measured.cluster_seconds, 3),
+        "dominance": measured.dominance,  # per layer, per pooling
+        "protocol": plan.protocol,
     }
-    return RankResult(rows=rows, info=info, accumulators=accumulators)

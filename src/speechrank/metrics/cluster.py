@@ -40,11 +40,10 @@ from typing import Any
 import numpy as np
 
 from speechrank.metrics.result import MetricResult
+from speechrank.options import DEFAULT_N_CLUSTERS  # k of Whetten et al. (2025)
 
 #: The cluster-quality metrics, in canonical order.
 CLUSTER_METRIC_NAMES: tuple[str, ...] = ("kmeans_inertia", "davies_bouldin")
-#: k of Whetten et al. (2025).
-DEFAULT_N_CLUSTERS = 1024
 #: Fewest rows per cluster on average; fewer rows lower k to N // this.
 MIN_ROWS_PER_CLUSTER = 10
 #: Rows per mini-batch (scikit-learn's default).

@@ -10,20 +10,32 @@ monitor of ``speechrank pretrain --monitor-data``.
 """
 
 from speechrank.monitor.collapse import (
+    AlarmRule,
     CollapseAlarm,
     CollapseDetector,
     CollapseStop,
     RankCollapseWarning,
 )
-from speechrank.monitor.core import DEFAULT_MAX_UTTERANCES, MonitorResult, RankMonitor, metric_key
+from speechrank.monitor.core import (
+    DEFAULT_MAX_UTTERANCES,
+    MonitorResult,
+    MonitorSetup,
+    RankMonitor,
+    metric_key,
+)
 from speechrank.monitor.pretrain import pretrain_monitor, pretrain_with_monitor
+from speechrank.spec import MONITOR_SPEC, MeasureSpec
 
 __all__ = [
     "DEFAULT_MAX_UTTERANCES",
+    "MONITOR_SPEC",
+    "AlarmRule",
     "CollapseAlarm",
     "CollapseDetector",
     "CollapseStop",
+    "MeasureSpec",
     "MonitorResult",
+    "MonitorSetup",
     "RankCollapseWarning",
     "RankMonitor",
     "metric_key",

@@ -32,7 +32,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["CollapseAlarm", "CollapseDetector", "CollapseStop", "RankCollapseWarning"]
+__all__ = ["AlarmRule", "CollapseAlarm", "CollapseDetector", "CollapseStop",
+           "RankCollapseWarning"]
 
 
 class RankCollapseWarning(UserWarning):
@@ -67,6 +68,29 @@ class CollapseAlarm:
         return (f"rank collapse at {at}: {self.key} = {self.value:.4g} dropped "
                 f"{1 - self.value / self.best:.0%} from its best {self.best:.4g}"
                 if self.best else f"rank collapse at {at}: {self.key} = {self.value:.4g}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlarmRule:
+    """When the monitor's collapse alarm fires, and what it watches.
+
+    Attributes:
+        min_rank: alarm when a value is below this (``None``: no floor).
+        max_drop: alarm when a value is below ``(1 - max_drop) * best`` so far (``None``: no
+            drop rule); in ``(0, 1]``.
+        on: which metric/pooling the alarm watches, as a key prefix such as ``"rankme_t"`` or
+            ``"erank_cov_mean"`` (``None``: the first measured pair; ``""``: no alarm).
+        warn: issue a :class:`RankCollapseWarning` when a layer enters collapse (rank 0 only).
+    """
+
+    min_rank: float | None = 2.0
+    max_drop: float | None = 0.5
+    on: str | None = None
+    warn: bool = True
+
+    def detector(self) -> CollapseDetector:
+        """A fresh detector of this rule."""
+        return CollapseDetector(min_rank=self.min_rank, max_drop=self.max_drop)
 
 
 class CollapseDetector:

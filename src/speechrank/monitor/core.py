@@ -6,7 +6,8 @@ arXiv 2210.02885) of per-utterance time-summed frames, tracks downstream quality
 during training, so it can watch a run without labels. A :class:`RankMonitor` is that watch:
 built once from the model and a fixed held-out set, then called at any step::
 
-    monitor = RankMonitor(model, "fsdd:data/fsdd#split=test", max_utterances=500)
+    monitor = RankMonitor(model, "fsdd:data/fsdd#split=test",
+                          MeasureSpec.for_monitor(num_utterances=500))
     for step in range(steps):
         train_step()
         if step % 1000 == 0:
@@ -16,8 +17,10 @@ Each call runs one eval-mode forward pass per held-out batch under ``torch.infer
 feeds one float64 Gram accumulator per (layer, pooling) (:mod:`speechrank.rank`), and computes
 the metrics. It leaves the run as it found it: every submodule's train/eval flag, the Python,
 NumPy and torch random streams, the gradients and the optimiser are untouched. The audio is
-read, resampled and batched once, when the monitor is built or, for a monitor built without a
-model, at its first call (:mod:`.heldout`).
+read, resampled and batched once, at the first call (or :meth:`RankMonitor.prepare`), never
+when the monitor is built (:mod:`.heldout`). What it measures is a
+:class:`~speechrank.spec.MeasureSpec`, measured by the pipeline ``rank`` uses
+(:mod:`speechrank.pipeline`).
 
 Result names (the keys of the returned dict):
 
@@ -28,14 +31,14 @@ Result names (the keys of the returned dict):
   cluster metrics (:mod:`speechrank.metrics.cluster`) of the ``frames`` pooling's rows;
 - ``collapse/layer_<i>``: 1.0 when the collapse alarm fired for that layer at this call, else
   0.0 (see :mod:`.collapse`; the alarm watches the first spectral metric/pooling pair unless
-  ``alarm_on`` names another).
+  ``AlarmRule.on`` names another).
 
 The rows (:attr:`MonitorResult.rows`, and the store) carry what ``speechrank rank`` records:
 with ``convergence`` each spectral row its values at nested seeded prefixes N/8 .. N
 (:mod:`speechrank.metrics.convergence`), and each RankMe row whether one direction dominates
 it (:mod:`speechrank.metrics.dominance`). A named ``protocol`` (``aldeneh2025``,
 ``whetten2025``; :mod:`speechrank.protocols`) fills the options left at their defaults, as
-``rank --protocol`` does (:mod:`.protocol`).
+``rank --protocol`` does.
 
 ``<i>`` is the layer name: ``0`` .. ``L`` by Hugging Face numbering, or ``cnn``.
 
@@ -44,8 +47,8 @@ encodes its share of the held-out batches and the accumulators are summed across
 (:meth:`SpectralAccumulator.all_reduce`) before the metrics, so every process returns the value
 a single process would. Only the Gram states are summed, as under ``torchrun`` in ``rank``: a
 distributed monitor measures no convergence and refuses the cluster metrics (their row stores
-are not merged across processes yet); ``distributed=False`` measures them on the whole
-held-out set in every process.
+are not merged across processes yet); ``MonitorSetup(distributed=False)`` measures them on the
+whole held-out set in every process.
 """
 
 from __future__ import annotations
@@ -55,43 +58,37 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from speechrank.accumulate import (
-    LayerAccumulators,
-    attach_convergence,
-    attach_dominance,
-    cluster_metric_rows,
-    frame_quotas,
-    metric_rows,
-)
+from speechrank.accumulate import LayerAccumulators, RowLabels
 from speechrank.encoders.base import EncoderOutput, SpeechEncoder
 from speechrank.encoders.formats.base import step_from_name
 from speechrank.errors import SpeechrankError
-from speechrank.extract import DEFAULT_BATCH_SECONDS, EncodedBatch, encode_padded
-from speechrank.metrics import SPECTRAL_METRIC_NAMES
-from speechrank.metrics.cluster import CLUSTER_METRIC_NAMES, DEFAULT_N_CLUSTERS
+from speechrank.extract import EncodedBatch, encode_padded
 from speechrank.monitor._state import preserved_modes, preserved_rng
 from speechrank.monitor.adapt import as_encoder, modules_of, unwrap
-from speechrank.monitor.collapse import CollapseAlarm, CollapseDetector, RankCollapseWarning
+from speechrank.monitor.collapse import AlarmRule, CollapseAlarm, RankCollapseWarning
 from speechrank.monitor.heldout import CachedBatch, HeldOutSet
-from speechrank.monitor.protocol import apply_protocol
-from speechrank.options import (
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_MONITOR_UTTERANCES,
-    POOLINGS,
-    RunOptions,
+from speechrank.options import DEFAULT_MONITOR_UTTERANCES
+from speechrank.pipeline import (
+    FrameBudget,
+    MeasurePlan,
+    frame_budget,
+    measure_rows,
+    new_accumulators,
+    plan_measure,
 )
 from speechrank.results import ResultRow
-from speechrank.selection import parse_choices, parse_layers
+from speechrank.spec import MONITOR_SPEC, MeasureSpec
 
 __all__ = [
     "DEFAULT_MAX_UTTERANCES",
     "MonitorResult",
+    "MonitorSetup",
     "RankMonitor",
     "metric_key",
 ]
@@ -163,179 +160,113 @@ def _all_reduce_counts(values: list[int], group: Any) -> list[int]:
     return [int(v) for v in tensor.cpu()]
 
 
+@dataclasses.dataclass(frozen=True)
+class MonitorSetup:
+    """How a :class:`RankMonitor` runs and names what it records.
+
+    Attributes:
+        checkpoint_format: the rows' ``checkpoint`` for a step (``"step-{step}"``); each step
+            needs its own, since the store identifies a row without its step.
+        data_name: the rows' ``dataset`` (default: the DATA spec, ``files:N`` or
+            ``waveforms:N``).
+        distributed: ``None`` shares the work whenever ``torch.distributed`` is initialised;
+            ``False`` measures the whole set in every process.
+        group: the process group for the all-reduce (default: the world).
+        inference_mode: ``True`` runs under ``torch.inference_mode``, ``False`` under
+            ``torch.no_grad`` (for models that cache tensors across calls and are trained).
+        encoder_options: keyword arguments for the adapter built around the model (for a
+            Hugging Face model: ``do_normalize``, ``sample_rate`` ...).
+    """
+
+    checkpoint_format: str = "step-{step}"
+    data_name: str | None = None
+    distributed: bool | None = None
+    group: Any = None
+    inference_mode: bool = True
+    encoder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: What a distributed monitor that cannot merge a metric's state suggests instead.
+_ONE_PROCESS_HINT = ("build the monitor with MonitorSetup(distributed=False) to measure the "
+                     "whole held-out set in every process")
+
+
+def _conventions(plan: MeasurePlan) -> dict[str, Any]:
+    """What every row of the monitor records besides its metric's own conventions (the
+    monitor's names for the held-out budget: ``max_utterances``, ``max_audio_seconds``)."""
+    spec = plan.spec
+    conventions: dict[str, Any] = {
+        "source": "monitor", "seed": spec.seed, "max_seconds": spec.crop_seconds,
+        "max_utterances": spec.num_utterances, "max_audio_seconds": spec.total_seconds}
+    if "frames" in plan.poolings:
+        conventions["max_frames"] = spec.max_frames
+    if plan.protocol is not None:
+        conventions["protocol"] = plan.protocol["name"]
+        if plan.protocol["overridden"]:
+            conventions["protocol_overridden"] = ",".join(sorted(plan.protocol["overridden"]))
+    return conventions
+
+
 class RankMonitor:
     """Label-free rank of chosen layers on a fixed held-out set, for use during training.
+
+    Building a monitor stores and checks its choices; the model is adapted and the held-out
+    audio read, resampled and batched at the first call (or at :meth:`prepare`).
 
     Args:
         model: what is being trained (anything :func:`speechrank.monitor.adapt.as_encoder`
             takes: a :class:`SpeechEncoder`, a Hugging Face waveform model, speechrank's BEST-RQ
             model). It fixes the sample rate, frame formula and layers; each call may pass the
-            same object or a later copy of it. ``None`` defers all of this (and reading the
-            held-out audio) to the first call, for loops that build their model themselves
-            (:func:`speechrank.pretrain.pretrain`).
+            same object or a later copy of it. ``None``: every call passes it (for loops that
+            build their model themselves, :func:`speechrank.pretrain.pretrain`).
         data: the held-out set: a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
             list of audio paths, or a list of 1-D waveforms at the encoder's sample rate.
-        layers: layer names or a spec such as ``"0,3-6"`` (default: every numbered layer).
-        poolings: any of ``sum`` (``None``: ``sum`` alone, RankMe-t), ``mean``, ``frames``.
-        metrics: spectral metric names (``None``: ``rankme`` alone), and opt-in the cluster metrics
-            ``kmeans_inertia`` and ``davies_bouldin`` (of the ``frames`` pooling's rows; a
-            mini-batch k-means fit per layer at every call, so far slower than the Gram
-            metrics).
-        max_utterances: seeded random subset of the held-out set (``None``: all of it).
-        max_audio_seconds: most held-out audio in total, in seconds (``None``: no limit).
-        crop_seconds: crop every utterance to its first ``crop_seconds``.
-        max_frames: row cap for the ``frames`` pooling (the RankMe paper's 25,600; ``None``:
-            every valid frame).
-        n_clusters: k of the cluster metrics (lowered, and recorded, when rows are few).
-        cluster_max_rows: most frames the cluster metrics see per layer (default: the
-            ``frames`` row cap); past it, a seeded uniform sample.
-        convergence: give every spectral row its values at nested seeded prefixes N/8, N/4,
-            N/2 (``conventions["convergence"]``; up to half again the Gram-update work and
-            three more spectra per value). ``None`` (default): on when a ``protocol`` is
-            given, else off. Off in a distributed monitor.
-        protocol: a preset of :mod:`speechrank.protocols` (``aldeneh2025``, ``whetten2025``).
-            It fills ``layers``, ``poolings``, ``metrics``, ``max_utterances``,
-            ``max_audio_seconds``, ``max_frames``, ``n_clusters`` and ``cluster_max_rows``
-            wherever they are left at their defaults (``None`` for ``layers``, ``poolings``
-            and ``metrics``; for the others a value equal to the default counts as left, as
-            in ``rank``); options given explicitly win. Every row records
-            ``conventions["protocol"]`` (and ``protocol_overridden``, the options that departed
+        spec: what to measure, a :class:`~speechrank.spec.MeasureSpec` built by
+            :meth:`MeasureSpec.for_monitor` (default :data:`~speechrank.spec.MONITOR_SPEC`:
+            RankMe-t alone, 1,000 utterances, no convergence record). ``num_utterances`` is a
+            seeded subset of the held-out set; ``total_seconds`` keeps a seeded choice of
+            whole utterances of *at most* that much audio (:mod:`.heldout`). The cluster
+            metrics fit a mini-batch k-means per layer at every call, so they are far slower
+            than the Gram metrics. A ``protocol`` fills the fields left at the monitor's
+            defaults (:func:`speechrank.protocols.apply_protocol`); every row records
+            ``conventions["protocol"]`` (and ``protocol_overridden``, the fields that departed
             from it); :meth:`describe` and the store's unit metadata hold the full record.
-        batch_seconds: most padded audio per forward pass.
-        seed: seeds the subset and the frame choice; same seed, same numbers.
-        strict: fail on an unusable held-out file instead of skipping it.
-        min_rank, max_drop: the collapse alarm's floor and largest drop from the best value so
-            far (see :mod:`speechrank.monitor.collapse`); ``None`` switches a rule off.
-        alarm_on: which metric/pooling the alarm watches, as a key prefix such as
-            ``"rankme_t"`` or ``"erank_cov_mean"`` (default: the first pair); ``""`` turns the
-            alarm off.
-        warn: issue a :class:`RankCollapseWarning` when a layer enters collapse (rank 0 only;
-            every collapsed check is still flagged in the values and listed in ``alarms``).
+        alarm: the collapse alarm (:class:`~speechrank.monitor.collapse.AlarmRule`; every
+            collapsed check is flagged in the values and listed in ``alarms``).
         store: a :class:`~speechrank.store.ResultStore` or its path (opened at the first
             write): every call's rows are written there (rank 0 only) as one unit of work.
         run_name: the run, recorded as ``model`` in the rows (default: the encoder's name, or
             for a checkpoint directory ``RUN/checkpoint-N`` the run directory's name, as
             ``speechrank sweep`` names runs).
-        checkpoint_format: the rows' ``checkpoint`` for a step (default ``"step-{step}"``);
-            each step needs its own, since the store identifies a row without its step.
-        data_name: the rows' ``dataset`` (default: the DATA spec, ``files:N`` or
-            ``waveforms:N``).
-        distributed: ``None`` (default) shares the work whenever ``torch.distributed`` is
-            initialised; ``False`` measures the whole set in every process.
-        group: the process group for the all-reduce (default: the world).
-        inference_mode: ``True`` runs under ``torch.inference_mode``, ``False`` under
-            ``torch.no_grad`` (for models that cache tensors across calls and are trained).
-        encoder_options: keyword arguments for the adapter built around ``model`` (for a Hugging
-            Face model: ``do_normalize``, ``sample_rate`` ...).
-        options: a :class:`~speechrank.options.RunOptions` (``num_utterances`` is
-            ``max_utterances``); when given it replaces ``max_utterances``, ``crop_seconds``,
-            ``batch_seconds``, ``max_frames`` and ``seed`` (a ``protocol`` still fills its
-            ``num_utterances`` and ``max_frames`` where they are RunOptions' defaults).
+        setup: how it runs and names its rows (:class:`MonitorSetup`).
     """
 
-    def __init__(self, model: Any, data: Any, *,
-                 layers: str | Sequence[str] | None = None,
-                 poolings: str | Sequence[str] | None = None,
-                 metrics: str | Sequence[str] | None = None,
-                 max_utterances: int | None = DEFAULT_MAX_UTTERANCES,
-                 max_audio_seconds: float | None = None,
-                 crop_seconds: float | None = None,
-                 max_frames: int | None = DEFAULT_MAX_FRAMES,
-                 batch_seconds: float = DEFAULT_BATCH_SECONDS,
-                 seed: int = 0, strict: bool = False,
-                 min_rank: float | None = 2.0, max_drop: float | None = 0.5,
-                 alarm_on: str | None = None, warn: bool = True,
-                 store: Any = None, run_name: str | None = None,
-                 checkpoint_format: str = "step-{step}", data_name: str | None = None,
-                 distributed: bool | None = None, group: Any = None,
-                 inference_mode: bool = True,
-                 encoder_options: dict[str, Any] | None = None,
-                 options: RunOptions | None = None,
-                 n_clusters: int = DEFAULT_N_CLUSTERS, cluster_max_rows: int | None = None,
-                 convergence: bool | None = None, protocol: str | None = None) -> None:
-        self.protocol: dict[str, Any] | None = None
-        if protocol is not None:  # a named protocol fills the options left at their defaults
-            base = RunOptions() if options is not None else None
-            given = {"layers": layers, "poolings": poolings, "metrics": metrics,
-                     "max_utterances": options.num_utterances if base else max_utterances,
-                     "max_audio_seconds": max_audio_seconds,
-                     "max_frames": options.max_frames if base else max_frames,
-                     "n_clusters": n_clusters, "cluster_max_rows": cluster_max_rows}
-            defaults = {"layers": None, "poolings": None, "metrics": None,
-                        "max_utterances": base.num_utterances if base
-                        else DEFAULT_MAX_UTTERANCES,
-                        "max_audio_seconds": None,
-                        "max_frames": base.max_frames if base else DEFAULT_MAX_FRAMES,
-                        "n_clusters": DEFAULT_N_CLUSTERS, "cluster_max_rows": None}
-            chosen, self.protocol = apply_protocol(protocol, given, defaults)
-            layers, poolings, metrics = chosen["layers"], chosen["poolings"], chosen["metrics"]
-            max_utterances, max_frames = chosen["max_utterances"], chosen["max_frames"]
-            max_audio_seconds, n_clusters = chosen["max_audio_seconds"], chosen["n_clusters"]
-            cluster_max_rows = chosen["cluster_max_rows"]
-            if options is not None:
-                options = options.replace(num_utterances=max_utterances,
-                                          max_frames=max_frames or options.max_frames)
-            if convergence is None:
-                convergence = True
-        elif options is not None:
-            max_frames = options.max_frames
-        if options is None:
-            if max_frames is not None and max_frames < 1:
-                raise SpeechrankError(f"max_frames must be at least 1, got {max_frames}")
-            options = RunOptions(num_utterances=max_utterances, crop_seconds=crop_seconds,
-                                 batch_seconds=batch_seconds,
-                                 max_frames=max_frames or DEFAULT_MAX_FRAMES, seed=seed)
-        self.options = options
-        max_utterances, crop_seconds = options.num_utterances, options.crop_seconds
-        batch_seconds, seed = options.batch_seconds, options.seed
-        self.encoder_options = dict(encoder_options or {})
-        self.poolings = parse_choices(poolings, POOLINGS, "pooling", ("sum",))
-        self.metrics = parse_choices(metrics, SPECTRAL_METRIC_NAMES + CLUSTER_METRIC_NAMES,
-                                     "metric", ("rankme",))
-        self.spectral_metrics = [m for m in self.metrics if m not in CLUSTER_METRIC_NAMES]
-        self.cluster_metrics = [m for m in self.metrics if m in CLUSTER_METRIC_NAMES]
-        if self.cluster_metrics and "frames" not in self.poolings:
-            raise SpeechrankError(f"{', '.join(self.cluster_metrics)} cluster(s) the frames "
-                                  "pooling's rows; add frames to poolings")
-        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
-            raise SpeechrankError(f"n_clusters must be an integer of at least 2, got "
-                                  f"{n_clusters!r}")
-        if cluster_max_rows is not None and cluster_max_rows < 1:
-            raise SpeechrankError(
-                f"cluster_max_rows must be at least 1, got {cluster_max_rows}")
-        self.n_clusters = n_clusters
-        self.cluster_max_rows = cluster_max_rows
-        self.convergence = bool(convergence)
-        self.group = group
-        self.distributed = distributed
-        self.rank, self.world = _distributed(distributed, group)
-        self._refuse_distributed_clusters()
-        self.seed = seed
-        self.max_frames = max_frames
-        self.inference_mode = inference_mode
-        self.conventions: dict[str, Any] = {
-            "source": "monitor", "seed": seed, "max_seconds": crop_seconds,
-            "max_utterances": max_utterances, "max_audio_seconds": max_audio_seconds,
-        }
-        if "frames" in self.poolings:
-            self.conventions["max_frames"] = max_frames
-        if self.protocol is not None:
-            self.conventions["protocol"] = self.protocol["name"]
-            if self.protocol["overridden"]:
-                self.conventions["protocol_overridden"] = ",".join(
-                    sorted(self.protocol["overridden"]))
-        self.checkpoint_format = checkpoint_format
+    def __init__(self, model: Any, data: Any, spec: MeasureSpec | None = None, *,
+                 alarm: AlarmRule | None = None, store: Any = None,
+                 run_name: str | None = None, setup: MonitorSetup | None = None) -> None:
+        self.setup = setup or MonitorSetup()
+        self.plan = plan_measure(spec or MONITOR_SPEC, MONITOR_SPEC)
+        self.spec = self.plan.spec
+        self.protocol = self.plan.protocol
+        self.poolings = list(self.plan.poolings)
+        self.metrics = list(self.plan.metrics)
+        self.spectral_metrics = list(self.plan.spectral)
+        self.cluster_metrics = list(self.plan.cluster)
+        self.rank, self.world = _distributed(self.setup.distributed, self.setup.group)
+        self.plan.check_processes(self.world, _ONE_PROCESS_HINT)
+        self.conventions = _conventions(self.plan)
+        self.checkpoint_format = self.setup.checkpoint_format
         self.checkpoint_format.format(step=0)  # fail now on a bad format, not mid-training
+        self.alarm = alarm or AlarmRule()
         # The collapse alarm watches a spectral value (a rank), never a cluster metric.
-        pairs = [(metric, pooling) for metric in self.spectral_metrics
-                 for pooling in self.poolings]
-        prefixes = [metric_key(m, p, "").rsplit("/", 1)[0] for m, p in pairs]
-        self.alarm_on = (prefixes[0] if prefixes else "") if alarm_on is None else alarm_on
+        prefixes = [metric_key(m, p, "").rsplit("/", 1)[0] for m in self.spectral_metrics
+                    for p in self.poolings]
+        on = self.alarm.on
+        self.alarm_on = (prefixes[0] if prefixes else "") if on is None else on
         if self.alarm_on and self.alarm_on not in prefixes:
             raise SpeechrankError(
                 f"alarm_on={self.alarm_on!r} is not measured; choose from {', '.join(prefixes)}")
-        self.detector = CollapseDetector(min_rank=min_rank, max_drop=max_drop)
-        self.warn = warn
+        self.detector = self.alarm.detector()
         self.alarms: list[CollapseAlarm] = []
         self.history: list[tuple[int | None, dict[str, float]]] = []
         self.last: MonitorResult | None = None
@@ -348,38 +279,36 @@ class RankMonitor:
         self._owns_store = False
         self._calls = 0
         self._run_name_arg = run_name
-        self._heldout_args = {
-            "data": data, "layers": layers, "max_utterances": max_utterances,
-            "max_audio_seconds": max_audio_seconds, "crop_seconds": crop_seconds,
-            "batch_seconds": batch_seconds, "strict": strict, "name": data_name}
+        self._data = data
         self.run_name: str = run_name or ""
         self.layers: list[str] = []
         self.layer_dims: dict[str, int] = {}
         self.heldout: HeldOutSet | None = None
-        self._model_ref: Any = None
+        self._budget: FrameBudget | None = None
+        self._model_ref: Any = model
         # Adapters built so far, newest first: a module given again reuses its adapter.
         self._adapters: list[tuple[Any, SpeechEncoder]] = []
-        if model is not None:
-            self._prepare(model)
+
+    def prepare(self, model: Any = None) -> RankMonitor:
+        """Adapt ``model`` (default: the one the monitor was built with), fix the layers and
+        read, resample and batch the held-out set now rather than at the first call."""
+        target = self._model_ref if model is None else model
+        if target is None:
+            raise SpeechrankError("this monitor was built without a model: pass one")
+        if self.heldout is None:
+            self._prepare(target)
+        return self
 
     def _prepare(self, model: Any) -> SpeechEncoder:
         """Fix the layers and read, resample and batch the held-out set for ``model``."""
-        args = self._heldout_args
         encoder = as_encoder(model, name=self._run_name_arg or "model",
-                             options=self.encoder_options)
+                             options=dict(self.setup.encoder_options))
         self.run_name = self._run_name_arg or _run_name_of(encoder)
-        self.layers = parse_layers(args["layers"], encoder.layer_names)
+        self.layers = self.plan.layers_of(encoder.layer_names)
         self.layer_dims = {name: int(encoder.layer_dims[name]) for name in self.layers}
-        self.heldout = HeldOutSet(
-            args["data"], encoder, max_utterances=args["max_utterances"],
-            max_audio_seconds=args["max_audio_seconds"], crop_seconds=args["crop_seconds"],
-            batch_seconds=args["batch_seconds"], seed=self.seed, strict=args["strict"],
-            rank=self.rank, world=self.world, name=args["name"])
-        counts = [p.num_frames for p in self.heldout.planned]
-        self._frame_cap = sum(counts) if self.max_frames is None else self.max_frames
-        quotas = frame_quotas(counts, self._frame_cap)
-        self._frame_quota = {p.utterance.uid: q
-                             for p, q in zip(self.heldout.planned, quotas, strict=True)}
+        self.heldout = HeldOutSet(self._data, encoder, self.spec, rank=self.rank,
+                                  world=self.world, name=self.setup.data_name)
+        self._budget = frame_budget(self.heldout.planned, self.spec.max_frames)
         self._model_ref = model
         self._adapters = [(model, encoder)]
         return encoder
@@ -405,32 +334,25 @@ class RankMonitor:
         if target is None:
             raise SpeechrankError("this monitor was built without a model: pass one when "
                                   "calling it")
-        encoder = self._prepare(target) if self.heldout is None else self._encoder_for(target)
         # Looked up at every call: a monitor built before the process group shares from then on.
-        self.rank, self.world = _distributed(self.distributed, self.group)
-        self._refuse_distributed_clusters()
+        self.rank, self.world = _distributed(self.setup.distributed, self.setup.group)
+        if self.heldout is None:  # the model given when built fixes the layers, if any
+            self._prepare(target if self._model_ref is None else self._model_ref)
+        encoder = self._encoder_for(target)
+        self.plan.check_processes(self.world, _ONE_PROCESS_HINT)
         accumulators, bad_layers = self._accumulate(target, encoder)
         checkpoint = self.checkpoint_format.format(step=step)
-        conventions = {**self.conventions, "num_utterances": accumulators.utterances}
-        rows = metric_rows(
-            accumulators, self.spectral_metrics, model=self.run_name, checkpoint=checkpoint,
-            step=step, dataset=self.heldout.spec,
-            extra_conventions=conventions) if self.spectral_metrics else []
-        rows = attach_convergence(rows, accumulators, self.spectral_metrics)
-        rows, _ = attach_dominance(rows, accumulators)
-        if self.cluster_metrics and accumulators.cluster is not None:
-            for layer in bad_layers:  # zeroed frames: nothing to cluster, the value is NaN
-                accumulators.cluster.pop(layer, None)
-            rows += cluster_metric_rows(
-                accumulators, self.cluster_metrics, n_clusters=self.n_clusters,
-                seed=self.seed, model=self.run_name, checkpoint=checkpoint, step=step,
-                dataset=self.heldout.spec, extra_conventions=conventions)
-            rows += [ResultRow(model=self.run_name, checkpoint=checkpoint, step=step,
-                               dataset=self.heldout.spec, layer=layer, pooling="frames",
-                               metric=name, value=math.nan, n_rows=0,
-                               dim=self.layer_dims[layer], conventions=dict(conventions))
-                     for layer in self.layers if layer in bad_layers
-                     for name in self.cluster_metrics]
+        labels = RowLabels(model=self.run_name, checkpoint=checkpoint, step=step,
+                           dataset=self.heldout.spec,
+                           conventions={**self.conventions,
+                                        "num_utterances": accumulators.utterances})
+        for layer in bad_layers if accumulators.cluster is not None else ():
+            accumulators.cluster.pop(layer, None)  # zeroed frames: nothing to cluster
+        rows = measure_rows(accumulators, self.plan, labels).rows
+        rows += [labels.row(layer=layer, pooling="frames", metric=name, value=math.nan,
+                            n_rows=0, dim=self.layer_dims[layer])
+                 for layer in self.layers if layer in bad_layers
+                 for name in self.cluster_metrics]
         rows = [dataclasses.replace(row, value=math.nan, conventions={
                     **{k: v for k, v in row.conventions.items()
                        if k not in ("convergence", "dominance")},
@@ -455,9 +377,9 @@ class RankMonitor:
                 "poolings": list(self.poolings), "metrics": list(self.metrics),
                 "heldout": self.heldout.describe() if self.heldout else None,
                 "conventions": dict(self.conventions),
-                "convergence": self.convergence and self.world == 1,
-                "clusters": {"n_clusters": self.n_clusters,
-                             "max_rows": self.cluster_max_rows} if self.cluster_metrics
+                "convergence": self.plan.convergence_in(self.world),
+                "clusters": {"n_clusters": self.spec.n_clusters,
+                             "max_rows": self.spec.cluster_max_rows} if self.cluster_metrics
                 else None,
                 "protocol": self.protocol,
                 "alarm": {"on": self.alarm_on, "min_rank": self.detector.min_rank,
@@ -480,7 +402,8 @@ class RankMonitor:
                     or any(inner is held for held in vars(adapter).values())):
                 self._model_ref = model
                 return adapter
-        encoder = as_encoder(model, name=self.run_name, options=self.encoder_options)
+        encoder = as_encoder(model, name=self.run_name,
+                             options=dict(self.setup.encoder_options))
         if encoder.sample_rate != self.heldout.sample_rate:
             raise SpeechrankError(
                 f"the model expects {encoder.sample_rate} Hz audio; the monitor's held-out set "
@@ -497,24 +420,13 @@ class RankMonitor:
         self._adapters = [(model, encoder), *self._adapters[:_KEPT_ADAPTERS - 1]]
         return encoder
 
-    def _refuse_distributed_clusters(self) -> None:
-        # As under torchrun in ``rank``: only the Gram states are summed across processes.
-        if self.world > 1 and self.cluster_metrics:
-            raise SpeechrankError(
-                f"{', '.join(self.cluster_metrics)} cannot be measured by a distributed "
-                "monitor yet (only Gram states are summed across processes); build it with "
-                "distributed=False to measure the whole held-out set in every process")
-
     def _accumulate(self, model: Any, encoder: SpeechEncoder
                     ) -> tuple[LayerAccumulators, set[str]]:
         # convergence only in one process (the prefix bins are not all-reduced)
-        accumulators = LayerAccumulators(
-            self.layer_dims, self.poolings, frame_quota=self._frame_quota, seed=self.seed,
-            cluster_rows=(self.cluster_max_rows or self._frame_cap)
-            if self.cluster_metrics else None,
-            convergence=self.convergence and self.world == 1)
+        assert self.heldout is not None and self._budget is not None
+        accumulators = new_accumulators(self.plan, self.layer_dims, self._budget, self.world)
         bad: set[str] = set()
-        grad_mode = (torch.inference_mode() if self.inference_mode
+        grad_mode = (torch.inference_mode() if self.setup.inference_mode
                      and getattr(encoder, "inference_mode", True) else torch.no_grad())
         device = encoder.device
         with preserved_rng(), preserved_modes(modules_of(model, encoder)), grad_mode:
@@ -522,10 +434,10 @@ class RankMonitor:
                 accumulators.update(self._encode(encoder, batch, device, bad))
             if self.world > 1:
                 for acc in accumulators.accumulators.values():
-                    acc.all_reduce(self.group)
+                    acc.all_reduce(self.setup.group)
                 counts = _all_reduce_counts(
                     [accumulators.utterances] + [int(n in bad) for n in self.layers],
-                    self.group)
+                    self.setup.group)
                 accumulators.utterances = counts[0]
                 bad = {n for n, c in zip(self.layers, counts[1:], strict=True) if c}
         return accumulators, bad
@@ -557,7 +469,7 @@ class RankMonitor:
                    if key.rsplit("/", 1)[0] == self.alarm_on}
         alarms = self.detector.check(step, watched)
         self.alarms.extend(alarms)
-        if self.warn and self.rank == 0:
+        if self.alarm.warn and self.rank == 0:
             for alarm in (a for a in alarms if a.new):
                 warnings.warn(alarm.message(), RankCollapseWarning, stacklevel=4)
         return alarms

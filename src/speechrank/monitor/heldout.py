@@ -1,12 +1,12 @@
 """The monitor's fixed held-out set: chosen, read, resampled and batched once.
 
 A training monitor runs the same audio through the model at every check, so everything that
-does not depend on the weights is done once, when the monitor is built:
+does not depend on the weights is done once, at the monitor's first call:
 
 - the utterances are chosen (a DATA spec, a :class:`~speechrank.audio.utterance.Dataset`, a
   list of audio paths, or a list of waveforms already at the encoder's rate), cut to the budget
-  (a seeded subset of ``max_utterances``, as ``speechrank rank --num-utterances`` picks it,
-  then at most ``max_audio_seconds`` of audio, chosen by
+  (a seeded subset of ``num_utterances``, as ``speechrank rank --num-utterances`` picks it,
+  then at most ``total_seconds`` of audio, chosen by
   :func:`speechrank.extract.select_within_seconds` as the phone probes choose theirs);
 - each file's duration is read from its header and the utterances are grouped into batches by
   length exactly as :func:`speechrank.extract.iter_encoded` groups them, so the monitor sees the
@@ -18,8 +18,7 @@ Under ``torch.distributed`` the batches, not the utterances, are dealt out to th
 (batch ``i`` goes to rank ``i % world``): every utterance then meets the same batch-mates as in
 a single process, so each process computes exactly the features one process would, and the
 summed accumulators equal the single-process ones up to the order of float64 additions. Each
-process decodes only the batches it needs, when it first needs them (a monitor built before
-``torch.distributed`` was initialised decodes everything at once, then keeps using its share).
+process decodes only the batches it needs, when it first needs them.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from speechrank.extract import (
     runs_of_equal_length,
     select_within_seconds,
 )
+from speechrank.spec import MeasureSpec
 
 __all__ = ["CachedBatch", "HeldOutSet"]
 
@@ -137,30 +137,19 @@ class HeldOutSet:
         data: a DATA spec, a :class:`Dataset`, a list of audio paths, or a list (or a 2-D
             tensor) of 1-D waveforms already at ``encoder.sample_rate``.
         encoder: gives the sample rate, the frame formula and the padding rule.
-        max_utterances: seeded random subset size (``None``: every utterance).
-        max_audio_seconds: most audio in total, in seconds (``None``: no limit).
-        crop_seconds: crop every utterance to its first ``crop_seconds``.
-        batch_seconds: most padded audio per batch.
-        seed: seeds the subset and the seconds budget.
-        strict: fail on the first unusable file instead of skipping it.
+        spec: the budget and reading: ``num_utterances`` (a seeded random subset),
+            ``total_seconds`` (most audio in total), ``crop_seconds``, ``batch_seconds``,
+            ``seed`` and ``strict`` of a :class:`~speechrank.spec.MeasureSpec`.
         rank, world: the share of the batches to decode now (see :meth:`batches_for`).
         name: what to call the set in results (default: the DATA spec, ``files:N`` or
             ``waveforms:N``).
     """
 
-    def __init__(self, data: Any, encoder: SpeechEncoder, *, max_utterances: int | None,
-                 max_audio_seconds: float | None, crop_seconds: float | None,
-                 batch_seconds: float, seed: int, strict: bool = False, rank: int = 0,
-                 world: int = 1, name: str | None = None) -> None:
-        if max_utterances is not None and max_utterances < 1:
-            raise SpeechrankError(f"max_utterances must be at least 1, got {max_utterances}")
-        if max_audio_seconds is not None and not max_audio_seconds > 0:
-            raise SpeechrankError(
-                f"max_audio_seconds must be positive, got {max_audio_seconds}")
-        if crop_seconds is not None and not crop_seconds > 0:
-            raise SpeechrankError(f"crop_seconds must be positive, got {crop_seconds}")
-        if batch_seconds <= 0:
-            raise SpeechrankError(f"batch_seconds must be positive, got {batch_seconds}")
+    def __init__(self, data: Any, encoder: SpeechEncoder, spec: MeasureSpec, *,
+                 rank: int = 0, world: int = 1, name: str | None = None) -> None:
+        max_utterances, max_audio_seconds = spec.num_utterances, spec.total_seconds
+        crop_seconds, batch_seconds = spec.crop_seconds, spec.batch_seconds
+        seed, strict = spec.seed, spec.strict
         dataset, waves = _as_dataset(data)
         self.files_found = len(dataset)
         if max_utterances is not None and max_utterances < len(dataset):

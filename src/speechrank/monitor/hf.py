@@ -2,10 +2,11 @@
 
 ::
 
-    from speechrank.monitor import RankMonitor
+    from speechrank.monitor import MeasureSpec, RankMonitor
     from speechrank.monitor.hf import RankMonitorTrainerCallback
 
-    monitor = RankMonitor(model, "fsdd:data/fsdd#split=test", max_utterances=500)
+    monitor = RankMonitor(model, "fsdd:data/fsdd#split=test",
+                          MeasureSpec.for_monitor(num_utterances=500))
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate)
     RankMonitorTrainerCallback(monitor, every_n_steps=500).attach(trainer)
     trainer.train()

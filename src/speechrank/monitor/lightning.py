@@ -2,10 +2,11 @@
 
 ::
 
-    from speechrank.monitor import RankMonitor
+    from speechrank.monitor import MeasureSpec, RankMonitor
     from speechrank.monitor.lightning import RankMonitorCallback
 
-    monitor = RankMonitor(module.encoder, "fsdd:data/fsdd#split=test", max_utterances=500)
+    monitor = RankMonitor(module.encoder, "fsdd:data/fsdd#split=test",
+                          MeasureSpec.for_monitor(num_utterances=500))
     trainer = pl.Trainer(callbacks=[RankMonitorCallback(monitor, every_n_train_steps=500)])
 
 Values are named as :class:`~speechrank.monitor.RankMonitor` names them (``rankme_t/layer_3``,

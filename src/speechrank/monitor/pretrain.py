@@ -17,39 +17,43 @@ from typing import Any
 
 from speechrank.errors import SpeechrankError
 from speechrank.monitor.collapse import CollapseStop
-from speechrank.monitor.core import RankMonitor
+from speechrank.monitor.core import MonitorSetup, RankMonitor
 from speechrank.progress import ProgressArg, as_progress
+from speechrank.spec import MONITOR_SPEC, MeasureSpec
 
-__all__ = ["PRETRAIN_MAX_AUDIO_SECONDS", "PRETRAIN_MAX_UTTERANCES", "default_heldout",
+__all__ = ["PRETRAIN_MAX_AUDIO_SECONDS", "PRETRAIN_MAX_UTTERANCES", "PRETRAIN_SPEC",
+           "default_heldout",
            "pretrain_monitor", "pretrain_with_monitor"]
 
 #: Held-out budget during pretraining: the monitor's forward passes count against the run's
 #: wall-time budget, so it is smaller than the stand-alone monitor's.
 PRETRAIN_MAX_UTTERANCES = 500
 PRETRAIN_MAX_AUDIO_SECONDS = 600.0
+#: The pretraining monitor's measurement: the monitor's defaults within that budget.
+PRETRAIN_SPEC = MeasureSpec.for_monitor(num_utterances=PRETRAIN_MAX_UTTERANCES,
+                                        total_seconds=PRETRAIN_MAX_AUDIO_SECONDS)
 
 
-def pretrain_monitor(data: Any, *, max_utterances: int | None = PRETRAIN_MAX_UTTERANCES,
-                     max_audio_seconds: float | None = PRETRAIN_MAX_AUDIO_SECONDS,
-                     **kwargs: Any) -> RankMonitor:
+def pretrain_monitor(data: Any, spec: MeasureSpec | None = None, *,
+                     protocol: str | None = None, **monitor_args: Any) -> RankMonitor:
     """A :class:`RankMonitor` for :func:`speechrank.pretrain.pretrain` (``monitor=``).
 
     Args:
         data: the held-out set (a DATA spec, a Dataset, paths or waveforms).
-        max_utterances, max_audio_seconds: the held-out budget. With a ``protocol`` these
-            pretraining defaults give way to the protocol's budget (10,000 utterances for
-            ``aldeneh2025``, an hour of audio for ``whetten2025``); other values still win.
-        kwargs: any other :class:`RankMonitor` argument (``layers``, ``store``,
-            ``run_name``, ``protocol`` ...).
+        spec: what to measure (default :data:`PRETRAIN_SPEC`, the pretraining budget).
+        protocol: a published protocol; without a ``spec`` the pretraining budget then gives
+            way to the protocol's (10,000 utterances for ``aldeneh2025``, an hour of audio for
+            ``whetten2025``).
+        monitor_args: any other :class:`RankMonitor` argument (``alarm``, ``store``,
+            ``run_name``, ``setup``; the default setup names checkpoints as ``speechrank
+            pretrain`` saves them, ``checkpoint-000100``).
     """
-    kwargs.setdefault("checkpoint_format", "checkpoint-{step:06d}")
-    budget: dict[str, Any] = {"max_utterances": max_utterances,
-                              "max_audio_seconds": max_audio_seconds}
-    if kwargs.get("protocol") is not None:
-        defaults = {"max_utterances": PRETRAIN_MAX_UTTERANCES,
-                    "max_audio_seconds": PRETRAIN_MAX_AUDIO_SECONDS}
-        budget = {k: v for k, v in budget.items() if v != defaults[k]}
-    return RankMonitor(None, data, **budget, **kwargs)
+    monitor_args.setdefault("setup", MonitorSetup(checkpoint_format="checkpoint-{step:06d}"))
+    if spec is None:
+        spec = MONITOR_SPEC if protocol is not None else PRETRAIN_SPEC
+    if protocol is not None:
+        spec = spec.replace(protocol=protocol)
+    return RankMonitor(None, data, spec, **monitor_args)
 
 
 def default_heldout(data: Any) -> str | None:

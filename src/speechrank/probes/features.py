@@ -59,6 +59,7 @@ from speechrank.extract import (
     EncodedBatch,
     FrameMemo,
     PlannedUtterance,
+    Reading,
     SkipLog,
     iter_encoded,
     plan_utterances,
@@ -422,8 +423,8 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         frame_rows: list[np.ndarray] = []
         count_rows: list[np.ndarray] = []
         for batch in iter_encoded(encoder, utterances, layers=missing,
-                                  batch_seconds=batch_seconds, max_seconds=max_seconds,
-                                  strict=strict, skips=skips,
+                                  reading=Reading(batch_seconds, max_seconds, strict),
+                                  skips=skips,
                                   planned=distributed.shard(planned),  # this process's share
                                   memo=memo, progress=progress):
             lengths = batch.output.lengths.cpu().numpy().astype(np.int64)

@@ -52,7 +52,7 @@ from speechrank.metrics import LAYER_METRIC_NAMES
 from speechrank.options import DEFAULT_BATCH_SECONDS, Pooling, RunOptions
 from speechrank.probes.config import Count, NonNegative, Positive, Text
 from speechrank.probes.recipes import RecipeTable, recipe_with
-from speechrank.protocols import ProtocolName
+from speechrank.spec import MeasureSpec, ProtocolName
 from speechrank.validation import STRICT, validate
 
 if sys.version_info >= (3, 11):
@@ -146,7 +146,7 @@ class SweepConfig:
     """What a sweep measures (parsed from the TOML file; see the module docstring)."""
 
     rank_data: str | None
-    rank_options: dict[str, Any]
+    rank_spec: MeasureSpec | None
     probes: tuple[ProbeSpec, ...]
     seed: int = 0
     batch_seconds: float = DEFAULT_BATCH_SECONDS
@@ -210,9 +210,9 @@ class SweepConfig:
         options = validate(OptionsTable, raw.get("options", {}), where="sweep config [options]")
         if rank is None and not probes:
             raise SpeechrankError("sweep config names neither [rank] data nor any [[probe]]")
-        rank_options = rank.model_dump(exclude_unset=True, exclude={"data"}) if rank else {}
         return cls(rank_data=_resolve_data(rank.data, base) if rank else None,
-                   rank_options=rank_options, probes=tuple(probes), seed=options.seed,
+                   rank_spec=rank_spec(rank, options) if rank else None,
+                   probes=tuple(probes), seed=options.seed,
                    batch_seconds=options.batch_seconds, max_seconds=options.max_seconds,
                    cache_dir=options.cache_dir, memo_gb=options.memo_gb,
                    fit_workers=options.fit_workers,
@@ -220,6 +220,15 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def rank_spec(rank: RankTable, options: OptionsTable) -> MeasureSpec:
+    """The measurement of a ``[rank]`` table: its keys over the ``[options]`` shared by every
+    unit (seed, batch seconds, crop), over :class:`~speechrank.spec.MeasureSpec`'s defaults."""
+    given = rank.model_dump(exclude_unset=True, exclude={"data"})
+    fields: dict[str, Any] = {"seed": options.seed, "batch_seconds": options.batch_seconds,
+                              "crop_seconds": given.pop("max_seconds", options.max_seconds)}
+    return MeasureSpec(**fields, **given)
 
 
 def _resolve_data(spec: str, base: Path) -> str:

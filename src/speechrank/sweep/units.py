@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo
-from speechrank.options import RunOptions
 from speechrank.progress import Progress, ProgressArg, as_progress
 from speechrank.sweep.config import ProbeSpec, SweepConfig, probe_recipe
 from speechrank.sweep.series import Checkpoint, checkpoint_keys
@@ -116,14 +115,8 @@ def _count_skips(skipped: dict[str, int], items: list[dict[str, str]]) -> None:
 def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
                checkpoint: Checkpoint, skipped: dict[str, int], progress: Progress,
                memo: FrameMemo | None) -> list[Any]:
-    options = dict(cfg.rank_options)
-    result = run_rank(
-        encoder, cfg.rank_data, RunOptions.from_mapping(options, base=cfg.run_options()),
-        layers=options.get("layers"), poolings=options.get("poolings"),
-        metrics=options.get("metrics"), checkpoint=checkpoint.name, step=checkpoint.step,
-        n_clusters=int(options.get("n_clusters", 1024)),
-        protocol=options.get("protocol"), total_seconds=options.get("total_seconds"),
-        memo=memo, progress=progress)
+    result = run_rank(encoder, cfg.rank_data, cfg.rank_spec, checkpoint=checkpoint.name,
+                      step=checkpoint.step, memo=memo, progress=progress)
     _count_skips(skipped, result.info["skipped"])
     return result.rows
 
