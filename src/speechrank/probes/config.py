@@ -46,6 +46,18 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: A string with something in it.
 Text = Annotated[str, Field(min_length=1)]
 
+#: Who solves the logistic regressions: ``torch`` fits every layer and every ``C`` of a probe
+#: as one batch (:mod:`speechrank.probes.batched`, on the encoder's device), ``sklearn``
+#: one at a time with scikit-learn's lbfgs (the reference). Same objective, same stopping rule.
+Solver = Literal["torch", "sklearn"]
+
+#: The name each solver is recorded under in a row's ``conventions["solver"]``.
+SOLVER_NAMES: dict[str, str] = {"torch": "torch-lbfgs-batched", "sklearn": "sklearn-lbfgs"}
+
+#: Per-example weights in the loss: ``none`` (every example 1) or ``balanced`` (scikit-learn's
+#: ``n / (K * n_k)`` for an example of class ``k``, so every class weighs the same in total).
+ClassWeight = Literal["none", "balanced"]
+
 #: Inverse L2 strengths tried on dev (scikit-learn's ``C``), smallest (strongest) first.
 DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -71,6 +83,11 @@ CGrid = Annotated[tuple[Positive, ...], Field(min_length=1, strict=False)]
 class LogisticConfig:
     """Multinomial logistic regression on standardised features.
 
+    The objective is scikit-learn's (binomial for two classes): the weighted mean log-loss
+    plus ``||W||^2 / (2 C S)`` (``S``: the sum of the example weights; intercepts are not
+    penalised), minimised until the largest gradient entry is at most ``tol``; both solvers
+    reach the same optimum (benchmarks/bench_batched_probes.py measures how close).
+
     Attributes:
         c_grid: inverse L2 strengths to try; the one with the best dev ``selection_metric``
             wins, ties going to the smaller ``C`` (stronger regularisation).
@@ -89,7 +106,12 @@ class LogisticConfig:
             lbfgs keeps float32 through its matrix products (the optimiser's own state
             stays float64). ``float64`` (the default) is the reference; ``float32`` is a
             named, recorded variant for time-bound runs such as the demo
-            (benchmarks/bench_probe_dtype.py measures both).
+            (benchmarks/bench_probe_dtype.py measures both). The batched solver keeps
+            float64 sums over examples and float64 optimiser state in either.
+        solver: ``torch`` (the default: all layers and every ``C`` in one batched L-BFGS,
+            recorded as ``torch-lbfgs-batched``) or ``sklearn`` (one fit at a time, warm
+            started along the grid, recorded as ``sklearn-lbfgs``).
+        class_weight: ``none`` (today's default) or ``balanced``.
     """
 
     c_grid: CGrid = DEFAULT_C_GRID
@@ -99,6 +121,8 @@ class LogisticConfig:
     standardise: bool = True
     blas_threads: Count | None = 1
     fit_dtype: FitDtype = "float64"
+    solver: Solver = "sklearn"
+    class_weight: ClassWeight = "none"
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=STRICT_DATACLASS)

@@ -49,6 +49,7 @@ from speechrank.extract import (
 from speechrank.options import RunOptions
 from speechrank.probes.alignment import phone_frame_labels
 from speechrank.probes.config import (
+    SOLVER_NAMES,
     SPLITS,
     CTCProbeConfig,
     FrameProbeConfig,
@@ -129,6 +130,11 @@ class ProbeContext:
     base_row: dict[str, Any]  # model, checkpoint, step, dataset, domain
     common: dict[str, Any]  # conventions every row records
     memo: FrameMemo | None = None  # frames another pass of this encoder already computed
+
+    @property
+    def fit_device(self) -> str:
+        """Where the batched logistic solver runs: the encoder's device."""
+        return str(self.encoder.device)
 
     def split_of(self) -> dict[str, str]:
         return {u.uid: str(u.split) for u in self.dataset.utterances}
@@ -217,11 +223,11 @@ class ProbeDriver:
 def _logistic_row_conventions(fit: Any, config: Any, extra: dict[str, Any]) -> dict[str, Any]:
     grid = sorted(config.c_grid)
     return {
-        "probe": "logistic_regression", "solver": "lbfgs", "penalty": "l2",
-        "C": fit.chosen_c, "c_grid": [float(c) for c in grid],
+        "probe": "logistic_regression", "solver": SOLVER_NAMES[config.solver],
+        "penalty": "l2", "C": fit.chosen_c, "c_grid": [float(c) for c in grid],
         "c_selection": f"best dev {config.selection_metric} (ties: smaller C)",
         "max_iter": config.max_iter, "tol": config.tol, "fit_dtype": config.fit_dtype,
-        "standardised": config.standardise, **extra,
+        "class_weight": config.class_weight, "standardised": config.standardise, **extra,
     }
 
 
@@ -230,7 +236,8 @@ def _logistic_fit_info(fit: Any, config: Any) -> dict[str, Any]:
     return {"C": fit.chosen_c,
             "dev_curve": summarise_curve(sorted(config.c_grid), fit.dev_curve),
             "converged": fit.chosen_converged,
-            "converged_per_c": list(fit.converged)}
+            "converged_per_c": list(fit.converged),
+            "n_iter_per_c": list(fit.n_iter)}
 
 
 @dataclasses.dataclass
@@ -261,8 +268,8 @@ class LogisticDriver(ProbeDriver):
     def fit_layer(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
                   ) -> tuple[list[ResultRow], dict[str, Any]]:
         problem = self.layer_problem(ctx, entry, layer)
-        return self.layer_rows(ctx, problem,
-                               fit_logistic_probe(problem.splits, self.config.logistic))
+        return self.layer_rows(ctx, problem, fit_logistic_probe(
+            problem.splits, self.config.logistic, device=ctx.fit_device))
 
 
 def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, str],

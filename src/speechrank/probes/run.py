@@ -43,6 +43,7 @@ from speechrank.probes.drivers import (
     DRIVERS,
     Fitting,
     LogisticDriver,
+    LogisticProblem,
     ProbeContext,
     ProbeDriver,
     check_splits,
@@ -50,14 +51,19 @@ from speechrank.probes.drivers import (
     driver_for_config,
 )
 from speechrank.probes.features import resolve_cache_dir
-from speechrank.probes.linear import fit_logistic_probes, problem_digest, rescore
+from speechrank.probes.linear import (
+    fit_logistic_probes,
+    layers_per_batch,
+    problem_digest,
+    rescore,
+)
 from speechrank.probes.recipes import recipe_with
 from speechrank.probes.tasks import resolve_task
 from speechrank.progress import ProgressArg, as_progress
 from speechrank.results import ResultRow
 from speechrank.selection import parse_layers
 
-__all__ = ["ProbeResult", "run_probe"]
+__all__ = ["ProbeResult", "logistic_problems", "run_probe"]
 
 @dataclasses.dataclass
 class ProbeResult:
@@ -99,24 +105,33 @@ def _fit_logistic(driver: LogisticDriver, ctx: ProbeContext, entry: Any, layers:
                   workers: int) -> Iterator[tuple[str, tuple[list[ResultRow], dict[str, Any]]]]:
     """``(layer, (rows, fit info))`` for every layer in order.
 
-    Logistic drivers fit ``workers`` layers at a time in worker processes (their arrays are
-    built here, so the first one fills the driver's summary and checks the splits as in a
-    serial run). With a frame memo (``ctx.memo``, one per checkpoint in a sweep), a layer whose
-    train and dev arrays and recipe another probe of the checkpoint already fitted reuses that
-    fit and is only scored on its own splits (:func:`~speechrank.probes.linear.rescore`): the
-    demo's keyword probe and its unseen-voice variant share train and dev.
+    Logistic drivers with the ``torch`` solver fit as many layers at once as
+    :func:`~speechrank.probes.linear.layers_per_batch` allows (every layer of a small encoder)
+    in one batched fit on the encoder's device (``workers`` torch threads on the CPU); with the
+    ``sklearn`` solver, ``workers`` layers at a time in worker processes. The arrays are built
+    here, so the first one fills the driver's summary and checks the splits as in a serial
+    run. With a frame memo
+    (``ctx.memo``, one per checkpoint in a sweep), a layer whose train and dev arrays and
+    recipe another probe of the checkpoint already fitted reuses that fit and is only scored
+    on its own splits (:func:`~speechrank.probes.linear.rescore`): the demo's keyword probe
+    and its unseen-voice variant share train and dev.
     """
     config = driver.config.logistic
     shared = ctx.memo.fits if ctx.memo is not None else None
+    first = driver.layer_problem(ctx, entry, layers[0]) if layers else None
     step = max(1, workers)
+    if config.solver == "torch" and first is not None:  # as many layers as fit the budget
+        step = layers_per_batch(first.splits, config)
     for start in range(0, len(layers), step):  # at most `step` layers' arrays in memory
-        problems = [driver.layer_problem(ctx, entry, layer)
-                    for layer in layers[start:start + step]]
+        problems = [first if start == 0 and index == 0 and first is not None
+                    else driver.layer_problem(ctx, entry, layer)
+                    for index, layer in enumerate(layers[start:start + step])]
         keys = [problem_digest(p.splits, config) if shared is not None else None
                 for p in problems]
         todo = [i for i, key in enumerate(keys) if shared is None or key not in shared]
         fitted = dict(zip(todo, fit_logistic_probes([problems[i].splits for i in todo],
-                                                    config, workers=workers), strict=True))
+                                                    config, workers=workers,
+                                                    device=ctx.fit_device), strict=True))
         for i, problem in enumerate(problems):
             if i in fitted:
                 fit = fitted[i]
@@ -132,6 +147,73 @@ def _fit_logistic(driver: LogisticDriver, ctx: ProbeContext, entry: Any, layers:
 #: How the layers of each :data:`~speechrank.probes.drivers.Fitting` are fitted (a driver
 #: declares its own).
 _FITTERS: dict[Fitting, Any] = {"per_layer": _fit_each, "logistic": _fit_logistic}
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What a probe run resolves before it reads any audio."""
+
+    encoder: SpeechEncoder
+    dataset: Dataset
+    spec: Any  # TaskSpec
+    layers: list[str]
+    recipe: ProbeConfig
+    driver: ProbeDriver
+    split_ds: Dataset
+
+    def context(self, opts: RunOptions, root: Path, *, strict: bool, skips: SkipLog,
+                progress: Any, memo: FrameMemo | None, checkpoint: str | None,
+                step: int | None) -> ProbeContext:
+        return ProbeContext(
+            encoder=self.encoder, dataset=self.split_ds, task=self.spec, options=opts,
+            strict=strict, cache_dir=root, skips=skips, progress=progress, memo=memo,
+            base_row={"model": self.encoder.name, "checkpoint": checkpoint or self.encoder.name,
+                      "step": step, "dataset": self.dataset.spec, "domain": ""},
+            common={"seed": opts.seed, "label": self.spec.label,
+                    "split_source": self.split_ds.info.get("split_source", "unknown"),
+                    "max_seconds": opts.crop_seconds})
+
+
+def _setup(model: str | SpeechEncoder, data: str | Dataset, task: str, opts: RunOptions, *,
+           layers: str | Sequence[str] | None, device: str,
+           config: ProbeConfig | Mapping[str, Any] | None) -> _Setup:
+    encoder = load_encoder(model, device=device) if isinstance(model, str) else model
+    dataset = load_dataset(data) if isinstance(data, str) else data
+    chosen_driver = driver_for_config(config)
+    pr_kind = chosen_driver.kind if chosen_driver is not None and chosen_driver.reads else None
+    spec = resolve_task(task, dataset, pr_kind=pr_kind)
+    chosen_layers = parse_layers(layers, encoder.layer_names)
+    recipe = config if config is not None else default_config(spec.kind)
+    if isinstance(recipe, Mapping):
+        recipe = recipe_with(default_config(spec.kind), recipe, kind=spec.kind)
+    driver_type = DRIVERS[spec.kind]
+    if not isinstance(recipe, driver_type.config_type):
+        raise SpeechrankError(f"task {spec.name} needs a {driver_type.config_type.__name__}, "
+                              f"got {type(recipe).__name__}")
+    split_ds = assign_splits(dataset, spec.label, seed=opts.seed)
+    check_splits(Counter(str(u.split) for u in split_ds.utterances), spec, dataset)
+    return _Setup(encoder, dataset, spec, chosen_layers, recipe, driver_type(recipe), split_ds)
+
+
+def logistic_problems(model: str | SpeechEncoder, data: str | Dataset, task: str,
+                      options: RunOptions | None = None, *,
+                      layers: str | Sequence[str] | None = None,
+                      cache_dir: str | Path | None = None, device: str = "cpu",
+                      config: ProbeConfig | Mapping[str, Any] | None = None,
+                      **option_fields: Any) -> tuple[ProbeConfig, list[LogisticProblem]]:
+    """The recipe and the arrays :func:`run_probe` would fit for a logistic probe (one
+    :class:`~speechrank.probes.drivers.LogisticProblem` per layer), without fitting them:
+    for comparing solvers on real features. Features come from the cache (``cache_dir``),
+    extracted first if missing."""
+    opts = resolve_options(options, **option_fields)
+    setup = _setup(model, data, task, opts, layers=layers, device=device, config=config)
+    if not isinstance(setup.driver, LogisticDriver):
+        raise SpeechrankError(f"task {task} on {setup.dataset.spec} is not a logistic probe")
+    ctx = setup.context(opts, resolve_cache_dir(cache_dir), strict=False, skips=SkipLog(),
+                        progress=as_progress(None), memo=None, checkpoint=None, step=None)
+    entry = setup.driver.prepare(ctx, setup.layers)
+    return setup.recipe, [setup.driver.layer_problem(ctx, entry, layer)
+                          for layer in setup.layers]
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -171,9 +253,11 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
         checkpoint, step: recorded in every row (defaults: the model name, no step).
         memo: a :class:`~speechrank.extract.FrameMemo` of this encoder, shared with other
             passes over the same audio (a sweep's rank data and other probes).
-        fit_workers: logistic probes (utterance and frame tasks) fit this many layers at once
-            in worker processes (:func:`speechrank.probes.linear.fit_logistic_probes`); the
-            scores do not depend on it. CTC probes always fit one layer at a time.
+        fit_workers: with the ``sklearn`` solver, logistic probes (utterance and frame tasks)
+            fit this many layers at once in worker processes
+            (:func:`speechrank.probes.linear.fit_logistic_probes`); the scores do not depend on
+            it. The ``torch`` solver fits the layers as one batch on the encoder's device, on
+            this many torch threads on the CPU; CTC probes always fit one layer at a time.
         progress: a :class:`~speechrank.progress.Progress`: stage ``encode`` (seconds of
             audio, only when the encoder runs) and stage ``probe`` (layers).
 
@@ -185,24 +269,12 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
     opts = resolve_options(options, **option_fields)
     seed, max_seconds, batch_seconds = opts.seed, opts.crop_seconds, opts.batch_seconds
     report = as_progress(progress)
-    encoder = load_encoder(model, device=device) if isinstance(model, str) else model
-    dataset = load_dataset(data) if isinstance(data, str) else data
-    chosen_driver = driver_for_config(config)
-    pr_kind = chosen_driver.kind if chosen_driver is not None and chosen_driver.reads else None
-    spec = resolve_task(task, dataset, pr_kind=pr_kind)
-    chosen_layers = parse_layers(layers, encoder.layer_names)
-    recipe = config if config is not None else default_config(spec.kind)
-    if isinstance(recipe, Mapping):
-        recipe = recipe_with(default_config(spec.kind), recipe, kind=spec.kind)
-    driver_type = DRIVERS[spec.kind]
-    if not isinstance(recipe, driver_type.config_type):
-        raise SpeechrankError(f"task {spec.name} needs a {driver_type.config_type.__name__}, "
-                              f"got {type(recipe).__name__}")
-    driver = driver_type(recipe)
-    split_ds = assign_splits(dataset, spec.label, seed=seed)
+    setup = _setup(model, data, task, opts, layers=layers, device=device, config=config)
+    encoder, dataset, spec, chosen_layers = (setup.encoder, setup.dataset, setup.spec,
+                                             setup.layers)
+    recipe, driver, split_ds = setup.recipe, setup.driver, setup.split_ds
     split_info = split_ds.info.get("assign_splits", {})
     split_counts = Counter(str(u.split) for u in split_ds.utterances)
-    check_splits(split_counts, spec, dataset)
 
     model_name = encoder.name
     skips = SkipLog()
@@ -213,14 +285,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
             root = resolve_cache_dir(cache_dir)
         else:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="speechrank-")))
-        ctx = ProbeContext(
-            encoder=encoder, dataset=split_ds, task=spec, options=opts, strict=strict,
-            cache_dir=root, skips=skips, progress=report, memo=memo,
-            base_row={"model": model_name, "checkpoint": checkpoint or model_name,
-                      "step": step, "dataset": dataset.spec, "domain": ""},
-            common={"seed": seed, "label": spec.label,
-                    "split_source": split_ds.info.get("split_source", "unknown"),
-                    "max_seconds": max_seconds})
+        ctx = setup.context(opts, root, strict=strict, skips=skips, progress=report,
+                            memo=memo, checkpoint=checkpoint, step=step)
         entry = driver.prepare(ctx, chosen_layers)
         report.end("encode")
         report.start("probe", len(chosen_layers), "layers")
