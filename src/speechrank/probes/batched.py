@@ -58,10 +58,12 @@ unless the gradient test holds); stopped problems leave the batch, and a layer n
 problems runs leaves the matrix products.
 
 **Precision.** ``dtype="float32"`` keeps the features and the matrix products in float32 (the
-expensive part, and the covariance and the rotation of the features); the parameters, the
-L-BFGS state, every inner product and the sums over rows of the loss and of the intercept
-gradient are float64. ``float64`` does everything in float64. TF32 matrix products on CUDA
-are switched off during a fit.
+expensive part: the logits and the gradient, whose last column of ones gives the intercepts'
+terms, as scikit-learn's float32 gradient; the covariance and the rotation), and the stored
+curvature pairs and the two-loop recursion too (a model of the curvature: its rounding
+changes the path, not the optimum, and halves the memory traffic that dominates small
+problems); the parameters, the objective (a float64 sum over rows), the line search and the
+stopping tests are float64. ``float64`` does everything in float64. TF32 matrix products on CUDA are switched off during a fit.
 """
 
 from __future__ import annotations
@@ -186,14 +188,19 @@ class _Problems:
         self.k = 1 if n_classes == 2 else n_classes
         self.binary = n_classes == 2
         self.work, self.device = work, device
-        features = torch.zeros(self.n_layers, self.n_rows, self.dim, dtype=work, device=device)
-        for layer, x in enumerate(xs):  # zero columns: zero gradient, weights stay at zero
+        # the features, zero columns up to the widest layer (zero gradient: those weights stay
+        # at zero), then a column of ones (the intercept's)
+        features = torch.zeros(self.n_layers, self.n_rows, self.dim + 1, dtype=work,
+                               device=device)
+        features[..., self.dim] = 1.0
+        for layer, x in enumerate(xs):
             features[layer, :, :x.shape[1]] = torch.as_tensor(np.asarray(x), device=device,
                                                               dtype=work)
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
         weights = (np.ones(self.n_rows) if sample_weight is None
                    else np.asarray(sample_weight, dtype=np.float64))
         total = float(weights.sum())
+        self.uniform = sample_weight is None
         self.row_weight64 = torch.as_tensor(weights / total, device=device)  # sums to 1
         self.row_weight = self.row_weight64.to(work)
         self.l2 = torch.as_tensor([1.0 / (float(c) * total) for c in cs], dtype=torch.float64,
@@ -216,7 +223,7 @@ class _Problems:
                 values, basis = torch.linalg.eigh(cov.to(torch.float64))
                 eigenvalues[layer, :width], vectors[layer, :width, :width] = values, basis
             self.rotation = vectors  # [L, D, D], orthogonal: the penalty is unchanged
-            features = torch.bmm(features, vectors.to(work))
+            features[..., :self.dim] = torch.bmm(features[..., :self.dim], vectors.to(work))
             h = 1.0 / (kappa * eigenvalues.clamp(min=0)[:, None, :] + self.l2[None, :, None])
             scale = self.scale.view(self.n_layers, self.n_c, self.k, self.dim + 1)
             scale[..., :self.dim] = h[:, :, None, :]
@@ -224,16 +231,32 @@ class _Problems:
         self.features = features
         self._subsets: dict[tuple[int, ...], torch.Tensor] = {}
 
+    def _pack(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Where problems ``ids`` (ascending ``layer * G + g``) go in a ``[La, Ga]`` layout:
+        the layers present, each problem's row (``group``) and column (``slot``) there, and
+        ``Ga``, the most problems any of those layers has."""
+        layer_of = torch.div(ids, self.n_c, rounding_mode="floor")
+        layers, counts = torch.unique_consecutive(layer_of, return_counts=True)
+        group = torch.repeat_interleave(torch.arange(len(layers), device=ids.device), counts)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(ids), device=ids.device) - starts[group]
+        return layers, group, slot, int(counts.max())
+
     def to_original(self, ids: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Parameters or gradients ``[n, P]`` of problems ``ids`` in the features' own basis
-        (the solver works in each layer's covariance eigenbasis when preconditioned)."""
+        (the solver works in each layer's covariance eigenbasis when preconditioned): one
+        matrix product per layer present, its problems side by side."""
         if self.rotation is None:
             return v
-        layer_of = torch.div(ids, self.n_c, rounding_mode="floor")
-        blocks = v.view(len(ids), self.k, self.dim + 1)
+        layers, group, slot, width = self._pack(ids)
+        dim = self.dim
+        packed = torch.zeros(len(layers), width, self.k, dim, dtype=v.dtype, device=v.device)
+        blocks = v.view(len(ids), self.k, dim + 1)
+        packed[group, slot] = blocks[..., :dim]
+        rotated = torch.bmm(packed.view(len(layers), width * self.k, dim),
+                            self.rotation[layers].transpose(1, 2))
         out = blocks.clone()
-        out[..., :self.dim] = torch.bmm(blocks[..., :self.dim],
-                                        self.rotation[layer_of].transpose(1, 2))
+        out[..., :dim] = rotated.view(len(layers), width, self.k, dim)[group, slot]
         return out.view(len(ids), -1)
 
     def grad_max(self, ids: torch.Tensor, g: torch.Tensor, tol: float) -> torch.Tensor:
@@ -272,10 +295,8 @@ class _Problems:
         slower on the CPU)."""
         x = self._features_of(layers)
         n_layers, n_c, dim, k = theta.shape[0], theta.shape[1], self.dim, self.k
-        weights, intercept = theta[..., :dim], theta[..., dim]
-        flat = weights.to(self.work).reshape(n_layers, n_c * k, dim)
+        flat = theta.to(self.work).reshape(n_layers, n_c * k, dim + 1)
         logits = torch.bmm(flat, x.transpose(1, 2)).view(n_layers, n_c, k, self.n_rows)
-        logits += intercept.to(self.work)[..., None]
         if self.binary:
             logits = torch.cat([torch.zeros_like(logits), logits], dim=2)
         log_p = torch.log_softmax(logits, dim=2)
@@ -286,12 +307,14 @@ class _Problems:
         residual.scatter_add_(2, index, torch.full_like(losses, -1.0).unsqueeze(2))
         if self.binary:
             residual = residual[:, :, 1:]
-        residual = residual * self.row_weight
-        grad_w = torch.bmm(residual.reshape(n_layers, n_c * k, self.n_rows), x)
-        grad = torch.empty_like(theta)
-        grad[..., :dim] = (grad_w.view(n_layers, n_c, k, dim).to(torch.float64)
-                           + l2[:, :, None, None] * weights)
-        grad[..., dim] = residual.to(torch.float64).sum(dim=3)
+        if not self.uniform:
+            residual = residual * self.row_weight
+        grad = torch.bmm(residual.reshape(n_layers, n_c * k, self.n_rows), x).to(torch.float64)
+        grad = grad.view(n_layers, n_c, k, dim + 1)
+        if self.uniform:  # every row weighs 1/N: scale the product, not the residuals
+            grad /= self.n_rows
+        weights = theta[..., :dim]
+        grad[..., :dim] += l2[:, :, None, None] * weights
         penalty = 0.5 * l2 * weights.square().sum(dim=(2, 3))
         return loss + penalty, grad
 
@@ -303,23 +326,18 @@ class _Problems:
         Only the layers of ``ids`` take part, each carrying as many problems as the busiest
         of them (the others padded with zeros, whose results are dropped), so the work
         shrinks as problems stop, whichever ``C`` they belong to."""
-        layer_of = torch.div(ids, self.n_c, rounding_mode="floor")
-        layers, counts = torch.unique_consecutive(layer_of, return_counts=True)
-        width = int(counts.max())
-        group = torch.repeat_interleave(torch.arange(len(layers), device=ids.device), counts)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(len(ids), device=ids.device) - starts[group]
+        layers, group, slot, width = self._pack(ids)
         theta = torch.zeros(len(layers), width, self.k, self.dim + 1, dtype=torch.float64,
                             device=ids.device)
         theta[group, slot] = x.view(len(ids), self.k, self.dim + 1)
         l2 = torch.ones(len(layers), width, dtype=torch.float64, device=ids.device)
-        l2[group, slot] = self.l2[ids - layer_of * self.n_c]
+        l2[group, slot] = self.l2[ids % self.n_c]
         value, grad = self.evaluate(theta, l2, layers)
         return value[group, slot], grad[group, slot].reshape(len(ids), -1)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise inner products of ``[n, P]`` tensors (float64: the optimiser's arithmetic)."""
+    """Row-wise inner products of ``[n, P]`` tensors."""
     return (a * b).sum(dim=1)
 
 
@@ -349,17 +367,20 @@ class _State:
 def _direction(state: _State, order: list[int]) -> torch.Tensor:
     """The L-BFGS direction ``-H grad`` of every running problem (Nocedal & Wright,
     Algorithm 7.4); ``order`` lists the history slots newest first."""
-    q = state.g.clone()
+    kind = state.s_hist.dtype  # the pairs' type: the model of the curvature, not its data
+    q = state.g.to(kind, copy=True)
     alphas = {}
     for j in order:
-        alpha = torch.where(state.valid[j], state.rho[j] * _dot(state.s_hist[j], q), 0.0)
+        rho = state.rho[j].to(kind)
+        alpha = torch.where(state.valid[j], rho * _dot(state.s_hist[j], q), 0.0)
         q.addcmul_(alpha[:, None], state.y_hist[j], value=-1.0)
         alphas[j] = alpha
-    r = q.mul_(state.gamma[:, None] * state.scale)
+    r = q.mul_((state.gamma[:, None] * state.scale).to(kind))
     for j in reversed(order):
-        beta = torch.where(state.valid[j], state.rho[j] * _dot(state.y_hist[j], r), 0.0)
+        rho = state.rho[j].to(kind)
+        beta = torch.where(state.valid[j], rho * _dot(state.y_hist[j], r), 0.0)
         r.addcmul_((alphas[j] - beta)[:, None], state.s_hist[j])
-    return r.neg_()
+    return r.neg_().to(torch.float64)
 
 
 def fit_batched_logistic(xs: Sequence[np.ndarray], y: np.ndarray, n_classes: int,
@@ -398,8 +419,8 @@ def _lbfgs(problems: _Problems, *, max_iter: int, tol: float, history: int
     f, g = problems.evaluate_some(ids, x)
     evaluations = 1
     state = _State(ids, x, f, g,
-                   torch.zeros(history, batch, size, dtype=torch.float64, device=device),
-                   torch.zeros(history, batch, size, dtype=torch.float64, device=device),
+                   torch.zeros(history, batch, size, dtype=problems.work, device=device),
+                   torch.zeros(history, batch, size, dtype=problems.work, device=device),
                    torch.zeros(history, batch, dtype=torch.float64, device=device),
                    torch.zeros(history, batch, dtype=torch.bool, device=device),
                    torch.ones(batch, dtype=torch.float64, device=device),
