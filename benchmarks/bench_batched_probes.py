@@ -1,0 +1,367 @@
+"""The logistic probes' batched torch solver against scikit-learn's lbfgs: equivalence and time.
+
+Two parts, both solvers in one process, interleaved (the order alternates between checkpoints
+and repeats), with the load average recorded before and after every timed run:
+
+1. **The demo's sweep.** Checkpoints of a finished demo run (``--demo DIR``, default steps 0,
+   300 and 600) are swept with the demo's own sweep config into fresh stores, once per side:
+   ``sklearn`` (scikit-learn, ``fit_workers`` as the demo sets it: today's demo), ``torch-1``
+   and ``torch-2`` (the batched solver on one and on two torch threads). Each sweep encodes
+   the audio itself (rank first, the probes replaying its frames), so the probe units' wall
+   times compare like with like. The test scores of the stores are compared in standard
+   errors.
+2. **Fit by fit.** The arrays of every logistic probe (from the sweep's feature cache; and
+   FSDD keyword and speaker probes of ``random:tiny``, the golden files' setting) are fitted
+   by both solvers (a) with the probe's own recipe and (b) with a tight recipe (float64,
+   ``--tight-tol``), so that (b) measures the solvers at the optimum and (a) what a user gets.
+   Per (layer, C): the objective of each solution (float64, on the same standardised train
+   arrays) and its relative difference, the test predictions of each; per layer: the chosen
+   C, the test score difference over its standard error. As a yardstick for (a), scikit-learn
+   is also run cold (no warm start along the C grid): the reference against itself at the
+   recipe's tolerance.
+
+    .venv/bin/python benchmarks/bench_batched_probes.py --demo /work/demo-seeds/seed-0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _record import environment
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+RESULT = HERE / "results" / "batched_probes.json"
+FSDD = HERE.parent.parent / "shared" / "data" / "fsdd"
+SIDES = {"sklearn": ("sklearn", None), "torch-1": ("torch", 1), "torch-2": ("torch", 2)}
+SCORES = ("accuracy", "frame_accuracy")
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# ----------------------------------------------------------------------------- part 1: sweeps
+
+def sweep_once(demo: Path, checkpoint: str, side: str, scratch: Path) -> dict[str, Any]:
+    from speechrank.demo import DemoSettings, sweep_config
+    from speechrank.sweep import SweepConfig, sweep
+
+    solver, workers = SIDES[side]
+    out = scratch / f"{checkpoint}-{side}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    settings = DemoSettings(out=out)
+    raw = sweep_config(demo / "corpus", settings)
+    raw["options"]["fit_workers"] = workers or settings.fit_workers
+    for probe in raw["probe"]:
+        probe["solver"] = solver
+    lines: list[str] = []
+    load = _load()
+    started = time.perf_counter()
+    sweep(demo / "run" / checkpoint, SweepConfig.from_dict(raw), out / "s.sqlite",
+          progress=False, log=lines.append)
+    wall = time.perf_counter() - started
+    units = {}
+    for line in lines:
+        found = re.search(r"(probe\|\S+|rank)\S* -> \d+ rows in ([\d.]+) s", line)
+        if found:
+            units[found.group(1)] = float(found.group(2))
+    return {"checkpoint": checkpoint, "side": side, "solver": solver,
+            "fit_workers": raw["options"]["fit_workers"], "wall_seconds": round(wall, 2),
+            "probe_seconds": round(sum(v for k, v in units.items() if k.startswith("probe")),
+                                   2),
+            "unit_seconds": units, "load_before": load, "load_after": _load(),
+            "store": str(out / "s.sqlite"), "cache": str(out / "feature-cache")}
+
+
+def _test_scores(store: str) -> dict[tuple[str, str, str], tuple[float, float]]:
+    from speechrank.store import ResultStore
+
+    with ResultStore(store, create=False) as db:
+        return {(r.task, r.layer, r.metric): (r.value, r.conventions.get("standard_error",
+                                                                         math.nan))
+                for r in db.rows(split="test") if r.metric in SCORES}
+
+
+# ----------------------------------------------------------------------------- part 2: fits
+
+def _predict(fit: Any, model: Any, x: np.ndarray) -> np.ndarray:
+    scaler, _, dtype = fit.predictor
+    return model.predict(scaler.transform(np.asarray(x, dtype=np.float64)).astype(dtype))
+
+
+def _cold_sklearn(fit: Any, splits: dict, config: Any) -> list[Any]:
+    """scikit-learn at every C of the grid from zero (no warm start), on the same arrays."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    scaler, _, dtype = fit.predictor
+    x, y = splits["train"]
+    x = scaler.transform(np.asarray(x, dtype=np.float64)).astype(dtype)
+    models = []
+    for c in sorted(config.c_grid):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            models.append(LogisticRegression(C=c, tol=config.tol, max_iter=config.max_iter)
+                          .fit(x, y))
+    return models
+
+
+def compare(problems: list[Any], config: Any, *, order: tuple[str, str],
+            cold: bool) -> dict[str, Any]:
+    """Both solvers (and, with ``cold``, scikit-learn without warm starts) on one probe's
+    layers with ``config``; see the module docstring."""
+    from threadpoolctl import threadpool_limits
+
+    from speechrank.probes.linear import fit_logistic_probes, path_objectives
+    from speechrank.probes.stderr import clustered_accuracy_se
+
+    splits = [p.splits for p in problems]
+    fits, seconds, loads = {}, {}, {}
+    for solver in order:
+        recipe = dataclasses.replace(config, solver=solver)
+        loads[solver] = _load()
+        started = time.perf_counter()
+        fits[solver] = fit_logistic_probes(splits, recipe)
+        seconds[solver] = round(time.perf_counter() - started, 3)
+    layers = []
+    for index, problem in enumerate(problems):
+        ref, ours = fits["sklearn"][index], fits["torch"][index]
+        with threadpool_limits(limits=1):
+            obj_ref = path_objectives(ref, problem.splits, config)
+            obj_ours = path_objectives(ours, problem.splits, config)
+        rel = [(b - a) / abs(a) for a, b in zip(obj_ref, obj_ours, strict=True)]
+        x_test, y_test = problem.splits["test"]
+        same_c = [float(np.mean(_predict(ref, m, x_test) == _predict(ours, n, x_test)))
+                  for m, n in zip(ref.path, ours.path, strict=True)]
+        chosen_ref = _predict(ref, ref.predictor[1], x_test)
+        chosen_ours = _predict(ours, ours.predictor[1], x_test)
+        se = clustered_accuracy_se(ref.correct["test"], problem.clusters["test"])
+        diff = ours.scores["test"]["accuracy"] - ref.scores["test"]["accuracy"]
+        record: dict[str, Any] = {
+            "layer": problem.layer, "C_sklearn": ref.chosen_c, "C_torch": ours.chosen_c,
+            "objective_relative_difference": rel,
+            "objective_lower": ["torch" if d < 0 else "sklearn" if d > 0 else "equal"
+                                for d in rel],
+            "test_predictions_identical_per_c": same_c,
+            "test_predictions_identical": float(np.mean(chosen_ref == chosen_ours)),
+            "n_test": len(y_test),
+            "test_accuracy": [ref.scores["test"]["accuracy"], ours.scores["test"]["accuracy"]],
+            "test_standard_error": se,
+            "test_difference_in_se": diff / se if se > 0 else (0.0 if diff == 0 else math.inf),
+            "n_iter": [ref.n_iter, ours.n_iter],
+            "converged": [ref.converged, ours.converged],
+        }
+        if cold:
+            models = _cold_sklearn(ref, problem.splits, config)
+            with threadpool_limits(limits=1):
+                cold_obj = path_objectives(dataclasses.replace(ref, path=models),
+                                           problem.splits, config)
+            record["sklearn_cold_vs_warm"] = {
+                "objective_relative_difference": [(b - a) / abs(a) for a, b in
+                                                  zip(obj_ref, cold_obj, strict=True)],
+                "test_predictions_identical_per_c": [
+                    float(np.mean(_predict(ref, m, x_test) == _predict(ref, n, x_test)))
+                    for m, n in zip(ref.path, models, strict=True)]}
+        layers.append(record)
+    return {"recipe": {"c_grid": list(config.c_grid), "max_iter": config.max_iter,
+                       "tol": config.tol, "fit_dtype": config.fit_dtype},
+            "seconds": seconds, "load_before": loads, "layers": layers,
+            "summary": summarise(layers)}
+
+
+def summarise(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    rel = [abs(v) for r in layers for v in r["objective_relative_difference"]]
+    out = {
+        "fits": len(rel),
+        "max_abs_objective_relative_difference": max(rel),
+        "same_c": sum(r["C_sklearn"] == r["C_torch"] for r in layers),
+        "layers": len(layers),
+        "min_test_predictions_identical": min(r["test_predictions_identical"] for r in layers),
+        "pooled_test_predictions_identical": (
+            sum(r["test_predictions_identical"] * r["n_test"] for r in layers)
+            / sum(r["n_test"] for r in layers)),
+        "max_abs_test_difference_in_se": max(abs(r["test_difference_in_se"]) for r in layers),
+        "all_converged": [all(all(c) for c in (r["converged"][0] for r in layers)),
+                          all(all(c) for c in (r["converged"][1] for r in layers))],
+    }
+    cold = [r["sklearn_cold_vs_warm"] for r in layers if "sklearn_cold_vs_warm" in r]
+    if cold:
+        out["sklearn_cold_vs_warm"] = {
+            "max_abs_objective_relative_difference": max(
+                abs(v) for r in cold for v in r["objective_relative_difference"]),
+            "min_test_predictions_identical_per_c": min(
+                v for r in cold for v in r["test_predictions_identical_per_c"])}
+    out["torch_vs_sklearn_min_test_predictions_identical_per_c"] = min(
+        v for r in layers for v in r["test_predictions_identical_per_c"])
+    return out
+
+
+def demo_probes(demo: Path) -> dict[str, tuple[Any, Any, str]]:
+    """Every logistic probe of the demo's sweep config: its recipe, dataset and task."""
+    from speechrank.audio import load_dataset
+    from speechrank.demo import DemoSettings, sweep_config
+    from speechrank.probes import resolve_task
+    from speechrank.sweep import probe_recipe
+
+    raw = sweep_config(demo / "corpus", DemoSettings(out=demo))
+    out = {}
+    for probe in raw["probe"]:
+        options = {k: v for k, v in probe.items() if k not in ("name", "task", "data",
+                                                               "domain", "solver")}
+        dataset = load_dataset(probe["data"])
+        recipe = probe_recipe(resolve_task(probe["task"], dataset).kind, options)
+        out[probe["name"]] = (recipe, dataset, probe["task"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, default=Path("/work/demo-seeds/seed-0"),
+                        help="a finished demo directory (read only)")
+    parser.add_argument("--checkpoints", nargs="+",
+                        default=["checkpoint-000000", "checkpoint-000300", "checkpoint-000600"])
+    parser.add_argument("--tight-tol", type=float, default=1e-5)
+    parser.add_argument("--tight-max-iter", type=int, default=3000)
+    parser.add_argument("--skip-sweeps", action="store_true",
+                        help="only the FSDD fits (a quick check of this script)")
+    parser.add_argument("--fsdd-cache", type=Path, default=None,
+                        help="feature cache for the FSDD probes (default: a scratch one)")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+    from speechrank.encoders import configure_cpu_threads, load_encoder
+    from speechrank.probes.run import logistic_problems
+
+    configure_cpu_threads()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    sweeps: list[dict[str, Any]] = []
+    score_differences: list[dict[str, Any]] = []
+    fits: list[dict[str, Any]] = []
+    sides = list(SIDES)
+    with tempfile.TemporaryDirectory(prefix="speechrank-batched-") as tmp:
+        scratch = Path(tmp)
+        for number, checkpoint in enumerate(args.checkpoints):
+            if args.skip_sweeps:
+                break
+            turn = sides[number % len(sides):] + sides[:number % len(sides)]
+            runs = {side: sweep_once(args.demo, checkpoint, side, scratch) for side in turn}
+            reference = _test_scores(runs["sklearn"]["store"])
+            for side in ("torch-1", "torch-2"):
+                variant = _test_scores(runs[side]["store"])
+                for key, (value, se) in sorted(reference.items()):
+                    diff = variant[key][0] - value
+                    score_differences.append({
+                        "checkpoint": checkpoint, "side": side, "task": key[0],
+                        "layer": key[1], "metric": key[2], "sklearn": value,
+                        "difference": diff, "in_standard_errors": diff / se if se > 0
+                        else math.nan})
+            for run in runs.values():
+                print(run["checkpoint"], run["side"], run["probe_seconds"], run["unit_seconds"],
+                      flush=True)
+                run.pop("store")
+                sweeps.append({k: v for k, v in run.items() if k != "cache"})
+            cache = runs["sklearn"]["cache"]
+            encoder = load_encoder(str(args.demo / "run" / checkpoint))
+            for name, (recipe, dataset, task) in demo_probes(args.demo).items():
+                _, problems = logistic_problems(encoder, dataset, task, config=recipe,
+                                                cache_dir=cache, seed=0)
+                order = ("sklearn", "torch") if number % 2 == 0 else ("torch", "sklearn")
+                tight = dataclasses.replace(recipe.logistic, tol=args.tight_tol,
+                                            max_iter=args.tight_max_iter, fit_dtype="float64")
+                record = {"data": "demo", "checkpoint": checkpoint, "probe": name,
+                          "dims": {s: list(np.shape(v[0])) for s, v in
+                                   problems[0].splits.items()},
+                          "classes": len(np.unique(problems[0].splits["train"][1])),
+                          "recipe": compare(problems, recipe.logistic, order=order, cold=True),
+                          "tight": compare(problems, tight, order=order, cold=False)}
+                print(checkpoint, name, json.dumps(record["recipe"]["summary"]),
+                      record["recipe"]["seconds"], json.dumps(record["tight"]["summary"]),
+                      flush=True)
+                fits.append(record)
+        if FSDD.is_dir():
+            from speechrank.probes.config import UtteranceProbeConfig
+
+            for number, task in enumerate(("ks", "sid")):
+                recipe, problems = logistic_problems(
+                    "random:tiny", f"fsdd:{FSDD}", task, config=UtteranceProbeConfig(),
+                    cache_dir=args.fsdd_cache or scratch / "fsdd-cache", seed=0,
+                    max_seconds=1.0)
+                tight = dataclasses.replace(recipe.logistic, tol=args.tight_tol,
+                                            max_iter=args.tight_max_iter)
+                order = ("sklearn", "torch") if number % 2 == 0 else ("torch", "sklearn")
+                record = {"data": "fsdd random:tiny (max_seconds 1.0, seed 0)", "probe": task,
+                          "dims": {s: list(np.shape(v[0])) for s, v in
+                                   problems[0].splits.items()},
+                          "classes": len(np.unique(problems[0].splits["train"][1])),
+                          "recipe": compare(problems, recipe.logistic, order=order, cold=True),
+                          "tight": compare(problems, tight, order=order, cold=False)}
+                print("fsdd", task, json.dumps(record["recipe"]["summary"]),
+                      record["recipe"]["seconds"], json.dumps(record["tight"]["summary"]),
+                      flush=True)
+                fits.append(record)
+
+    def worst(part: str, key: str, fn=max) -> Any:
+        return fn(f[part]["summary"][key] for f in fits)
+
+    in_se = [abs(d["in_standard_errors"]) for d in score_differences
+             if math.isfinite(d["in_standard_errors"])]
+    per_side = {side: [r["probe_seconds"] for r in sweeps if r["side"] == side]
+                for side in SIDES}
+    result = {
+        "benchmark": "bench_batched_probes",
+        "what": __doc__.split("\n\n")[0],
+        **environment(load_before),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "sweeps": sweeps,
+        "probe_seconds_per_checkpoint": {
+            side: {"values": v, "mean": round(statistics.mean(v), 2) if v else None}
+            for side, v in per_side.items()},
+        "sweep_test_scores_compared": len(score_differences),
+        "sweep_max_abs_score_difference_in_se": max(in_se) if in_se else None,
+        "sweep_median_abs_score_difference_in_se": statistics.median(in_se) if in_se else None,
+        "equivalence": {
+            part: {"max_abs_objective_relative_difference":
+                   worst(part, "max_abs_objective_relative_difference"),
+                   "same_c": f"{sum(f[part]['summary']['same_c'] for f in fits)} of "
+                             f"{sum(f[part]['summary']['layers'] for f in fits)}",
+                   "min_test_predictions_identical":
+                       worst(part, "min_test_predictions_identical", min),
+                   "min_pooled_test_predictions_identical":
+                       worst(part, "pooled_test_predictions_identical", min),
+                   "max_abs_test_difference_in_se":
+                       worst(part, "max_abs_test_difference_in_se")}
+            for part in ("recipe", "tight")} if fits else {},
+        "fit_seconds": {part: {solver: round(sum(f[part]["seconds"][solver] for f in fits), 2)
+                               for solver in ("sklearn", "torch")}
+                        for part in ("recipe", "tight")} if fits else {},
+        "fits": fits,
+        "score_differences": score_differences,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("probe_seconds_per_checkpoint",
+                                             "sweep_max_abs_score_difference_in_se",
+                                             "equivalence", "fit_seconds",
+                                             "load_average_before", "load_average_after")},
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
