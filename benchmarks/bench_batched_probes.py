@@ -1,24 +1,28 @@
 """The logistic probes' batched torch solver against scikit-learn's lbfgs: equivalence and time.
 
-Two parts, both solvers in one process, interleaved (the order alternates between checkpoints
-and repeats), with the load average recorded before and after every timed run:
+Three parts (``--parts``; each replaces its own section of the JSON and records its own load
+average), both solvers in one process, interleaved (the order rotates between checkpoints and
+rounds). The demo's checkpoints (``--demo DIR``, read only; default steps 0, 300 and 600) are
+first encoded into a scratch feature cache (not timed).
 
-1. **The demo's sweep.** Checkpoints of a finished demo run (``--demo DIR``, default steps 0,
-   300 and 600) are swept with the demo's own sweep config into fresh stores, once per side:
-   ``sklearn`` (scikit-learn, ``fit_workers`` as the demo sets it: today's demo), ``torch-1``
-   and ``torch-2`` (the batched solver on one and on two torch threads). Each sweep encodes
-   the audio itself (rank first, the probes replaying its frames), so the probe units' wall
-   times compare like with like. The test scores of the stores are compared in standard
-   errors.
-2. **Fit by fit.** The arrays of every logistic probe (from the sweep's feature cache; and
-   FSDD keyword and speaker probes of ``random:tiny``, the golden files' setting) are fitted
-   by both solvers (a) with the probe's own recipe and (b) with a tight recipe (float64,
-   ``--tight-tol``), so that (b) measures the solvers at the optimum and (a) what a user gets.
-   Per (layer, C): the objective of each solution (float64, on the same standardised train
+1. ``probes``: the demo's six probes of each checkpoint run as its sweep runs them
+   (``run_probe`` with the demo's recipes, a frame memo per side so that ks-unseen reuses ks's
+   fits), on the cached features, ``--rounds`` times per side: ``sklearn-2`` (scikit-learn
+   with two fit processes: today's demo), ``sklearn-1``, ``torch-1`` and ``torch-2`` (the
+   batched solver on one and two torch threads). What the solver changes, without the
+   encoder's time and its noise on a shared machine.
+2. ``fits``: the arrays of every logistic probe (the demo's, and FSDD keyword and speaker
+   probes of ``random:tiny``, the golden files' setting) fitted by both solvers (a) with the
+   probe's own recipe and (b) with a tight one (``--tight-tol``; float64 for the demo's
+   probes), so that (b) measures the solvers at the optimum and (a) what a user gets. Per
+   (layer, C): the objective of each solution (float64, on the same standardised train
    arrays) and its relative difference, the test predictions of each; per layer: the chosen
-   C, the test score difference over its standard error. As a yardstick for (a), scikit-learn
-   is also run cold (no warm start along the C grid): the reference against itself at the
-   recipe's tolerance.
+   C and the test score difference over its standard error. As a yardstick for (a),
+   scikit-learn is also run cold (no warm start along the C grid): the reference against
+   itself at the recipe's tolerance.
+3. ``sweeps``: each checkpoint swept end to end with the demo's config into fresh stores, once
+   per solver (the encoder included, so its time and noise too); the stores' test scores
+   compared in standard errors.
 
     .venv/bin/python benchmarks/bench_batched_probes.py --demo /work/demo-seeds/seed-0
 """
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from _record import environment
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +53,12 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 RESULT = HERE / "results" / "batched_probes.json"
 FSDD = HERE.parent.parent / "shared" / "data" / "fsdd"
-SIDES = {"sklearn": ("sklearn", None), "torch-1": ("torch", 1), "torch-2": ("torch", 2)}
+#: Sides of the sweep part: (solver, fit_workers; None: the demo's).
+SIDES = {"sklearn": ("sklearn", None), "torch": ("torch", None)}
+#: Sides of the probe timing: (solver, fit_workers, torch threads). ``sklearn-2`` is today's
+#: demo (two fit processes).
+PROBE_SIDES = {"sklearn-2": ("sklearn", 2, 2), "sklearn-1": ("sklearn", 1, 2),
+               "torch-1": ("torch", 1, 1), "torch-2": ("torch", 1, 2)}
 SCORES = ("accuracy", "frame_accuracy")
 
 
@@ -134,12 +144,17 @@ def compare(problems: list[Any], config: Any, *, order: tuple[str, str],
 
     splits = [p.splits for p in problems]
     fits, seconds, loads = {}, {}, {}
-    for solver in order:
-        recipe = dataclasses.replace(config, solver=solver)
-        loads[solver] = _load()
-        started = time.perf_counter()
-        fits[solver] = fit_logistic_probes(splits, recipe)
-        seconds[solver] = round(time.perf_counter() - started, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core each: scikit-learn fits one problem at a time
+    try:
+        for solver in order:
+            recipe = dataclasses.replace(config, solver=solver)
+            loads[solver] = _load()
+            started = time.perf_counter()
+            fits[solver] = fit_logistic_probes(splits, recipe)
+            seconds[solver] = round(time.perf_counter() - started, 3)
+    finally:
+        torch.set_num_threads(threads)
     layers = []
     for index, problem in enumerate(problems):
         ref, ours = fits["sklearn"][index], fits["torch"][index]
@@ -231,111 +246,105 @@ def demo_probes(demo: Path) -> dict[str, tuple[Any, Any, str]]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=Path("/work/demo-seeds/seed-0"),
-                        help="a finished demo directory (read only)")
-    parser.add_argument("--checkpoints", nargs="+",
-                        default=["checkpoint-000000", "checkpoint-000300", "checkpoint-000600"])
-    parser.add_argument("--tight-tol", type=float, default=1e-5)
-    parser.add_argument("--tight-max-iter", type=int, default=3000)
-    parser.add_argument("--skip-sweeps", action="store_true",
-                        help="only the FSDD fits (a quick check of this script)")
-    parser.add_argument("--fsdd-cache", type=Path, default=None,
-                        help="feature cache for the FSDD probes (default: a scratch one)")
-    parser.add_argument("--out", type=Path, default=RESULT)
-    args = parser.parse_args()
-    from speechrank.encoders import configure_cpu_threads, load_encoder
+def _with_solver(recipe: Any, solver: str) -> Any:
+    return dataclasses.replace(recipe, logistic=dataclasses.replace(recipe.logistic,
+                                                                     solver=solver))
+
+
+def time_probes(demo: Path, checkpoint: str, cache: Path, rounds: int, number: int
+                ) -> list[dict[str, Any]]:
+    """The demo's six probes of one checkpoint, features already cached: each side runs them
+    as the sweep does (``run_probe`` per probe, one frame memo per side and checkpoint, so
+    ks-unseen reuses ks's fits), ``rounds`` times, the sides' order rotating."""
+    from speechrank.encoders import load_encoder
+    from speechrank.extract import FrameMemo
+    from speechrank.probes import run_probe
+
+    encoder = load_encoder(str(demo / "run" / checkpoint))
+    probes = demo_probes(demo)
+    threads = torch.get_num_threads()
+    sides = list(PROBE_SIDES)
+    out = []
+    for round_ in range(rounds):
+        shift = (number + round_) % len(sides)
+        for side in sides[shift:] + sides[:shift]:
+            solver, workers, side_threads = PROBE_SIDES[side]
+            torch.set_num_threads(side_threads)
+            memo = FrameMemo()
+            seconds, load = {}, _load()
+            try:
+                for name, (recipe, dataset, task) in probes.items():
+                    started = time.perf_counter()
+                    run_probe(encoder, dataset, task, config=_with_solver(recipe, solver),
+                              cache_dir=cache, memo=memo, fit_workers=workers, seed=0,
+                              progress=False)
+                    seconds[name] = round(time.perf_counter() - started, 3)
+            finally:
+                torch.set_num_threads(threads)
+            out.append({"checkpoint": checkpoint, "round": round_, "side": side,
+                        "probe_seconds": round(sum(seconds.values()), 2),
+                        "per_probe": seconds, "fits_reused": memo.fits_reused,
+                        "load_before": load, "load_after": _load()})
+            print(checkpoint, side, out[-1]["probe_seconds"], seconds, load, flush=True)
+    return out
+
+
+def fill_cache(demo: Path, checkpoint: str, cache: Path) -> None:
+    """Encode what the demo's probes need of one checkpoint into ``cache`` (not timed)."""
+    from speechrank.encoders import load_encoder
     from speechrank.probes.run import logistic_problems
 
-    configure_cpu_threads()
+    encoder = load_encoder(str(demo / "run" / checkpoint))
+    for recipe, dataset, task in demo_probes(demo).values():
+        logistic_problems(encoder, dataset, task, config=recipe, cache_dir=cache, seed=0)
+
+
+def fit_part(args: argparse.Namespace, caches: dict[str, Path], scratch: Path
+             ) -> dict[str, Any]:
+    from speechrank.encoders import load_encoder
+    from speechrank.probes.run import logistic_problems
+
     load_before = os.getloadavg()
-    started = time.perf_counter()
-    sweeps: list[dict[str, Any]] = []
-    score_differences: list[dict[str, Any]] = []
     fits: list[dict[str, Any]] = []
-    sides = list(SIDES)
-    with tempfile.TemporaryDirectory(prefix="speechrank-batched-") as tmp:
-        scratch = Path(tmp)
-        for number, checkpoint in enumerate(args.checkpoints):
-            if args.skip_sweeps:
-                break
-            turn = sides[number % len(sides):] + sides[:number % len(sides)]
-            runs = {side: sweep_once(args.demo, checkpoint, side, scratch) for side in turn}
-            reference = _test_scores(runs["sklearn"]["store"])
-            for side in ("torch-1", "torch-2"):
-                variant = _test_scores(runs[side]["store"])
-                for key, (value, se) in sorted(reference.items()):
-                    diff = variant[key][0] - value
-                    score_differences.append({
-                        "checkpoint": checkpoint, "side": side, "task": key[0],
-                        "layer": key[1], "metric": key[2], "sklearn": value,
-                        "difference": diff, "in_standard_errors": diff / se if se > 0
-                        else math.nan})
-            for run in runs.values():
-                print(run["checkpoint"], run["side"], run["probe_seconds"], run["unit_seconds"],
-                      flush=True)
-                run.pop("store")
-                sweeps.append({k: v for k, v in run.items() if k != "cache"})
-            cache = runs["sklearn"]["cache"]
-            encoder = load_encoder(str(args.demo / "run" / checkpoint))
-            for name, (recipe, dataset, task) in demo_probes(args.demo).items():
-                _, problems = logistic_problems(encoder, dataset, task, config=recipe,
-                                                cache_dir=cache, seed=0)
-                order = ("sklearn", "torch") if number % 2 == 0 else ("torch", "sklearn")
-                tight = dataclasses.replace(recipe.logistic, tol=args.tight_tol,
-                                            max_iter=args.tight_max_iter, fit_dtype="float64")
-                record = {"data": "demo", "checkpoint": checkpoint, "probe": name,
-                          "dims": {s: list(np.shape(v[0])) for s, v in
-                                   problems[0].splits.items()},
-                          "classes": len(np.unique(problems[0].splits["train"][1])),
-                          "recipe": compare(problems, recipe.logistic, order=order, cold=True),
-                          "tight": compare(problems, tight, order=order, cold=False)}
-                print(checkpoint, name, json.dumps(record["recipe"]["summary"]),
-                      record["recipe"]["seconds"], json.dumps(record["tight"]["summary"]),
-                      flush=True)
-                fits.append(record)
-        if FSDD.is_dir():
-            from speechrank.probes.config import UtteranceProbeConfig
 
-            for number, task in enumerate(("ks", "sid")):
-                recipe, problems = logistic_problems(
-                    "random:tiny", f"fsdd:{FSDD}", task, config=UtteranceProbeConfig(),
-                    cache_dir=args.fsdd_cache or scratch / "fsdd-cache", seed=0,
-                    max_seconds=1.0)
-                tight = dataclasses.replace(recipe.logistic, tol=args.tight_tol,
-                                            max_iter=args.tight_max_iter)
-                order = ("sklearn", "torch") if number % 2 == 0 else ("torch", "sklearn")
-                record = {"data": "fsdd random:tiny (max_seconds 1.0, seed 0)", "probe": task,
-                          "dims": {s: list(np.shape(v[0])) for s, v in
-                                   problems[0].splits.items()},
-                          "classes": len(np.unique(problems[0].splits["train"][1])),
-                          "recipe": compare(problems, recipe.logistic, order=order, cold=True),
-                          "tight": compare(problems, tight, order=order, cold=False)}
-                print("fsdd", task, json.dumps(record["recipe"]["summary"]),
-                      record["recipe"]["seconds"], json.dumps(record["tight"]["summary"]),
-                      flush=True)
-                fits.append(record)
+    def record(data: str, probe: str, recipe: Any, problems: list[Any], number: int,
+               tight_dtype: str | None, **extra: Any) -> None:
+        order = ("sklearn", "torch") if number % 2 == 0 else ("torch", "sklearn")
+        tight = dataclasses.replace(recipe.logistic, tol=args.tight_tol,
+                                    max_iter=args.tight_max_iter,
+                                    fit_dtype=tight_dtype or recipe.logistic.fit_dtype)
+        entry = {"data": data, **extra, "probe": probe,
+                 "dims": {s: list(np.shape(v[0])) for s, v in problems[0].splits.items()},
+                 "classes": len(np.unique(problems[0].splits["train"][1])),
+                 "recipe": compare(problems, recipe.logistic, order=order, cold=True),
+                 "tight": compare(problems, tight, order=order, cold=False)}
+        print(extra.get("checkpoint", data), probe, json.dumps(entry["recipe"]["summary"]),
+              entry["recipe"]["seconds"], json.dumps(entry["tight"]["summary"]), flush=True)
+        fits.append(entry)
 
-    def worst(part: str, key: str, fn=max) -> Any:
+    for number, checkpoint in enumerate(args.checkpoints):
+        encoder = load_encoder(str(args.demo / "run" / checkpoint))
+        for name, (recipe, dataset, task) in demo_probes(args.demo).items():
+            _, problems = logistic_problems(encoder, dataset, task, config=recipe,
+                                            cache_dir=caches[checkpoint], seed=0)
+            record("demo", name, recipe, problems, number, "float64", checkpoint=checkpoint)
+    if FSDD.is_dir():
+        from speechrank.probes.config import UtteranceProbeConfig
+
+        for number, task in enumerate(("ks", "sid")):
+            recipe, problems = logistic_problems(
+                "random:tiny", f"fsdd:{FSDD}", task, config=UtteranceProbeConfig(),
+                cache_dir=args.fsdd_cache or scratch / "fsdd-cache", seed=0, max_seconds=1.0)
+            record("fsdd random:tiny (max_seconds 1.0, seed 0)", task, recipe, problems,
+                   number, None)
+
+    def worst(part: str, key: str, fn: Any = max) -> Any:
         return fn(f[part]["summary"][key] for f in fits)
 
-    in_se = [abs(d["in_standard_errors"]) for d in score_differences
-             if math.isfinite(d["in_standard_errors"])]
-    per_side = {side: [r["probe_seconds"] for r in sweeps if r["side"] == side]
-                for side in SIDES}
-    result = {
-        "benchmark": "bench_batched_probes",
-        "what": __doc__.split("\n\n")[0],
+    return {
         **environment(load_before),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "sweeps": sweeps,
-        "probe_seconds_per_checkpoint": {
-            side: {"values": v, "mean": round(statistics.mean(v), 2) if v else None}
-            for side, v in per_side.items()},
-        "sweep_test_scores_compared": len(score_differences),
-        "sweep_max_abs_score_difference_in_se": max(in_se) if in_se else None,
-        "sweep_median_abs_score_difference_in_se": statistics.median(in_se) if in_se else None,
+        "tight": {"tol": args.tight_tol, "max_iter": args.tight_max_iter,
+                  "fit_dtype": "float64 (the demo's probes), the recipe's (FSDD)"},
         "equivalence": {
             part: {"max_abs_objective_relative_difference":
                    worst(part, "max_abs_objective_relative_difference"),
@@ -347,20 +356,101 @@ def main() -> None:
                        worst(part, "pooled_test_predictions_identical", min),
                    "max_abs_test_difference_in_se":
                        worst(part, "max_abs_test_difference_in_se")}
-            for part in ("recipe", "tight")} if fits else {},
+            for part in ("recipe", "tight")},
         "fit_seconds": {part: {solver: round(sum(f[part]["seconds"][solver] for f in fits), 2)
                                for solver in ("sklearn", "torch")}
-                        for part in ("recipe", "tight")} if fits else {},
+                        for part in ("recipe", "tight")},
         "fits": fits,
+    }
+
+
+def sweep_part(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    sweeps: list[dict[str, Any]] = []
+    score_differences: list[dict[str, Any]] = []
+    sides = list(SIDES)
+    for number, checkpoint in enumerate(args.checkpoints):
+        turn = sides[number % len(sides):] + sides[:number % len(sides)]
+        runs = {side: sweep_once(args.demo, checkpoint, side, scratch) for side in turn}
+        reference = _test_scores(runs["sklearn"]["store"])
+        for side in ("torch",):
+            variant = _test_scores(runs[side]["store"])
+            for key, (value, se) in sorted(reference.items()):
+                diff = variant[key][0] - value
+                score_differences.append({
+                    "checkpoint": checkpoint, "side": side, "task": key[0], "layer": key[1],
+                    "metric": key[2], "sklearn": value, "difference": diff,
+                    "in_standard_errors": diff / se if se > 0 else math.nan})
+        for run in runs.values():
+            print(run["checkpoint"], run["side"], run["probe_seconds"], run["unit_seconds"],
+                  flush=True)
+            run.pop("store")
+            sweeps.append({k: v for k, v in run.items() if k != "cache"})
+    in_se = [abs(d["in_standard_errors"]) for d in score_differences
+             if math.isfinite(d["in_standard_errors"])]
+    return {
+        **environment(load_before),
+        "probe_seconds_per_checkpoint": {
+            side: [r["probe_seconds"] for r in sweeps if r["side"] == side] for side in SIDES},
+        "test_scores_compared": len(score_differences),
+        "max_abs_score_difference_in_se": max(in_se),
+        "median_abs_score_difference_in_se": statistics.median(in_se),
+        "sweeps": sweeps,
         "score_differences": score_differences,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, default=Path("/work/demo-seeds/seed-0"),
+                        help="a finished demo directory (read only)")
+    parser.add_argument("--checkpoints", nargs="+",
+                        default=["checkpoint-000000", "checkpoint-000300", "checkpoint-000600"])
+    parser.add_argument("--parts", nargs="+", default=["probes", "fits", "sweeps"],
+                        choices=["probes", "fits", "sweeps"],
+                        help="what to run; each replaces its own section of --out")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the probe timing")
+    parser.add_argument("--tight-tol", type=float, default=1e-5)
+    parser.add_argument("--tight-max-iter", type=int, default=3000)
+    parser.add_argument("--fsdd-cache", type=Path, default=None,
+                        help="feature cache for the FSDD probes (default: a scratch one)")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+    from speechrank.encoders import configure_cpu_threads
+
+    configure_cpu_threads()
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result.update({"benchmark": "bench_batched_probes", "what": __doc__.split("\n\n")[0]})
+    with tempfile.TemporaryDirectory(prefix="speechrank-batched-") as tmp:
+        scratch = Path(tmp)
+        caches = {c: scratch / f"cache-{c}" for c in args.checkpoints}
+        if {"probes", "fits"} & set(args.parts):
+            for checkpoint in args.checkpoints:
+                fill_cache(args.demo, checkpoint, caches[checkpoint])
+        if "probes" in args.parts:
+            load_before = os.getloadavg()
+            runs = [run for number, checkpoint in enumerate(args.checkpoints)
+                    for run in time_probes(args.demo, checkpoint, caches[checkpoint],
+                                           args.rounds, number)]
+            medians = {side: {c: statistics.median(r["probe_seconds"] for r in runs
+                                                   if r["side"] == side and r["checkpoint"] == c)
+                              for c in args.checkpoints} for side in PROBE_SIDES}
+            result["probes"] = {
+                **environment(load_before),
+                "sides": {side: {"solver": v[0], "fit_workers": v[1], "torch_threads": v[2]}
+                          for side, v in PROBE_SIDES.items()},
+                "median_probe_seconds_per_checkpoint": medians,
+                "mean_of_medians": {side: round(statistics.mean(m.values()), 2)
+                                    for side, m in medians.items()},
+                "runs": runs}
+            print(json.dumps(result["probes"]["mean_of_medians"]), flush=True)
+        if "fits" in args.parts:
+            result["fits"] = fit_part(args, caches, scratch)
+            print(json.dumps(result["fits"]["equivalence"], indent=1), flush=True)
+        if "sweeps" in args.parts:
+            result["sweeps"] = sweep_part(args, scratch)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("probe_seconds_per_checkpoint",
-                                             "sweep_max_abs_score_difference_in_se",
-                                             "equivalence", "fit_seconds",
-                                             "load_average_before", "load_average_after")},
-                     indent=1))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from speechrank.cli import main
+from speechrank.encoders import load_encoder
 from speechrank.errors import SpeechrankError
+from speechrank.probes import run_probe
 from speechrank.probes.batched import fit_batched_logistic, logistic_objective
 from speechrank.probes.config import (
     SOLVER_NAMES,
@@ -32,10 +34,11 @@ from speechrank.probes.linear import (
     fit_logistic_probe,
     fit_logistic_probes,
     path_objectives,
-    rescore,
 )
 from speechrank.probes.recipes import recipe_with
 from speechrank.sweep import probe_recipe
+
+from .conftest import write_csv_manifest, write_tone
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -154,7 +157,7 @@ def test_recipe_level_equivalence_with_the_reference(fit_dtype):
     same objective to 1e-4 at every C, at least 99 % of test predictions identical, and
     every score within its standard error."""
     problems = [_splits(seed) for seed in range(3)]
-    config = LogisticConfig(fit_dtype=fit_dtype)
+    config = LogisticConfig(fit_dtype=fit_dtype, solver="sklearn")
     torch_fits = fit_logistic_probes(problems, dataclasses.replace(config, solver="torch"))
     reference = fit_logistic_probes(problems, config)
     for splits, ours, theirs in zip(problems, torch_fits, reference, strict=True):
@@ -215,17 +218,6 @@ def test_an_iteration_cap_is_recorded_as_not_converged():
     assert not fit.chosen_converged
 
 
-def test_a_shared_torch_fit_rescored_equals_fitting_again():
-    config = LogisticConfig(c_grid=(0.1, 1.0), solver="torch", fit_dtype="float32")
-    first = _splits(0)
-    second = {**first, "test": _splits(9)["test"]}
-    again, reused = fit_logistic_probe(second, config), rescore(
-        fit_logistic_probe(first, config), second)
-    assert reused.scores == again.scores
-    for name in again.correct:
-        assert np.array_equal(reused.correct[name], again.correct[name])
-
-
 def test_solver_options_are_checked():
     with pytest.raises(ValueError, match="solver"):
         LogisticConfig(solver="newton")  # type: ignore[arg-type]
@@ -249,6 +241,32 @@ def test_cli_names_a_bad_solver_in_one_line(fsdd_root, capsys):
                  "newton", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "solver" in err and "newton" in err
+
+
+def test_probe_rows_name_their_solver(tmp_path):
+    rows = []
+    for i in range(30):
+        label = ("low", "mid", "high")[i % 3]
+        freq = {"low": 200.0, "mid": 500.0, "high": 1100.0}[label] + 5 * i
+        path = write_tone(tmp_path / "audio" / f"t{i:02d}.wav", 0.3 + 0.02 * i, freq=freq,
+                          seed=i)
+        rows.append({"path": str(path.relative_to(tmp_path)), "pitch": label,
+                     "split": ("train", "train", "train", "dev", "test")[i % 5]})
+    manifest = str(write_csv_manifest(tmp_path / "tones.csv", rows))
+    encoder = load_encoder("random:tiny")
+    results = {solver: run_probe(encoder, manifest, "label:pitch", cache_dir=tmp_path / "c",
+                                 config={"solver": solver}, progress=False)
+               for solver in ("torch", "sklearn")}
+    assert run_probe(encoder, manifest, "label:pitch", cache_dir=tmp_path / "c",
+                     progress=False).rows == results["torch"].rows  # the default
+    for solver, result in results.items():
+        assert {r.conventions["solver"] for r in result.rows} == {SOLVER_NAMES[solver]}
+        assert {r.conventions["class_weight"] for r in result.rows} == {"none"}
+        assert all(len(fit["n_iter_per_c"]) == 5 for fit in result.info["fits"].values())
+    for a, b in zip(results["torch"].rows, results["sklearn"].rows, strict=True):
+        assert (a.layer, a.split, a.metric) == (b.layer, b.split, b.metric)
+        if a.metric == "accuracy":
+            assert abs(a.value - b.value) <= max(b.conventions["standard_error"], 1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -251,7 +251,7 @@ def _problem(seed: int, n: int = 240, dim: int = 24, classes: int = 5):
 
 def test_fits_in_worker_processes_equal_the_serial_fits():
     problems = [_problem(seed) for seed in range(3)]
-    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200)
+    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, solver="sklearn")
     serial = [fit_logistic_probe(p, config) for p in problems]
     parallel = fit_logistic_probes(problems, config, workers=2)
     for a, b in zip(serial, parallel, strict=True):
@@ -261,9 +261,11 @@ def test_fits_in_worker_processes_equal_the_serial_fits():
             assert np.array_equal(a.correct[name], b.correct[name])
 
 
+@pytest.mark.parametrize("solver", ["torch", "sklearn"])
 @pytest.mark.parametrize("fit_dtype", ["float64", "float32"])
-def test_a_shared_fit_rescored_equals_fitting_again(fit_dtype):
-    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, fit_dtype=fit_dtype)
+def test_a_shared_fit_rescored_equals_fitting_again(fit_dtype, solver):
+    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, fit_dtype=fit_dtype,
+                            solver=solver)
     first = _problem(0)
     second = {**first, "test": _problem(7)["test"]}  # same train and dev, other test clips
     assert problem_digest(first, config) == problem_digest(second, config)

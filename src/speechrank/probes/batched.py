@@ -63,7 +63,8 @@ terms, as scikit-learn's float32 gradient; the covariance and the rotation), and
 curvature pairs and the two-loop recursion too (a model of the curvature: its rounding
 changes the path, not the optimum, and halves the memory traffic that dominates small
 problems); the parameters, the objective (a float64 sum over rows), the line search and the
-stopping tests are float64. ``float64`` does everything in float64. TF32 matrix products on CUDA are switched off during a fit.
+stopping tests are float64. ``float64`` does everything in float64. TF32 matrix products on
+CUDA are switched off during a fit.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ class LogisticConfig:
         blas_threads: BLAS threads during the fits (``None``: the library default). One by
             default: probe-sized matrices gain little from threads, and OpenBLAS threads
             spin-wait, which made the FSDD keyword fits 30 times slower on a busy 2-core
-            machine (70 s against 2.3 s per layer) in our measurement.
+            machine (70 s against 2.3 s per layer) in our measurement. The ``torch`` solver
+            runs on the process's torch threads instead (one batch for all layers).
         fit_dtype: the type lbfgs's loss and gradient are computed in. The features are
             z-scored in float64 either way; ``float32`` then casts them, and scikit-learn's
             lbfgs keeps float32 through its matrix products (the optimiser's own state
@@ -121,7 +122,7 @@ class LogisticConfig:
     standardise: bool = True
     blas_threads: Count | None = 1
     fit_dtype: FitDtype = "float64"
-    solver: Solver = "sklearn"
+    solver: Solver = "torch"
     class_weight: ClassWeight = "none"
 
 

@@ -222,8 +222,8 @@ def fit_logistic_probes(problems: Sequence[Splits], config: LogisticConfig | Non
     """:func:`fit_logistic_probe` on each of ``problems`` (e.g. the layers of one model).
 
     With the ``torch`` solver, the problems that share their train labels (the layers of one
-    probe) and every ``C`` of the grid are one batched fit on ``device``, on ``workers``
-    torch threads on the CPU (one: ``config.blas_threads``). With the ``sklearn`` solver the
+    probe) and every ``C`` of the grid are one batched fit on ``device``, on the torch threads
+    the process has (``workers`` is not used). With the ``sklearn`` solver the
     fits run one by one in ``workers`` processes: lbfgs holds one core per fit (its BLAS is
     limited to ``config.blas_threads``; two BLAS threads made these fits slower, not faster,
     in our measurement), so layers fitted side by side are what uses a second core. The
@@ -233,8 +233,7 @@ def fit_logistic_probes(problems: Sequence[Splits], config: LogisticConfig | Non
     """
     config = config or LogisticConfig()
     if config.solver == "torch":
-        return _fit_batched(problems, config, device,
-                            threads=workers if workers > 1 else config.blas_threads)
+        return _fit_batched(problems, config, device)
     if workers <= 1 or len(problems) <= 1:
         return [_fit_sklearn(splits, config) for splits in problems]
     from joblib import Parallel, delayed
@@ -321,8 +320,8 @@ def _fit_sklearn(splits: Splits, config: LogisticConfig) -> LogisticProbeFit:
         return _choose_and_score(problem, path, converged, n_iter, config)
 
 
-def _fit_batched(problems: Sequence[Splits], config: LogisticConfig, device: str,
-                 threads: int | None) -> list[LogisticProbeFit]:
+def _fit_batched(problems: Sequence[Splits], config: LogisticConfig, device: str
+                 ) -> list[LogisticProbeFit]:
     with threadpool_limits(limits=config.blas_threads):
         prepared = [_prepare(splits, config) for splits in problems]
     groups: dict[bytes, list[int]] = {}
@@ -339,7 +338,7 @@ def _fit_batched(problems: Sequence[Splits], config: LogisticConfig, device: str
             [prepared[i].splits["train"][0] for i in members], np.searchsorted(classes, y),
             len(classes), grid, max_iter=config.max_iter, tol=config.tol,
             sample_weight=_class_weights(y, classes, config), dtype=config.fit_dtype,
-            device=device, threads=threads)
+            device=device)
         for position, index in enumerate(members):
             dim = prepared[index].splits["train"][0].shape[1]
             path = [LinearModel(classes_=classes,

@@ -107,7 +107,7 @@ def _fit_logistic(driver: LogisticDriver, ctx: ProbeContext, entry: Any, layers:
 
     Logistic drivers with the ``torch`` solver fit as many layers at once as
     :func:`~speechrank.probes.linear.layers_per_batch` allows (every layer of a small encoder)
-    in one batched fit on the encoder's device (``workers`` torch threads on the CPU); with the
+    in one batched fit on the encoder's device (on the process's torch threads); with the
     ``sklearn`` solver, ``workers`` layers at a time in worker processes. The arrays are built
     here, so the first one fills the driver's summary and checks the splits as in a serial
     run. With a frame memo
@@ -257,7 +257,8 @@ def run_probe(model: str | SpeechEncoder, data: str | Dataset, task: str,
             fit this many layers at once in worker processes
             (:func:`speechrank.probes.linear.fit_logistic_probes`); the scores do not depend on
             it. The ``torch`` solver fits the layers as one batch on the encoder's device, on
-            this many torch threads on the CPU; CTC probes always fit one layer at a time.
+            the process's torch threads, and does not use it; CTC probes always fit one layer
+            at a time.
         progress: a :class:`~speechrank.progress.Progress`: stage ``encode`` (seconds of
             audio, only when the encoder runs) and stage ``probe`` (layers).
 
