@@ -328,12 +328,12 @@ def fit_part(args: argparse.Namespace, caches: dict[str, Path], scratch: Path
             _, problems = logistic_problems(encoder, dataset, task, config=recipe,
                                             cache_dir=caches[checkpoint], seed=0)
             record("demo", name, recipe, problems, number, "float64", checkpoint=checkpoint)
-    if FSDD.is_dir():
+    if args.fsdd.is_dir():
         from speechrank.probes.config import UtteranceProbeConfig
 
         for number, task in enumerate(("ks", "sid")):
             recipe, problems = logistic_problems(
-                "random:tiny", f"fsdd:{FSDD}", task, config=UtteranceProbeConfig(),
+                "random:tiny", f"fsdd:{args.fsdd}", task, config=UtteranceProbeConfig(),
                 cache_dir=args.fsdd_cache or scratch / "fsdd-cache", seed=0, max_seconds=1.0)
             record("fsdd random:tiny (max_seconds 1.0, seed 0)", task, recipe, problems,
                    number, None)
@@ -412,6 +412,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the probe timing")
     parser.add_argument("--tight-tol", type=float, default=1e-5)
     parser.add_argument("--tight-max-iter", type=int, default=3000)
+    parser.add_argument("--fsdd", type=Path, default=FSDD,
+                        help="the FSDD corpus (skipped when missing)")
     parser.add_argument("--fsdd-cache", type=Path, default=None,
                         help="feature cache for the FSDD probes (default: a scratch one)")
     parser.add_argument("--out", type=Path, default=RESULT)
