@@ -6,11 +6,11 @@ rounds). The demo's checkpoints (``--demo DIR``, read only; default steps 0, 300
 first encoded into a scratch feature cache (not timed).
 
 1. ``probes``: the demo's six probes of each checkpoint run as its sweep runs them
-   (``run_probe`` with the demo's recipes, a frame memo per side so that ks-unseen reuses ks's
-   fits), on the cached features, ``--rounds`` times per side: ``sklearn-2`` (scikit-learn
-   with two fit processes: today's demo), ``sklearn-1``, ``torch-1`` and ``torch-2`` (the
-   batched solver on one and two torch threads). What the solver changes, without the
-   encoder's time and its noise on a shared machine.
+   (``run_probe`` with the demo's recipes, a frame memo and a fit cache per side so that
+   ks-unseen reuses ks's fits), on the cached features, ``--rounds`` times per side:
+   ``sklearn-2`` (scikit-learn with two fit processes: today's demo), ``sklearn-1``,
+   ``torch-1`` and ``torch-2`` (the batched solver on one and two torch threads). What the
+   solver changes, without the encoder's time and its noise on a shared machine.
 2. ``fits``: the arrays of every logistic probe (the demo's, and FSDD keyword and speaker
    probes of ``random:tiny``, the golden files' setting) fitted by both solvers (a) with the
    probe's own recipe and (b) with a tight one (``--tight-tol``; float64 for the demo's
@@ -254,11 +254,11 @@ def _with_solver(recipe: Any, solver: str) -> Any:
 def time_probes(demo: Path, checkpoint: str, cache: Path, rounds: int, number: int
                 ) -> list[dict[str, Any]]:
     """The demo's six probes of one checkpoint, features already cached: each side runs them
-    as the sweep does (``run_probe`` per probe, one frame memo per side and checkpoint, so
-    ks-unseen reuses ks's fits), ``rounds`` times, the sides' order rotating."""
+    as the sweep does (``run_probe`` per probe, one frame memo and one fit cache per side and
+    checkpoint, so ks-unseen reuses ks's fits), ``rounds`` times, the sides' order rotating."""
     from speechrank.encoders import load_encoder
     from speechrank.extract import FrameMemo
-    from speechrank.probes import run_probe
+    from speechrank.probes import FitCache, ProbeRun, run_probe
 
     encoder = load_encoder(str(demo / "run" / checkpoint))
     probes = demo_probes(demo)
@@ -270,20 +270,21 @@ def time_probes(demo: Path, checkpoint: str, cache: Path, rounds: int, number: i
         for side in sides[shift:] + sides[:shift]:
             solver, workers, side_threads = PROBE_SIDES[side]
             torch.set_num_threads(side_threads)
-            memo = FrameMemo()
+            memo, fits = FrameMemo(), FitCache()
             seconds, load = {}, _load()
             try:
                 for name, (recipe, dataset, task) in probes.items():
                     started = time.perf_counter()
-                    run_probe(encoder, dataset, task, config=_with_solver(recipe, solver),
-                              cache_dir=cache, memo=memo, fit_workers=workers, seed=0,
-                              progress=False)
+                    run_probe(encoder, dataset, task,
+                              run=ProbeRun(config=_with_solver(recipe, solver), cache_dir=cache,
+                                           memo=memo, fits=fits, fit_workers=workers),
+                              seed=0, progress=False)
                     seconds[name] = round(time.perf_counter() - started, 3)
             finally:
                 torch.set_num_threads(threads)
             out.append({"checkpoint": checkpoint, "round": round_, "side": side,
                         "probe_seconds": round(sum(seconds.values()), 2),
-                        "per_probe": seconds, "fits_reused": memo.fits_reused,
+                        "per_probe": seconds, "fits_reused": fits.reused,
                         "load_before": load, "load_after": _load()})
             print(checkpoint, side, out[-1]["probe_seconds"], seconds, load, flush=True)
     return out
@@ -292,17 +293,21 @@ def time_probes(demo: Path, checkpoint: str, cache: Path, rounds: int, number: i
 def fill_cache(demo: Path, checkpoint: str, cache: Path) -> None:
     """Encode what the demo's probes need of one checkpoint into ``cache`` (not timed)."""
     from speechrank.encoders import load_encoder
-    from speechrank.probes.run import logistic_problems
+    from speechrank.probes.run import ProbeRun, logistic_problems
 
     encoder = load_encoder(str(demo / "run" / checkpoint))
     for recipe, dataset, task in demo_probes(demo).values():
-        logistic_problems(encoder, dataset, task, config=recipe, cache_dir=cache, seed=0)
+        logistic_problems(encoder, dataset, task, run=ProbeRun(config=recipe, cache_dir=cache),
+                          seed=0)
 
 
-def fit_part(args: argparse.Namespace, caches: dict[str, Path], scratch: Path
-             ) -> dict[str, Any]:
+def fit_part(args: argparse.Namespace, caches: dict[str, Path], scratch: Path,
+             save: Any) -> dict[str, Any]:
+    """The ``fits`` part: FSDD's probes first, then every logistic probe of each demo
+    checkpoint; ``save`` gets the section so far after every probe (``complete`` false until
+    the last), so that a run cut short leaves what it measured."""
     from speechrank.encoders import load_encoder
-    from speechrank.probes.run import logistic_problems
+    from speechrank.probes.run import ProbeRun, logistic_problems
 
     load_before = os.getloadavg()
     fits: list[dict[str, Any]] = []
@@ -321,28 +326,41 @@ def fit_part(args: argparse.Namespace, caches: dict[str, Path], scratch: Path
         print(extra.get("checkpoint", data), probe, json.dumps(entry["recipe"]["summary"]),
               entry["recipe"]["seconds"], json.dumps(entry["tight"]["summary"]), flush=True)
         fits.append(entry)
+        save(section(complete=False))
 
-    for number, checkpoint in enumerate(args.checkpoints):
-        encoder = load_encoder(str(args.demo / "run" / checkpoint))
-        for name, (recipe, dataset, task) in demo_probes(args.demo).items():
-            _, problems = logistic_problems(encoder, dataset, task, config=recipe,
-                                            cache_dir=caches[checkpoint], seed=0)
-            record("demo", name, recipe, problems, number, "float64", checkpoint=checkpoint)
+    def section(complete: bool) -> dict[str, Any]:
+        return {
+            **environment(load_before), "complete": complete, **summarise_fits(fits, args)}
+
     if args.fsdd.is_dir():
         from speechrank.probes.config import UtteranceProbeConfig
 
         for number, task in enumerate(("ks", "sid")):
-            recipe, problems = logistic_problems(
-                "random:tiny", f"fsdd:{args.fsdd}", task, config=UtteranceProbeConfig(),
-                cache_dir=args.fsdd_cache or scratch / "fsdd-cache", seed=0, max_seconds=1.0)
+            run = ProbeRun(config=UtteranceProbeConfig(),
+                           cache_dir=args.fsdd_cache or scratch / "fsdd-cache")
+            recipe, problems = logistic_problems("random:tiny", f"fsdd:{args.fsdd}", task,
+                                                 run=run, seed=0, max_seconds=1.0)
             record("fsdd random:tiny (max_seconds 1.0, seed 0)", task, recipe, problems,
                    number, None)
+    for number, checkpoint in enumerate(args.checkpoints):
+        encoder = load_encoder(str(args.demo / "run" / checkpoint))
+        for name, (recipe, dataset, task) in demo_probes(args.demo).items():
+            _, problems = logistic_problems(encoder, dataset, task,
+                                            run=ProbeRun(config=recipe,
+                                                         cache_dir=caches[checkpoint]), seed=0)
+            record("demo", name, recipe, problems, number, "float64", checkpoint=checkpoint)
+    return section(complete=True)
 
+
+def summarise_fits(fits: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The worst case over every probe of the ``fits`` part, at the recipe's tolerance (with
+    scikit-learn against itself, cold against warm started, as the yardstick) and at the tight
+    one."""
     def worst(part: str, key: str, fn: Any = max) -> Any:
         return fn(f[part]["summary"][key] for f in fits)
 
+    cold = [f["recipe"]["summary"]["sklearn_cold_vs_warm"] for f in fits]
     return {
-        **environment(load_before),
         "tight": {"tol": args.tight_tol, "max_iter": args.tight_max_iter,
                   "fit_dtype": "float64 (the demo's probes), the recipe's (FSDD)"},
         "equivalence": {
@@ -355,8 +373,16 @@ def fit_part(args: argparse.Namespace, caches: dict[str, Path], scratch: Path
                    "min_pooled_test_predictions_identical":
                        worst(part, "pooled_test_predictions_identical", min),
                    "max_abs_test_difference_in_se":
-                       worst(part, "max_abs_test_difference_in_se")}
+                       worst(part, "max_abs_test_difference_in_se"),
+                   "min_test_predictions_identical_per_c":
+                       worst(part, "torch_vs_sklearn_min_test_predictions_identical_per_c",
+                             min)}
             for part in ("recipe", "tight")},
+        "sklearn_cold_vs_warm_at_the_recipe": {
+            "max_abs_objective_relative_difference": max(
+                c["max_abs_objective_relative_difference"] for c in cold),
+            "min_test_predictions_identical_per_c": min(
+                c["min_test_predictions_identical_per_c"] for c in cold)},
         "fit_seconds": {part: {solver: round(sum(f[part]["seconds"][solver] for f in fits), 2)
                                for solver in ("sklearn", "torch")}
                         for part in ("recipe", "tight")},
@@ -414,6 +440,9 @@ def main() -> None:
     parser.add_argument("--tight-max-iter", type=int, default=3000)
     parser.add_argument("--fsdd", type=Path, default=FSDD,
                         help="the FSDD corpus (skipped when missing)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="feature cache for the demo's checkpoints (default: a scratch "
+                             "one per checkpoint; a copy of the demo's own fills it at once)")
     parser.add_argument("--fsdd-cache", type=Path, default=None,
                         help="feature cache for the FSDD probes (default: a scratch one)")
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -425,7 +454,7 @@ def main() -> None:
     result.update({"benchmark": "bench_batched_probes", "what": __doc__.split("\n\n")[0]})
     with tempfile.TemporaryDirectory(prefix="speechrank-batched-") as tmp:
         scratch = Path(tmp)
-        caches = {c: scratch / f"cache-{c}" for c in args.checkpoints}
+        caches = {c: args.cache or scratch / f"cache-{c}" for c in args.checkpoints}
         if {"probes", "fits"} & set(args.parts):
             for checkpoint in args.checkpoints:
                 fill_cache(args.demo, checkpoint, caches[checkpoint])
@@ -447,12 +476,18 @@ def main() -> None:
                 "runs": runs}
             print(json.dumps(result["probes"]["mean_of_medians"]), flush=True)
         if "fits" in args.parts:
-            result["fits"] = fit_part(args, caches, scratch)
+            result["fits"] = fit_part(args, caches, scratch,
+                                      save=lambda part: _write(args.out, {**result,
+                                                                          "fits": part}))
             print(json.dumps(result["fits"]["equivalence"], indent=1), flush=True)
         if "sweeps" in args.parts:
             result["sweeps"] = sweep_part(args, scratch)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    _write(args.out, result)
+
+
+def _write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

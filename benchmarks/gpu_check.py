@@ -210,7 +210,7 @@ def check_probes(files: int, model: str = "random:hubert-base", device: str = "c
     from speechrank.encoders import load_encoder
     from speechrank.probes import run_probe
     from speechrank.probes.linear import fit_logistic_probes, path_objectives
-    from speechrank.probes.run import logistic_problems
+    from speechrank.probes.run import ProbeRun, logistic_problems
     from speechrank.probes.stderr import clustered_accuracy_se
     from speechrank.rank import run_rank
 
@@ -227,12 +227,12 @@ def check_probes(files: int, model: str = "random:hubert-base", device: str = "c
         rank = run_rank(encoder, data, num_utterances=None, seed=0)
         out["rank_seconds"] = round(synced() - started, 2)
         started = synced()
-        probe = run_probe(encoder, data, "ks", cache_dir=Path(tmp) / "cache", seed=0)
+        probe = run_probe(encoder, data, "ks", run=ProbeRun(cache_dir=Path(tmp) / "cache"), seed=0)
         out["probe_seconds"] = round(synced() - started, 2)
         out["probe_encode_seconds"] = probe.info["encode_seconds"]
         out["rank_rows"], out["probe_rows"] = len(rank.rows), len(probe.rows)
-        recipe, problems = logistic_problems(encoder, data, "ks", cache_dir=Path(tmp) / "cache",
-                                             seed=0)
+        recipe, problems = logistic_problems(encoder, data, "ks",
+                                             run=ProbeRun(cache_dir=Path(tmp) / "cache"), seed=0)
         config = dataclasses.replace(recipe.logistic, solver="torch")
         splits = [p.splits for p in problems]
         fits, seconds = {}, {}

@@ -22,8 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from speechrank.cli import main
 from speechrank.encoders import load_encoder
 from speechrank.errors import SpeechrankError
-from speechrank.probes import run_probe
-from speechrank.probes.batched import fit_batched_logistic, logistic_objective
+from speechrank.probes import ProbeRun, run_probe
+from speechrank.probes.batched import LbfgsOptions, fit_batched_logistic, logistic_objective
 from speechrank.probes.config import (
     SOLVER_NAMES,
     CTCProbeConfig,
@@ -80,7 +80,7 @@ def _numpy_gradient(x, y, coef, intercept, c, weights=None):
 @pytest.mark.parametrize("classes", [2, 5])
 def test_the_batched_optimum_is_scikit_learns(classes):
     xs, y = _layers(300, (12, 8, 12), classes)
-    fit = fit_batched_logistic(xs, y, classes, GRID, tol=1e-7, max_iter=5000)
+    fit = fit_batched_logistic(xs, y, classes, GRID, LbfgsOptions(tol=1e-7, max_iter=5000))
     assert fit.converged.all()
     assert fit.weights.shape == (3, len(GRID), 1 if classes == 2 else classes, 12)
     assert np.all(fit.weights[1, :, :, 8:] == 0.0)  # the narrower layer's padding stays zero
@@ -103,7 +103,7 @@ def test_two_classes_use_the_binomial_loss():
     """A two-class multinomial penalising both class vectors would be the model at 2 C: the
     weights must be scikit-learn's binomial ones, not half or double them."""
     xs, y = _layers(200, (6,), 2, seed=3)
-    fit = fit_batched_logistic(xs, y, 2, (1.0,), tol=1e-8, max_iter=5000)
+    fit = fit_batched_logistic(xs, y, 2, (1.0,), LbfgsOptions(tol=1e-8, max_iter=5000))
     reference = _sklearn(xs[0], y, 1.0, tol=1e-8)
     assert fit.weights[0, 0] == pytest.approx(reference.coef_, rel=1e-6, abs=1e-8)
     assert fit.intercepts[0, 0] == pytest.approx(reference.intercept_, rel=1e-6, abs=1e-8)
@@ -129,7 +129,7 @@ def test_a_converged_fit_meets_the_stopping_rule(seed, classes, c, balanced):
         return
     weights = (len(y) / (classes * np.bincount(y)))[y] if balanced else None
     tol = 1e-6
-    fit = fit_batched_logistic(xs, y, classes, (c,), tol=tol, max_iter=3000,
+    fit = fit_batched_logistic(xs, y, classes, (c,), LbfgsOptions(tol=tol, max_iter=3000),
                                sample_weight=weights)
     for layer, x in enumerate(xs):
         grad = _numpy_gradient(x, y, fit.weights[layer, 0, :, :x.shape[1]],
@@ -254,10 +254,11 @@ def test_probe_rows_name_their_solver(tmp_path):
                      "split": ("train", "train", "train", "dev", "test")[i % 5]})
     manifest = str(write_csv_manifest(tmp_path / "tones.csv", rows))
     encoder = load_encoder("random:tiny")
-    results = {solver: run_probe(encoder, manifest, "label:pitch", cache_dir=tmp_path / "c",
-                                 config={"solver": solver}, progress=False)
+    results = {solver: run_probe(encoder, manifest, "label:pitch",
+                                 run=ProbeRun(cache_dir=tmp_path / "c", config={"solver": solver}),
+                                 progress=False)
                for solver in ("torch", "sklearn")}
-    assert run_probe(encoder, manifest, "label:pitch", cache_dir=tmp_path / "c",
+    assert run_probe(encoder, manifest, "label:pitch", run=ProbeRun(cache_dir=tmp_path / "c"),
                      progress=False).rows == results["torch"].rows  # the default
     for solver, result in results.items():
         assert {r.conventions["solver"] for r in result.rows} == {SOLVER_NAMES[solver]}
@@ -272,6 +273,7 @@ def test_probe_rows_name_their_solver(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fit_equals_the_cpu_fit():
     xs, y = _layers(400, (16, 16), 4)
-    cpu = fit_batched_logistic(xs, y, 4, GRID, tol=1e-8, max_iter=5000)
-    gpu = fit_batched_logistic(xs, y, 4, GRID, tol=1e-8, max_iter=5000, device="cuda")
+    cpu = fit_batched_logistic(xs, y, 4, GRID, LbfgsOptions(tol=1e-8, max_iter=5000))
+    gpu = fit_batched_logistic(xs, y, 4, GRID,
+                               LbfgsOptions(tol=1e-8, max_iter=5000, device="cuda"))
     assert np.allclose(gpu.objective, cpu.objective, rtol=1e-9)

@@ -341,7 +341,7 @@ def probe(
 ) -> None:
     """Downstream probes (linear, on frozen features) of every layer."""
     from speechrank.options import RunOptions
-    from speechrank.probes import run_probe
+    from speechrank.probes import ProbeRun, run_probe
     from speechrank.probes.recipes import read_recipe
 
     _threads()
@@ -351,9 +351,10 @@ def probe(
         table = {**(table or {}), "solver": solver}
     job, device = _join_job(device)
     with RichProgress(enabled=not quiet and _is_main(job)) as progress:
-        result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
-                           use_cache=not no_cache, strict=strict, device=device,
-                           config=table, fit_workers=fit_workers, progress=progress)
+        run = ProbeRun(layers=layers, config=table, cache_dir=cache_dir,
+                       use_cache=not no_cache, strict=strict, device=device,
+                       fit_workers=fit_workers)
+        result = run_probe(model, data, task, options, run=run, progress=progress)
     if not _leave_job(job):
         return
     info = result.info

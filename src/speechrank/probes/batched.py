@@ -78,8 +78,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["SOLVER_NAME", "BatchedLogisticFit", "batch_bytes", "fit_batched_logistic",
-           "logistic_objective"]
+__all__ = ["SOLVER_NAME", "BatchedLogisticFit", "LbfgsOptions", "batch_bytes",
+           "fit_batched_logistic", "logistic_objective"]
 
 #: The solver's name in every row's conventions.
 SOLVER_NAME = "torch-lbfgs-batched"
@@ -384,29 +384,52 @@ def _direction(state: _State, order: list[int]) -> torch.Tensor:
     return r.neg_().to(torch.float64)
 
 
+@dataclasses.dataclass(frozen=True)
+class LbfgsOptions:
+    """How :func:`fit_batched_logistic` solves (see the module docstring).
+
+    Attributes:
+        max_iter: iterations per problem before it is stopped as not converged.
+        tol: the stopping tolerance (scikit-learn's ``tol``: the largest absolute gradient
+            entry).
+        dtype: the work type of the matrix products (``float32`` or ``float64``).
+        device: where the fit runs (``cpu`` or ``cuda``).
+        threads: torch threads on the CPU during the fit (``None``: as set).
+        history: curvature pairs kept per problem.
+        precondition: rotate and scale the features by their train covariance first.
+    """
+
+    max_iter: int = 1000
+    tol: float = 1e-4
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str | torch.device = "cpu"
+    threads: int | None = None
+    history: int = HISTORY
+    precondition: bool = True
+
+
 def fit_batched_logistic(xs: Sequence[np.ndarray], y: np.ndarray, n_classes: int,
-                         cs: Sequence[float], *, max_iter: int = 1000, tol: float = 1e-4,
-                         sample_weight: np.ndarray | None = None,
-                         dtype: Literal["float32", "float64"] = "float64",
-                         device: str | torch.device = "cpu", threads: int | None = None,
-                         history: int = HISTORY, precondition: bool = True
-                         ) -> BatchedLogisticFit:
+                         cs: Sequence[float], options: LbfgsOptions | None = None, *,
+                         sample_weight: np.ndarray | None = None) -> BatchedLogisticFit:
     """Fit ``len(xs) x len(cs)`` logistic regressions: every feature matrix ``xs[l]``
     (``[N, D_l]``, already standardised) with labels ``y`` (class indices ``0..K-1``, shared)
-    at every inverse strength ``cs[g]``; see the module docstring for the objective and the
-    solver. ``threads``: torch threads on the CPU during the fit (``None``: as set).
+    and per-example ``sample_weight`` at every inverse strength ``cs[g]``; see the module
+    docstring for the objective and the solver, :class:`LbfgsOptions` for ``options``.
     Deterministic: the same inputs on the same device and threads give the same numbers."""
+    options = options or LbfgsOptions()
     if not xs or not cs:
         raise ValueError("need at least one feature matrix and one C")
     if n_classes < 2:
         raise ValueError("need at least 2 classes")
     if any(len(x) != len(y) for x in xs):
         raise ValueError("every feature matrix needs one row per label")
-    device = torch.device(device)
-    work = torch.float32 if dtype == "float32" else torch.float64
-    with _fit_context(device, threads), torch.no_grad():
-        problems = _Problems(xs, y, n_classes, cs, sample_weight, work, device, precondition)
-        return _lbfgs(problems, max_iter=max_iter, tol=tol, history=history)
+    device = torch.device(options.device)
+    work = torch.float32 if options.dtype == "float32" else torch.float64
+    with _fit_context(device, options.threads), torch.no_grad():
+        problems = _Problems(xs, y, n_classes, cs, sample_weight, work, device,
+                             options.precondition)
+        return _lbfgs(problems, max_iter=options.max_iter, tol=options.tol,
+                      history=options.history)
 
 
 def _lbfgs(problems: _Problems, *, max_iter: int, tol: float, history: int

@@ -183,27 +183,27 @@ class CTCProbeConfig:
         steps: optimiser steps (batches drawn from seeded per-epoch shuffles of train).
         eval_every: steps between dev evaluations.
         batch_size: utterances per step.
+        torch_threads: torch CPU threads while training (restored afterwards; ``None``: leave
+            as is). One by default: the probe's matrices are small, and on a busy 2-core
+            machine one thread ran a 300-step probe in 9 s against 20 s with two.
         lr: Adam learning rate (s3prl's SUPERB PR recipe uses 1e-2 for its linear head).
         weight_decay: Adam L2 weight decay.
         grad_clip: gradient norm clip (0 = none).
         max_audio_seconds: audio cap per split (seeded random utterance order).
         language: eSpeak NG voice for ``phonemize`` when an utterance has no ``language``
             label.
-        torch_threads: torch CPU threads while training (restored afterwards; ``None``: leave
-            as is). One by default: the probe's matrices are small, and on a busy 2-core
-            machine one thread ran a 300-step probe in 9 s against 20 s with two.
     """
 
     steps: Count = 600
     eval_every: Count = 100
     batch_size: Count = 16
+    torch_threads: Count | None = 1
     lr: Positive = 1e-2
     weight_decay: NonNegative = 0.0
     grad_clip: NonNegative = 1.0
     max_audio_seconds: SecondCaps = dataclasses.field(
         default_factory=lambda: {"train": 1_200.0, "dev": 300.0, "test": 300.0})
     language: Text = "en-us"
-    torch_threads: Count | None = 1
 
 
 ProbeConfig = UtteranceProbeConfig | FrameProbeConfig | CTCProbeConfig

@@ -30,11 +30,17 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from speechrank.probes.batched import batch_bytes, fit_batched_logistic, logistic_objective
+from speechrank.probes.batched import (
+    LbfgsOptions,
+    batch_bytes,
+    fit_batched_logistic,
+    logistic_objective,
+)
 from speechrank.probes.config import SOLVER_NAMES, LogisticConfig
 
 __all__ = [
     "BATCH_BYTES",
+    "FitCache",
     "LinearModel",
     "LogisticProbeFit",
     "chance_levels",
@@ -242,6 +248,41 @@ def fit_logistic_probes(problems: Sequence[Splits], config: LogisticConfig | Non
         delayed(_fit_sklearn)(splits, config) for splits in problems))
 
 
+class FitCache:
+    """Logistic probe fits that later probes of the same model may reuse, keyed by
+    :func:`problem_digest`: a probe whose train and dev arrays and recipe an earlier probe
+    already fitted gets that fit scored on its own splits (:func:`rescore`) instead of a new
+    fit. The demo's keyword probe and its unseen-voice variant share train and dev. A sweep
+    keeps one per checkpoint; ``reused`` counts the fits not made again.
+    """
+
+    def __init__(self) -> None:
+        self._fits: dict[str, LogisticProbeFit] = {}
+        self.reused = 0
+
+    def __len__(self) -> int:
+        return len(self._fits)
+
+    def fit(self, problems: Sequence[Splits], config: LogisticConfig, *, workers: int = 1,
+            device: str = "cpu") -> list[LogisticProbeFit]:
+        """:func:`fit_logistic_probes` of the problems not fitted before; the others are
+        the stored fits rescored on their splits."""
+        keys = [problem_digest(splits, config) for splits in problems]
+        todo = [i for i, key in enumerate(keys) if key not in self._fits]
+        fitted = dict(zip(todo, fit_logistic_probes([problems[i] for i in todo], config,
+                                                    workers=workers, device=device),
+                          strict=True))
+        out = []
+        for i, (splits, key) in enumerate(zip(problems, keys, strict=True)):
+            if i in fitted:
+                self._fits[key] = fitted[i]
+                out.append(fitted[i])
+            else:
+                self.reused += 1
+                out.append(rescore(self._fits[key], splits))
+        return out
+
+
 @dataclasses.dataclass
 class _Prepared:
     """One problem standardised on train and cast to the fit dtype."""
@@ -336,9 +377,9 @@ def _fit_batched(problems: Sequence[Splits], config: LogisticConfig, device: str
         y = prepared[members[0]].splits["train"][1]
         result = fit_batched_logistic(
             [prepared[i].splits["train"][0] for i in members], np.searchsorted(classes, y),
-            len(classes), grid, max_iter=config.max_iter, tol=config.tol,
-            sample_weight=_class_weights(y, classes, config), dtype=config.fit_dtype,
-            device=device)
+            len(classes), grid, LbfgsOptions(max_iter=config.max_iter, tol=config.tol,
+                                             dtype=config.fit_dtype, device=device),
+            sample_weight=_class_weights(y, classes, config))
         for position, index in enumerate(members):
             dim = prepared[index].splits["train"][0].shape[1]
             path = [LinearModel(classes_=classes,
