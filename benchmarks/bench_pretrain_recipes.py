@@ -77,7 +77,7 @@ def train(name: str, corpus: Path, out: Path, steps: int, saves: list[int],
 
 
 def probe(run: Path, corpus: Path, steps: list[int], cache: Path) -> None:
-    from speechrank.probes import run_probe
+    from speechrank.probes import ProbeRun, run_probe
     from speechrank.probes.config import FrameProbeConfig, LogisticConfig
 
     fast = FrameProbeConfig(logistic=LogisticConfig(c_grid=(0.01, 0.1, 1.0), max_iter=100),
@@ -89,8 +89,9 @@ def probe(run: Path, corpus: Path, steps: list[int], cache: Path) -> None:
         checkpoint = run / f"checkpoint-{step:06d}"
         entry: dict[str, Any] = {}
         for task in ("ks", "pr"):
-            result = run_probe(str(checkpoint), data, task, cache_dir=cache, progress=False,
-                               config=fast if task == "pr" else None)
+            result = run_probe(str(checkpoint), data, task,
+                               run=ProbeRun(cache_dir=cache, config=fast if task == "pr" else None),
+                               progress=False)
             test = result.scores("test")
             entry[task] = [round(test[layer], 4) for layer in sorted(test, key=int)]
         scores[str(step)] = entry

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from speechrank.audio import load_dataset
 from speechrank.audio.splits import subset
 from speechrank.encoders import load_encoder
-from speechrank.probes import run_probe
+from speechrank.probes import ProbeRun, run_probe
 from speechrank.rank import run_rank
 from speechrank.spec import MeasureSpec
 
@@ -64,14 +64,16 @@ def bench_model(spec: str, data: str, n: int) -> dict[str, Any]:
     run_rank(encoder, subset(dataset, 8, seed=1), MeasureSpec(num_utterances=None))  # warm-up
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as cache:
         t_rank, rank = _timed(lambda: run_rank(encoder, dataset, MeasureSpec(num_utterances=None)))
-        t_ks_cold, ks = _timed(lambda: run_probe(encoder, dataset, "ks", cache_dir=cache,
-                                                 progress=False))
-        t_sid_warm, sid = _timed(lambda: run_probe(encoder, dataset, "sid", cache_dir=cache,
-                                                   progress=False))
+        t_ks_cold, ks = _timed(lambda: run_probe(encoder, dataset, "ks",
+                                                 run=ProbeRun(cache_dir=cache), progress=False))
+        t_sid_warm, sid = _timed(lambda: run_probe(encoder, dataset, "sid",
+                                                   run=ProbeRun(cache_dir=cache), progress=False))
         t_ks_warm, ks_again = _timed(lambda: run_probe(encoder, dataset, "ks",
-                                                       cache_dir=cache, progress=False))
+                                                       run=ProbeRun(cache_dir=cache),
+                                                       progress=False))
         t_sid_cold, sid_cold = _timed(lambda: run_probe(encoder, dataset, "sid",
-                                                        use_cache=False, progress=False))
+                                                        run=ProbeRun(use_cache=False),
+                                                        progress=False))
         cache_bytes = sum(p.stat().st_size for p in Path(cache).rglob("*") if p.is_file())
     assert sid.info["cache"]["hit"] and ks_again.info["cache"]["hit"]
     assert [r.value for r in ks_again.rows] == [r.value for r in ks.rows]

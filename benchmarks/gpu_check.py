@@ -11,6 +11,12 @@
    ``torch.multiprocessing``), against the CPU sum of the same rows (1e-6 relative).
 4. ``throughput``: random-init HuBERT-base forward on CUDA (bf16 autocast) as a real-time
    factor (audio seconds per wall second), batches of 8 x 10 s.
+5. ``probes``: ``speechrank rank`` and ``speechrank probe --task ks`` of random-init HuBERT-base
+   on 200 FSDD recordings on CUDA, timed; then the keyword probe's arrays (13 layers x 768)
+   fitted by the batched logistic solver on CUDA and on the CPU (the same features): the same
+   C chosen and every test score within its standard error of the CPU's (the target), with
+   the objectives' largest relative difference and the fit times (and scikit-learn's on the
+   CPU, the reference).
 
 Without CUDA it says so in one line and exits with status 0, writing a JSON that records it.
 
@@ -185,10 +191,85 @@ def throughput(batches: int = 10, batch: int = 8, seconds: float = 10.0) -> dict
             "gpu": torch.cuda.get_device_name(0)}
 
 
+def fsdd_subset(folder: Path, files: int) -> Path:
+    """``files`` FSDD recordings (a seeded draw: every split, digit and speaker) linked into
+    ``folder``."""
+    paths = sorted(FSDD.glob("*.wav"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in sorted(np.random.default_rng(0).choice(len(paths), files, replace=False)):
+        os.symlink(paths[index], folder / paths[index].name)
+    return folder
+
+
+def check_probes(files: int, model: str = "random:hubert-base", device: str = "cuda"
+                 ) -> dict[str, Any]:
+    """Rank and the keyword probe of ``model`` on ``files`` FSDD recordings on ``device``,
+    timed, and the batched solver on ``device`` against the CPU on the same arrays."""
+    import dataclasses
+
+    from speechrank.encoders import load_encoder
+    from speechrank.probes import run_probe
+    from speechrank.probes.linear import fit_logistic_probes, path_objectives
+    from speechrank.probes.run import ProbeRun, logistic_problems
+    from speechrank.probes.stderr import clustered_accuracy_se
+    from speechrank.rank import run_rank
+
+    def synced() -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    out: dict[str, Any] = {"model": model, "files": files, "device": device, "task": "ks"}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = f"fsdd:{fsdd_subset(Path(tmp) / 'fsdd', files)}"
+        encoder = load_encoder(model, device=device)
+        started = synced()
+        rank = run_rank(encoder, data, num_utterances=None, seed=0)
+        out["rank_seconds"] = round(synced() - started, 2)
+        started = synced()
+        probe = run_probe(encoder, data, "ks", run=ProbeRun(cache_dir=Path(tmp) / "cache"), seed=0)
+        out["probe_seconds"] = round(synced() - started, 2)
+        out["probe_encode_seconds"] = probe.info["encode_seconds"]
+        out["rank_rows"], out["probe_rows"] = len(rank.rows), len(probe.rows)
+        recipe, problems = logistic_problems(encoder, data, "ks",
+                                             run=ProbeRun(cache_dir=Path(tmp) / "cache"), seed=0)
+        config = dataclasses.replace(recipe.logistic, solver="torch")
+        splits = [p.splits for p in problems]
+        fits, seconds = {}, {}
+        for where in ("cpu", device, device):  # the second run on the device: warm kernels
+            started = synced()
+            fits[where] = fit_logistic_probes(splits, config, device=where)
+            seconds[where] = round(synced() - started, 3)
+        started = time.perf_counter()
+        reference = fit_logistic_probes(splits, dataclasses.replace(config, solver="sklearn"))
+        seconds["sklearn_cpu"] = round(time.perf_counter() - started, 3)
+    layers, passed = [], True
+    for problem, cpu, there in zip(problems, fits["cpu"], fits[device], strict=True):
+        se = clustered_accuracy_se(cpu.correct["test"], problem.clusters["test"])
+        diff = there.scores["test"]["accuracy"] - cpu.scores["test"]["accuracy"]
+        objectives = [path_objectives(f, problem.splits, config) for f in (cpu, there)]
+        rel = max(abs(b - a) / abs(a) for a, b in zip(*objectives, strict=True))
+        ok = cpu.chosen_c == there.chosen_c and abs(diff) <= se
+        passed &= ok
+        layers.append({"layer": problem.layer, "C": [cpu.chosen_c, there.chosen_c],
+                       "test_accuracy": [cpu.scores["test"]["accuracy"],
+                                         there.scores["test"]["accuracy"]],
+                       "standard_error": se, "max_objective_relative_difference": rel,
+                       "sklearn_test_accuracy": reference[len(layers)].scores["test"]["accuracy"],
+                       "passed": ok})
+    out.update(fit_seconds=seconds, layers=layers, passed=passed,
+               max_objective_relative_difference=max(r["max_objective_relative_difference"]
+                                                     for r in layers),
+               dims={name: list(np.shape(v[0])) for name, v in problems[0].splits.items()})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--files", type=int, default=100, help="FSDD files for autocast")
+    parser.add_argument("--probe-files", type=int, default=200,
+                        help="FSDD files for the rank and probe timing")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -208,15 +289,18 @@ def main(argv: list[str] | None = None) -> int:
              ("nccl", check_nccl), ("throughput", throughput)]
     if FSDD.is_dir():
         steps.insert(1, ("autocast", lambda: check_autocast(args.files)))
+        steps.append(("probes", lambda: check_probes(args.probe_files)))
     else:
         result["autocast"] = {"skipped": f"FSDD recordings not found at {FSDD}"}
+        result["probes"] = {"skipped": f"FSDD recordings not found at {FSDD}"}
     for name, step in steps:
         t0 = time.perf_counter()
         result[name] = step()
         result[name]["check_seconds"] = round(time.perf_counter() - t0, 2)
         print(f"{name}: {json.dumps(result[name])[:400]}", flush=True)
     result["wall_seconds"] = round(time.perf_counter() - started, 2)
-    result["passed"] = bool(result["accumulators"]["passed"] and result["nccl"]["passed"])
+    result["passed"] = bool(result["accumulators"]["passed"] and result["nccl"]["passed"]
+                            and result["probes"].get("passed", True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out} ({'passed' if result['passed'] else 'FAILED'})")

@@ -208,11 +208,11 @@ def test_rank_and_probe_options_given_bad_values(command, option, value, data, t
 
 def test_the_schemas_cover_what_the_cases_need():
     assert {"rank", "probe", "options"} == set(SECTIONS)
-    assert {"c_grid", "max_iter", "fit_dtype", "max_frames", "max_audio_seconds"} <= set(
-        RecipeTable.model_fields)
+    assert {"c_grid", "max_iter", "fit_dtype", "solver", "max_frames",
+            "max_audio_seconds"} <= set(RecipeTable.model_fields)
     assert {"--seed", "--max-frames", "--num-utterances", "--batch-seconds",
             "--n-clusters"} <= set(_options("rank"))
-    assert {"--seed", "--recipe", "--cache-dir"} <= set(_options("probe"))
+    assert {"--seed", "--recipe", "--cache-dir", "--solver"} <= set(_options("probe"))
     assert math.isinf(tomllib.loads("x = 1e400")["x"])
 
 
@@ -231,3 +231,11 @@ def test_the_schemas_cover_what_the_cases_need():
 def test_rank_option_values_that_used_to_escape(argv, expected, data, capsys):
     code, err = _run(["rank", MODEL, str(data), *argv], capsys)
     assert (code, err) == (2, [f"speechrank: error: {expected}"])
+
+
+@pytest.mark.parametrize("value", ["newton", "", "SKLEARN"])
+def test_probe_solver_is_checked_like_a_recipe_key(value, data, capsys):
+    """``--solver`` goes through the recipe's checks: one line naming the key and the value."""
+    code, err = _run([*_bases(data)["probe"], "--solver", value], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "solver" in err[0] and "'torch' or 'sklearn'" in err[0], err[0]

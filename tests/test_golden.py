@@ -12,6 +12,12 @@ turning on the last bits of the features) while every count-based score stayed i
 change of method moves these values by orders of magnitude more. (Rank conventions near zero,
 such as an alpha-ReQ intercept of 0.0099, also get 1e-7 absolute.) Regenerate a golden file
 only for an intended change of numbers, with the command recorded in its test below.
+
+The probe files of the default solver (the batched torch one) are ``probe_TASK_fsdd_tiny.json``;
+scikit-learn's lbfgs, the reference solver, must still give the numbers it gave before the
+batched solver existed: ``probe_TASK_fsdd_tiny_sklearn.json`` are those files as written then,
+unchanged, so their rows name the solver ``lbfgs`` and lack the conventions and fit records
+added since (:data:`ADDED_SINCE_SKLEARN_GOLDEN`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,29 @@ def _kept(conventions: dict) -> dict:
 
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+
+#: What the scikit-learn golden files predate: per row, the recorded solver's name (``lbfgs``
+#: then, ``sklearn-lbfgs`` now) and the class weighting; per layer's fit, the iterations per C.
+ADDED_SINCE_SKLEARN_GOLDEN = {"conventions": {"class_weight": "none"},
+                              "renamed": {"solver": ("lbfgs", "sklearn-lbfgs")},
+                              "fits": ("n_iter_per_c",)}
+
+
+def _as_sklearn_golden(fresh: Path, out: Path) -> None:
+    """``fresh`` (a ``--solver sklearn`` run) written as the scikit-learn golden files record
+    it, after checking that what they predate has the value it must have."""
+    summary = json.loads(fresh.read_text())
+    for row in summary["results"]:
+        conventions = row["conventions"]
+        for key, value in ADDED_SINCE_SKLEARN_GOLDEN["conventions"].items():
+            assert conventions.pop(key) == value, key
+        for key, (old, new) in ADDED_SINCE_SKLEARN_GOLDEN["renamed"].items():
+            assert conventions[key] == new, key
+            conventions[key] = old
+    for fit in summary["fits"].values():
+        for key in ADDED_SINCE_SKLEARN_GOLDEN["fits"]:
+            assert len(fit.pop(key)) == len(fit["converged_per_c"]), key
+    out.write_text(json.dumps(summary))
 
 
 def _rows(path: Path) -> dict[tuple, dict]:
@@ -91,14 +120,19 @@ def test_rank_golden(fsdd_root, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("solver", ["default", "sklearn"])
 @pytest.mark.parametrize("task", ["ks", "sid"])
-def test_probe_golden(task, fsdd_root, tmp_path, monkeypatch):
+def test_probe_golden(task, solver, fsdd_root, tmp_path, monkeypatch):
     monkeypatch.chdir(GOLDEN.parents[1])
     out = tmp_path / f"probe_{task}.json"
+    chosen = [] if solver == "default" else ["--solver", solver]
     assert main(["probe", "random:tiny", _fsdd_spec(fsdd_root), "--task", task,
                  "--layers", "0,2", "--max-seconds", "1.0", "--no-cache", "--seed", "0",
-                 "--quiet", "--json", str(out)]) == 0
+                 *chosen, "--quiet", "--json", str(out)]) == 0
     golden = GOLDEN / f"probe_{task}_fsdd_tiny.json"
+    if solver == "sklearn":
+        golden = GOLDEN / f"probe_{task}_fsdd_tiny_sklearn.json"
+        _as_sklearn_golden(out, out)
     _compare(golden, out, abs_tol=1e-4)
     summary, want = json.loads(out.read_text()), json.loads(golden.read_text())
     for field in ("counts", "classes", "chance", "splits", "train_class_counts"):

@@ -61,3 +61,13 @@ def test_without_cuda_it_exits_cleanly_with_one_line(tmp_path):
 def test_cuda_accumulators_equal_the_cpu(gpu_check):
     out = gpu_check.check_accumulators("cuda")
     assert out["passed"], out
+
+
+def test_probe_check_runs_on_the_cpu(gpu_check, one_torch_thread):
+    """The probe step's code path, with the CPU standing in for the GPU (a small model and
+    few files): the same device on both sides gives the same fits."""
+    out = gpu_check.check_probes(60, model="random:tiny", device="cpu")
+    assert out["passed"] and out["max_objective_relative_difference"] == 0.0
+    assert out["rank_rows"] > 0 and out["probe_rows"] > 0
+    assert {"cpu", "sklearn_cpu"} <= set(out["fit_seconds"])
+    assert len(out["layers"]) == 5 and out["dims"]["train"][1] == 128

@@ -17,6 +17,7 @@ from speechrank.errors import AudioError, SpeechrankError
 from speechrank.probes import (
     CTCProbeConfig,
     FrameProbeConfig,
+    ProbeRun,
     resolve_cache_dir,
     resolve_task,
     run_probe,
@@ -66,7 +67,7 @@ def fsdd_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ks_result(encoder, fsdd_small, fsdd_cache):
-    return run_probe(encoder, fsdd_small, "ks", cache_dir=fsdd_cache, progress=False)
+    return run_probe(encoder, fsdd_small, "ks", run=ProbeRun(cache_dir=fsdd_cache), progress=False)
 
 
 @pytest.mark.slow
@@ -101,11 +102,11 @@ def test_fsdd_keyword_probe_per_layer(ks_result, encoder, capsys):
 def test_cache_hit_skips_the_encoder_and_is_shared_across_tasks(
         ks_result, encoder, fsdd_small, fsdd_cache, monkeypatch):
     counter = _Counting(encoder, monkeypatch)
-    again = run_probe(encoder, fsdd_small, "ks", cache_dir=fsdd_cache, progress=False)
+    again = run_probe(encoder, fsdd_small, "ks", run=ProbeRun(cache_dir=fsdd_cache), progress=False)
     assert counter.calls == 0
     assert again.info["cache"]["hit"] is True
     assert [r.value for r in again.rows] == [r.value for r in ks_result.rows]
-    sid = run_probe(encoder, fsdd_small, "sid", cache_dir=fsdd_cache, progress=False)
+    sid = run_probe(encoder, fsdd_small, "sid", run=ProbeRun(cache_dir=fsdd_cache), progress=False)
     assert counter.calls == 0  # the same recordings: the same features
     assert sid.info["label"] == "speaker" and len(sid.info["classes"]) == 3
     assert {r.task for r in sid.rows} == {"sid"}
@@ -115,7 +116,7 @@ def test_cache_hit_skips_the_encoder_and_is_shared_across_tasks(
 
 @pytest.mark.slow
 def test_same_seed_same_numbers_without_the_cache(ks_result, encoder, fsdd_small):
-    fresh = run_probe(encoder, fsdd_small, "ks", use_cache=False, progress=False)
+    fresh = run_probe(encoder, fsdd_small, "ks", run=ProbeRun(use_cache=False), progress=False)
     assert fresh.info["cache"]["hit"] is False
     assert [r.value for r in fresh.rows] == [r.value for r in ks_result.rows]
     assert [r.conventions["C"] for r in fresh.rows] == [r.conventions["C"]
@@ -142,15 +143,16 @@ def _tone_dataset(root: Path, n_per_split=(8, 4, 4)) -> Dataset:
 def test_layer_subset_then_all_computes_only_missing_layers(encoder, tmp_path, monkeypatch):
     data = _tone_dataset(tmp_path / "audio")
     cache = tmp_path / "cache"
-    first = run_probe(encoder, data, "ks", layers="0,2", cache_dir=cache, progress=False)
+    first = run_probe(encoder, data, "ks", run=ProbeRun(layers="0,2", cache_dir=cache),
+                      progress=False)
     assert first.info["cache"]["computed_layers"] == ["0", "2"]
     counter = _Counting(encoder, monkeypatch)
-    second = run_probe(encoder, data, "ks", cache_dir=cache, progress=False)
+    second = run_probe(encoder, data, "ks", run=ProbeRun(cache_dir=cache), progress=False)
     assert second.info["cache"]["hit_layers"] == ["0", "2"]
     assert second.info["cache"]["computed_layers"] == ["1", "3", "4"]
     assert counter.calls > 0
     calls = counter.calls
-    third = run_probe(encoder, data, "label:colour", cache_dir=cache, progress=False)
+    third = run_probe(encoder, data, "label:colour", run=ProbeRun(cache_dir=cache), progress=False)
     assert counter.calls == calls and third.info["cache"]["hit"] is True
     assert {r.task for r in third.rows} == {"label:colour"}
     # Rows of the layers both runs measured agree exactly.
@@ -160,8 +162,8 @@ def test_layer_subset_then_all_computes_only_missing_layers(encoder, tmp_path, m
 
 
 def test_linearly_separable_tones_score_near_the_top(encoder, tmp_path):
-    result = run_probe(encoder, _tone_dataset(tmp_path, (16, 8, 8)), "ks", layers="0",
-                       use_cache=False, progress=False)
+    result = run_probe(encoder, _tone_dataset(tmp_path, (16, 8, 8)), "ks",
+                       run=ProbeRun(layers="0", use_cache=False), progress=False)
     assert result.scores("test")["0"] >= 0.85
 
 
@@ -196,18 +198,20 @@ def test_skipped_files_are_reported_and_strict_raises(encoder, tmp_path):
                     split="train")
     data = dataclasses.replace(data, utterances=[*data.utterances, bad])
     cache = tmp_path / "cache"
-    result = run_probe(encoder, data, "ks", layers="1", cache_dir=cache, progress=False)
+    result = run_probe(encoder, data, "ks", run=ProbeRun(layers="1", cache_dir=cache),
+                       progress=False)
     assert [s["path"] for s in result.info["skipped"]] == [str(broken)]
     assert result.info["counts"]["skipped_by_reason"] == {"unreadable": 1}
     assert result.info["counts"]["train"] == 8
     # A cache hit reports the same skips; in strict mode it fails as a fresh run would.
-    again = run_probe(encoder, data, "ks", layers="1", cache_dir=cache, progress=False)
+    again = run_probe(encoder, data, "ks", run=ProbeRun(layers="1", cache_dir=cache),
+                      progress=False)
     assert again.info["skipped"] == result.info["skipped"]
     with pytest.raises(AudioError, match="unreadable"):
-        run_probe(encoder, data, "ks", layers="1", cache_dir=cache, strict=True,
+        run_probe(encoder, data, "ks", run=ProbeRun(layers="1", cache_dir=cache, strict=True),
                   progress=False)
     with pytest.raises(AudioError, match="unreadable"):
-        run_probe(encoder, data, "ks", layers="1", use_cache=False, strict=True,
+        run_probe(encoder, data, "ks", run=ProbeRun(layers="1", use_cache=False, strict=True),
                   progress=False)
 
 
@@ -228,10 +232,10 @@ def test_task_errors(encoder, tmp_path):
     with pytest.raises(SpeechrankError, match="has no 'phones' or 'transcript' labels"):
         run_probe(encoder, data, "pr", progress=False)
     with pytest.raises(SpeechrankError, match="unknown layer '9'"):
-        run_probe(encoder, data, "ks", layers="9", progress=False)
+        run_probe(encoder, data, "ks", run=ProbeRun(layers="9"), progress=False)
     with pytest.raises(SpeechrankError, match="task ks needs a UtteranceProbeConfig, got "
                                               "FrameProbeConfig"):
-        run_probe(encoder, data, "ks", config=FrameProbeConfig(), progress=False)
+        run_probe(encoder, data, "ks", run=ProbeRun(config=FrameProbeConfig()), progress=False)
     with pytest.raises(SpeechrankError, match="--max-seconds must be a positive number"):
         run_probe(encoder, data, "ks", max_seconds=0, progress=False)
 
@@ -290,8 +294,9 @@ def rows_c(result, layer):
 @pytest.mark.slow
 def test_phone_frame_probe_on_the_synthetic_corpus(encoder, synthetic_corpus, tmp_path):
     config = FrameProbeConfig(max_frames={"train": 600, "dev": 200, "test": 200})
-    result = run_probe(encoder, f"synthetic:{synthetic_corpus}", "pr", layers="0,4",
-                       cache_dir=tmp_path, config=config, progress=False)
+    result = run_probe(encoder, f"synthetic:{synthetic_corpus}", "pr",
+                       run=ProbeRun(layers="0,4", cache_dir=tmp_path, config=config),
+                       progress=False)
     assert result.info["probe"] == "frames" and result.info["label"] == "phones"
     assert "sil" in result.info["classes"] and len(result.info["classes"]) > 5
     counts = result.info["counts"]
@@ -318,8 +323,9 @@ def test_phone_ctc_probe_from_transcripts(encoder, synthetic_corpus, tmp_path):
                 record["split"] = name
                 out.write(json.dumps(record) + "\n")
     config = CTCProbeConfig(steps=30, eval_every=10)
-    result = run_probe(encoder, str(manifest), "pr", layers="4", cache_dir=tmp_path / "c",
-                       config=config, progress=False)
+    result = run_probe(encoder, str(manifest), "pr",
+                       run=ProbeRun(layers="4", cache_dir=tmp_path / "c", config=config),
+                       progress=False)
     assert result.info["probe"] == "ctc" and result.info["label"] == "transcript"
     assert {r.metric for r in result.rows} == {"per"}
     rows = {r.split: r for r in result.rows}

@@ -17,7 +17,7 @@ from speechrank.audio.synthetic import CorpusSpec, plan_corpus, split_pattern
 from speechrank.encoders import load_encoder
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo, Reading, iter_encoded, plan_utterances
-from speechrank.probes import run_probe
+from speechrank.probes import ProbeRun, run_probe
 from speechrank.probes.config import LogisticConfig
 from speechrank.probes.linear import (
     fit_logistic_probe,
@@ -133,10 +133,11 @@ def test_rank_and_probe_share_one_pass(encoder, tones, tmp_path, monkeypatch, on
                     memo=memo, progress=False)
     encoded_by_rank = counter.utterances
     assert encoded_by_rank == len(dataset)
-    shared = run_probe(encoder, dataset, "label:pitch", cache_dir=tmp_path / "a", memo=memo,
-                       progress=False)
+    shared = run_probe(encoder, dataset, "label:pitch",
+                       run=ProbeRun(cache_dir=tmp_path / "a", memo=memo), progress=False)
     assert counter.utterances == encoded_by_rank  # the probe ran no forward pass
-    fresh = run_probe(encoder, dataset, "label:pitch", cache_dir=tmp_path / "b", progress=False)
+    fresh = run_probe(encoder, dataset, "label:pitch", run=ProbeRun(cache_dir=tmp_path / "b"),
+                      progress=False)
     for got, want in zip(shared.rows, fresh.rows, strict=True):
         assert (got.layer, got.split, got.metric) == (want.layer, want.split, want.metric)
         assert got.value == pytest.approx(want.value, abs=1e-9, nan_ok=True)
@@ -251,7 +252,7 @@ def _problem(seed: int, n: int = 240, dim: int = 24, classes: int = 5):
 
 def test_fits_in_worker_processes_equal_the_serial_fits():
     problems = [_problem(seed) for seed in range(3)]
-    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200)
+    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, solver="sklearn")
     serial = [fit_logistic_probe(p, config) for p in problems]
     parallel = fit_logistic_probes(problems, config, workers=2)
     for a, b in zip(serial, parallel, strict=True):
@@ -261,9 +262,11 @@ def test_fits_in_worker_processes_equal_the_serial_fits():
             assert np.array_equal(a.correct[name], b.correct[name])
 
 
+@pytest.mark.parametrize("solver", ["torch", "sklearn"])
 @pytest.mark.parametrize("fit_dtype", ["float64", "float32"])
-def test_a_shared_fit_rescored_equals_fitting_again(fit_dtype):
-    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, fit_dtype=fit_dtype)
+def test_a_shared_fit_rescored_equals_fitting_again(fit_dtype, solver):
+    config = LogisticConfig(c_grid=(0.1, 1.0), max_iter=200, fit_dtype=fit_dtype,
+                            solver=solver)
     first = _problem(0)
     second = {**first, "test": _problem(7)["test"]}  # same train and dev, other test clips
     assert problem_digest(first, config) == problem_digest(second, config)
@@ -283,9 +286,10 @@ def test_a_shared_fit_rescored_equals_fitting_again(fit_dtype):
 
 def test_probe_rows_do_not_depend_on_fit_workers(encoder, tones, tmp_path):
     dataset = load_dataset(str(tones))
-    one = run_probe(encoder, dataset, "label:pitch", cache_dir=tmp_path, progress=False)
-    two = run_probe(encoder, dataset, "label:pitch", cache_dir=tmp_path, fit_workers=2,
+    one = run_probe(encoder, dataset, "label:pitch", run=ProbeRun(cache_dir=tmp_path),
                     progress=False)
+    two = run_probe(encoder, dataset, "label:pitch",
+                    run=ProbeRun(cache_dir=tmp_path, fit_workers=2), progress=False)
     assert [dataclasses.astuple(r) for r in one.rows] == [dataclasses.astuple(r)
                                                            for r in two.rows]
     assert one.info["fits"] == two.info["fits"]

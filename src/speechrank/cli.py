@@ -327,7 +327,12 @@ def probe(
                                       "probe.")] = 0,
     strict: Annotated[bool, typer.Option(help="Fail on the first unusable file.")] = False,
     fit_workers: Annotated[int, typer.Option(min=1, help="Layers fitted at once in worker "
-                                             "processes (logistic probes).")] = 1,
+                                             "processes (logistic probes, sklearn "
+                                             "solver).")] = 1,
+    solver: Annotated[str | None, typer.Option(help="Logistic probes: torch (every layer "
+                                               "and C in one batch, on --device) or sklearn "
+                                               "(one fit at a time, the reference). "
+                                               "Default: the recipe's.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="TOML file of probe recipe keys (c_grid, "
                                                 "max_iter, max_frames ...; those of a "
                                                 "sweep's [[probe]] table).")] = None,
@@ -336,17 +341,20 @@ def probe(
 ) -> None:
     """Downstream probes (linear, on frozen features) of every layer."""
     from speechrank.options import RunOptions
-    from speechrank.probes import run_probe
+    from speechrank.probes import ProbeRun, run_probe
     from speechrank.probes.recipes import read_recipe
 
     _threads()
     options = RunOptions(crop_seconds=max_seconds, batch_seconds=batch_seconds, seed=seed)
     table = read_recipe(recipe) if recipe is not None else None
+    if solver is not None:  # checked with the recipe's keys (one line when wrong)
+        table = {**(table or {}), "solver": solver}
     job, device = _join_job(device)
     with RichProgress(enabled=not quiet and _is_main(job)) as progress:
-        result = run_probe(model, data, task, options, layers=layers, cache_dir=cache_dir,
-                           use_cache=not no_cache, strict=strict, device=device,
-                           config=table, fit_workers=fit_workers, progress=progress)
+        run = ProbeRun(layers=layers, config=table, cache_dir=cache_dir,
+                       use_cache=not no_cache, strict=strict, device=device,
+                       fit_workers=fit_workers)
+        result = run_probe(model, data, task, options, run=run, progress=progress)
     if not _leave_job(job):
         return
     info = result.info

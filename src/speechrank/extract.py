@@ -232,11 +232,6 @@ class FrameMemo:
     ``max_bytes`` of frames; past that, new utterances are encoded as usual and not stored
     (counted in ``refused``). Written by hand because it sits between our own batching and our
     encoder adapters; no library caches activations by utterance across consumers.
-
-    ``fits`` holds what later units may reuse that was computed from this model's frames,
-    keyed by a digest of its inputs (a logistic probe fitted on train and dev arrays that
-    another probe of the checkpoint shares: :func:`speechrank.probes.linear.problem_digest`);
-    ``fits_reused`` counts the reuses.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_MEMO_BYTES) -> None:
@@ -250,8 +245,6 @@ class FrameMemo:
         self.replayed_seconds = 0.0
         self._entries: dict[_MemoKey, dict[str, torch.Tensor]] = {}
         self._owner: int | None = None
-        self.fits: dict[str, Any] = {}
-        self.fits_reused = 0
 
     def bind(self, encoder: SpeechEncoder) -> None:
         """Tie the memo to ``encoder`` on first use; another encoder is a programming error."""

@@ -1,6 +1,7 @@
 """Downstream probes on frozen encoder features, layer by layer (``speechrank probe``).
 
-- :func:`run_probe`: the whole command as a function, returning tidy rows per layer and split;
+- :func:`run_probe`: the whole command as a function, returning tidy rows per layer and split
+  (how it runs: a :class:`ProbeRun`);
 - :mod:`~speechrank.probes.tasks`: ``ks``, ``sid``, ``er``, ``pr`` and ``label:COLUMN``;
 - :mod:`~speechrank.probes.drivers`: the probe protocol and :data:`DRIVERS`, the registry of
   probe kinds (each driver declares its kind, recipe, metrics and pooling);
@@ -22,17 +23,19 @@ from speechrank.probes.ctc import fit_ctc_probe
 from speechrank.probes.drivers import DRIVERS, TaskKind, default_config
 from speechrank.probes.edit_distance import edit_distance, phone_error_rate
 from speechrank.probes.features import resolve_cache_dir
-from speechrank.probes.linear import fit_logistic_probe
-from speechrank.probes.run import ProbeResult, run_probe
+from speechrank.probes.linear import FitCache, fit_logistic_probe
+from speechrank.probes.run import ProbeResult, ProbeRun, run_probe
 from speechrank.probes.tasks import TASK_NAMES, TaskSpec, resolve_task
 
 __all__ = [
     "DRIVERS",
     "TASK_NAMES",
     "CTCProbeConfig",
+    "FitCache",
     "FrameProbeConfig",
     "LogisticConfig",
     "ProbeResult",
+    "ProbeRun",
     "TaskKind",
     "TaskSpec",
     "UtteranceProbeConfig",

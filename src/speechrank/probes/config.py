@@ -46,6 +46,18 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: A string with something in it.
 Text = Annotated[str, Field(min_length=1)]
 
+#: Who solves the logistic regressions: ``torch`` fits every layer and every ``C`` of a probe
+#: as one batch (:mod:`speechrank.probes.batched`, on the encoder's device), ``sklearn``
+#: one at a time with scikit-learn's lbfgs (the reference). Same objective, same stopping rule.
+Solver = Literal["torch", "sklearn"]
+
+#: The name each solver is recorded under in a row's ``conventions["solver"]``.
+SOLVER_NAMES: dict[str, str] = {"torch": "torch-lbfgs-batched", "sklearn": "sklearn-lbfgs"}
+
+#: Per-example weights in the loss: ``none`` (every example 1) or ``balanced`` (scikit-learn's
+#: ``n / (K * n_k)`` for an example of class ``k``, so every class weighs the same in total).
+ClassWeight = Literal["none", "balanced"]
+
 #: Inverse L2 strengths tried on dev (scikit-learn's ``C``), smallest (strongest) first.
 DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -71,6 +83,11 @@ CGrid = Annotated[tuple[Positive, ...], Field(min_length=1, strict=False)]
 class LogisticConfig:
     """Multinomial logistic regression on standardised features.
 
+    The objective is scikit-learn's (binomial for two classes): the weighted mean log-loss
+    plus ``||W||^2 / (2 C S)`` (``S``: the sum of the example weights; intercepts are not
+    penalised), minimised until the largest gradient entry is at most ``tol``; both solvers
+    reach the same optimum (benchmarks/bench_batched_probes.py measures how close).
+
     Attributes:
         c_grid: inverse L2 strengths to try; the one with the best dev ``selection_metric``
             wins, ties going to the smaller ``C`` (stronger regularisation).
@@ -83,13 +100,19 @@ class LogisticConfig:
         blas_threads: BLAS threads during the fits (``None``: the library default). One by
             default: probe-sized matrices gain little from threads, and OpenBLAS threads
             spin-wait, which made the FSDD keyword fits 30 times slower on a busy 2-core
-            machine (70 s against 2.3 s per layer) in our measurement.
+            machine (70 s against 2.3 s per layer) in our measurement. The ``torch`` solver
+            runs on the process's torch threads instead (one batch for all layers).
         fit_dtype: the type lbfgs's loss and gradient are computed in. The features are
             z-scored in float64 either way; ``float32`` then casts them, and scikit-learn's
             lbfgs keeps float32 through its matrix products (the optimiser's own state
             stays float64). ``float64`` (the default) is the reference; ``float32`` is a
             named, recorded variant for time-bound runs such as the demo
-            (benchmarks/bench_probe_dtype.py measures both).
+            (benchmarks/bench_probe_dtype.py measures both). The batched solver keeps
+            float64 sums over examples and float64 optimiser state in either.
+        solver: ``torch`` (the default: all layers and every ``C`` in one batched L-BFGS,
+            recorded as ``torch-lbfgs-batched``) or ``sklearn`` (one fit at a time, warm
+            started along the grid, recorded as ``sklearn-lbfgs``).
+        class_weight: ``none`` (today's default) or ``balanced``.
     """
 
     c_grid: CGrid = DEFAULT_C_GRID
@@ -99,6 +122,8 @@ class LogisticConfig:
     standardise: bool = True
     blas_threads: Count | None = 1
     fit_dtype: FitDtype = "float64"
+    solver: Solver = "torch"
+    class_weight: ClassWeight = "none"
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=STRICT_DATACLASS)
@@ -158,27 +183,27 @@ class CTCProbeConfig:
         steps: optimiser steps (batches drawn from seeded per-epoch shuffles of train).
         eval_every: steps between dev evaluations.
         batch_size: utterances per step.
+        torch_threads: torch CPU threads while training (restored afterwards; ``None``: leave
+            as is). One by default: the probe's matrices are small, and on a busy 2-core
+            machine one thread ran a 300-step probe in 9 s against 20 s with two.
         lr: Adam learning rate (s3prl's SUPERB PR recipe uses 1e-2 for its linear head).
         weight_decay: Adam L2 weight decay.
         grad_clip: gradient norm clip (0 = none).
         max_audio_seconds: audio cap per split (seeded random utterance order).
         language: eSpeak NG voice for ``phonemize`` when an utterance has no ``language``
             label.
-        torch_threads: torch CPU threads while training (restored afterwards; ``None``: leave
-            as is). One by default: the probe's matrices are small, and on a busy 2-core
-            machine one thread ran a 300-step probe in 9 s against 20 s with two.
     """
 
     steps: Count = 600
     eval_every: Count = 100
     batch_size: Count = 16
+    torch_threads: Count | None = 1
     lr: Positive = 1e-2
     weight_decay: NonNegative = 0.0
     grad_clip: NonNegative = 1.0
     max_audio_seconds: SecondCaps = dataclasses.field(
         default_factory=lambda: {"train": 1_200.0, "dev": 300.0, "test": 300.0})
     language: Text = "en-us"
-    torch_threads: Count | None = 1
 
 
 ProbeConfig = UtteranceProbeConfig | FrameProbeConfig | CTCProbeConfig

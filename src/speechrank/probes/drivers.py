@@ -10,12 +10,14 @@ A driver does three things, in order, for :func:`speechrank.probes.run.run_probe
 3. :attr:`ProbeDriver.summary`: the counts, classes and chance levels the JSON output records,
    set by the first :meth:`~ProbeDriver.fit_layer`.
 
-Each driver class declares what its kind is, once: ``kind`` (its :data:`TaskKind`),
+Each driver class declares what its kind is, once, in its class statement
+(``class FrameProbe(LogisticDriver, kind="frames", ...)``): ``kind`` (its :data:`TaskKind`),
 ``config_type`` (its recipe, whose defaults are the kind's defaults), ``metrics`` (the rows'
-metric names), ``pooling`` (the rows' pooling), ``reads`` (the label column it needs whatever
-the task, if any) and ``fitting`` (how :func:`~speechrank.probes.run.run_probe` fits its
-layers). :data:`DRIVERS` registers them; the task resolver (:mod:`speechrank.probes.tasks`),
-the recipe tables (:mod:`speechrank.probes.recipes`) and ``run_probe`` read it.
+metric names), ``pooling`` (the rows' pooling) and ``reads`` (the label column it needs
+whatever the task, if any); ``fitting`` (how :func:`~speechrank.probes.run.run_probe` fits its
+layers) comes with its base class. :data:`DRIVERS` registers them; the task resolver
+(:mod:`speechrank.probes.tasks`), the recipe tables (:mod:`speechrank.probes.recipes`) and
+``run_probe`` read it.
 
 The three kinds: :class:`UtteranceProbe` (``ks``, ``sid``, ``er``, ``label:COLUMN``; logistic
 regression on mean-pooled features), :class:`FrameProbe` (``pr`` with time-aligned phones;
@@ -49,6 +51,7 @@ from speechrank.extract import (
 from speechrank.options import RunOptions
 from speechrank.probes.alignment import phone_frame_labels
 from speechrank.probes.config import (
+    SOLVER_NAMES,
     SPLITS,
     CTCProbeConfig,
     FrameProbeConfig,
@@ -56,8 +59,19 @@ from speechrank.probes.config import (
     UtteranceProbeConfig,
 )
 from speechrank.probes.ctc import fit_ctc_probe
-from speechrank.probes.features import FeatureEntry, FrameFeatures, FramePlan, extract_features
-from speechrank.probes.linear import chance_levels, fit_logistic_probe, summarise_curve
+from speechrank.probes.features import (
+    ExtractOptions,
+    FeatureEntry,
+    FrameFeatures,
+    FramePlan,
+    extract_features,
+)
+from speechrank.probes.linear import (
+    FitCache,
+    chance_levels,
+    fit_logistic_probe,
+    summarise_curve,
+)
 from speechrank.probes.stderr import SE_METHOD, clustered_accuracy_se
 from speechrank.progress import Progress
 from speechrank.results import ResultRow
@@ -129,18 +143,23 @@ class ProbeContext:
     base_row: dict[str, Any]  # model, checkpoint, step, dataset, domain
     common: dict[str, Any]  # conventions every row records
     memo: FrameMemo | None = None  # frames another pass of this encoder already computed
+    fits: FitCache | None = None  # logistic fits another probe of this encoder already made
+
+    @property
+    def fit_device(self) -> str:
+        """Where the batched logistic solver runs: the encoder's device."""
+        return str(self.encoder.device)
 
     def split_of(self) -> dict[str, str]:
         return {u.uid: str(u.split) for u in self.dataset.utterances}
 
     def extract(self, utterances: Sequence[Any], layers: list[str], **kwargs: Any
                 ) -> FeatureEntry:
-        return extract_features(
-            self.encoder, utterances, layers, cache_dir=self.cache_dir,
-            batch_seconds=self.options.batch_seconds, max_seconds=self.options.crop_seconds,
-            strict=self.strict, memo=self.memo,
-            on_plan=lambda seconds: self.progress.start("encode", seconds, "s audio"),
-            progress=lambda seconds: self.progress.advance("encode", seconds), **kwargs)
+        options = ExtractOptions(cache_dir=self.cache_dir,
+                                 batch_seconds=self.options.batch_seconds,
+                                 max_seconds=self.options.crop_seconds, strict=self.strict)
+        return extract_features(self.encoder, utterances, layers, options, memo=self.memo,
+                                progress=self.progress, **kwargs)
 
 
 def check_splits(counts: dict[str, int], task: TaskSpec, dataset: Dataset,
@@ -170,7 +189,8 @@ _AFTER_SKIPS = " after skipping unusable files"
 class ProbeDriver:
     """The protocol (see the module docstring); subclasses implement the three steps.
 
-    Attributes (declared by every driver class):
+    Attributes (declared by every driver class as keywords of its class statement, read by
+    :meth:`__init_subclass__`; ``fitting`` comes with the base class):
         kind: the driver's :data:`TaskKind`.
         config_type: its recipe (:mod:`speechrank.probes.config`); ``config_type()`` is the
             kind's default recipe.
@@ -187,6 +207,18 @@ class ProbeDriver:
     pooling: ClassVar[str]
     reads: ClassVar[str | None] = None
     fitting: ClassVar[Fitting] = "per_layer"
+
+    def __init_subclass__(cls, *, kind: TaskKind | None = None, config_type: type | None = None,
+                          metrics: tuple[str, ...] = (), pooling: str = "",
+                          reads: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is None:  # an abstract driver (LogisticDriver): no kind of its own
+            return
+        if config_type is None or not metrics or not pooling:
+            raise TypeError(f"driver {cls.__name__} must declare config_type, metrics and "
+                            "pooling with its kind")
+        cls.kind, cls.config_type, cls.metrics = kind, config_type, metrics
+        cls.pooling, cls.reads = pooling, reads
 
     def __init__(self, config: ProbeConfig) -> None:
         if not isinstance(config, self.config_type):
@@ -217,11 +249,11 @@ class ProbeDriver:
 def _logistic_row_conventions(fit: Any, config: Any, extra: dict[str, Any]) -> dict[str, Any]:
     grid = sorted(config.c_grid)
     return {
-        "probe": "logistic_regression", "solver": "lbfgs", "penalty": "l2",
-        "C": fit.chosen_c, "c_grid": [float(c) for c in grid],
+        "probe": "logistic_regression", "solver": SOLVER_NAMES[config.solver],
+        "penalty": "l2", "C": fit.chosen_c, "c_grid": [float(c) for c in grid],
         "c_selection": f"best dev {config.selection_metric} (ties: smaller C)",
         "max_iter": config.max_iter, "tol": config.tol, "fit_dtype": config.fit_dtype,
-        "standardised": config.standardise, **extra,
+        "class_weight": config.class_weight, "standardised": config.standardise, **extra,
     }
 
 
@@ -230,7 +262,8 @@ def _logistic_fit_info(fit: Any, config: Any) -> dict[str, Any]:
     return {"C": fit.chosen_c,
             "dev_curve": summarise_curve(sorted(config.c_grid), fit.dev_curve),
             "converged": fit.chosen_converged,
-            "converged_per_c": list(fit.converged)}
+            "converged_per_c": list(fit.converged),
+            "n_iter_per_c": list(fit.n_iter)}
 
 
 @dataclasses.dataclass
@@ -261,8 +294,8 @@ class LogisticDriver(ProbeDriver):
     def fit_layer(self, ctx: ProbeContext, entry: FeatureEntry, layer: str
                   ) -> tuple[list[ResultRow], dict[str, Any]]:
         problem = self.layer_problem(ctx, entry, layer)
-        return self.layer_rows(ctx, problem,
-                               fit_logistic_probe(problem.splits, self.config.logistic))
+        return self.layer_rows(ctx, problem, fit_logistic_probe(
+            problem.splits, self.config.logistic, device=ctx.fit_device))
 
 
 def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, str],
@@ -283,13 +316,9 @@ def _split_rows(ctx: ProbeContext, layer: str, pooling: str, metrics: dict[str, 
             for name in SPLITS for metric, key in metrics.items()]
 
 
-class UtteranceProbe(LogisticDriver):
+class UtteranceProbe(LogisticDriver, kind="utterance", config_type=UtteranceProbeConfig,
+                     metrics=("accuracy", "macro_f1"), pooling="mean"):
     """Logistic regression on one pooled vector per utterance."""
-
-    kind: ClassVar[Literal["utterance"]] = "utterance"
-    config_type = UtteranceProbeConfig
-    metrics = ("accuracy", "macro_f1")
-    pooling = "mean"
 
     def prepare(self, ctx: ProbeContext, layers: list[str]) -> FeatureEntry:
         self.split_of = ctx.split_of()
@@ -355,14 +384,9 @@ def _frame_labels(frames: FrameFeatures, phones_of: dict[str, Any], frame_rate: 
     return labels.astype(str)
 
 
-class FrameProbe(LogisticDriver):
+class FrameProbe(LogisticDriver, kind="frames", config_type=FrameProbeConfig,
+                 metrics=("frame_accuracy",), pooling="frames", reads="phones"):
     """Logistic regression on single frames labelled with the phone at their centre time."""
-
-    kind: ClassVar[Literal["frames"]] = "frames"
-    config_type = FrameProbeConfig
-    metrics = ("frame_accuracy",)
-    pooling = "frames"
-    reads = "phones"
 
     def prepare(self, ctx: ProbeContext, layers: list[str]) -> FeatureEntry:
         self.split_of, chosen = self._budgeted(ctx)
@@ -427,14 +451,9 @@ class FrameProbe(LogisticDriver):
         return rows, _logistic_fit_info(fit, logistic)
 
 
-class CTCProbe(ProbeDriver):
+class CTCProbe(ProbeDriver, kind="ctc", config_type=CTCProbeConfig, metrics=("per",),
+               pooling="frames", reads="transcript"):
     """A linear CTC read-out of phone sequences from transcripts (scored by PER)."""
-
-    kind: ClassVar[Literal["ctc"]] = "ctc"
-    config_type = CTCProbeConfig
-    metrics = ("per",)
-    pooling = "frames"
-    reads = "transcript"
 
     def prepare(self, ctx: ProbeContext, layers: list[str]) -> FeatureEntry:
         self.split_of, chosen = self._budgeted(ctx)

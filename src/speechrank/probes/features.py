@@ -65,10 +65,12 @@ from speechrank.extract import (
     plan_utterances,
 )
 from speechrank.probes.alignment import even_frame_indices
+from speechrank.progress import Progress
 
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_CACHE_DIR",
+    "ExtractOptions",
     "FeatureEntry",
     "FramePlan",
     "data_fingerprint",
@@ -337,15 +339,110 @@ def _gather_layer(spool: _Spool, layer: str) -> np.ndarray:
                           axis=0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExtractOptions:
+    """How :func:`extract_features` reads the audio and where it keeps the features.
+
+    Attributes:
+        cache_dir: the cache root (see :func:`resolve_cache_dir`).
+        batch_seconds, max_seconds, strict: as :func:`speechrank.extract.iter_encoded`.
+        content_hash: fingerprint files by content instead of size and modification time.
+    """
+
+    cache_dir: Path
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    max_seconds: float | None = None
+    strict: bool = False
+    content_hash: bool = False
+
+
+def _stored_layers(entry: FeatureEntry, strict: bool) -> list[str]:
+    """Fill ``entry``'s cache hits (and their skips) from disk; the layers still missing
+    (under torchrun: missing in any process)."""
+    stored: dict[str, list[dict[str, str]]] = {}
+    for layer in entry.layers:
+        skips = _read_skips(_layer_file(entry._subdir, layer))
+        if skips is not None:
+            stored[layer] = skips
+    missing = [layer for layer in entry.layers if layer not in stored]
+    if distributed.current() is not None:  # under torchrun: encode what any process misses
+        anywhere = {layer for share in distributed.gather(missing) for layer in share}
+        missing = [layer for layer in entry.layers if layer in anywhere]
+        stored = {layer: stored[layer] for layer in entry.layers if layer not in anywhere}
+    entry.cache_hit_layers = [layer for layer in entry.layers if layer in stored]
+    if entry.cache_hit_layers:
+        entry.skipped = stored[entry.cache_hit_layers[0]]
+        if strict and entry.skipped:
+            first = entry.skipped[0]
+            raise AudioError(first["path"], first["reason"], first.get("detail", ""))
+    return missing
+
+
+@dataclasses.dataclass
+class _Rows:
+    """Where each spooled row came from: its utterance's position, its valid frame count
+    (pooled) or its frame index (frames)."""
+
+    index: list[np.ndarray] = dataclasses.field(default_factory=list)
+    counts: list[np.ndarray] = dataclasses.field(default_factory=list)
+    frames: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    @staticmethod
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _spool_batch(batch: EncodedBatch, spool: _Spool, rows: _Rows, missing: Sequence[str],
+                 position: dict[str, int], frame_plan: FramePlan | None) -> None:
+    """One encoded batch's pooled features, or its planned frames, into ``spool``."""
+    lengths = batch.output.lengths.cpu().numpy().astype(np.int64)
+    positions = np.array([position[u.uid] for u in batch.utterances], dtype=np.int64)
+    if frame_plan is None:
+        rows.index.append(positions)
+        rows.counts.append(lengths)
+        for layer in missing:
+            mean, summed = _pooled_rows(batch, layer)
+            spool.add(layer, np.concatenate([mean, summed], axis=1))
+        return
+    picks = [frame_plan.indices(u.uid, int(n))
+             for u, n in zip(batch.utterances, lengths, strict=True)]
+    rows.index.append(np.concatenate([np.full(len(p), r, dtype=np.int64)
+                                      for p, r in zip(picks, positions, strict=True)]))
+    rows.frames.append(np.concatenate(picks))
+    for layer in missing:
+        frames = batch.output.layers[layer]
+        taken = [frames[b, torch.from_numpy(p)].cpu().numpy() for b, p in enumerate(picks)]
+        spool.add(layer, np.concatenate(taken, axis=0).astype(np.float32, copy=False))
+
+
+def _save_layers(entry: FeatureEntry, encoder: SpeechEncoder, missing: Sequence[str],
+                 rows: _Rows, collect: Callable[[str], np.ndarray],
+                 skipped: list[dict[str, str]]) -> None:
+    """Write every missing layer's file, rows in the entry's utterance (and frame) order."""
+    metadata = {"skipped": json.dumps(skipped), "speechrank": __version__}
+    index, frames_idx = _Rows.joined(rows.index), _Rows.joined(rows.frames)
+    pooled = entry.frame_plan is None
+    order = (np.argsort(index, kind="stable") if pooled
+             else np.lexsort((frames_idx, index)))
+    for layer in missing:
+        dim = encoder.layer_dims.get(layer, encoder.dim)
+        width = 2 * dim if pooled else dim
+        values = collect(layer)[order] if len(order) else np.zeros((0, width), np.float32)
+        if pooled:
+            half = values.shape[1] // 2
+            arrays = {"mean": values[:, :half], "sum": values[:, half:],
+                      "num_frames": _Rows.joined(rows.counts)[order], "index": index[order]}
+        else:
+            arrays = {"features": values, "utt": index[order], "frame": frames_idx[order]}
+        _atomic_save(arrays, _layer_file(entry._subdir, layer), metadata)
+
+
 def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
-                     layers: Sequence[str], *, cache_dir: Path,
+                     layers: Sequence[str], options: ExtractOptions, *,
                      frame_plan: FramePlan | None = None,
                      planned: Sequence[PlannedUtterance] | None = None,
-                     batch_seconds: float = DEFAULT_BATCH_SECONDS,
-                     max_seconds: float | None = None, strict: bool = False,
-                     content_hash: bool = False, memo: FrameMemo | None = None,
-                     on_plan: Callable[[float], Any] | None = None,
-                     progress: Callable[[float], Any] | None = None) -> FeatureEntry:
+                     memo: FrameMemo | None = None,
+                     progress: Progress | None = None) -> FeatureEntry:
     """Make sure ``layers`` of ``utterances`` are in the cache; run the encoder only for the
     layers that are missing (all of them in one pass).
 
@@ -353,16 +450,14 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
         encoder: the model.
         utterances: what to encode (the entry's row order).
         layers: layer names.
-        cache_dir: the cache root (see :func:`resolve_cache_dir`).
+        options: the cache root, batching, crop, strictness and fingerprinting
+            (:class:`ExtractOptions`).
         frame_plan: store selected frames instead of pooled features.
         planned: :func:`speechrank.extract.plan_utterances` output for ``utterances``, if the
             caller already has it.
-        batch_seconds, max_seconds, strict: as :func:`speechrank.extract.iter_encoded`.
-        content_hash: fingerprint files by content instead of size and modification time.
         memo: a :class:`~speechrank.extract.FrameMemo` of this encoder: a miss replays the
             utterances another pass of the same model already encoded.
-        on_plan: called with the total audio seconds to encode (only on a miss).
-        progress: called with the audio seconds of each finished batch (only on a miss).
+        progress: stage ``encode`` (seconds of audio), started and advanced only on a miss.
 
     In strict mode a cache entry that recorded skipped files raises the first one's
     :class:`AudioError`, as a fresh strict run would have.
@@ -372,30 +467,15 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
     except NotImplementedError as err:
         raise SpeechrankError(f"encoder {encoder.name} has no fingerprint; cannot cache its "
                               "features") from err
+    max_seconds, strict = options.max_seconds, options.strict
     data_fp = data_fingerprint(utterances, sample_rate=encoder.sample_rate,
-                               max_seconds=max_seconds, content_hash=content_hash)
-    directory = Path(cache_dir) / f"{encoder_fp[:16]}-{data_fp[:16]}"
+                               max_seconds=max_seconds, content_hash=options.content_hash)
+    directory = Path(options.cache_dir) / f"{encoder_fp[:16]}-{data_fp[:16]}"
     uids = [u.uid for u in utterances]
     entry = FeatureEntry(directory=directory, uids=uids, layers=list(layers), skipped=[],
                          cache_hit_layers=[], computed_layers=[], encode_seconds=0.0,
                          frame_plan=frame_plan)
-    subdir = entry._subdir
-    stored: dict[str, list[dict[str, str]]] = {}
-    for layer in layers:
-        skips = _read_skips(_layer_file(subdir, layer))
-        if skips is not None:
-            stored[layer] = skips
-    missing = [layer for layer in layers if layer not in stored]
-    if distributed.current() is not None:  # under torchrun: encode what any process misses
-        anywhere = {layer for share in distributed.gather(missing) for layer in share}
-        missing = [layer for layer in layers if layer in anywhere]
-        stored = {layer: stored[layer] for layer in layers if layer not in anywhere}
-    entry.cache_hit_layers = [layer for layer in layers if layer in stored]
-    if entry.cache_hit_layers:
-        entry.skipped = stored[entry.cache_hit_layers[0]]
-        if strict and entry.skipped:
-            first = entry.skipped[0]
-            raise AudioError(first["path"], first["reason"], first.get("detail", ""))
+    missing = _stored_layers(entry, strict)
     if not missing:
         return entry
 
@@ -405,7 +485,7 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
             "max_seconds": max_seconds, "uids": uids}
     _atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1) + "\n")
     if frame_plan is not None:
-        _atomic_write_text(subdir / "plan.json", json.dumps(
+        _atomic_write_text(entry._subdir / "plan.json", json.dumps(
             {"seed": frame_plan.seed, "quotas": frame_plan.quotas}, indent=1) + "\n")
 
     skips = SkipLog()
@@ -414,71 +494,32 @@ def extract_features(encoder: SpeechEncoder, utterances: Sequence[Utterance],
                                   skips=skips)
     position = {uid: i for i, uid in enumerate(uids)}
     planned_skips = len(skips)
-    if on_plan is not None:
-        on_plan(sum(p.num_samples for p in planned) / encoder.sample_rate)
+    if progress is not None:
+        progress.start("encode", sum(p.num_samples for p in planned) / encoder.sample_rate,
+                       "s audio")
     started = time.perf_counter()
     with _scratch(directory) as scratch:
         spool = _Spool(scratch, missing)
-        index_rows: list[np.ndarray] = []
-        frame_rows: list[np.ndarray] = []
-        count_rows: list[np.ndarray] = []
+        rows = _Rows()
         for batch in iter_encoded(encoder, utterances, layers=missing,
-                                  reading=Reading(batch_seconds, max_seconds, strict),
+                                  reading=Reading(options.batch_seconds, max_seconds, strict),
                                   skips=skips,
                                   planned=distributed.shard(planned),  # this process's share
-                                  memo=memo, progress=progress):
-            lengths = batch.output.lengths.cpu().numpy().astype(np.int64)
-            rows = np.array([position[u.uid] for u in batch.utterances], dtype=np.int64)
-            if frame_plan is None:
-                index_rows.append(rows)
-                count_rows.append(lengths)
-                for layer in missing:
-                    mean, summed = _pooled_rows(batch, layer)
-                    spool.add(layer, np.concatenate([mean, summed], axis=1))
-                continue
-            picks = [frame_plan.indices(u.uid, int(n))
-                     for u, n in zip(batch.utterances, lengths, strict=True)]
-            index_rows.append(np.concatenate([np.full(len(p), r, dtype=np.int64)
-                                              for p, r in zip(picks, rows, strict=True)]))
-            frame_rows.append(np.concatenate(picks))
-            for layer in missing:
-                frames = batch.output.layers[layer]
-                taken = [frames[b, torch.from_numpy(p)].cpu().numpy() for b, p in
-                         enumerate(picks)]
-                spool.add(layer, np.concatenate(taken, axis=0).astype(np.float32, copy=False))
+                                  memo=memo, progress=(
+                                      None if progress is None else
+                                      functools.partial(progress.advance, "encode"))):
+            _spool_batch(batch, spool, rows, missing, position, frame_plan)
         entry.encode_seconds = time.perf_counter() - started
         collect: Callable[[str], np.ndarray] = spool.collect
         if distributed.current() is not None:  # under torchrun: gather every process's share
-            index_rows, count_rows, frame_rows, decoded = (
+            rows.index, rows.counts, rows.frames, decoded = (
                 [item for share in shares for item in share]
                 for shares in zip(*distributed.gather(
-                    (index_rows, count_rows, frame_rows, skips.items[planned_skips:])),
+                    (rows.index, rows.counts, rows.frames, skips.items[planned_skips:])),
                                   strict=True))
             skips.items[planned_skips:] = sorted(decoded, key=lambda item: item["path"])
             collect = functools.partial(_gather_layer, spool)
-
-        metadata = {"skipped": json.dumps(skips.items), "speechrank": __version__}
-        index = np.concatenate(index_rows) if index_rows else np.zeros(0, np.int64)
-        if frame_plan is None:
-            counts = np.concatenate(count_rows) if count_rows else np.zeros(0, np.int64)
-            order = np.argsort(index, kind="stable")
-            for layer in missing:
-                dim = encoder.layer_dims.get(layer, encoder.dim)
-                both = (collect(layer)[order] if len(order)
-                        else np.zeros((0, 2 * dim), np.float32))
-                width = both.shape[1] // 2
-                _atomic_save({"mean": both[:, :width], "sum": both[:, width:],
-                              "num_frames": counts[order], "index": index[order]},
-                             _layer_file(subdir, layer), metadata)
-        else:
-            frames_idx = np.concatenate(frame_rows) if frame_rows else np.zeros(0, np.int64)
-            order = np.lexsort((frames_idx, index))
-            for layer in missing:
-                dim = encoder.layer_dims.get(layer, encoder.dim)
-                feats = (collect(layer)[order] if len(order)
-                         else np.zeros((0, dim), np.float32))
-                _atomic_save({"features": feats, "utt": index[order],
-                              "frame": frames_idx[order]}, _layer_file(subdir, layer), metadata)
+        _save_layers(entry, encoder, missing, rows, collect, skips.items)
     entry.computed_layers = missing
     if not entry.cache_hit_layers:
         entry.skipped = skips.items

@@ -7,6 +7,7 @@ under its own name::
     c_grid = [0.1, 1.0]     # LogisticConfig.c_grid: C tried on dev
     max_iter = 100          # LogisticConfig.max_iter
     fit_dtype = "float32"   # LogisticConfig.fit_dtype
+    solver = "sklearn"      # LogisticConfig.solver: torch (batched) or sklearn
     max_frames = 2500       # FrameProbeConfig.max_frames: train 2500, dev and test 1250 each
     max_audio_seconds = {train = 600, dev = 120, test = 120}
 

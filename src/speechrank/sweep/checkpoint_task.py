@@ -3,9 +3,11 @@ serial executor that runs it for each checkpoint in this process.
 
 A checkpoint is loaded once and its units still to do are computed in plan order (rank first)
 with one shared :class:`~speechrank.extract.FrameMemo`, so every audio file is encoded once per
-checkpoint. :func:`checkpoint_outcomes` yields each unit as it is done (the serial executor
-commits them one by one); :func:`run_checkpoint_task` returns the same results as plain data
-(rows as dicts), which is what a Ray task or a worker process sends back to the driver, and
+checkpoint, and one :class:`~speechrank.probes.linear.FitCache`, so probes with equal train and
+dev arrays are fitted once (neither when ``memo_gb`` is 0: then units share nothing).
+:func:`checkpoint_outcomes` yields each unit as it is done (the serial executor commits them
+one by one); :func:`run_checkpoint_task` returns the same results as plain data (rows as
+dicts), which is what a Ray task or a worker process sends back to the driver, and
 :func:`outcomes_from_payloads` turns that data back into :class:`UnitOutcome` objects for
 :func:`~speechrank.sweep.run.run_units`, the one writer of the store.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo
+from speechrank.probes.linear import FitCache
 from speechrank.progress import ProgressArg
 from speechrank.sweep.config import SweepConfig
 from speechrank.sweep.units import SweepUnit, compute_unit
@@ -75,13 +78,15 @@ def pause_at(point: PausePoint | None, key: str) -> None:
     raise SpeechrankError(f"pause point of {key}: not killed within {point.wait_seconds} s")
 
 
-def memo_note(name: str, memo: FrameMemo | None) -> str | None:
-    """The line logged after a checkpoint's last unit: what its frame memo saved."""
+def memo_note(name: str, memo: FrameMemo | None, fits: FitCache | None = None) -> str | None:
+    """The line logged after a checkpoint's last unit: what its frame memo (and fit cache)
+    saved."""
     if memo is None or not memo.hits:
         return None
+    reused = fits.reused if fits is not None else 0
     return (f"{name}: {memo.misses} utterances encoded, {memo.hits} replayed from memory "
             f"({memo.replayed_seconds:.0f} s of audio not encoded again)"
-            + (f", {memo.fits_reused} layer fits reused" if memo.fits_reused else ""))
+            + (f", {reused} layer fits reused" if reused else ""))
 
 
 def checkpoint_outcomes(units: Sequence[SweepUnit], cfg: SweepConfig, *, run: str,
@@ -98,11 +103,13 @@ def checkpoint_outcomes(units: Sequence[SweepUnit], cfg: SweepConfig, *, run: st
         raise SpeechrankError("checkpoint_outcomes: units of more than one checkpoint")
     encoder = load_encoder(checkpoint.path, device=device)
     memo = cfg.new_memo()
+    fits = FitCache() if memo is not None else None
     for i, unit in enumerate(units):
         pause_at(pause, unit.key)
         started = time.perf_counter()
-        rows, skipped = compute_unit(unit, cfg, encoder, run=run, progress=progress, memo=memo)
-        note = memo_note(checkpoint.name, memo) if i == len(units) - 1 else None
+        rows, skipped = compute_unit(unit, cfg, encoder, run=run, progress=progress, memo=memo,
+                                     fits=fits)
+        note = memo_note(checkpoint.name, memo, fits) if i == len(units) - 1 else None
         yield UnitOutcome(unit, rows, skipped, time.perf_counter() - started, note=note)
 
 

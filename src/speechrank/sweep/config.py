@@ -20,6 +20,7 @@ The sweep is described by a TOML file::
     # c_grid = [0.1, 1.0]       # optional recipe options (see probe_recipe)
     # max_iter = 100
     # fit_dtype = "float32"     # lbfgs in float32 (default "float64")
+    # solver = "sklearn"        # logistic solver: "torch" (batched, default) or "sklearn"
     # max_frames = {train = 2500, dev = 1250, test = 10000}
 
     [options]

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from speechrank.errors import SpeechrankError
 from speechrank.extract import FrameMemo
+from speechrank.probes.linear import FitCache
 from speechrank.progress import Progress, ProgressArg, as_progress
 from speechrank.sweep.config import ProbeSpec, SweepConfig, probe_recipe
 from speechrank.sweep.series import Checkpoint, checkpoint_keys
@@ -61,14 +62,14 @@ def unit_key(run: str, checkpoint: Checkpoint, kind: str, what: str) -> str:
 
 
 def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
-                 progress: ProgressArg = None, memo: FrameMemo | None = None
-                 ) -> tuple[list[Any], dict[str, int]]:
+                 progress: ProgressArg = None, memo: FrameMemo | None = None,
+                 fits: FitCache | None = None) -> tuple[list[Any], dict[str, int]]:
     """The rows of one unit (``model`` set to the run) and its skipped files by reason.
 
     The one computation of a unit, called by the serial sweep and by the Ray task alike, so
     both write the same rows (to float32 rounding where a ``memo`` replays frames).
     ``encoder`` is the unit's checkpoint, already loaded; ``memo`` holds frames earlier units
-    of the same checkpoint computed.
+    of the same checkpoint computed, ``fits`` the logistic probe fits they made.
     """
     from speechrank.probes import run_probe
     from speechrank.rank import run_rank
@@ -81,7 +82,7 @@ def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
     elif unit.probe is not None:
         rows = _probe_unit(run_probe, encoder, cfg=cfg, probe=unit.probe,
                            checkpoint=unit.checkpoint, skipped=skipped, progress=report,
-                           memo=memo)
+                           shared=(memo, fits))
     else:
         raise SpeechrankError(f"sweep unit {unit.key}: a probe unit without its probe")
     return [dataclasses.replace(row, model=run) for row in rows], skipped
@@ -123,14 +124,17 @@ def _rank_unit(run_rank: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
 
 def _probe_unit(run_probe: Callable[..., Any], encoder: Any, *, cfg: SweepConfig,
                 probe: ProbeSpec, checkpoint: Checkpoint, skipped: dict[str, int],
-                progress: Progress, memo: FrameMemo | None) -> list[Any]:
+                progress: Progress, shared: tuple[FrameMemo | None, FitCache | None]
+                ) -> list[Any]:
     from speechrank.audio import load_dataset
-    from speechrank.probes import resolve_task
+    from speechrank.probes import ProbeRun, resolve_task
 
     dataset = load_dataset(probe.data)
     config = probe_recipe(resolve_task(probe.task, dataset).kind, dict(probe.options))
-    result = run_probe(encoder, dataset, probe.task, cfg.run_options(), config=config,
-                       cache_dir=cfg.cache_dir, memo=memo, fit_workers=cfg.fit_workers,
+    memo, fits = shared
+    how = ProbeRun(config=config, cache_dir=cfg.cache_dir, fit_workers=cfg.fit_workers,
+                   memo=memo, fits=fits)
+    result = run_probe(encoder, dataset, probe.task, cfg.run_options(), run=how,
                        progress=progress)
     _count_skips(skipped, result.info.get("skipped", []))
     return [dataclasses.replace(row, checkpoint=checkpoint.name,
