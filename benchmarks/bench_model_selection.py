@@ -343,8 +343,9 @@ def collapse_block(records: list[dict[str, Any]]) -> dict[str, Any]:
                  f"(every {SAVE_EVERY} steps); it fires when a layer's value is below 2 or "
                  "more than 0.5 below its best so far",
         "definitions": {
-            "would_stop_at": "the step at which `--stop-on-collapse` (patience 1) or "
-                             "CollapseStop(patience=2) would have ended the run",
+            "would_stop_at": "the step at which CollapseStop(patience=1) (stop at the "
+                             "first alarm) or CollapseStop(patience=2) (the default, "
+                             "`--stop-on-collapse`) would have ended the run",
             "below_its_initialisation": "first swept step whose best-layer test score is more "
                                         "than 2 standard errors below the same run's step 0",
             "below_the_default_run": "first swept step whose best-layer test score is more "
@@ -390,6 +391,42 @@ def across_runs_block(store_path: Path) -> dict[str, Any]:
         "summary": [{k: e[k] for k in summary_keys} for e in full["summary"] if main_score(e)],
         "records": [{k: e[k] for k in record_keys} for e in full["records"] if main_score(e)],
     }
+
+
+#: Runs that train at all and do not go wrong: what is left to rank once the broken runs
+#: are told apart.
+NOT_WORKING = (*WRONG_RUNS, "untrained")
+WORKING_SIGNALS = ("rankme/sum", "rankme_centered/sum", "erank_cov/sum", "loss")
+
+
+def working_runs_block(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Across the working runs only (every run but those meant to go wrong and the untrained
+    one), at step 600: per signal and task, the median over layers of the Spearman rho with
+    the probe's test score. Separating broken runs from working ones is one question; ordering
+    working runs whose losses differ in kind (targets, codebook size, masking) is another."""
+    from scipy.stats import spearmanr
+
+    last = {}
+    for record in records:
+        final = [c for c in record["checkpoints"] if c["step"] == STEPS]
+        if record["run"] not in NOT_WORKING and final:
+            last[record["run"]] = final[0]
+    runs = sorted(last)
+    out: dict[str, dict[str, float | None]] = {}
+    for signal in WORKING_SIGNALS:
+        for task in TASKS:
+            rhos = []
+            for layer in sorted(last[runs[0]]["probes"].get(task, {}), key=_layer_key) \
+                    if runs else []:
+                scores = [last[r]["probes"][task][layer]["score"] for r in runs]
+                values = ([-last[r]["training"]["loss"] for r in runs] if signal == "loss"
+                          else [last[r]["metrics"][signal][layer] for r in runs])
+                rhos.append(float(spearmanr(values, scores)[0]))
+            out.setdefault(signal, {})[task] = (round(statistics.median(rhos), 3)
+                                                if rhos else None)
+    return {"runs": runs, "step": STEPS,
+            "what": "median over layers of the Spearman rho with the probe's test score "
+                    "(minus the loss for the loss)", "rho_median": out}
 
 
 #: Label-free layer choices reported per run: RankMe-t's highest layer (the paper's negative
@@ -464,6 +501,7 @@ def collect(work: Path, note: str, out: Path = RESULT) -> None:
         "phases": phases,
         "runs": records,
         "across_runs": across_runs_block(store_path),
+        "working_runs": working_runs_block(records),
         "layer_choice": layer_choice_block(store_path),
         "collapse": collapse_block(records),
         **environment(load_before),
@@ -509,10 +547,21 @@ def table(result: dict[str, Any]) -> str:
                          f"{_cell(e['regret_fraction_mean'], sign=False)} ± "
                          f"{_cell(e['regret_fraction_se'], sign=False)}")
         lines.append(f"| {signal} | " + " | ".join(cells) + " |")
+    working = result.get("working_runs")
+    if working:
+        lines.append("")
+        lines.append(f"The {len(working['runs'])} working runs only ("
+                     + ", ".join(working["runs"]) + "): median over layers of rho.")
+        lines.append("")
+        lines.append("| signal | " + " | ".join(TASKS) + " |")
+        lines.append("|---|" + "---:|" * len(TASKS))
+        for signal, cells in working["rho_median"].items():
+            lines.append(f"| {signal} | " + " | ".join(_cell(cells[t]) for t in TASKS) + " |")
     lines.append("")
-    lines.append("| run | alarm fires | --stop-on-collapse stops | ks / pr / sid below step 0 "
-                 "| ks / pr / sid below default | loss first rises | loss first 50 → last 50 |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("| run | alarm fires | patience 1 stops | patience 2 stops (default) "
+                 "| ks / pr / sid below step 0 | ks / pr / sid below default "
+                 "| loss first rises | loss first 50 → last 50 |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, run in result["collapse"]["runs"].items():
         damage = run["probe_damage"]
 
@@ -524,6 +573,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {run['alarm']['first_step'] or '-'} | "
             f"{run['alarm']['would_stop_at']['patience_1'] or '-'} | "
+            f"{run['alarm']['would_stop_at']['patience_2'] or '-'} | "
             f"{steps('below_its_initialisation')} | {steps('below_the_default_run')} | "
             f"{loss['first_rise_step'] or '-'} | "
             f"{_cell(loss['mean_loss_first_50_steps'], sign=False)} → "

@@ -155,7 +155,7 @@ def test_the_result_flag_is_the_alarm() -> None:
     with pytest.warns(RankCollapseWarning):
         second = monitor.measure(step=1)
     assert second.should_stop and {a.layer for a in second.alarms} == {"3"}
-    assert CollapseStop()(second) and not CollapseStop(patience=2)(second)
+    assert CollapseStop(patience=1)(second) and not CollapseStop()(second)
 
 
 # ----------------------------------------------------------------------------- Lightning
@@ -193,10 +193,12 @@ def test_lightning_stops_a_collapsing_run(tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer, callback = lightning_run(tmp_path, constant=True, stop=True)
-    assert trainer.global_step == 6
-    assert [step for step, _ in callback.history] == [0, 6]
+    # stop_on_collapse=True waits for a second collapsed check (patience 2)
+    assert trainer.global_step == 12
+    assert [step for step, _ in callback.history] == [0, 6, 12]
     step, reason = callback.stop_reason
-    assert step == 6 and reason.startswith("stopping on rank collapse (layer 2, 3): ")
+    assert step == 12 and reason.startswith("stopping on rank collapse (layer ")
+    assert "at 2 consecutive checks): " in reason
     assert callback.history[-1][1]["collapse/layer_3"] == 1.0
     assert any("stopping on rank collapse" in str(w.message) for w in caught)
 
@@ -269,7 +271,8 @@ def test_the_detector_counts_consecutive_collapsed_checks() -> None:
 
 
 def test_the_stop_rule() -> None:
-    assert CollapseStop()([_alarm(1)]) and not CollapseStop()([])
+    assert CollapseStop(patience=1)([_alarm(1)]) and not CollapseStop()([_alarm(1)])
+    assert CollapseStop()([_alarm(2)]) and not CollapseStop()([])
     assert CollapseStop(patience=3).reasons([_alarm(2), _alarm(3, "4")]) == [_alarm(3, "4")]
     assert "at 3 consecutive checks" in CollapseStop(patience=3).message([_alarm(3)])
     assert CollapseStop.of(True) == CollapseStop() and CollapseStop.of(False) is None

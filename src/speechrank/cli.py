@@ -463,9 +463,9 @@ def pretrain(
                                                          "published protocol: aldeneh2025 "
                                                          "or whetten2025.")] = None,
     stop_on_collapse: Annotated[bool, typer.Option(help="End the run at the checkpoint where "
-                                                   "the monitor's collapse alarm fires (a "
-                                                   "layer's RankMe-t below 2 or half its "
-                                                   "best).")] = False,
+                                                   "a layer has been collapsed (RankMe-t "
+                                                   "below 2 or half its best) at two "
+                                                   "checks in a row.")] = False,
     json_path: JsonOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
