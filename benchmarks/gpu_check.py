@@ -224,7 +224,7 @@ def check_probes(files: int, model: str = "random:hubert-base", device: str = "c
         data = f"fsdd:{fsdd_subset(Path(tmp) / 'fsdd', files)}"
         encoder = load_encoder(model, device=device)
         started = synced()
-        rank = run_rank(encoder, data, num_utterances=None, seed=0)
+        rank = run_rank(encoder, data, MeasureSpec(num_utterances=None, seed=0))
         out["rank_seconds"] = round(synced() - started, 2)
         started = synced()
         probe = run_probe(encoder, data, "ks", run=ProbeRun(cache_dir=Path(tmp) / "cache"), seed=0)
