@@ -17,8 +17,9 @@ from pathlib import PurePosixPath
 #: An absolute POSIX path in running text: a ``/`` that does not follow a word character, a
 #: dot, a tilde, a ``<`` or another slash (so ``n/a``, ``1/3``, ``rankme/sum``, ``https://``
 #: and a closing tag in the data are left alone), up to the next space, quote, bracket or
-#: separator.
-_ABSOLUTE = re.compile(r"(?<![\w.~/<-])/(?=[\w.@+-])[^\s\"'<>#,;|()\[\]{}]*")
+#: separator; a colon ends it too, so that each path of a list such as ``/usr/bin:/bin`` is
+#: shortened on its own.
+_ABSOLUTE = re.compile(r"(?<![\w.~/<-])/(?=[\w.@+-])[^\s\"'<>#,;:|()\[\]{}]*")
 _FORMAT = re.compile(r"^([a-z0-9_]{2,}):(.*)$")
 
 #: A dataset name longer than this is cut (with an ellipsis).
