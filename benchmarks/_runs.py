@@ -1,11 +1,34 @@
-"""What the pretraining benchmarks read back from a run directory of ``speechrank pretrain``:
-its log (``train_log.jsonl``) and recipe (the first checkpoint's ``config.json``)."""
+"""What the benchmarks read back from runs: a run directory of ``speechrank pretrain`` (its log,
+``train_log.jsonl``, and recipe, the first checkpoint's ``config.json``), and the wall time of
+a one-checkpoint sweep with each unit's seconds from its log lines."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
+
+_UNIT_LINE = re.compile(r"(probe\|\S+|rank)\S* -> \d+ rows in ([\d.]+) s")
+
+
+def timed_sweep(checkpoint: Path, raw: dict[str, Any], store: Path
+                ) -> tuple[float, dict[str, float]]:
+    """Sweep one checkpoint with the sweep config ``raw`` into ``store``: the wall seconds and
+    each unit's seconds (``rank``, ``probe|NAME``) as the sweep logged them."""
+    from speechrank.sweep import SweepConfig, sweep
+
+    lines: list[str] = []
+    started = time.perf_counter()
+    sweep(checkpoint, SweepConfig.from_dict(raw), store, progress=False, log=lines.append)
+    wall = time.perf_counter() - started
+    units = {}
+    for line in lines:
+        found = _UNIT_LINE.search(line)
+        if found:
+            units[found.group(1)] = float(found.group(2))
+    return wall, units
 
 
 def read_log(run: Path) -> list[dict[str, Any]]:

@@ -34,7 +34,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from _record import environment
+from _runs import timed_sweep
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -70,7 +70,6 @@ def _load() -> float:
 
 def sweep_once(demo: Path, checkpoint: str, side: str, scratch: Path) -> dict[str, Any]:
     from speechrank.demo import DemoSettings, sweep_config
-    from speechrank.sweep import SweepConfig, sweep
 
     solver, workers = SIDES[side]
     out = scratch / f"{checkpoint}-{side}"
@@ -81,17 +80,8 @@ def sweep_once(demo: Path, checkpoint: str, side: str, scratch: Path) -> dict[st
     raw["options"]["fit_workers"] = workers or settings.fit_workers
     for probe in raw["probe"]:
         probe["solver"] = solver
-    lines: list[str] = []
     load = _load()
-    started = time.perf_counter()
-    sweep(demo / "run" / checkpoint, SweepConfig.from_dict(raw), out / "s.sqlite",
-          progress=False, log=lines.append)
-    wall = time.perf_counter() - started
-    units = {}
-    for line in lines:
-        found = re.search(r"(probe\|\S+|rank)\S* -> \d+ rows in ([\d.]+) s", line)
-        if found:
-            units[found.group(1)] = float(found.group(2))
+    wall, units = timed_sweep(demo / "run" / checkpoint, raw, out / "s.sqlite")
     return {"checkpoint": checkpoint, "side": side, "solver": solver,
             "fit_workers": raw["options"]["fit_workers"], "wall_seconds": round(wall, 2),
             "probe_seconds": round(sum(v for k, v in units.items() if k.startswith("probe")),

@@ -17,15 +17,14 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from _record import environment
+from _runs import timed_sweep
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "probe_dtype.json"
@@ -36,7 +35,6 @@ SCORES = ("accuracy", "frame_accuracy")
 def sweep_once(demo: Path, checkpoint: str, dtype: str, fit_workers: int, scratch: Path
                ) -> dict[str, Any]:
     from speechrank.demo import DemoSettings, sweep_config
-    from speechrank.sweep import SweepConfig, sweep
 
     out = scratch / f"{checkpoint}-{dtype}"
     shutil.rmtree(out, ignore_errors=True)
@@ -44,16 +42,7 @@ def sweep_once(demo: Path, checkpoint: str, dtype: str, fit_workers: int, scratc
     raw = sweep_config(demo / "corpus", DemoSettings(out=out, fit_workers=fit_workers))
     for probe in raw["probe"]:
         probe["fit_dtype"] = dtype
-    lines: list[str] = []
-    started = time.perf_counter()
-    sweep(demo / "run" / checkpoint, SweepConfig.from_dict(raw), out / "s.sqlite",
-          progress=False, log=lines.append)
-    wall = time.perf_counter() - started
-    units = {}
-    for line in lines:
-        found = re.search(r"(probe\|\S+|rank)\S* -> \d+ rows in ([\d.]+) s", line)
-        if found:
-            units[found.group(1)] = float(found.group(2))
+    wall, units = timed_sweep(demo / "run" / checkpoint, raw, out / "s.sqlite")
     return {"checkpoint": checkpoint, "fit_dtype": dtype, "wall_seconds": round(wall, 2),
             "unit_seconds": units, "store": str(out / "s.sqlite")}
 
