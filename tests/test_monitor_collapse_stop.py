@@ -34,19 +34,14 @@ from speechrank.pretrain import TrainConfig, TrainRun, pretrain
 from tests.test_monitor_core import SR, toy_frames, waves
 from tests.test_pretrain_training import corpus  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.filterwarnings("ignore::speechrank.monitor.collapse.RankCollapseWarning")
-
 LR = 0.01
 EVERY = 6  # steps between measurements
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Same numbers on every machine: float32 results depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::speechrank.monitor.collapse.RankCollapseWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),  # float32 sums depend on it
+]
 
 
 class Regressor(torch.nn.Module):

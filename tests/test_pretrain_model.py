@@ -23,14 +23,7 @@ from speechrank.encoders.bestrq import (
 from speechrank.encoders.formats.speechrank import is_bestrq_checkpoint
 from speechrank.errors import SpeechrankError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared machine: one thread avoids thread-pool stalls (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # float32 sums depend on it
 
 MICRO = config_for_size("micro")
 

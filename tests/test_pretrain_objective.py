@@ -20,14 +20,7 @@ from speechrank.pretrain.objective import (
     span_mask,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared machine: one thread avoids thread-pool stalls (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # float32 sums depend on it
 
 
 @settings(max_examples=60, deadline=None)

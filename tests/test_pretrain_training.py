@@ -34,14 +34,7 @@ from speechrank.pretrain.objective import KMeansQuantizer, add_noise
 from speechrank.pretrain.recipe import WarmupLinear
 from speechrank.pretrain.targets import fit_kmeans_centroids
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared machine: one thread avoids thread-pool stalls (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # float32 sums depend on it
 
 FAST = {"size": "micro", "batch_size": 4, "crop_seconds": 0.64}
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,24 +31,12 @@ from speechrank.sweep import (
 )
 from speechrank.sweep.process_executor import WORKER_BASE_BYTES
 
-from .test_sweep import _manifest
+from .tone_sweep import serial_sweep_one_thread, write_tone_sweep
+from .tone_sweep import snapshot as _snapshot
+from .tone_sweep import unit_count as _unit_count
 
 CHECKPOINTS = 3
 UNITS = 2 * CHECKPOINTS  # rank + 1 probe each
-
-
-def _snapshot(path: Path) -> list[tuple]:
-    """Every stored value with what identifies it (exact: same computation, same numbers)."""
-    with ResultStore(path, create=False) as store:
-        return sorted((r.model, r.checkpoint, r.step, r.dataset, r.layer, r.pooling, r.metric,
-                       r.task, r.split, r.domain, r.value, r.n_rows, r.dim,
-                       tuple(sorted((k, str(v)) for k, v in r.conventions.items())))
-                      for r in store.rows())
-
-
-def _unit_count(path: Path) -> int:
-    with sqlite3.connect(path, timeout=5) as db:
-        return db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
 
 
 def _gone(pid: int) -> bool:
@@ -66,34 +53,9 @@ def setup(tmp_path_factory):
     """Three random checkpoints, a small tone manifest, and the serial sweep's store at one
     torch thread (as each worker runs)."""
     root = tmp_path_factory.mktemp("sweep_processes")
-    manifest = _manifest(root)
-    (root / "checkpoints.txt").write_text("random:tiny@0 0\nrandom:tiny@1 100\n"
-                                          "random:tiny@2 200\n")
-    (root / "sweep.toml").write_text(f"""
-[rank]
-data = "{manifest.name}"
-metrics = ["rankme", "erank_cov"]
-poolings = ["sum", "frames"]
-max_frames = 200
-
-[[probe]]
-name = "pitch"
-task = "label:pitch"
-data = "{manifest.name}"
-
-[options]
-seed = 0
-cache_dir = "{root / 'cache'}"
-""")
+    write_tone_sweep(root, CHECKPOINTS)
     serial = root / "serial.sqlite"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        summary = sweep(root / "checkpoints.txt", root / "sweep.toml", serial, workers=1,
-                        progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert summary.units_done == UNITS
+    assert serial_sweep_one_thread(root, serial) == UNITS
     return root, _snapshot(serial)
 
 

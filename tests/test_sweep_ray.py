@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,67 +14,26 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from speechrank.cli import main
 from speechrank.store import ResultStore
-from speechrank.sweep import SweepConfig, find_checkpoints, plan_units, run_name, sweep
+from speechrank.sweep import SweepConfig, find_checkpoints, plan_units, run_name
 
-from .test_sweep import _manifest
+from .tone_sweep import serial_sweep_one_thread, write_tone_sweep
+from .tone_sweep import snapshot as _snapshot
+from .tone_sweep import unit_count as _unit_count
 
 UNITS = 4  # 2 checkpoints x (rank + 1 probe)
 
 
-def _snapshot(path: Path) -> list[tuple]:
-    """Every stored value with what identifies it (exact: same computation, same numbers)."""
-    with ResultStore(path, create=False) as store:
-        return sorted((r.model, r.checkpoint, r.step, r.dataset, r.layer, r.pooling, r.metric,
-                       r.task, r.split, r.domain, r.value, r.n_rows, r.dim,
-                       tuple(sorted((k, str(v)) for k, v in r.conventions.items())))
-                      for r in store.rows())
-
-
-def _unit_count(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path, timeout=1) as db:
-            return db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Two random checkpoints, a small tone manifest, and the serial sweep's store."""
+    """Two random checkpoints, a small tone manifest, and the serial sweep's store at one
+    torch thread (as each Ray task runs: the same float sums)."""
     root = tmp_path_factory.mktemp("sweep_ray")
-    manifest = _manifest(root)
-    (root / "checkpoints.txt").write_text("random:tiny@0 0\nrandom:tiny@1 100\n")
-    (root / "sweep.toml").write_text(f"""
-[rank]
-data = "{manifest.name}"
-metrics = ["rankme", "erank_cov"]
-poolings = ["sum", "frames"]
-max_frames = 200
-
-[[probe]]
-name = "pitch"
-task = "label:pitch"
-data = "{manifest.name}"
-
-[options]
-seed = 0
-cache_dir = "{root / 'cache'}"
-""")
+    write_tone_sweep(root, 2)
     serial = root / "serial.sqlite"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each Ray task runs: one thread, the same float sums
-    try:
-        summary = sweep(root / "checkpoints.txt", root / "sweep.toml", serial, workers=1,
-                        progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert summary.units_done == UNITS
+    assert serial_sweep_one_thread(root, serial) == UNITS
     return root, _snapshot(serial)
 
 
