@@ -130,6 +130,18 @@ def test_unit_commits_rows_and_bookkeeping_together(store):
     assert rec.meta == {"n_utts": 3, "extra": "x"} and rec.wall_s >= 0
 
 
+def test_unit_records_the_seconds_of_work_done_elsewhere(store):
+    import datetime as dt
+
+    with store.unit("u1", seconds=125.0) as work:  # rows a worker computed in 125 s
+        work.add_rows([make_row()])
+    (rec,) = store.units()
+    assert rec.wall_s == 125.0
+    started = dt.datetime.fromisoformat(rec.started_at)
+    finished = dt.datetime.fromisoformat(rec.finished_at)
+    assert abs((finished - started).total_seconds() - 125.0) <= 1.0
+
+
 def test_failed_unit_leaves_nothing(store):
     with pytest.raises(RuntimeError), store.unit("u1") as work:
         work.add_rows([make_row()])

@@ -125,6 +125,11 @@ def test_process_sweep_equals_serial_and_resumes_as_done(setup, tmp_path):
     pids = {line.rsplit(" in worker ", 1)[1] for line in unit_lines}
     assert len(pids) == 2 and str(os.getpid()) not in pids  # two processes, not this one
     assert _snapshot(store) == serial
+    # each unit's recorded time is its work in the worker (as logged), not the driver's commit
+    logged = sorted(float(line.rsplit(" rows in ", 1)[1].split(" s")[0]) for line in unit_lines)
+    with ResultStore(store, create=False) as db:
+        recorded = sorted(float(f"{unit.wall_s:.1f}") for unit in db.units())
+    assert recorded == logged
     again = sweep(root / "checkpoints.txt", root / "sweep.toml", store, workers=2,
                   progress=False)
     assert (again.units_done, again.units_reused, again.rows_written) == (0, UNITS, 0)

@@ -158,8 +158,10 @@ ON CONFLICT ({", ".join(IDENTITY_COLUMNS)}, conventions_hash) DO UPDATE SET
 """
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def _now(offset_s: float = 0.0) -> str:
+    """The UTC time ``offset_s`` seconds from now, ISO 8601 to the second."""
+    moment = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=offset_s)
+    return moment.isoformat(timespec="seconds")
 
 
 def _to_json(obj: Any, *, canonical: bool = False) -> str:
@@ -513,15 +515,20 @@ class ResultStore:
         return len(checked)
 
     @contextlib.contextmanager
-    def unit(self, key: str, *, meta: Mapping[str, Any] | None = None) -> Iterator[UnitWork]:
+    def unit(self, key: str, *, meta: Mapping[str, Any] | None = None,
+             seconds: float | None = None) -> Iterator[UnitWork]:
         """One unit of work, committed atomically when the block ends without an exception.
 
         Rows given to the yielded :class:`UnitWork` (or to :meth:`add_rows` while the block is
         open) are kept in memory; at the end they replace any rows an earlier run of the same
-        key wrote and are committed together with the ``units`` row (status ``done``, finish
-        time, wall time, ``meta``) in one transaction. An exception, ``KeyboardInterrupt`` or a
-        killed process commits nothing. Rows added inside the block are not visible to
-        :meth:`rows` until it ends. Units do not nest.
+        key wrote and are committed together with the ``units`` row (status ``done``, start
+        and finish time, wall time, ``meta``) in one transaction. An exception,
+        ``KeyboardInterrupt`` or a killed process commits nothing. Rows added inside the block
+        are not visible to :meth:`rows` until it ends. Units do not nest.
+
+        ``seconds`` is the wall time of work done before the block (in a worker process,
+        whose rows the block only writes): the unit's recorded wall time, ending now. Without
+        it, the block's own time is the unit's.
         """
         if self._pending is not None:
             raise SpeechrankError(f"unit {key!r} opened inside unit {self._pending.key!r}")
@@ -534,6 +541,9 @@ class ResultStore:
             self._pending = None
         wall_s = time.perf_counter() - t0
         now = _now()
+        if seconds is not None:
+            wall_s = float(seconds)
+            started_at = _now(-wall_s)
         params = [_row_params(r, work.key, now) for r in work.rows]
         meta_json = _to_json(work.meta)
         with self._transaction() as conn:

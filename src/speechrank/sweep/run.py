@@ -111,7 +111,7 @@ def run_units(series: CheckpointSeries | Sequence[CheckpointSeries], cfg: SweepC
                 report.start("sweep", len(todo), "units")
             for outcome in executor.run(group_by_checkpoint(todo), cfg, run=one.run,
                                         progress=report):
-                commit_unit(store, outcome.unit, outcome.rows)
+                commit_unit(store, outcome.unit, outcome.rows, outcome.seconds)
                 report.advance("sweep", 1)
                 merge_skip_counts(skipped, outcome.skipped)
                 done += 1

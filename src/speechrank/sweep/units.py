@@ -88,11 +88,13 @@ def compute_unit(unit: SweepUnit, cfg: SweepConfig, encoder: Any, *, run: str,
     return [dataclasses.replace(row, model=run) for row in rows], skipped
 
 
-def commit_unit(store: Any, unit: SweepUnit, rows: Sequence[Any]) -> None:
-    """Write one unit's rows and its done-mark in one transaction of ``store``."""
+def commit_unit(store: Any, unit: SweepUnit, rows: Sequence[Any], seconds: float) -> None:
+    """Write one unit's rows and its done-mark in one transaction of ``store``; ``seconds``,
+    the time the unit's work took wherever it ran, is its recorded wall time."""
     with store.unit(unit.key, meta={"checkpoint": unit.checkpoint.name,
                                     "step": unit.checkpoint.step,
-                                    "digest": unit.checkpoint.digest}) as work:
+                                    "digest": unit.checkpoint.digest},
+                    seconds=seconds) as work:
         work.add_rows(rows)
 
 
