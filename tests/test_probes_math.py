@@ -17,7 +17,11 @@ from speechrank.probes.alignment import (
 from speechrank.probes.config import CTCProbeConfig, LogisticConfig
 from speechrank.probes.ctc import fit_ctc_probe, greedy_decode
 from speechrank.probes.edit_distance import edit_distance, phone_error_rate
-from speechrank.probes.linear import chance_levels, fit_logistic_probe
+from speechrank.probes.linear import (
+    chance_levels,
+    classification_scores,
+    fit_logistic_probe,
+)
 
 # ----------------------------------------------------------------------------- edit distance
 
@@ -202,6 +206,34 @@ def test_logistic_probe_string_labels_and_errors():
         fit_logistic_probe({"train": (x, np.zeros(40)), "dev": (x, y)})
     with pytest.raises(ValueError, match="dev"):
         fit_logistic_probe({"train": (x, y)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=60),
+       st.booleans())
+def test_classification_scores_are_scikit_learns_bit_for_bit(pairs, as_strings):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y_true = np.array([a for a, _ in pairs])
+    y_pred = np.array([b for _, b in pairs])
+    if as_strings:  # phone and speaker labels are strings
+        y_true, y_pred = y_true.astype(str), y_pred.astype(str)
+    scores = classification_scores(y_true, y_pred)
+    assert scores["accuracy"] == float(accuracy_score(y_true, y_pred))
+    assert scores["macro_f1"] == float(f1_score(y_true, y_pred, average="macro",
+                                                zero_division=0))
+
+
+def test_classification_scores_known_answers_and_edges():
+    # a: 1 of 2 found, predicted once (F1 2/3); b: found, predicted 3 times (F1 1/2);
+    # c: never predicted (F1 0)
+    scores = classification_scores(np.array(list("aabc")), np.array(list("abbb")))
+    assert scores["accuracy"] == pytest.approx(0.5)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    empty = classification_scores(np.array([]), np.array([]))
+    assert np.isnan(empty["accuracy"]) and np.isnan(empty["macro_f1"])
+    with pytest.raises(ValueError, match="length"):
+        classification_scores(np.array([1, 2]), np.array([1]))
 
 
 # ----------------------------------------------------------------------------- CTC probe
