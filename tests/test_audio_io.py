@@ -196,6 +196,24 @@ def test_probe_duration_reads_the_header(float_wav: tuple[Path, np.ndarray]) -> 
                                                                            "WAV")
 
 
+def test_a_rewritten_file_is_probed_again(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "a.wav"
+    sf.write(path, np.zeros(8000, np.int16), 16_000)
+    assert probe_duration(path) == 0.5
+    assert probe_audio(path) is probe_audio(path)  # the header is read once
+    sf.write(path, np.zeros(24_000, np.int16), 16_000)  # same path, new content
+    assert probe_duration(path) == 1.5
+    stat = os.stat(path)
+    sf.write(path, np.ones(24_000, np.int16), 8_000)  # same size: a new modification time
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert probe_audio(path).sample_rate == 8_000
+    path.unlink()
+    with pytest.raises(AudioError, match="no such file"):
+        probe_audio(path)
+
+
 def test_silent_file_is_returned(tmp_path: Path) -> None:
     sf.write(tmp_path / "silent.wav", np.zeros(8000, np.int16), 8000)
     out = load_audio(tmp_path / "silent.wav", 16_000)
