@@ -409,10 +409,17 @@ def _spool_batch(batch: EncodedBatch, spool: _Spool, rows: _Rows, missing: Seque
     rows.index.append(np.concatenate([np.full(len(p), r, dtype=np.int64)
                                       for p, r in zip(picks, positions, strict=True)]))
     rows.frames.append(np.concatenate(picks))
+    if not missing:
+        return
+    # every pick as a row of the batch's [B * T, D] frames (all layers padded to one T): one
+    # gather per layer, not one per utterance
+    longest = batch.output.layers[missing[0]].shape[1]
+    flat = torch.from_numpy(np.concatenate([np.asarray(p, dtype=np.int64) + b * longest
+                                            for b, p in enumerate(picks)]))
     for layer in missing:
         frames = batch.output.layers[layer]
-        taken = [frames[b, torch.from_numpy(p)].cpu().numpy() for b, p in enumerate(picks)]
-        spool.add(layer, np.concatenate(taken, axis=0).astype(np.float32, copy=False))
+        taken = frames.reshape(-1, frames.shape[-1])[flat.to(frames.device)]
+        spool.add(layer, taken.cpu().numpy().astype(np.float32, copy=False))
 
 
 def _save_layers(entry: FeatureEntry, encoder: SpeechEncoder, missing: Sequence[str],
