@@ -119,16 +119,25 @@ def test_rank_golden(fsdd_root, tmp_path, monkeypatch):
     assert summary["data"]["info"] == golden["data"]["info"]
 
 
+@pytest.fixture(scope="module")
+def golden_feature_cache(tmp_path_factory):
+    """One feature cache for the probe golden runs: the first run encodes FSDD and writes the
+    float32 features, the others (both tasks use the same clips and layers) read the same
+    values back, instead of encoding FSDD four times."""
+    return tmp_path_factory.mktemp("golden-features")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("solver", ["default", "sklearn"])
 @pytest.mark.parametrize("task", ["ks", "sid"])
-def test_probe_golden(task, solver, fsdd_root, tmp_path, monkeypatch):
+def test_probe_golden(task, solver, fsdd_root, tmp_path, monkeypatch, golden_feature_cache):
     monkeypatch.chdir(GOLDEN.parents[1])
     out = tmp_path / f"probe_{task}.json"
     chosen = [] if solver == "default" else ["--solver", solver]
     assert main(["probe", "random:tiny", _fsdd_spec(fsdd_root), "--task", task,
-                 "--layers", "0,2", "--max-seconds", "1.0", "--no-cache", "--seed", "0",
-                 *chosen, "--quiet", "--json", str(out)]) == 0
+                 "--layers", "0,2", "--max-seconds", "1.0", "--cache-dir",
+                 str(golden_feature_cache), "--seed", "0", *chosen, "--quiet", "--json",
+                 str(out)]) == 0
     golden = GOLDEN / f"probe_{task}_fsdd_tiny.json"
     if solver == "sklearn":
         golden = GOLDEN / f"probe_{task}_fsdd_tiny_sklearn.json"
