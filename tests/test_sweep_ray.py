@@ -151,18 +151,30 @@ def test_driver_killed_and_restarted_resumes_from_the_store(setup, cluster, tmp_
     store = tmp_path / "driver.sqlite"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    args = [sys.executable, "-m", "speechrank", "sweep", str(root / "checkpoints.txt"),
-            "--config", str(root / "sweep.toml"), "--store", str(store), "--quiet",
-            "--ray", cluster]
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and child.poll() is None and _unit_count(store) < 1:
-        time.sleep(0.05)
+    # The driver, in a child process, announces its first committed unit and waits to be
+    # killed: the kill lands at a known point. (Polling the store instead raced the driver,
+    # which commits a checkpoint's units together and can commit all of them between polls.)
+    child_code = (
+        "import sys, time\n"
+        "from speechrank.sweep.ray_executor import RayExecutor, sweep_on_ray\n"
+        "def log(line):\n"
+        "    if ' rows in ' in line:\n"
+        "        print('UNITS 1', flush=True)\n"
+        "        time.sleep(600)\n"
+        "sweep_on_ray(sys.argv[1], sys.argv[2], sys.argv[3], RayExecutor(address=sys.argv[4]),\n"
+        "             log=log)\n"
+        "print('FINISHED', flush=True)\n")
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_code, str(root / "checkpoints.txt"),
+         str(root / "sweep.toml"), str(store), cluster],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    announced = child.stdout.readline().split()  # blocks until the driver is at its point
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()
+    assert announced == ["UNITS", "1"], child.stderr.read()[-2000:]
+    assert child.returncode == -signal.SIGKILL
     committed = _unit_count(store)
-    assert 1 <= committed < UNITS
+    assert committed == 1
 
     resumed = sweep_on_ray(root / "checkpoints.txt", root / "sweep.toml", store)
     assert resumed.units_reused == committed
