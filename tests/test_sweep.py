@@ -16,47 +16,15 @@ from speechrank.errors import SpeechrankError
 from speechrank.store import ResultStore
 from speechrank.sweep import SweepConfig, find_checkpoints, sweep
 
-from .conftest import write_csv_manifest, write_tone
-
-
-def _manifest(root: Path) -> Path:
-    """36 labelled tones: label 'pitch' (low/high) decides the frequency band; split column."""
-    rows = []
-    for i in range(36):
-        label = "low" if i % 2 == 0 else "high"
-        freq = (180.0 if label == "low" else 900.0) + 7 * i
-        path = write_tone(root / "audio" / f"u{i:02d}.wav", 0.4 + 0.02 * i, freq=freq, seed=i)
-        split = ("train", "train", "train", "train", "dev", "test")[i % 6]
-        rows.append({"path": str(path.relative_to(root)), "pitch": label, "split": split,
-                     "speaker": f"s{i % 3}"})
-    return write_csv_manifest(root / "data.csv", rows)
+from .tone_sweep import write_tone_sweep
 
 
 @pytest.fixture(scope="module")
 def sweep_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    manifest = _manifest(root)
-    (root / "checkpoints.txt").write_text(
-        "# three random initialisations stand in for a training run\n"
-        "random:tiny@0 0\nrandom:tiny@1 100\nrandom:tiny@2 200\n")
-    (root / "sweep.toml").write_text(f"""
-[rank]
-data = "{manifest.name}"
-metrics = ["rankme", "erank_cov"]
-poolings = ["sum", "frames"]
-max_frames = 200
-
-[[probe]]
-name = "pitch"
-task = "label:pitch"
-data = "{manifest.name}"
-domain = "in"
-
-[options]
-seed = 0
-cache_dir = "{root / 'cache'}"
-checkpoint_workers = 1  # this process (the process executor: test_sweep_processes.py)
-""")
+    write_tone_sweep(root, 3, extra_options=(
+        "checkpoint_workers = 1  # this process (the process executor: "
+        "test_sweep_processes.py)\n"))
     return root
 
 

@@ -1,6 +1,6 @@
-"""The small sweep that the process and Ray executor tests both run: random checkpoints, a
-tone manifest, one rank and one probe unit per checkpoint, and the serial store they must
-equal."""
+"""The small sweep that the sweep tests run (serial, process and Ray executors): random
+checkpoints, a tone manifest, one rank and one probe unit per checkpoint, and the serial store
+the executors must equal."""
 
 from __future__ import annotations
 
@@ -12,15 +12,30 @@ import torch
 from speechrank.store import ResultStore
 from speechrank.sweep import sweep
 
-from .test_sweep import _manifest
+from .conftest import write_csv_manifest, write_tone
 
 
-def write_tone_sweep(root: Path, checkpoints: int) -> None:
-    """``checkpoints.txt`` (``random:tiny@i`` at step ``100 i``) and ``sweep.toml`` in
-    ``root``, over a tone manifest written there."""
-    manifest = _manifest(root)
+def tone_manifest(root: Path) -> Path:
+    """36 labelled tones: label 'pitch' (low/high) decides the frequency band; split column."""
+    rows = []
+    for i in range(36):
+        label = "low" if i % 2 == 0 else "high"
+        freq = (180.0 if label == "low" else 900.0) + 7 * i
+        path = write_tone(root / "audio" / f"u{i:02d}.wav", 0.4 + 0.02 * i, freq=freq, seed=i)
+        split = ("train", "train", "train", "train", "dev", "test")[i % 6]
+        rows.append({"path": str(path.relative_to(root)), "pitch": label, "split": split,
+                     "speaker": f"s{i % 3}"})
+    return write_csv_manifest(root / "data.csv", rows)
+
+
+def write_tone_sweep(root: Path, checkpoints: int, extra_options: str = "") -> None:
+    """``checkpoints.txt`` (``random:tiny@i`` at step ``100 i``, under a comment line) and
+    ``sweep.toml`` (``extra_options``: more lines of its ``[options]``) in ``root``, over a
+    tone manifest written there."""
+    manifest = tone_manifest(root)
     (root / "checkpoints.txt").write_text(
-        "".join(f"random:tiny@{i} {100 * i}\n" for i in range(checkpoints)))
+        "# random initialisations stand in for a training run\n"
+        + "".join(f"random:tiny@{i} {100 * i}\n" for i in range(checkpoints)))
     (root / "sweep.toml").write_text(f"""
 [rank]
 data = "{manifest.name}"
@@ -36,7 +51,7 @@ data = "{manifest.name}"
 [options]
 seed = 0
 cache_dir = "{root / 'cache'}"
-""")
+{extra_options}""")
 
 
 def serial_sweep_one_thread(root: Path, store: Path) -> int:

@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import math
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,15 @@ def _unreadable(path: str, err: BaseException | str) -> AudioError:
     return AudioError(path, "unreadable", detail)
 
 
-def _check_exists(path: str) -> None:
-    if not os.path.exists(path):
-        raise AudioError(path, "unreadable", "no such file")
-    if os.path.isdir(path):
+def _check_exists(path: str) -> os.stat_result:
+    """``path``'s ``stat``, or an :class:`AudioError` when it is missing or a directory."""
+    try:
+        status = os.stat(path)
+    except OSError:  # as os.path.exists: anything that cannot be stat'ed is not there
+        raise AudioError(path, "unreadable", "no such file") from None
+    if stat.S_ISDIR(status.st_mode):
         raise AudioError(path, "unreadable", "is a directory")
+    return status
 
 
 def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
@@ -145,9 +150,8 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
     checkpoint, and a ``stat`` costs a small part of opening the file and parsing its
     header."""
     path = os.fspath(path)
-    _check_exists(path)
-    stat = os.stat(path)
-    return _read_header(path, stat.st_size, stat.st_ino, stat.st_mtime_ns)
+    status = _check_exists(path)
+    return _read_header(path, status.st_size, status.st_ino, status.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=1 << 16)
